@@ -1,0 +1,160 @@
+"""Reader -> stage -> writer, with resume: what every shard-writing pipeline shares.
+
+A pipeline names its records (from `manifests.sources`), a stage that turns one record into
+samples or manifest rows, and the keys each record will produce. This module checks the
+output folder, skips what an earlier run finished, runs the stage on an engine, writes shards
+and manifest parts as results arrive, and leaves `manifest.parquet` and `stats.json` behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datakit.atomic import atomic_write
+from datakit.errors import UserError
+from datakit.shards import SHARDS_DIR, Sample, ShardWriter
+from manifests.schema import Status
+from manifests.store import MANIFEST_NAME, STATE_DIR, STATS_NAME, ManifestStore, write_stats
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class RunOptions:
+    """How to run, as opposed to what to make (which is the pipeline's own config).
+
+    Args:
+        workers: worker processes (1 runs in this process).
+        shard_size: samples per shard.
+        shard_bytes: start a new shard past this many bytes (None: no limit).
+        retry_failed: redo inputs an earlier run recorded as failed.
+        overwrite: delete datakit's earlier outputs in OUT first instead of resuming.
+        progress: show a progress bar.
+    """
+
+    workers: int = 1
+    shard_size: int = 1000
+    shard_bytes: int | None = None
+    retry_failed: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+def prepare_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: bool) -> Path:
+    """Create OUT (or reuse it for a resume with the same settings) and save the config.
+
+    Raises:
+        UserError: OUT cannot be written, or holds a run made with other settings.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --out exists and is not a folder")
+    try:
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        probe = out / STATE_DIR / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{out}: cannot write to --out ({error.strerror or error})") from None
+    saved = out / STATE_DIR / CONFIG_NAME
+    config = json.loads(json.dumps(config, sort_keys=True, default=str))  # as saved
+    if overwrite:
+        for name in (SHARDS_DIR, STATE_DIR):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in (MANIFEST_NAME, STATS_NAME):
+            (out / name).unlink(missing_ok=True)
+        (out / STATE_DIR).mkdir(parents=True)
+    elif saved.exists():
+        earlier = json.loads(saved.read_text())
+        changed = sorted(k for k in set(earlier) | set(config) if earlier.get(k) != config.get(k))
+        if changed:
+            first = changed[0]
+            raise UserError(
+                f"{out} holds a run made with other settings ({first}: {earlier.get(first)!r} "
+                f"then, {config.get(first)!r} now); use another --out, or --overwrite"
+            )
+    atomic_write(saved, json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+    return out
+
+
+def run_pipeline(
+    records: Iterable[Any],
+    stage: Callable[[Any], list],
+    output_keys: Callable[[Any], list[str]],
+    out: str | os.PathLike,
+    config: dict[str, Any],
+    options: RunOptions,
+    total: int | None = None,
+    description: str = "processing",
+) -> dict[str, Any]:
+    """Run `stage` over `records` into OUT's shards and manifest; return the stats.
+
+    Args:
+        records: inputs, each with `.key` and `.source`.
+        stage: picklable callable: record -> list of `Sample` or manifest row dicts.
+        output_keys: the sample keys a record produces when it succeeds, used to skip
+            records an earlier run finished.
+        out: the output folder.
+        config: the pipeline's resolved settings (saved, and compared on resume).
+        options: how to run.
+        total: number of records, for the progress bar.
+        description: progress bar label.
+    """
+    started = time.time()
+    out = prepare_out_dir(out, config, options.overwrite)
+    store = ManifestStore(out)
+    writer = ShardWriter(out, store, max_count=options.shard_size, max_bytes=options.shard_bytes)
+    finished_statuses = (
+        (Status.OK.value, Status.SKIPPED.value) if options.retry_failed else None
+    )
+    recorded = store.read()
+    if finished_statuses is not None:
+        recorded = recorded[recorded["status"].isin(finished_statuses)]
+    done = set(recorded["key"])
+    resumed = len(done)
+
+    def is_done(record: Any) -> bool:
+        return record.key in done or all(k in done for k in output_keys(record))
+
+    def consume(record: Any, results: list) -> None:
+        for result in results:
+            if isinstance(result, Sample):
+                if result.key not in done:
+                    writer.add(result)
+            elif result["key"] not in done:
+                writer.add_row(result)
+
+    todo = (r for r in records if not is_done(r))
+    from datakit.engine.local import run_local
+
+    try:
+        report = run_local(
+            todo, stage, consume, workers=options.workers,
+            total=None if total is None else max(0, total - recorded["input_key"].nunique()),
+            description=description, progress=options.progress,
+        )
+    except BaseException:
+        writer.abort()
+        store.write_manifest()
+        raise
+    writer.close()
+    store.write_manifest()
+    return write_stats(
+        store, config, started, report.records,
+        extra={"resumed_keys": resumed, "interrupted": report.interrupted,
+               "this_run": report.status, "shards": _shard_count(out)},
+    )
+
+
+def _shard_count(out: Path) -> int:
+    return len(list((out / SHARDS_DIR).glob("*.tar")))

@@ -1,0 +1,295 @@
+"""WebDataset shards: an atomic, resumable writer and a verifier.
+
+Layout: `OUT/shards/{n:05d}.tar` holding `KEY.mp4`, `KEY.txt`, `KEY.json` per sample (adjacent,
+as WebDataset requires), plus `{n:05d}_stats.json` beside each finished shard. A shard is
+written under a temporary name, fsynced and renamed; its manifest rows are committed right
+after, and that commit is what makes the shard count. On start the writer deletes shards no
+committed row names (orphans of a killed run), so a rerun never holds a key twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datakit.atomic import atomic_file, atomic_write, remove_partials
+from manifests.schema import Status
+from manifests.store import ManifestStore
+
+logger = logging.getLogger(__name__)
+
+SHARDS_DIR = "shards"
+TAR_MTIME = 0.0  # fixed, so the same samples give byte-identical tars
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def check_key(key: str) -> str:
+    """WebDataset splits member names at the first dot: a key must have none (nor a slash)."""
+    if not key or "." in key or "/" in key:
+        raise ValueError(f"invalid sample key {key!r}: must be non-empty, without '.' or '/'")
+    return key
+
+
+@dataclass
+class Sample:
+    """One output sample: the files that go into the shard and its manifest row."""
+
+    key: str
+    files: dict[str, bytes]  # extension -> bytes, e.g. {"mp4": ..., "txt": ..., "json": ...}
+    row: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in self.files.values())
+
+
+@dataclass
+class _OpenShard:
+    index: int
+    handle: Any
+    context: Any
+    tar: Any
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+    size: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class ShardWriter:
+    """Write samples into size-bounded shards and commit their manifest rows with them.
+
+    Args:
+        out_dir: the run's output folder (shards go to `out_dir/shards`).
+        store: the manifest the rows are committed to.
+        max_count: start a new shard after this many samples.
+        max_bytes: start a new shard once a shard holds this many bytes (None: no limit).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        store: ManifestStore,
+        max_count: int = 1000,
+        max_bytes: int | None = None,
+    ):
+        if max_count < 1:
+            raise ValueError(f"max_count must be at least 1, got {max_count}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.store = store
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.shards_dir = Path(out_dir) / SHARDS_DIR
+        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        self.written_keys: set[str] = set()
+        self._pending_rows: list[dict[str, Any]] = []
+        self._shard: _OpenShard | None = None
+        self._next_index = self._recover()
+
+    def _recover(self) -> int:
+        """Delete what a killed run left half-done; return the next free shard index."""
+        remove_partials(self.shards_dir)
+        committed = self.store.referenced_shards()
+        for path in sorted(self.shards_dir.glob("*.tar")):
+            if path.stem not in committed:
+                logger.warning("removing %s: no manifest row names it (an interrupted run)", path)
+                path.unlink()
+                (self.shards_dir / f"{path.stem}_stats.json").unlink(missing_ok=True)
+        indices = [int(name) for name in committed if name.isdigit()]
+        return max(indices, default=-1) + 1
+
+    def add(self, sample: Sample) -> None:
+        """Append a sample to the open shard, opening or rotating shards as needed."""
+        import webdataset as wds
+
+        check_key(sample.key)
+        if sample.key in self.written_keys:
+            raise ValueError(f"key {sample.key!r} written twice in one run")
+        if self._shard is None:
+            index = self._next_index
+            self._next_index += 1
+            context = atomic_file(self.shards_dir / f"{shard_name(index)}.tar")
+            handle = context.__enter__()
+            tar = wds.TarWriter(handle, mtime=TAR_MTIME, user="datakit", group="datakit")
+            self._shard = _OpenShard(index, handle, context, tar)
+        shard = self._shard
+        shard.tar.write({"__key__": sample.key, **sample.files})
+        row = dict(sample.row, shard=shard_name(shard.index), bytes=sample.size)
+        shard.rows.append(row)
+        shard.count += 1
+        shard.size += sample.size
+        self.written_keys.add(sample.key)
+        if shard.count >= self.max_count or (
+            self.max_bytes is not None and shard.size >= self.max_bytes
+        ):
+            self._finish_shard()
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Record an input that produced no sample (failed or skipped)."""
+        if row["status"] == Status.OK.value:
+            raise ValueError("an ok row needs its sample: use add()")
+        self._pending_rows.append(row)
+        if self._shard is None and len(self._pending_rows) >= self.max_count:
+            self._commit_rows([])
+
+    def _finish_shard(self) -> None:
+        shard = self._shard
+        self._shard = None
+        shard.tar.close()  # flushes the tar stream; the atomic context fsyncs and renames
+        shard.context.__exit__(None, None, None)
+        name = shard_name(shard.index)
+        stats = {
+            "shard": name,
+            "count": shard.count,
+            "bytes": shard.size,
+            "status": dict(Counter(r["status"] for r in shard.rows)),
+            "seconds": round(time.time() - shard.started, 3),
+        }
+        atomic_write(self.shards_dir / f"{name}_stats.json", json.dumps(stats, indent=2) + "\n")
+        self._commit_rows(shard.rows)
+
+    def _commit_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.store.commit(rows + self._pending_rows)
+        self._pending_rows = []
+
+    def close(self) -> None:
+        """Finish the open shard and commit every pending row."""
+        if self._shard is not None:
+            self._finish_shard()
+        elif self._pending_rows:
+            self._commit_rows([])
+
+    def abort(self) -> None:
+        """Drop the open shard without committing it (its inputs are redone on resume)."""
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            shard.context.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        if self._pending_rows:
+            self._commit_rows([])
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass
+class ShardCheck:
+    """What verification found in one shard."""
+
+    name: str
+    samples: int = 0
+    bytes: int = 0
+    frames: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    shards: list[ShardCheck]
+    problems: list[str]  # problems across shards and manifest
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not any(s.problems for s in self.shards)
+
+    @property
+    def samples(self) -> int:
+        return sum(s.samples for s in self.shards)
+
+
+def read_shard(path: str | os.PathLike):
+    """Iterate a shard's samples as dicts (`__key__`, `mp4`, `txt`, `json`, ...) with the
+    webdataset library, exactly as a trainer would read it."""
+    import webdataset as wds
+
+    dataset = wds.WebDataset(
+        os.fspath(path), shardshuffle=False, empty_check=False, handler=wds.reraise_exception
+    )
+    yield from dataset
+
+
+def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyReport:
+    """Read every shard in OUT back, decode every video, and compare with the manifest.
+
+    Checks: each shard reads with webdataset; each sample has mp4, txt and json; each mp4
+    decodes with decord and has the frame count its json states; no key appears twice; every
+    ok manifest row's sample is in the shard it names, and every sample has such a row; each
+    shard's `_stats.json` count matches.
+    """
+    import pandas as pd
+
+    from datakit.video import read_frames
+    from manifests.store import MANIFEST_NAME
+
+    out_dir = Path(out_dir)
+    shards_dir = out_dir / SHARDS_DIR
+    manifest_path = out_dir / MANIFEST_NAME
+    problems: list[str] = []
+    if not manifest_path.exists():
+        problems.append(f"{manifest_path}: missing")
+        manifest = pd.DataFrame(columns=["key", "status", "shard"])
+    else:
+        manifest = pd.read_parquet(manifest_path)
+    if manifest["key"].duplicated().any():
+        problems.append(f"manifest: {int(manifest['key'].duplicated().sum())} duplicate keys")
+    expected = {
+        row.key: row.shard for row in manifest.itertuples() if row.status == Status.OK.value
+    }
+    seen: dict[str, str] = {}
+    checks = []
+    for path in sorted(shards_dir.glob("*.tar")):
+        check = ShardCheck(path.stem, bytes=path.stat().st_size)
+        checks.append(check)
+        try:
+            for sample in read_shard(path):
+                key = sample["__key__"]
+                check.samples += 1
+                check.problems.extend(_check_sample(sample, key, path.stem, seen, expected,
+                                                   decode, read_frames, check))
+                seen[key] = path.stem
+        except Exception as error:  # any read error means an unreadable shard
+            check.problems.append(f"unreadable: {error}")
+        stats_path = shards_dir / f"{path.stem}_stats.json"
+        if not stats_path.exists():
+            check.problems.append("no _stats.json")
+        elif json.loads(stats_path.read_text())["count"] != check.samples:
+            check.problems.append("_stats.json count differs from the samples read")
+    missing = sorted(set(expected) - set(seen))
+    if missing:
+        problems.append(f"{len(missing)} ok manifest rows have no sample, e.g. {missing[0]!r}")
+    return VerifyReport(checks, problems)
+
+
+def _check_sample(sample, key, shard, seen, expected, decode, read_frames, check) -> list[str]:
+    problems = []
+    if key in seen:
+        problems.append(f"{key}: also in shard {seen[key]}")
+    if expected.get(key) != shard:
+        problems.append(f"{key}: manifest says shard {expected.get(key)!r}")
+    lacking = [ext for ext in ("mp4", "txt", "json") if ext not in sample]
+    if lacking:
+        return [*problems, f"{key}: no {', '.join(lacking)}"]
+    info = json.loads(sample["json"])
+    if decode:
+        try:
+            frames = len(read_frames(sample["mp4"]))
+        except Exception as error:
+            return [*problems, f"{key}: mp4 does not decode ({error})"]
+        check.frames += frames
+        if "frames" in info and frames != info["frames"]:
+            problems.append(f"{key}: {frames} frames decoded, json says {info['frames']}")
+    return problems

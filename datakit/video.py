@@ -1,0 +1,258 @@
+"""Video decode, encode and probe.
+
+Encoding goes through PyAV (libx264, yuv420p MP4) because OpenCV's wheels cannot write H.264.
+Decoding prefers decord (fast random access) and falls back to PyAV for what decord cannot
+read (AV1, odd containers, in-memory buffers it rejects).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+VideoSource = str | os.PathLike | bytes
+"""A video on disk (path) or in memory (the bytes of a whole file)."""
+
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast",
+    "medium", "slow", "slower", "veryslow",
+)
+
+
+class VideoError(RuntimeError):
+    """A video could not be decoded or encoded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a container says about its first video stream."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.fps if self.fps else 0.0
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """yuv420p needs even dimensions: round each down to the nearest even number."""
+    return max(2, width - width % 2), max(2, height - height % 2)
+
+
+class VideoWriter:
+    """Stream RGB frames into an H.264 MP4, one frame at a time.
+
+    Memory stays bounded by one frame, so a generator can write a long video as it goes.
+
+    Args:
+        target: a path, or a binary file object (e.g. `io.BytesIO`) to write the MP4 into.
+        width, height: frame size; must be even (see `even_size`).
+        fps: frames per second (a float such as 29.97 is kept as an exact fraction).
+        crf: x264 constant rate factor, 0 (lossless) to 51; lower is better and larger.
+        preset: x264 speed/size trade-off, one of `X264_PRESETS`.
+        threads: encoder threads; 0 lets x264 decide. Worker pools pass 1 so processes
+            do not oversubscribe the cores.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike | BinaryIO,
+        width: int,
+        height: int,
+        fps: float,
+        crf: int = 18,
+        preset: str = "medium",
+        threads: int = 0,
+    ):
+        import av
+
+        if width % 2 or height % 2 or width <= 0 or height <= 0:
+            raise ValueError(f"width and height must be positive and even, got {width}x{height}")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be in 0..51, got {crf}")
+        if preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.width, self.height = width, height
+        self.frames_written = 0
+        rate = Fraction(fps).limit_denominator(1001)
+        self._container = av.open(target, mode="w", format="mp4")
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": preset}
+        self._stream.codec_context.thread_count = threads
+        self._closed = False
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one RGB uint8 frame of shape (height, width, 3)."""
+        import av
+
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(
+                f"expected a uint8 frame of shape {(self.height, self.width, 3)}, "
+                f"got {frame.dtype} {frame.shape}"
+            )
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def write_many(self, frames: Iterable[np.ndarray]) -> None:
+        for frame in frames:
+            self.write(frame)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def encode_video(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    crf: int = 18,
+    preset: str = "medium",
+    threads: int = 0,
+) -> bytes:
+    """Encode RGB uint8 frames (all the same even size) to the bytes of an H.264 MP4."""
+    iterator = iter(frames)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise ValueError("cannot encode a video with no frames") from None
+    buffer = io.BytesIO()
+    height, width = first.shape[:2]
+    with VideoWriter(buffer, width, height, fps, crf=crf, preset=preset, threads=threads) as out:
+        out.write(first)
+        out.write_many(iterator)
+    return buffer.getvalue()
+
+
+def _pyav_open(source: VideoSource):
+    import av
+
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source))
+
+
+def probe(source: VideoSource) -> VideoInfo:
+    """Frame count, fps, size and codec of the first video stream.
+
+    The frame count is counted by demuxing when the container does not store it.
+    """
+    try:
+        with _pyav_open(source) as container:
+            if not container.streams.video:
+                raise VideoError(f"{_describe(source)}: no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            frames = stream.frames
+            if not frames:
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+            return VideoInfo(
+                frames=int(frames),
+                fps=fps,
+                width=stream.codec_context.width,
+                height=stream.codec_context.height,
+                codec=stream.codec_context.name,
+            )
+    except VideoError:
+        raise
+    except Exception as error:  # av raises many error types; all mean "unreadable"
+        raise VideoError(f"{_describe(source)}: cannot probe ({error})") from error
+
+
+def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np.ndarray:
+    """Decode frames to an RGB uint8 array of shape (N, H, W, 3).
+
+    Args:
+        source: a path or the bytes of a video file.
+        indices: the frames to return (any order, repeats allowed); all frames if None.
+    """
+    try:
+        return _read_frames_decord(source, indices)
+    except Exception as error:
+        logger.debug("decord could not read %s (%s); trying PyAV", _describe(source), error)
+    try:
+        return _read_frames_pyav(source, indices)
+    except VideoError:
+        raise
+    except Exception as error:
+        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+
+
+def iter_frames(source: VideoSource) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames one by one, so a long video never sits in memory whole."""
+    try:
+        with _pyav_open(source) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except Exception as error:
+        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+
+
+def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(
+        io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source),
+        ctx=decord.cpu(0),
+        num_threads=1,
+    )
+    count = len(reader)
+    wanted = list(range(count)) if indices is None else [int(i) for i in indices]
+    _check_indices(wanted, count, source)
+    if not wanted:
+        height, width = reader[0].shape[:2] if count else (0, 0)
+        return np.zeros((0, height, width, 3), np.uint8)
+    return reader.get_batch(wanted).asnumpy()
+
+
+def _read_frames_pyav(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
+    frames = list(iter_frames(source))
+    if indices is None:
+        return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
+    wanted = [int(i) for i in indices]
+    _check_indices(wanted, len(frames), source)
+    if not wanted:
+        height, width = frames[0].shape[:2] if frames else (0, 0)
+        return np.zeros((0, height, width, 3), np.uint8)
+    return np.stack([frames[i] for i in wanted])
+
+
+def _check_indices(indices: Sequence[int], count: int, source: VideoSource) -> None:
+    bad = [i for i in indices if not 0 <= i < count]
+    if bad:
+        raise VideoError(f"{_describe(source)}: frame {bad[0]} out of range (video has {count})")
+
+
+def _describe(source: VideoSource) -> str:
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes of video>"
+    return str(Path(source))

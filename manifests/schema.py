@@ -1,0 +1,72 @@
+"""Manifest columns, their types and the statuses a row can have.
+
+Every pipeline writes one row per output sample, or one row per input that produced none,
+so every input is accounted for. Columns a pipeline does not fill stay null; anything
+pipeline-specific goes into `meta` (a JSON string) so the schema stays the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any
+
+import pyarrow as pa
+
+
+class Status(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("input_key", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("shard", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("frames", pa.int32()),
+        pa.field("fps", pa.float32()),
+        pa.field("bytes", pa.int64()),
+        pa.field("seconds", pa.float32()),
+        pa.field("meta", pa.string()),
+    ]
+)
+COLUMNS = tuple(MANIFEST_SCHEMA.names)
+
+
+def make_row(
+    key: str,
+    status: Status | str,
+    *,
+    source: str | None = None,
+    input_key: str | None = None,
+    error: str = "",
+    meta: dict[str, Any] | None = None,
+    **columns: Any,
+) -> dict[str, Any]:
+    """Build a manifest row; unknown column names are a bug and raise."""
+    unknown = set(columns) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"not manifest columns: {sorted(unknown)}")
+    row = dict.fromkeys(COLUMNS)
+    row.update(columns)
+    row.update(
+        key=key,
+        input_key=input_key if input_key is not None else key,
+        source=source,
+        status=Status(status).value,
+        error=error or "",
+        meta=json.dumps(meta, sort_keys=True, default=str) if meta else None,
+    )
+    return row
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)

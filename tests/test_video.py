@@ -1,0 +1,86 @@
+import io
+
+import numpy as np
+import pytest
+
+from datakit import video
+from datakit.video import (
+    VideoError,
+    VideoWriter,
+    encode_video,
+    even_size,
+    iter_frames,
+    probe,
+    read_frames,
+)
+
+
+def _ramp(count=12, height=48, width=64):
+    """Frames whose brightness encodes their index, so order and count can be checked."""
+    return [np.full((height, width, 3), 10 + 18 * i, np.uint8) for i in range(count)]
+
+
+def test_encode_is_h264_yuv420p_with_exact_frames_and_fps():
+    data = encode_video(_ramp(), fps=8, crf=10, preset="ultrafast")
+    info = probe(data)
+    assert (info.frames, info.fps, info.width, info.height, info.codec) == (12, 8.0, 64, 48,
+                                                                             "h264")
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    frames = read_frames(data)
+    assert frames.shape == (12, 48, 64, 3)
+    assert np.abs(frames[:, 20, 20, 0].astype(int) - [10 + 18 * i for i in range(12)]).max() <= 3
+
+
+def test_ntsc_frame_rate_is_kept_as_a_fraction(tmp_path):
+    path = tmp_path / "ntsc.mp4"
+    with VideoWriter(path, 64, 48, fps=30000 / 1001, preset="ultrafast") as writer:
+        writer.write_many(_ramp(5))
+    assert writer.frames_written == 5
+    assert probe(path).fps == pytest.approx(29.97, abs=1e-3)
+
+
+def test_read_selected_frames_and_stream_all(tmp_path):
+    path = tmp_path / "v.mp4"
+    path.write_bytes(encode_video(_ramp(), fps=8, crf=0, preset="ultrafast"))
+    picked = read_frames(path, [5, 0, 5])
+    assert picked.shape == (3, 48, 64, 3)
+    assert picked[0, 0, 0, 0] == picked[2, 0, 0, 0] > picked[1, 0, 0, 0]
+    assert sum(1 for _ in iter_frames(path)) == 12
+    with pytest.raises(VideoError, match="frame 12 out of range"):
+        read_frames(path, [12])
+
+
+def test_pyav_takes_over_when_decord_cannot_read(monkeypatch):
+    data = encode_video(_ramp(), fps=8, preset="ultrafast")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("decord cannot")
+
+    monkeypatch.setattr(video, "_read_frames_decord", broken)
+    assert read_frames(data, [1, 2]).shape == (2, 48, 64, 3)
+
+
+@pytest.mark.parametrize("bad", [b"", b"definitely not a video" * 50])
+def test_garbage_is_a_video_error(bad):
+    with pytest.raises(VideoError):
+        read_frames(bad)
+    with pytest.raises(VideoError):
+        probe(bad)
+
+
+def test_writer_rejects_odd_sizes_bad_settings_and_wrong_frames():
+    with pytest.raises(ValueError, match="even"):
+        VideoWriter(io.BytesIO(), 63, 48, fps=8)
+    with pytest.raises(ValueError, match="crf"):
+        VideoWriter(io.BytesIO(), 64, 48, fps=8, crf=60)
+    with pytest.raises(ValueError, match="preset"):
+        VideoWriter(io.BytesIO(), 64, 48, fps=8, preset="warp")
+    writer = VideoWriter(io.BytesIO(), 64, 48, fps=8)
+    with pytest.raises(ValueError, match="expected a uint8 frame"):
+        writer.write(np.zeros((48, 64), np.uint8))
+    with pytest.raises(ValueError, match="no frames"):
+        encode_video([], fps=8)
+    assert even_size(63, 47) == (62, 46)
