@@ -1,0 +1,504 @@
+"""Still image -> short clip with a smooth simulated camera (pan, zoom, diagonal, combined).
+
+A camera path is a start and an end crop window at the output aspect ratio, always inside the
+image, joined by an easing curve: the centre moves along a straight line and the window size
+changes geometrically (so a zoom looks uniform). Windows are planned in normalised image
+coordinates (fractions of width and height), so the plan does not depend on the resolution the
+image was decoded at. Each frame is one affine warp of the source at sub-pixel precision;
+where the window is larger than the output it is first area-filtered (no aliasing), so slow
+motion shows no integer-pixel jitter, unlike ffmpeg's `zoompan`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+
+class Motion(str, Enum):
+    PAN_LEFT = "pan-left"
+    PAN_RIGHT = "pan-right"
+    PAN_UP = "pan-up"
+    PAN_DOWN = "pan-down"
+    ZOOM_IN = "zoom-in"
+    ZOOM_OUT = "zoom-out"
+    DIAGONAL_UP_LEFT = "diagonal-up-left"
+    DIAGONAL_UP_RIGHT = "diagonal-up-right"
+    DIAGONAL_DOWN_LEFT = "diagonal-down-left"
+    DIAGONAL_DOWN_RIGHT = "diagonal-down-right"
+    PAN_ZOOM = "pan-zoom"
+
+
+# Direction of the camera (the window centre) in image coordinates: +x right, +y down.
+_DIRECTIONS: dict[Motion, tuple[float, float]] = {
+    Motion.PAN_LEFT: (-1.0, 0.0),
+    Motion.PAN_RIGHT: (1.0, 0.0),
+    Motion.PAN_UP: (0.0, -1.0),
+    Motion.PAN_DOWN: (0.0, 1.0),
+    Motion.ZOOM_IN: (0.0, 0.0),
+    Motion.ZOOM_OUT: (0.0, 0.0),
+    Motion.DIAGONAL_UP_LEFT: (-1.0, -1.0),
+    Motion.DIAGONAL_UP_RIGHT: (1.0, -1.0),
+    Motion.DIAGONAL_DOWN_LEFT: (-1.0, 1.0),
+    Motion.DIAGONAL_DOWN_RIGHT: (1.0, 1.0),
+}
+_PAN_WORDS = {(-1, 0): "pans left", (1, 0): "pans right", (0, -1): "tilts up", (0, 1): "tilts down",
+              (-1, -1): "moves diagonally up and to the left",
+              (1, -1): "moves diagonally up and to the right",
+              (-1, 1): "moves diagonally down and to the left",
+              (1, 1): "moves diagonally down and to the right"}
+
+MOTION_GROUPS: dict[str, tuple[Motion, ...]] = {
+    "all": tuple(Motion),
+    "pan": (Motion.PAN_LEFT, Motion.PAN_RIGHT, Motion.PAN_UP, Motion.PAN_DOWN),
+    "zoom": (Motion.ZOOM_IN, Motion.ZOOM_OUT),
+    "diagonal": (Motion.DIAGONAL_UP_LEFT, Motion.DIAGONAL_UP_RIGHT,
+                 Motion.DIAGONAL_DOWN_LEFT, Motion.DIAGONAL_DOWN_RIGHT),
+    "combined": (Motion.PAN_ZOOM,),
+}
+
+EASINGS = ("linear", "ease-in-out", "ease-in", "ease-out")
+
+
+def parse_motions(spec: str | Sequence[str]) -> tuple[Motion, ...]:
+    """Motions from names and group names ("pan", "zoom", "diagonal", "combined", "all")."""
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    chosen: list[Motion] = []
+    for name in filter(None, names):
+        if name in MOTION_GROUPS:
+            members = MOTION_GROUPS[name]
+        else:
+            try:
+                members = (Motion(name),)
+            except ValueError:
+                valid = ", ".join([m.value for m in Motion] + list(MOTION_GROUPS))
+                raise ValueError(f"unknown motion {name!r}; choose from {valid}") from None
+        chosen.extend(m for m in members if m not in chosen)
+    if not chosen:
+        raise ValueError("no motions given")
+    return tuple(chosen)
+
+
+def ease(t: np.ndarray | float, easing: str) -> np.ndarray | float:
+    """Map time in [0, 1] to path progress in [0, 1]; all curves are smooth inside the clip."""
+    if easing == "linear":
+        return t
+    if easing == "ease-in-out":
+        return 0.5 - 0.5 * np.cos(np.pi * t)
+    if easing == "ease-in":
+        return 1.0 - np.cos(0.5 * np.pi * t)
+    if easing == "ease-out":
+        return np.sin(0.5 * np.pi * t)
+    raise ValueError(f"easing must be one of {', '.join(EASINGS)}, got {easing!r}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A crop window in normalised image coordinates: centre and width as fractions of the
+    image's width (x, width) and height (y)."""
+
+    cx: float
+    cy: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class CameraPath:
+    """Where the camera looks over a clip."""
+
+    motion: Motion
+    start: Window
+    end: Window
+    easing: str
+    speed: float  # travel in window widths per second (0 for pure zooms)
+    zoom_start: float  # 1.0 = the largest window of the output aspect that fits the image
+    zoom_end: float
+
+    def window_at(self, t: float) -> Window:
+        """The window at time t in [0, 1]: centre linear, size geometric, both eased."""
+        p = float(ease(t, self.easing))
+        ratio = self.end.width / self.start.width
+        scale = ratio**p
+        return Window(
+            cx=self.start.cx + (self.end.cx - self.start.cx) * p,
+            cy=self.start.cy + (self.end.cy - self.start.cy) * p,
+            width=self.start.width * scale,
+            height=self.start.height * scale,
+        )
+
+    def caption(self) -> str:
+        """Plain words for the motion, e.g. "The camera pans left while zooming in."."""
+        dx, dy = np.sign(self.end.cx - self.start.cx), np.sign(self.end.cy - self.start.cy)
+        moved = abs(self.end.cx - self.start.cx) > 1e-6 or abs(self.end.cy - self.start.cy) > 1e-6
+        zoom = ""
+        if abs(self.zoom_end - self.zoom_start) > 1e-6:
+            zoom = "zooms in" if self.zoom_end > self.zoom_start else "zooms out"
+        if moved and self.motion is not Motion.ZOOM_IN and self.motion is not Motion.ZOOM_OUT:
+            words = _PAN_WORDS[(int(dx), int(dy))]
+            if zoom:
+                words += f" while {'zooming in' if zoom == 'zooms in' else 'zooming out'}"
+        else:
+            words = zoom or "holds still"
+        return f"The camera {words}."
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["motion"] = self.motion.value
+        return data
+
+
+class SkipImage(Exception):
+    """The image cannot make a clip under the settings (e.g. it is too small)."""
+
+
+@dataclass(frozen=True)
+class PanZoomConfig:
+    """Settings of the pan-zoom pipeline; every field is a CLI option.
+
+    Args:
+        width, height: output size in pixels (even, for yuv420p).
+        frames: frames per clip.
+        fps: frames per second of the clips.
+        clips_per_image: clips made from each image, each with its own motion.
+        motions: the motions to draw from.
+        zoom_range: the zoom reached at the close end of a zoom, drawn per clip from this range
+            (1.0 = the largest window of the output's aspect that fits the image).
+        speed_range: pan speed in window widths per second, drawn per clip from this range.
+        easing: how the camera accelerates: linear, ease-in-out, ease-in, ease-out.
+        max_upscale: largest upscale allowed; an image that needs more is skipped.
+        motion_caption: append the camera motion in words to the caption.
+        seed: the seed every random choice is derived from (with the sample key).
+        crf, preset: x264 quality and speed.
+        max_pixels: images with more pixels are refused (decompression bombs).
+    """
+
+    width: int = 512
+    height: int = 320
+    frames: int = 16
+    fps: float = 8.0
+    clips_per_image: int = 1
+    motions: tuple[Motion, ...] = field(default_factory=lambda: tuple(Motion))
+    zoom_range: tuple[float, float] = (1.1, 1.25)
+    speed_range: tuple[float, float] = (0.05, 0.15)
+    easing: str = "ease-in-out"
+    max_upscale: float = 2.0
+    motion_caption: bool = True
+    seed: int = 0
+    crf: int = 18
+    preset: str = "medium"
+    max_pixels: int = 100_000_000
+
+    def __post_init__(self):
+        if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
+            raise ValueError(
+                f"size must be even and at least 16x16, got {self.width}x{self.height}"
+            )
+        if self.frames < 2:
+            raise ValueError(f"frames must be at least 2, got {self.frames}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.clips_per_image < 1:
+            raise ValueError(f"clips_per_image must be at least 1, got {self.clips_per_image}")
+        low, high = self.zoom_range
+        if not 1.0 <= low <= high:
+            raise ValueError(f"zoom_range must satisfy 1.0 <= low <= high, got {low},{high}")
+        low, high = self.speed_range
+        if not 0.0 <= low <= high:
+            raise ValueError(f"speed_range must satisfy 0 <= low <= high, got {low},{high}")
+        if self.max_upscale < 1.0:
+            raise ValueError(f"max_upscale must be at least 1.0, got {self.max_upscale}")
+        ease(0.5, self.easing)
+        if not self.motions:
+            raise ValueError("motions must not be empty")
+
+    @property
+    def duration(self) -> float:
+        return (self.frames - 1) / self.fps
+
+    def min_source_size(self) -> tuple[int, int]:
+        """Source size below which the closest window would need upscaling: a decoder may
+        shrink the image (e.g. JPEG draft mode) as long as it stays at least this large."""
+        zoom = self.zoom_range[1]
+        return math.ceil(self.width * zoom), math.ceil(self.height * zoom)
+
+
+def rng_for(seed: int, key: str, *more: int) -> np.random.Generator:
+    """A generator that depends only on (seed, key, more), never on worker or order."""
+    digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return np.random.default_rng([seed, digest, *more])
+
+
+def _fit_axis(half0: float, half1: float, shift: float) -> tuple[float, float] | None:
+    """Feasible start centres on one axis (image spans [0, 1]) for windows of half-sizes
+    half0 -> half1 whose centre moves by `shift`; None if there are none."""
+    low = max(half0, half1 - shift)
+    high = min(1.0 - half0, 1.0 - half1 - shift)
+    return (low, high) if low <= high + 1e-12 else None
+
+
+def plan_path(
+    motion: Motion,
+    image_size: tuple[int, int],
+    config: PanZoomConfig,
+    rng: np.random.Generator,
+) -> CameraPath:
+    """Draw a camera path for one clip that keeps every window inside the image.
+
+    Raises:
+        SkipImage: the image would need more than `config.max_upscale` upscaling.
+    """
+    image_w, image_h = image_size
+    aspect = config.width / config.height
+    # The largest window of the output aspect that fits: zoom 1.0. Sizes in pixels here.
+    base_w = min(image_w, image_h * aspect)
+    upscale = config.width / base_w
+    if upscale > config.max_upscale + 1e-9:
+        raise SkipImage(
+            f"too small: {image_w}x{image_h} needs {upscale:.2f}x upscaling for "
+            f"{config.width}x{config.height} (max {config.max_upscale:g}x)"
+        )
+    # Never zoom closer than the upscale limit allows.
+    zoom_cap = max(1.0, base_w * config.max_upscale / config.width)
+    zoom_low, zoom_high = (min(z, zoom_cap) for z in config.zoom_range)
+    zoom_far = float(rng.uniform(zoom_low, zoom_high))
+    speed = float(rng.uniform(*config.speed_range))
+    base = (base_w / image_w, base_w / aspect / image_h)  # normalised window at zoom 1
+
+    if motion is Motion.ZOOM_IN:
+        zooms, direction = (1.0, zoom_far), (0.0, 0.0)
+    elif motion is Motion.ZOOM_OUT:
+        zooms, direction = (zoom_far, 1.0), (0.0, 0.0)
+    elif motion is Motion.PAN_ZOOM:
+        zooms = (1.0, zoom_far) if rng.random() < 0.5 else (zoom_far, 1.0)
+        direction = tuple(_PAN_WORDS)[int(rng.integers(len(_PAN_WORDS)))]
+    else:
+        zooms, direction = None, _DIRECTIONS[motion]
+
+    norm = math.hypot(*direction)
+    unit = (direction[0] / norm, direction[1] / norm) if norm else (0.0, 0.0)
+
+    def travel_fits(z0: float, z1: float, amount: float):
+        """Feasible start-centre intervals for a travel of `amount` window widths."""
+        travel_px = amount * base_w / math.sqrt(z0 * z1)  # same pixels on both axes
+        shift = (unit[0] * travel_px / image_w, unit[1] * travel_px / image_h)
+        fits_x = _fit_axis(base[0] / z0 / 2, base[0] / z1 / 2, shift[0])
+        fits_y = _fit_axis(base[1] / z0 / 2, base[1] / z1 / 2, shift[1])
+        return (fits_x, fits_y, shift) if fits_x and fits_y else None
+
+    wanted = speed * config.duration if norm else 0.0
+    if zooms is None:
+        # A pure pan: the widest window (lowest zoom) that leaves room for the travel.
+        zoom_grid = np.linspace(1.0, max(1.0, zoom_high), 64)
+        zoom = next((z for z in zoom_grid if travel_fits(z, z, wanted)), zoom_grid[-1])
+        zooms = (float(zoom), float(zoom))
+    amount, fit = wanted, travel_fits(*zooms, wanted)
+    if fit is None:  # not enough room: travel as far as the image allows
+        low, high = 0.0, wanted
+        for _ in range(40):
+            mid = (low + high) / 2
+            low, high = (mid, high) if travel_fits(*zooms, mid) else (low, mid)
+        amount, fit = low, travel_fits(*zooms, low)
+    fits_x, fits_y, shift = fit
+    start_x = float(rng.uniform(*_middle(fits_x)))
+    start_y = float(rng.uniform(*_middle(fits_y)))
+    start = Window(start_x, start_y, base[0] / zooms[0], base[1] / zooms[0])
+    end = Window(start_x + shift[0], start_y + shift[1], base[0] / zooms[1], base[1] / zooms[1])
+    actual_speed = amount / config.duration if config.duration else 0.0
+    return CameraPath(motion, start, end, config.easing, actual_speed, zooms[0], zooms[1])
+
+
+def _middle(interval: tuple[float, float], share: float = 0.6) -> tuple[float, float]:
+    """The central part of an interval, so clips favour the middle of the picture."""
+    low, high = interval
+    if high <= low:
+        return low, low
+    margin = (high - low) * (1 - share) / 2
+    return low + margin, high - margin
+
+
+def _warp(source: np.ndarray, window: Window, width: int, height: int) -> np.ndarray:
+    """Resample `window` (normalised coordinates of `source`) to width x height in one warp.
+
+    Output pixel centre u + 0.5 maps to source position left + (u + 0.5) * scale; the
+    reflected border only ever feeds the interpolation kernel at the image edge.
+    """
+    import cv2
+
+    source_h, source_w = source.shape[:2]
+    scale_x = window.width * source_w / width
+    scale_y = window.height * source_h / height
+    left = (window.cx - window.width / 2) * source_w
+    top = (window.cy - window.height / 2) * source_h
+    matrix = np.array([[scale_x, 0.0, left + 0.5 * scale_x - 0.5],
+                       [0.0, scale_y, top + 0.5 * scale_y - 0.5]])
+    return cv2.warpAffine(source, matrix, (width, height),
+                          flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT_101)
+
+
+def render_clip(
+    image: np.ndarray, path: CameraPath, width: int, height: int, frames: int
+) -> Iterator[np.ndarray]:
+    """Yield the clip's frames one at a time, each a sub-pixel warp of the source.
+
+    Where windows are larger than the output, the source is first area-filtered once
+    (cv2.INTER_AREA) so that the closest window maps about 1:1; each frame then shrinks by
+    at most the clip's zoom ratio. Beyond a 1.5x ratio, octave levels are added and each
+    frame blends the two levels around its scale (trilinear), so detail never aliases and
+    sharpness changes smoothly. Enlarging is a single bicubic warp.
+    """
+    import cv2
+
+    windows = [path.window_at(index / (frames - 1)) for index in range(frames)]
+    image_w = image.shape[1]
+    scales = [w.width * image_w / width for w in windows]  # source px per output px
+    base = min(scales)
+    levels = [image]
+    if base > 1.0:
+        levels = [cv2.resize(image, (max(1, round(image.shape[1] / base)),
+                                     max(1, round(image.shape[0] / base))),
+                             interpolation=cv2.INTER_AREA)]
+        base_level_scale = image_w / levels[0].shape[1]
+    else:
+        base_level_scale = 1.0
+    blend = max(scales) / min(scales) > 1.5 and base > 1.0
+    if blend:
+        while levels[-1].shape[1] / 2 >= width / 2 and 2 ** len(levels) < max(scales) / base:
+            top = levels[-1]
+            levels.append(cv2.resize(top, (max(1, top.shape[1] // 2), max(1, top.shape[0] // 2)),
+                                     interpolation=cv2.INTER_AREA))
+    for window, scale in zip(windows, scales, strict=True):
+        residual = scale / base_level_scale
+        if not blend or residual <= 1.0:
+            yield _warp(levels[0], window, width, height)
+            continue
+        octave = min(math.log2(residual), len(levels) - 1)
+        low = min(int(octave), len(levels) - 1)
+        weight = octave - low
+        frame = _warp(levels[low], window, width, height)
+        if weight > 1e-3 and low + 1 < len(levels):
+            upper = _warp(levels[low + 1], window, width, height)
+            frame = cv2.addWeighted(frame, 1.0 - weight, upper, weight, 0.0)
+        yield frame
+
+
+def motion_caption(text: str | None, path: CameraPath, with_motion: bool) -> str:
+    """The clip's caption: the image's text, with the camera motion appended if asked."""
+    text = (text or "").strip()
+    if not with_motion:
+        return text
+    motion = path.caption()
+    return f"{text.rstrip('.')}. {motion}" if text else motion
+
+
+class PanZoomStage:
+    """Make `config.clips_per_image` clips from one record (a plain callable, picklable, so
+    any engine can run it).
+
+    Args:
+        config: what to make.
+    """
+
+    def __init__(self, config: PanZoomConfig):
+        self.config = config
+
+    def output_keys(self, record) -> list[str]:
+        count = self.config.clips_per_image
+        return [record.key] if count == 1 else [f"{record.key}_c{i}" for i in range(count)]
+
+    def __call__(self, record) -> list:
+        from datakit.images import ImageError, load_image
+        from datakit.shards import Sample
+        from datakit.video import encode_video
+        from manifests.schema import Status, make_row
+
+        config = self.config
+        started = time.perf_counter()
+        # 1. Load: a bad file is a failed row, never an exception.
+        try:
+            image = load_image(
+                record.image_input(),
+                max_pixels=config.max_pixels,
+                min_size=config.min_source_size(),
+            )
+        except ImageError as error:
+            return [make_row(record.key, Status.FAILED, source=record.source, error=str(error))]
+        image_size = (image.shape[1], image.shape[0])
+        # 2. One motion per clip, spread over the allowed motions, from a per-image seed.
+        order = rng_for(config.seed, record.key).permutation(len(config.motions))
+        samples = []
+        for clip, key in enumerate(self.output_keys(record)):
+            motion = config.motions[order[clip % len(order)]]
+            try:
+                path = plan_path(motion, image_size, config, rng_for(config.seed, record.key, clip))
+            except SkipImage as reason:
+                return [make_row(record.key, Status.SKIPPED, source=record.source,
+                                 error=str(reason), width=image_size[0], height=image_size[1])]
+            # 3. Render and encode, one frame at a time.
+            frames = render_clip(image, path, config.width, config.height, config.frames)
+            mp4 = encode_video(frames, config.fps, crf=config.crf, preset=config.preset,
+                               threads=1)
+            caption = motion_caption(record.text, path, config.motion_caption)
+            info = {
+                "key": key,
+                "input_key": record.key,
+                "source": record.source,
+                "caption": caption,
+                "caption_source": "text+motion" if record.text and config.motion_caption
+                else "text" if record.text else "motion" if config.motion_caption else "none",
+                "text": record.text,
+                "label": record.label,
+                "clip_index": clip,
+                "seed": config.seed,
+                "width": config.width,
+                "height": config.height,
+                "frames": config.frames,
+                "fps": config.fps,
+                "decoded_size": list(image_size),
+                "camera": path.to_json(),
+                "encoder": {"codec": "h264", "pix_fmt": "yuv420p", "crf": config.crf,
+                            "preset": config.preset},
+                "source_meta": record.meta,
+            }
+            row = make_row(
+                key, Status.OK, source=record.source, input_key=record.key, caption=caption,
+                width=config.width, height=config.height, frames=config.frames, fps=config.fps,
+                seconds=time.perf_counter() - started,
+                meta={"motion": path.motion.value, "speed": path.speed,
+                      "zoom": [path.zoom_start, path.zoom_end]},
+            )
+            files = {"mp4": mp4, "txt": caption.encode(),
+                     "json": json.dumps(info, sort_keys=True, default=str).encode()}
+            samples.append(Sample(key, files, row))
+        return samples
+
+
+def pan_zoom(src, out, config: PanZoomConfig, options) -> dict[str, Any]:
+    """Turn every image under `src` into clips in OUT's shards; return the run's stats.
+
+    Args:
+        src: an image folder, img2dataset/LAION shards, or a CSV/parquet list.
+        out: the output folder (resumed if it holds an earlier run with the same settings).
+        config: what to make.
+        options: how to run (`datakit.pipeline.RunOptions`).
+    """
+    from datakit.pipeline import run_pipeline
+    from manifests.sources import count_records, read_records
+
+    stage = PanZoomStage(config)
+    records = read_records(src)
+    settings = {"pipeline": "pan-zoom", **asdict(config),
+                "motions": [m.value for m in config.motions]}
+    return run_pipeline(
+        records, stage, stage.output_keys, out, settings, options,
+        total=count_records(src), description="pan-zoom",
+    )
