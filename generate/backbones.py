@@ -1,0 +1,443 @@
+"""Load diffusers video pipelines and know what each one supports.
+
+A `Backbone` wraps one loaded pipeline and gives the chunk loop a single view of it: latents
+in a canonical (B, C, F, H, W) layout whatever the pipeline uses natively, the frames rule
+(`4k+1` for Wan and CogVideoX, `8k+1` for LTX-Video, any count for ModelScope), one `run`
+that drives the pipeline only through its public arguments (`latents=`,
+`callback_on_step_end` or ModelScope's older `callback`, `output_type="latent"`), and
+`decode`/`encode` between latents and RGB frames.
+
+`model_index.json`'s `_class_name` decides the family. Supported: see `FAMILIES` and
+docs/generate.md; `UNSUPPORTED` says why the other video pipelines in diffusers are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datakit.errors import UserError
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one backbone family supports.
+
+    Args:
+        name: short name shown to users (`wan`, `cogvideox`, `ltx`, `modelscope`).
+        label: the name used in messages ("Wan", "CogVideoX", ...).
+        t2v, i2v, v2v: diffusers class names of the text-, image- and video-to-video
+            pipelines (None where diffusers has none we can drive).
+        layout: native latent layout: `BCFHW`, `BFCHW` or `packed` (B, F*H*W, C).
+        callback: `on_step_end` (returns replaced latents) or `legacy` (ModelScope's
+            `callback(step, t, latents)`, latents replaced in place).
+        chunk_frames, overlap_latent_frames: defaults for `--chunk-frames` and `--overlap`
+            (the overlap default is counted in latent frames and shown in pixel frames).
+        height, width, fps, guidance: defaults for the pipeline's size, frame rate, CFG scale.
+        patch: transformer spatial patch size (height/width must be multiples of
+            spatial compression * patch).
+    """
+
+    name: str
+    label: str
+    t2v: str | None
+    i2v: str | None
+    v2v: str | None
+    layout: str
+    callback: str
+    chunk_frames: int
+    overlap_latent_frames: int
+    height: int
+    width: int
+    fps: int
+    guidance: float
+    patch: int
+
+
+FAMILIES = {
+    "wan": Family("wan", "Wan", "WanPipeline", "WanImageToVideoPipeline",
+                  "WanVideoToVideoPipeline", "BCFHW", "on_step_end", 33, 2, 480, 832, 16, 5.0, 2),
+    "cogvideox": Family("cogvideox", "CogVideoX", "CogVideoXPipeline",
+                        "CogVideoXImageToVideoPipeline", "CogVideoXVideoToVideoPipeline",
+                        "BFCHW", "on_step_end", 49, 2, 480, 720, 8, 6.0, 2),
+    "ltx": Family("ltx", "LTX-Video", "LTXPipeline", None, None, "packed", "on_step_end",
+                  97, 2, 512, 704, 24, 3.0, 1),
+    "modelscope": Family("modelscope", "ModelScope", "TextToVideoSDPipeline", None, None,
+                         "BCFHW", "legacy", 16, 4, 256, 256, 8, 9.0, 1),
+}
+
+ROLES = ("t2v", "i2v", "v2v")
+
+UNSUPPORTED = {
+    "LTXImageToVideoPipeline": "it takes the conditioning image through the first frame of "
+    "`latents=`, so the chunk loop's own noise would replace the image",
+    "LTXConditionPipeline": "its conditions are not reachable through `latents=` without "
+    "re-implementing its latent preparation",
+    "LTXI2VLongMultiPromptPipeline": "it is itself a long-video loop (temporal tiles); run it "
+    "directly",
+    "VideoToVideoSDPipeline": "it draws its own noise and has no `latents=` argument, so "
+    "--refine cannot give it one global noise tensor",
+    "I2VGenXLPipeline": "it has no `callback_on_step_end` and conditions through a CLIP image "
+    "embedding only",
+    "StableVideoDiffusionPipeline": "it is image-only (no text prompt)",
+    "HunyuanVideoPipeline": "not tested here (its Llama text encoder cannot be built offline "
+    "for the tiny test pipeline), so not enabled",
+    "MochiPipeline": "not tested here, so not enabled",
+    "AllegroPipeline": "not tested here, so not enabled",
+    "LattePipeline": "not tested here, so not enabled",
+    "AnimateDiffPipeline": "it needs a separate motion adapter and an image UNet; use its own "
+    "`enable_free_noise` for long videos",
+    "SkyReelsV2DiffusionForcingPipeline": "it is itself a long-video loop (diffusion forcing); "
+    "run it directly",
+    "TextToVideoZeroPipeline": "it animates an image model by warping latents, not a video "
+    "diffusion model",
+}
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _class_of(model: str) -> str:
+    """The `_class_name` in `model_index.json` of a local folder or hub id."""
+    path = Path(model)
+    if path.exists():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise UserError(f"{model}: not a diffusers pipeline folder (no model_index.json)")
+        try:
+            return json.loads(index.read_text())["_class_name"]
+        except (ValueError, KeyError) as error:
+            raise UserError(f"{index}: unreadable model_index.json ({error})") from None
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.load_config(model)["_class_name"]
+    except Exception as error:  # hub errors come in many types; all mean "cannot load"
+        raise UserError(f"{model}: cannot read model_index.json ({error})") from None
+
+
+def find_family(class_name: str) -> tuple[Family, str]:
+    """The family and role (`t2v`, `i2v`, `v2v`) of a diffusers pipeline class name."""
+    for family in FAMILIES.values():
+        for role in ROLES:
+            if getattr(family, role) == class_name:
+                return family, role
+    if class_name in UNSUPPORTED:
+        raise UserError(f"{class_name} is not supported: {UNSUPPORTED[class_name]}")
+    supported = ", ".join(getattr(f, r) for f in FAMILIES.values() for r in ROLES if getattr(f, r))
+    raise UserError(f"{class_name} is not a supported video pipeline (supported: {supported})")
+
+
+def resolve_device(device: str) -> str:
+    """Check that `device` exists here; `cuda` without a GPU is a user error."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available on this machine")
+    if device != "cpu" and not device.startswith(("cuda", "mps")):
+        raise UserError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    return device
+
+
+class Backbone:
+    """One loaded video pipeline, seen through the public arguments the chunk loop needs.
+
+    Args:
+        pipe: the diffusers pipeline.
+        family: its `Family`.
+        role: `t2v`, `i2v` or `v2v`.
+        source: the hub id or folder it came from (recorded in sample json).
+    """
+
+    def __init__(self, pipe: Any, family: Family, role: str, source: str):
+        self.pipe = pipe
+        self.family = family
+        self.role = role
+        self.source = source
+        self.device = str(pipe._execution_device)
+        if family.name == "ltx":
+            self.temporal = pipe.vae_temporal_compression_ratio
+            self.spatial = pipe.vae_spatial_compression_ratio
+            self.channels = pipe.transformer.config.in_channels
+        elif family.name == "modelscope":
+            self.temporal = 1
+            self.spatial = pipe.vae_scale_factor
+            self.channels = pipe.unet.config.in_channels
+        else:
+            self.temporal = pipe.vae_scale_factor_temporal
+            self.spatial = pipe.vae_scale_factor_spatial
+            self.channels = (pipe.vae.config.z_dim if family.name == "wan"
+                             else pipe.vae.config.latent_channels)
+        # Wan and LTX keep float32 latents and cast inside; CogVideoX and ModelScope use the
+        # latents they are given as is, so those get the denoiser's dtype.
+        denoiser = pipe.unet if family.name == "modelscope" else pipe.transformer
+        self.latent_dtype = denoiser.dtype if family.name in ("cogvideox", "modelscope") else None
+        self.patch_t = 1
+        if family.name == "cogvideox":
+            self.patch_t = pipe.transformer.config.patch_size_t or 1
+        pipe.set_progress_bar_config(disable=True)
+
+    # -- what it supports ------------------------------------------------------------------
+
+    @property
+    def frames_rule(self) -> str:
+        return f"{self.temporal}k+1" if self.temporal > 1 else "any count"
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames for `frames` pixel frames (which must satisfy the frames rule)."""
+        return (frames - 1) // self.temporal + 1 if self.temporal > 1 else frames
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        return (latent_frames - 1) * self.temporal + 1 if self.temporal > 1 else latent_frames
+
+    def fits(self, frames: int) -> bool:
+        if frames < 1:
+            return False
+        if self.temporal > 1 and (frames - 1) % self.temporal:
+            return False
+        return self.latent_frames(frames) % self.patch_t == 0
+
+    def check_frames(self, frames: int, option: str) -> None:
+        """Raise a one-line `UserError` unless `frames` satisfies this backbone's frames rule."""
+        if self.fits(frames):
+            return
+        lower = next((n for n in range(frames - 1, 0, -1) if self.fits(n)), None)
+        search_to = frames + 8 * self.temporal * self.patch_t + 2
+        upper = next(n for n in range(max(frames + 1, 1), search_to) if self.fits(n))
+        options = f"{lower} or {upper}" if lower else str(upper)
+        rule = self.frames_rule + (f" with latent frames a multiple of {self.patch_t}"
+                                   if self.patch_t > 1 else "")
+        raise UserError(f"{option} {frames} does not fit {self.family.label}'s {rule} rule: "
+                        f"use {options}")
+
+    def check_size(self, height: int, width: int) -> None:
+        multiple = self.spatial * self.family.patch
+        for option, value in (("--height", height), ("--width", width)):
+            if value <= 0 or value % multiple or value % 2:
+                raise UserError(f"{option} {value} must be a positive multiple of {multiple} "
+                                f"for {self.family.label}")
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        config = getattr(self.pipe, "transformer", None)
+        if self.family.name == "cogvideox":
+            return config.config.max_text_seq_length
+        if self.family.name == "ltx":
+            return 128
+        if self.family.name == "wan":
+            return 512
+        return self.pipe.tokenizer.model_max_length
+
+    def prompt_tokens(self, text: str) -> int:
+        return len(self.pipe.tokenizer(text).input_ids)
+
+    # -- latents ---------------------------------------------------------------------------
+
+    def noise_shape(self, frames: int, height: int, width: int) -> tuple[int, ...]:
+        """Canonical (1, C, F, H, W) shape of the latents of `frames` pixel frames."""
+        return (1, self.channels, self.latent_frames(frames), height // self.spatial,
+                width // self.spatial)
+
+    def to_native(self, latents):
+        if self.family.layout == "BFCHW":
+            return latents.permute(0, 2, 1, 3, 4).contiguous()
+        if self.family.layout == "packed":
+            return self.pipe._pack_latents(latents, self.pipe.transformer_spatial_patch_size,
+                                           self.pipe.transformer_temporal_patch_size)
+        return latents
+
+    def from_native(self, latents, shape: tuple[int, ...]):
+        """Back to canonical layout; `shape` is the canonical shape (needed to unpack LTX)."""
+        if self.family.layout == "BFCHW":
+            return latents.permute(0, 2, 1, 3, 4)
+        if self.family.layout == "packed":
+            return self.pipe._unpack_latents(latents, shape[2], shape[3], shape[4],
+                                             self.pipe.transformer_spatial_patch_size,
+                                             self.pipe.transformer_temporal_patch_size)
+        return latents
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        prompt: str,
+        latents,
+        steps: int,
+        guidance: float,
+        generator,
+        height: int,
+        width: int,
+        negative_prompt: str = "",
+        on_step: Callable[[int, Any], Any] | None = None,
+        image: np.ndarray | None = None,
+        strength: float = 1.0,
+        fps: int | None = None,
+        pipe: Any = None,
+    ):
+        """Denoise canonical `latents` (the initial noise) and return canonical final latents.
+
+        Args:
+            prompt, negative_prompt: the text conditioning.
+            latents: canonical (1, C, F, H, W) initial latents, passed as `latents=`.
+            steps, guidance: `num_inference_steps` and `guidance_scale`.
+            generator: a torch.Generator for any randomness inside the scheduler.
+            height, width: pixel size.
+            on_step: called after every denoising step `i` with the canonical latents (the
+                state before step i+1); a tensor it returns replaces them.
+            image: the conditioning RGB frame (i2v role).
+            strength: SDEdit strength (v2v role).
+            fps: frame rate, for pipelines that condition on it (LTX).
+            pipe: run this pipeline object instead of `self.pipe` (a copy with its own
+                scheduler, for refinement windows).
+        """
+        from PIL import Image
+
+        pipe = pipe or self.pipe
+        shape = tuple(latents.shape)
+        frames = self.pixel_frames(shape[2])
+        kwargs: dict[str, Any] = dict(
+            prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
+            guidance_scale=guidance, generator=generator, output_type="latent",
+            latents=self.to_native(latents).to(self.device, self.latent_dtype),
+        )
+        if self.role == "v2v":
+            kwargs.update(strength=strength, height=height, width=width)
+        else:
+            kwargs.update(height=height, width=width, num_frames=frames)
+        if self.role == "i2v":
+            kwargs["image"] = Image.fromarray(image)
+        if self.family.name == "cogvideox":
+            kwargs["max_sequence_length"] = self.max_prompt_tokens
+        if self.family.name == "ltx" and fps:
+            kwargs["frame_rate"] = fps
+        if on_step is not None and self.family.callback == "legacy":
+
+            def legacy(step: int, timestep, native) -> None:
+                replaced = on_step(step, self.from_native(native, shape))
+                if replaced is not None:
+                    native.copy_(self.to_native(replaced.to(native.device, native.dtype)))
+
+            kwargs.update(callback=legacy, callback_steps=1)
+        elif on_step is not None:
+
+            def on_step_end(_pipe, step: int, timestep, tensors: dict) -> dict:
+                native = tensors["latents"]
+                replaced = on_step(step, self.from_native(native, shape))
+                if replaced is None:
+                    return {}
+                return {"latents": self.to_native(replaced.to(native.device, native.dtype))}
+
+            kwargs["callback_on_step_end"] = on_step_end
+        output = pipe(**kwargs).frames
+        return self.from_native(output, shape)
+
+    def scheduler_noise(self, scheduler, clean, noise, timestep):
+        """Noise clean latents to `timestep` as the pipeline's V2V preparation would."""
+        if hasattr(scheduler, "add_noise"):
+            return scheduler.add_noise(clean, noise, timestep.reshape(1))
+        return scheduler.scale_noise(clean, timestep.reshape(1), noise)
+
+    # -- pixels ----------------------------------------------------------------------------
+
+    def decode(self, latents) -> np.ndarray:
+        """Canonical latents -> RGB uint8 frames (F, H, W, 3)."""
+        import torch
+
+        pipe, vae = self.pipe, self.pipe.vae
+        latents = latents.contiguous().to(self.device)
+        with torch.no_grad():
+            if self.family.name == "wan":
+                mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+                std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+                latents = latents * std.to(latents) + mean.to(latents)
+                video = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+            elif self.family.name == "cogvideox":
+                video = pipe.decode_latents(latents.permute(0, 2, 1, 3, 4).to(vae.dtype))
+            elif self.family.name == "ltx":
+                latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std,
+                                                    vae.config.scaling_factor)
+                timestep = None
+                if vae.config.timestep_conditioning:
+                    timestep = torch.zeros(1, device=latents.device, dtype=latents.dtype)
+                video = vae.decode(latents.to(vae.dtype), timestep, return_dict=False)[0]
+            else:
+                video = pipe.decode_latents(latents.to(vae.dtype))
+        video = (video.float().clamp(-1, 1) + 1) * 127.5
+        return video[0].permute(1, 2, 3, 0).round().to(torch.uint8).cpu().numpy()
+
+    def encode(self, frames: np.ndarray):
+        """RGB uint8 frames (F, H, W, 3) -> canonical latents (deterministic: the mode)."""
+        import torch
+
+        vae = self.pipe.vae
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]
+        video = (video.float() / 127.5 - 1).to(self.device, vae.dtype)
+        with torch.no_grad():
+            if self.family.name == "wan":
+                latents = vae.encode(video).latent_dist.mode().float()
+                mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+                std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+                return (latents - mean.to(latents)) / std.to(latents)
+            if self.family.name == "cogvideox":
+                latents = vae.encode(video).latent_dist.mode().float()
+                return latents * self.pipe.vae_scaling_factor_image
+        raise UserError(f"{self.family.label} cannot encode video for --refine")
+
+
+def load_backbone(
+    model: str,
+    role: str = "t2v",
+    device: str = "cpu",
+    dtype: str = "float32",
+    cpu_offload: bool = False,
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+) -> Backbone:
+    """Load a pipeline from a hub id or local folder as a `Backbone` in `role`.
+
+    Args:
+        model: hub id or folder with a `model_index.json`.
+        role: `t2v`, `i2v` or `v2v`. A text-to-video folder asked for `v2v` is loaded as
+            its family's video-to-video class (they share every component).
+        device: `cpu`, `cuda`, `cuda:N` or `mps`.
+        dtype: `float32`, `bfloat16` or `float16` for the weights.
+        cpu_offload: keep weights on the CPU and move each model to `device` when it runs
+            (`enable_model_cpu_offload`); lower GPU memory, slower.
+        vae_tiling, vae_slicing: decode/encode in spatial tiles / one sample at a time.
+    """
+    import diffusers
+    import torch
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    device = resolve_device(device)
+    if cpu_offload and device == "cpu":
+        raise UserError("--cpu-offload needs --device cuda (it offloads from the GPU to the CPU)")
+    class_name = _class_of(model)
+    family, found = find_family(class_name)
+    if found != role and not (role == "v2v" and found == "t2v" and family.v2v):
+        wanted = ", ".join(getattr(f, role) for f in FAMILIES.values() if getattr(f, role))
+        raise UserError(f"{model} is a {class_name}; a {role} pipeline is needed here ({wanted})")
+    cls_name = getattr(family, role)
+    if cls_name is None:
+        raise UserError(f"{family.label} has no {role} pipeline in diffusers that we can drive")
+    pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=getattr(torch, dtype))
+    if cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    return Backbone(pipe, family, role, os.fspath(model))

@@ -1,0 +1,465 @@
+"""The chunk loop: a long video as a chain of short chunks with strong links between them.
+
+The loop owns the latents and drives a `Backbone` only through the pipeline's public
+arguments: the initial noise goes in through `latents=`, per-step overwrites through
+`callback_on_step_end` (ModelScope: its `callback`), and `output_type="latent"` brings the
+final latents back, which the loop decodes itself. Latents are handled in the canonical
+(B, C, F, H, W) layout; F counts latent frames (1 + (pixel frames - 1) / 4 for Wan/CogVideoX).
+
+Continuation (`--continue`):
+- `reuse` (VidRD, "Reuse and Diffuse"), on any text-to-video backbone. With O overlap latent
+  frames, T steps, `past[i]` = the previous chunk's state before step i with frame order
+  reversed (only its last O frames are kept, and only for the steps that are pinned):
+  1. frame-level noise reversion: the new chunk's first O frames start from `past[0][:O]`,
+     the previous chunk's last O frames' initial noise in reversed order;
+  2. past-dependent noise for the other frames:
+     `a/sqrt(1+a^2) * past0[O:] + 1/sqrt(1+a^2) * fresh` (unit variance; `--noise-recycle a`),
+     where past0 is the previous chunk's whole initial noise reversed;
+  3. staged guidance: overlap frame m is overwritten with `past[i][m]` before step i while
+     `i < (O-m) * (T/O) * beta` (`--reuse-guidance beta`). The pinned values are stored noisy
+     states at the same step, so nothing is re-noised and any scheduler (DDIM-style or flow
+     matching) works. Chunks are decoded separately and concatenated whole, as VidRD does:
+     the overlap frames are kept (they are the bridge), so `--overlap` does not shorten the
+     video.
+- `i2v`: chunks after the first come from an image-to-video backbone conditioned on the last
+  frame of the previous chunk; the new chunk's first frame re-renders that frame and is
+  dropped.
+- `none`: independent chunks, concatenated.
+
+Before each chunk after the first, `--search-k` candidate noises are tried (`search.py`).
+Chunk 0 has nothing to continue from, so it is not searched: it uses candidate 0.
+
+Exact length: the loop generates whole chunks, then trims the end of the last one to exactly
+`--frames`; the plan (and the sample json) says how many frames were generated and trimmed.
+
+Memory and resume: frames stream into the MP4 as each chunk is decoded; only the current
+chunk, the previous chunk's initial noise, the overlap trajectory and the last frame stay in
+memory. After each chunk its final latents and the loop state are written atomically to
+`state_dir`; a resumed run re-decodes the finished chunks (bit-identical frames, so a
+byte-identical MP4) and continues from the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datakit.atomic import atomic_file, atomic_write
+from datakit.errors import UserError
+from datakit.video import VideoWriter
+from generate.backbones import Backbone
+from generate.prompts import Story
+from generate.search import search_noise
+
+logger = logging.getLogger(__name__)
+
+CONTINUE_MODES = ("reuse", "i2v", "none")
+SETTINGS_FILE = "settings.json"
+
+
+def derive_seed(seed: int, story_id: str, chunk: int, candidate: int) -> int:
+    """A 63-bit seed for one (video, chunk, candidate): fixed by `seed`, independent of order."""
+    digest = hashlib.sha256(f"{seed}/{story_id}/{chunk}/{candidate}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def make_noise(shape: tuple[int, ...], seed: int):
+    """Standard normal noise from its own CPU generator (the same on every device)."""
+    import torch
+
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+
+
+def pinned_steps(overlap: int, steps: int, beta: float) -> list[int]:
+    """How many first steps overlap frame m = 0..O-1 is pinned: the i with i < (O-m)*(T/O)*beta."""
+    return [min(steps, math.ceil((overlap - m) * steps / overlap * beta - 1e-9))
+            for m in range(overlap)]
+
+
+def reuse_noise(previous_initial, fresh, overlap: int, alpha: float):
+    """VidRD's initial noise: reversed past noise for the overlap, past-dependent for the rest."""
+    past = previous_initial.flip(2)
+    noise = fresh.clone()
+    noise[:, :, :overlap] = past[:, :, :overlap]
+    mix = past[:, :, overlap:] * (alpha / math.sqrt(1 + alpha**2))
+    noise[:, :, overlap:] = mix + fresh[:, :, overlap:] / math.sqrt(1 + alpha**2)
+    return noise
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How `frames` frames are cut into chunks.
+
+    Args:
+        frames: frames in the final video.
+        chunk_frames: frames each chunk generates.
+        drop: frames dropped at the start of every chunk after the first.
+        chunks: number of chunks.
+        generated: frames kept from all chunks before trimming.
+        trimmed: frames cut from the end of the last chunk to reach exactly `frames`.
+        chunk_starts: index in the final video where each chunk's kept frames begin.
+    """
+
+    frames: int
+    chunk_frames: int
+    drop: int
+    chunks: int
+    generated: int
+    trimmed: int
+    chunk_starts: tuple[int, ...]
+
+
+def plan_chunks(frames: int, chunk_frames: int, drop: int = 0) -> ChunkPlan:
+    """Cut `frames` into chunks of `chunk_frames`, each after the first losing `drop` frames."""
+    if frames < 1:
+        raise UserError(f"--frames must be at least 1, got {frames}")
+    if not 0 <= drop < chunk_frames:
+        raise ValueError(f"drop must be in [0, chunk_frames), got {drop}")
+    stride = chunk_frames - drop
+    chunks = 1 + max(0, math.ceil((frames - chunk_frames) / stride))
+    generated = chunk_frames + (chunks - 1) * stride
+    starts = tuple(0 if c == 0 else chunk_frames + (c - 1) * stride for c in range(chunks))
+    return ChunkPlan(frames, chunk_frames, drop, chunks, generated, generated - frames, starts)
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """Everything that decides the frames of a chunked video (and so its resume state).
+
+    Args:
+        frames: exact length of the output video.
+        chunk_frames: frames per chunk (must fit the backbone's frames rule).
+        overlap: `reuse` only: overlap in pixel frames, a multiple of the temporal compression.
+        continue_mode: `reuse`, `i2v` or `none`.
+        steps: denoising steps per chunk.
+        guidance: classifier-free guidance scale.
+        negative_prompt: text to steer away from ("" for none).
+        height, width, fps: output size and frame rate.
+        noise_recycle: VidRD's alpha for past-dependent noise.
+        reuse_guidance: VidRD's beta for staged guidance (0 disables pinning).
+        search_k: candidate noises per chunk; 1 disables the search.
+        search_steps: steps of each candidate's preview trajectory.
+        crf: x264 quality of the MP4.
+    """
+
+    frames: int = 49
+    chunk_frames: int = 33
+    overlap: int = 8
+    continue_mode: str = "reuse"
+    steps: int = 50
+    guidance: float = 5.0
+    negative_prompt: str = ""
+    height: int = 480
+    width: int = 832
+    fps: int = 16
+    noise_recycle: float = 4.0
+    reuse_guidance: float = 0.4
+    search_k: int = 5
+    search_steps: int = 3
+    crf: int = 18
+
+
+class ChunkedGenerator:
+    """Generate long videos chunk by chunk on a text-to-video backbone.
+
+    Args:
+        backbone: the text-to-video backbone (every chunk in `reuse`/`none`, chunk 0 in `i2v`).
+        settings: the `ChunkSettings`.
+        i2v: the image-to-video backbone for `--continue i2v`.
+        scorer: the search scorer (see `search.py`); needed when `settings.search_k > 1`.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        settings: ChunkSettings,
+        i2v: Backbone | None = None,
+        scorer: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    ):
+        self.backbone = backbone
+        self.settings = settings
+        self.i2v = i2v
+        self.scorer = scorer
+        self.check_inputs()
+        self.plan = plan_chunks(settings.frames, settings.chunk_frames,
+                                1 if settings.continue_mode == "i2v" else 0)
+        self.overlap_latent = 0
+        self.pins: list[int] = []
+        if settings.continue_mode == "reuse":
+            self.overlap_latent = settings.overlap // backbone.temporal
+            self.pins = pinned_steps(self.overlap_latent, settings.steps, settings.reuse_guidance)
+
+    def check_inputs(self) -> None:
+        s, backbone = self.settings, self.backbone
+        if s.continue_mode not in CONTINUE_MODES:
+            raise UserError(f"--continue must be one of {', '.join(CONTINUE_MODES)}, "
+                            f"got {s.continue_mode!r}")
+        backbone.check_frames(s.chunk_frames, "--chunk-frames")
+        backbone.check_size(s.height, s.width)
+        if s.steps < 1:
+            raise UserError(f"--steps must be at least 1, got {s.steps}")
+        if s.search_k < 1:
+            raise UserError(f"--search-k must be at least 1 (1 = no search), got {s.search_k}")
+        if s.search_k > 1 and not 1 <= s.search_steps <= s.steps:
+            raise UserError(f"--search-steps must be in 1..--steps ({s.steps}), "
+                            f"got {s.search_steps}")
+        if s.search_k > 1 and self.scorer is None:
+            raise ValueError("a scorer is needed when search_k > 1")
+        if not 0 <= s.reuse_guidance <= 1:
+            raise UserError(f"--reuse-guidance must be in [0, 1], got {s.reuse_guidance}")
+        if s.noise_recycle < 0:
+            raise UserError(f"--noise-recycle must be >= 0, got {s.noise_recycle}")
+        if s.continue_mode == "i2v":
+            if self.i2v is None:
+                raise UserError("--continue i2v needs --i2v-model (an image-to-video pipeline)")
+            self.i2v.check_frames(s.chunk_frames, "--chunk-frames")
+            self.i2v.check_size(s.height, s.width)
+        if s.continue_mode == "reuse":
+            t, latent = backbone.temporal, backbone.latent_frames(s.chunk_frames)
+            if s.overlap < 1 or s.overlap % t:
+                lower, upper = max(t, s.overlap // t * t), (s.overlap // t + 1) * t
+                hint = f"use {lower} or {upper}" if lower != upper else f"use {lower}"
+                raise UserError(f"--overlap {s.overlap} must be a positive multiple of "
+                                f"{backbone.family.label}'s temporal compression {t} "
+                                f"(one latent frame = {t} pixel frames): {hint}")
+            if s.overlap // t >= latent:
+                raise UserError(f"--overlap {s.overlap} must be shorter than a chunk "
+                                f"({s.chunk_frames} frames = {latent} latent frames)")
+
+    # -- one chunk ---------------------------------------------------------------------------
+
+    def prepare_noise(self, story_id: str, seed: int, chunk: int, candidate: int,
+                      shape: tuple[int, ...], previous_initial):
+        fresh = make_noise(shape, derive_seed(seed, story_id, chunk, candidate))
+        if previous_initial is None:
+            return fresh
+        return reuse_noise(previous_initial, fresh, self.overlap_latent,
+                           self.settings.noise_recycle)
+
+    def _generator(self, seed: int, story_id: str, chunk: int, candidate: int):
+        import torch
+
+        seed = derive_seed(seed, story_id, chunk, -1 - candidate)
+        return torch.Generator("cpu").manual_seed(seed)
+
+    def _chunk(self, story: Story, seed: int, chunk: int, state: dict) -> tuple[dict, dict]:
+        """Generate chunk `chunk`; return its tensors to save and its json record."""
+        import torch
+
+        s = self.settings
+        i2v_chunk = s.continue_mode == "i2v" and chunk > 0
+        reuse_chunk = s.continue_mode == "reuse" and chunk > 0
+        backbone = self.i2v if i2v_chunk else self.backbone
+        shape = backbone.noise_shape(s.chunk_frames, s.height, s.width)
+        prompt = story.prompt_for(chunk)
+        image = state["last_frame"] if i2v_chunk else None
+        record: dict[str, Any] = {"chunk": chunk, "prompt": prompt,
+                                  "backbone": "i2v" if i2v_chunk else "t2v"}
+        started = time.perf_counter()
+
+        # 1. Candidate initial noises and the k-step search (not for chunk 0: no condition)
+        previous_initial = state["initial"] if reuse_chunk else None
+        if chunk > 0 and s.search_k > 1:
+            candidates = [self.prepare_noise(story.id, seed, chunk, j, shape, previous_initial)
+                          for j in range(s.search_k)]
+
+            def preview(candidate: int, noise) -> np.ndarray:
+                latents = backbone.run(prompt, noise, s.search_steps, s.guidance,
+                                       self._generator(seed, story.id, chunk, candidate),
+                                       s.height, s.width, s.negative_prompt, image=image,
+                                       fps=s.fps)
+                return backbone.decode(latents)
+
+            best, scores = search_noise(candidates, preview, self.scorer, state["last_frame"])
+            initial = candidates[best]
+            record["search"] = {"scorer": self.scorer.name, "steps": s.search_steps,
+                                "scores": [round(x, 6) for x in scores], "winner": best,
+                                "seconds": round(time.perf_counter() - started, 3)}
+            del candidates
+        else:
+            best = 0
+            initial = self.prepare_noise(story.id, seed, chunk, 0, shape, previous_initial)
+            record["search"] = {"skipped": "chunk 0 has no conditioning frame" if chunk == 0
+                                else "--search-k 1"}
+
+        # 2. Denoise with the full schedule, recording (and, for reuse, pinning) the overlap
+        overlap, pins = self.overlap_latent, self.pins
+        keep_steps = pins[0] if pins else 0
+        trajectory = None
+        if s.continue_mode == "reuse" and keep_steps:
+            trajectory = torch.empty((keep_steps,) + initial[:, :, -overlap:].shape)
+            trajectory[0] = initial[:, :, -overlap:].flip(2)
+        past = state["trajectory"] if reuse_chunk else None
+
+        def on_step(step: int, latents):
+            index = step + 1  # the callback sees the state before step `index`
+            replaced = None
+            if past is not None:
+                for m in range(overlap):
+                    if index < pins[m]:
+                        replaced = latents.clone() if replaced is None else replaced
+                        replaced[:, :, m] = past[index][:, :, m].to(latents)
+            current = latents if replaced is None else replaced
+            if trajectory is not None and index < keep_steps:
+                trajectory[index] = current[:, :, -overlap:].flip(2).float().cpu()
+            return replaced
+
+        denoise_started = time.perf_counter()
+        final = backbone.run(prompt, initial, s.steps, s.guidance,
+                             self._generator(seed, story.id, chunk, best), s.height, s.width,
+                             s.negative_prompt, on_step=on_step if trajectory is not None or
+                             past is not None else None, image=image, fps=s.fps)
+        record["denoise_seconds"] = round(time.perf_counter() - denoise_started, 3)
+        if reuse_chunk:
+            record["pinned_steps"] = pins
+        tensors = {"latents": final.float().cpu().contiguous(),
+                   "initial": initial.float().contiguous()}
+        if trajectory is not None:
+            tensors["trajectory"] = trajectory.contiguous()
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        return tensors, record
+
+    # -- state on disk ----------------------------------------------------------------------
+
+    def _fingerprint(self, story: Story, seed: int) -> dict:
+        return {"settings": asdict(self.settings), "prompts": list(story.prompts), "seed": seed,
+                "model": self.backbone.source, "i2v": self.i2v.source if self.i2v else None}
+
+    @staticmethod
+    def _chunk_path(state_dir: Path, chunk: int) -> Path:
+        return state_dir / f"chunk_{chunk:05d}.safetensors"
+
+    def _save(self, state_dir: Path, chunk: int, tensors: dict, record: dict) -> None:
+        from safetensors.torch import save
+
+        data = save(tensors, metadata={"record": json.dumps(record)})
+        atomic_write(self._chunk_path(state_dir, chunk), data)
+
+    def _load(self, state_dir: Path, chunk: int) -> tuple[dict, dict]:
+        from safetensors import safe_open
+
+        tensors = {}
+        with safe_open(self._chunk_path(state_dir, chunk), "pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                tensors[name] = handle.get_tensor(name)
+            record = json.loads(handle.metadata()["record"])
+        return tensors, record
+
+    def finished_chunks(self, state_dir: Path, story: Story, seed: int) -> int:
+        """How many leading chunks of this exact run are saved in `state_dir` (0 if none)."""
+        settings = state_dir / SETTINGS_FILE
+        if not settings.is_file():
+            return 0
+        expected = json.loads(json.dumps(self._fingerprint(story, seed)))
+        if json.loads(settings.read_text()) != expected:
+            logger.warning("%s: saved state is from different settings; starting over", state_dir)
+            return 0
+        done = 0
+        while done < self.plan.chunks and self._chunk_path(state_dir, done).is_file():
+            done += 1
+        return done
+
+    def kept_frames(self, chunk: int, frames: np.ndarray) -> np.ndarray:
+        """The frames of `chunk` that go in the video (drop at the start, trim at the end)."""
+        start = self.plan.drop if chunk > 0 else 0
+        room = self.plan.frames - self.plan.chunk_starts[chunk]
+        return frames[start:start + room]
+
+    def _decode(self, chunk: int, latents) -> np.ndarray:
+        uses_i2v = self.settings.continue_mode == "i2v" and chunk > 0
+        return (self.i2v if uses_i2v else self.backbone).decode(latents)
+
+    def replay(self, state_dir: Path) -> Iterator[np.ndarray]:
+        """Yield the kept frames of every saved chunk, re-decoded from their latents."""
+        for chunk in range(self.plan.chunks):
+            tensors, _ = self._load(state_dir, chunk)
+            yield from self.kept_frames(chunk, self._decode(chunk, tensors["latents"]))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        story: Story,
+        seed: int,
+        mp4_path: str | os.PathLike,
+        state_dir: str | os.PathLike,
+        resume: bool = False,
+    ) -> dict:
+        """Generate `story` into `mp4_path`; return the sample's json details.
+
+        Args:
+            story: the prompts (one per chunk, the last repeating) and id.
+            seed: the video's seed; with the same settings it fixes every frame.
+            mp4_path: the output MP4 (appears only when complete).
+            state_dir: where chunk latents and loop state are saved after each chunk.
+            resume: continue from the chunks saved in `state_dir` by an interrupted run with
+                the same settings; otherwise any saved state is discarded.
+        """
+        s, plan = self.settings, self.plan
+        state_dir = Path(state_dir)
+        # 1. Check inputs
+        if len(story.prompts) > plan.chunks:
+            raise ValueError(f"{len(story.prompts)} prompts but --frames {s.frames} makes only "
+                             f"{plan.chunks} chunks of {s.chunk_frames}")
+        # 2. Prepare the state folder (resume from it, or start it over)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        done = self.finished_chunks(state_dir, story, seed) if resume else 0
+        if not done:
+            for stale in state_dir.glob("chunk_*.safetensors"):
+                stale.unlink()
+        atomic_write(state_dir / SETTINGS_FILE,
+                     json.dumps(self._fingerprint(story, seed), sort_keys=True))
+        started = time.perf_counter()
+        records: list[dict] = []
+        state: dict[str, Any] = {"initial": None, "trajectory": None, "last_frame": None}
+        with atomic_file(mp4_path) as handle:
+            writer = VideoWriter(handle, s.width, s.height, s.fps, crf=s.crf)
+            # 3. Replay the chunks an interrupted run finished
+            for chunk in range(done):
+                tensors, record = self._load(state_dir, chunk)
+                frames = self._decode(chunk, tensors["latents"])
+                writer.write_many(self.kept_frames(chunk, frames))
+                state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
+                         "last_frame": frames[-1]}
+                records.append(record)
+            # 4. Generate the rest, one chunk at a time
+            for chunk in range(done, plan.chunks):
+                tensors, record = self._chunk(story, seed, chunk, state)
+                decode_started = time.perf_counter()
+                frames = self._decode(chunk, tensors["latents"])
+                writer.write_many(self.kept_frames(chunk, frames))
+                record["decode_seconds"] = round(time.perf_counter() - decode_started, 3)
+                self._save(state_dir, chunk, tensors, record)
+                state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
+                         "last_frame": frames[-1]}
+                records.append(record)
+                del tensors, frames
+            writer.close()
+            if writer.frames_written != plan.frames:
+                raise RuntimeError(f"wrote {writer.frames_written} frames, planned {plan.frames}")
+        # 5. Describe what was made
+        return {
+            "chunks": plan.chunks,
+            "chunk_frames": s.chunk_frames,
+            "chunk_starts": list(plan.chunk_starts),
+            "generated_frames": plan.generated,
+            "trimmed_frames": plan.trimmed,
+            "trimmed_from": "end of the last chunk",
+            "dropped_per_chunk": plan.drop,
+            "overlap_frames": s.overlap if s.continue_mode == "reuse" else 0,
+            "overlap_latent_frames": self.overlap_latent,
+            "resumed_from_chunk": done,
+            "chunk_details": records,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+

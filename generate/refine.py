@@ -1,0 +1,215 @@
+"""SDEdit refinement of a whole long video with StreamingT2V's randomized blending.
+
+After the chunk loop, the whole video is encoded once by a video-to-video backbone, one
+global noise tensor noises it to the timestep `--refine-strength` selects (so overlapping
+windows share their noise), and windows of `--refine-chunk` frames overlapping by
+`--refine-overlap` are denoised together, step by step: after every timestep each window's
+result is written back into the global latents from a random offset r inside its overlap with
+the previous window (`new[s_k + r : s_k + W] = window_k[r:]`, r = 0 for the first window), so
+no seam stays in one place. The result is decoded once and replaces `OUT/{id}.mp4`.
+
+Interleaving through public APIs only: each window is an ordinary pipeline call (`latents=`
+the window's slice of the global noisy latents, `callback_on_step_end` to hand the stepped
+latents over and take the blended slice back) on its own shallow copy of the pipeline with a
+deep-copied scheduler (stateful schedulers stay correct), each in its own thread. The threads
+take strict turns (window 0, 1, ..., then the next step), so exactly one denoises at a time:
+the result is deterministic and activation memory is that of one window.
+Supported: Wan and CogVideoX video-to-video pipelines (ModelScope's draws its own noise; see
+backbones.UNSUPPORTED). Windows are counted in pixel frames and converted to latent frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datakit.atomic import atomic_write
+from datakit.errors import UserError
+from datakit.video import encode_video
+from generate.backbones import Backbone
+from generate.chunked import ChunkedGenerator, derive_seed, make_noise
+from generate.prompts import Story
+
+
+class _Aborted(Exception):
+    """Raised in a window thread when another window failed."""
+
+
+class _Turns:
+    """Window threads take turns: window k may step only when `turn == k`."""
+
+    def __init__(self, count: int, blend):
+        self.count = count
+        self.blend = blend
+        self.turn = 0
+        self.outputs: list[Any] = [None] * count
+        self.error: BaseException | None = None
+        self.condition = threading.Condition()
+
+    def wait(self, window: int) -> None:
+        with self.condition:
+            self.condition.wait_for(lambda: self.turn == window or self.error is not None)
+            if self.error is not None:
+                raise _Aborted("another refinement window failed")
+
+    def stepped(self, window: int, step: int, latents) -> None:
+        with self.condition:
+            self.outputs[window] = latents
+            if window == self.count - 1:
+                self.blend(step, self.outputs)
+            self.turn = (window + 1) % self.count
+            self.condition.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self.condition:
+            self.error = self.error or error
+            self.condition.notify_all()
+
+
+class Refiner:
+    """SDEdit a finished video in overlapping windows with randomized blending.
+
+    Args:
+        backbone: a video-to-video `Backbone` (Wan or CogVideoX).
+        chunk_frames: window length in pixel frames (the backbone's frames rule).
+        overlap: overlap of neighbouring windows in pixel frames (multiple of the temporal
+            compression; StreamingT2V uses 12 of 38).
+        strength: fraction of the schedule re-run (SDEdit strength, 0 < strength <= 1).
+        steps: steps of the full schedule (`strength * steps` are run).
+        guidance: classifier-free guidance scale.
+        negative_prompt: text to steer away from.
+    """
+
+    def __init__(self, backbone: Backbone, chunk_frames: int, overlap: int, strength: float = 0.4,
+                 steps: int = 50, guidance: float = 5.0, negative_prompt: str = ""):
+        self.backbone = backbone
+        self.chunk_frames = chunk_frames
+        self.overlap = overlap
+        self.strength = strength
+        self.steps = steps
+        self.guidance = guidance
+        self.negative_prompt = negative_prompt
+        self.check_inputs()
+
+    def check_inputs(self) -> None:
+        backbone, t = self.backbone, self.backbone.temporal
+        if backbone.family.name not in ("wan", "cogvideox"):
+            raise UserError(f"--refine is not supported for {backbone.family.label}")
+        backbone.check_frames(self.chunk_frames, "--refine-chunk")
+        if self.overlap < 1 or self.overlap % t:
+            raise UserError(f"--refine-overlap {self.overlap} must be a positive multiple of "
+                            f"{backbone.family.label}'s temporal compression {t}")
+        if self.overlap // t >= backbone.latent_frames(self.chunk_frames):
+            raise UserError(f"--refine-overlap {self.overlap} must be shorter than "
+                            f"--refine-chunk {self.chunk_frames}")
+        if not 0 < self.strength <= 1 or int(self.steps * self.strength) < 1:
+            raise UserError(f"--refine-strength {self.strength} runs no step of {self.steps}: "
+                            f"use a value in (1/steps, 1]")
+
+    def prepare_windows(self, latent_frames: int) -> tuple[int, list[int]]:
+        """Window length and starts, in latent frames, covering `latent_frames`."""
+        window = min(self.backbone.latent_frames(self.chunk_frames), latent_frames)
+        stride = window - self.overlap // self.backbone.temporal
+        starts = list(range(0, max(latent_frames - window, 0) + 1, stride))
+        if starts[-1] + window < latent_frames:
+            starts.append(latent_frames - window)
+        return window, starts
+
+    def __call__(self, generator: ChunkedGenerator, state_dir: Path, story: Story, seed: int,
+                 mp4_path: Path) -> dict:
+        """Refine the video the chunk loop saved in `state_dir`; rewrite `mp4_path`."""
+        import torch
+
+        backbone, pipe = self.backbone, self.backbone.pipe
+        settings = generator.settings
+        started = time.perf_counter()
+        # 1. The finished video, padded (repeating its last frame) to the frames rule
+        frames = np.stack(list(generator.replay(state_dir)))
+        count = len(frames)
+        padded = next(n for n in range(count, count + 64) if backbone.fits(n))
+        frames = np.concatenate([frames, np.repeat(frames[-1:], padded - count, axis=0)])
+        # 2. Encode it once and add one global noise tensor at the starting timestep
+        clean = backbone.encode(frames).float().cpu()
+        scheduler = copy.deepcopy(pipe.scheduler)
+        scheduler.set_timesteps(self.steps)
+        run_steps = min(int(self.steps * self.strength), self.steps)
+        start_timestep = scheduler.timesteps[self.steps - run_steps]
+        noise = make_noise(tuple(clean.shape), derive_seed(seed, f"{story.id}/refine", 0, 0))
+        state = {"latents": backbone.scheduler_noise(scheduler, clean, noise, start_timestep)}
+        del clean, noise
+        # 3. Windows over the latent frames, each with its own pipeline copy and scheduler
+        window, starts = self.prepare_windows(state["latents"].shape[2])
+        offsets = torch.Generator("cpu").manual_seed(derive_seed(seed, f"{story.id}/refine", 1, 0))
+        picked: list[list[int]] = []
+
+        def blend(step: int, outputs: list) -> None:
+            new = state["latents"].clone()
+            cuts = []
+            for k, (start, latents) in enumerate(zip(starts, outputs, strict=True)):
+                shared = starts[k - 1] + window - start if k else 0
+                cut = int(torch.randint(0, shared + 1, (1,), generator=offsets)) if k else 0
+                new[:, :, start + cut:start + window] = latents[:, :, cut:].float().cpu()
+                cuts.append(cut)
+            state["latents"] = new
+            picked.append(cuts)
+
+        turns = _Turns(len(starts), blend)
+        t, pixel_window = backbone.temporal, backbone.pixel_frames(window)
+        def run_window(k: int) -> None:
+            start = starts[k]
+            window_pipe = type(pipe)(**{**pipe.components,
+                                        "scheduler": copy.deepcopy(pipe.scheduler)})
+            window_pipe.set_progress_bar_config(disable=True)
+            middle = min(start * t + pixel_window // 2, count - 1)
+            chunk = max(c for c, s in enumerate(generator.plan.chunk_starts) if s <= middle)
+
+            def on_step(step: int, latents):
+                turns.stepped(k, step, latents.clone())
+                if step == run_steps - 1:
+                    return None
+                turns.wait(k)
+                return state["latents"][:, :, start:start + window].clone()
+
+            turns.wait(k)
+            backbone.run(story.prompt_for(chunk), state["latents"][:, :, start:start + window],
+                         self.steps, self.guidance, torch.Generator("cpu").manual_seed(seed),
+                         settings.height, settings.width, self.negative_prompt,
+                         on_step=on_step, strength=self.strength, pipe=window_pipe)
+
+        errors: list[BaseException] = []
+
+        def guarded(k: int) -> None:
+            try:
+                run_window(k)
+            except BaseException as error:  # re-raised in the main thread below
+                turns.fail(error)
+                errors.append(error)
+
+        threads = [threading.Thread(target=guarded, args=(k,), daemon=True)
+                   for k in range(len(starts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise next((e for e in errors if not isinstance(e, _Aborted)), errors[0])
+        # 4. Decode the blended latents once, trim the padding, replace the MP4
+        refined = backbone.decode(state["latents"])[:count]
+        atomic_write(mp4_path, encode_video(refined, settings.fps, crf=settings.crf))
+        return {
+            "model": backbone.source,
+            "strength": self.strength,
+            "steps_run": run_steps,
+            "window_frames": backbone.pixel_frames(window),
+            "window_latent_frames": window,
+            "overlap_frames": self.overlap,
+            "window_starts": [s * t for s in starts],
+            "blend_offsets": picked,
+            "padded_frames": padded - count,
+            "seconds": round(time.perf_counter() - started, 3),
+        }

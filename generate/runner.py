@@ -1,0 +1,244 @@
+"""`datakit generate` as one library function: prompts file in, videos + json + manifest out.
+
+For every story in the prompts file: the chunk loop (`chunked.py`) writes `OUT/{id}.mp4`,
+the optional refinement pass (`refine.py`) rewrites it, `OUT/{id}.json` records what was
+made, the checks (`checks.py`) run on it into `OUT/report/`, and one manifest row (ok or
+failed, with the error) goes to `OUT/manifest.parquet`. A failure on one story is recorded
+and the others go on. A rerun on the same OUT skips stories already done; `--resume` also
+continues a story that was interrupted, from its last finished chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datakit.atomic import atomic_write
+from datakit.errors import UserError
+from manifests.schema import Status, make_row
+from manifests.store import STATE_DIR, ManifestStore, write_stats
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateOptions:
+    """The resolved options of one `datakit generate` run (None = the backbone's default).
+
+    Args:
+        prompts: `.txt` (one prompt per line) or `.jsonl` stories (see `prompts.py`).
+        model: text-to-video pipeline (hub id or folder).
+        out: output folder.
+        frames: exact frames per video.
+        chunk_frames: frames per chunk (frames rule of the backbone).
+        overlap: `reuse` overlap in pixel frames (multiple of the temporal compression).
+        continue_mode: `reuse`, `i2v` or `none`.
+        i2v_model: image-to-video pipeline for `--continue i2v`.
+        steps, guidance, negative_prompt: denoising steps, CFG scale, negative text.
+        height, width, fps: output size and frame rate.
+        seed: the run's seed (a JSONL story may carry its own).
+        noise_recycle, reuse_guidance: VidRD's alpha and beta.
+        search_k, search_steps: k-step search candidates (1 = off) and their preview steps.
+        search_clip: CLIP folder to score candidates (default: weights-free continuity).
+        refine: run the SDEdit refinement pass over each finished video.
+        refine_model: video-to-video pipeline for it (default: `model`'s V2V class).
+        refine_chunk, refine_overlap: refinement window and overlap, in pixel frames.
+        refine_strength: SDEdit strength (fraction of the schedule that is re-run).
+        device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run.
+        resume: continue interrupted videos from their saved chunks.
+        crf: x264 quality of the MP4s.
+        checks: run the checks and write the report.
+    """
+
+    prompts: Path
+    model: str
+    out: Path
+    frames: int = 49
+    chunk_frames: int | None = None
+    overlap: int | None = None
+    continue_mode: str = "reuse"
+    i2v_model: str | None = None
+    steps: int = 50
+    guidance: float | None = None
+    negative_prompt: str = ""
+    height: int | None = None
+    width: int | None = None
+    fps: int | None = None
+    seed: int = 0
+    noise_recycle: float = 4.0
+    reuse_guidance: float = 0.4
+    search_k: int = 5
+    search_steps: int = 3
+    search_clip: str | None = None
+    refine: bool = False
+    refine_model: str | None = None
+    refine_chunk: int | None = None
+    refine_overlap: int | None = None
+    refine_strength: float = 0.4
+    device: str = "cpu"
+    dtype: str = "float32"
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    resume: bool = False
+    crf: int = 18
+    checks: bool = True
+
+
+def peak_memory() -> dict[str, float | None]:
+    """Peak resident memory of this process so far, and peak GPU memory when on CUDA."""
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mb": round(rss, 1), "peak_gpu_mb": round(gpu, 1) if gpu else None}
+
+
+def _load(options: GenerateOptions):
+    """Load the backbones and build the chunk generator and refiner the options ask for."""
+    from generate.backbones import load_backbone
+    from generate.chunked import ChunkedGenerator, ChunkSettings
+    from generate.refine import Refiner
+    from generate.search import ClipScorer, ContinuityScorer
+
+    load = dict(device=options.device, dtype=options.dtype, cpu_offload=options.cpu_offload,
+                vae_tiling=options.vae_tiling, vae_slicing=options.vae_slicing)
+    backbone = load_backbone(options.model, "t2v", **load)
+    family = backbone.family
+    i2v = None
+    if options.continue_mode == "i2v":
+        if not options.i2v_model:
+            raise UserError("--continue i2v needs --i2v-model (an image-to-video pipeline)")
+        i2v = load_backbone(options.i2v_model, "i2v", **load)
+    overlap = options.overlap
+    if overlap is None:
+        overlap = family.overlap_latent_frames * backbone.temporal
+    settings = ChunkSettings(
+        frames=options.frames, chunk_frames=options.chunk_frames or family.chunk_frames,
+        overlap=overlap, continue_mode=options.continue_mode, steps=options.steps,
+        guidance=family.guidance if options.guidance is None else options.guidance,
+        negative_prompt=options.negative_prompt, height=options.height or family.height,
+        width=options.width or family.width, fps=options.fps or family.fps,
+        noise_recycle=options.noise_recycle, reuse_guidance=options.reuse_guidance,
+        search_k=options.search_k, search_steps=options.search_steps, crf=options.crf,
+    )
+    if options.search_clip:
+        scorer = ClipScorer(options.search_clip, options.device)
+    else:
+        scorer = ContinuityScorer()
+    generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer)
+    refiner = None
+    if options.refine:
+        v2v = load_backbone(options.refine_model or options.model, "v2v", **load)
+        refiner = Refiner(
+            v2v, chunk_frames=options.refine_chunk or settings.chunk_frames,
+            overlap=options.refine_overlap if options.refine_overlap is not None
+            else overlap, strength=options.refine_strength, steps=options.steps,
+            guidance=settings.guidance, negative_prompt=options.negative_prompt,
+        )
+    return backbone, generator, refiner
+
+
+def _one_video(options, story, generator, refiner, state_dir: Path) -> dict[str, Any]:
+    """Generate (and refine) one story; return its json details."""
+    import torch
+
+    out = Path(options.out)
+    seed = options.seed if story.seed is None else story.seed
+    mp4 = out / f"{story.id}.mp4"
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    details = generator(story, seed, mp4, state_dir, resume=options.resume)
+    if refiner is not None:
+        details["refine"] = refiner(generator, state_dir, story, seed, mp4)
+    seconds = time.perf_counter() - started
+    settings = generator.settings
+    info = {
+        "id": story.id,
+        "prompts": list(story.prompts),
+        "seed": seed,
+        "model": options.model,
+        "family": generator.backbone.family.name,
+        "i2v_model": options.i2v_model,
+        "settings": dataclasses.asdict(settings),
+        "frames": settings.frames,
+        "width": settings.width,
+        "height": settings.height,
+        "fps": settings.fps,
+        **details,
+        "timings": {"total_seconds": round(seconds, 3),
+                    "seconds_per_frame": round(seconds / settings.frames, 4)},
+        **peak_memory(),
+    }
+    atomic_write(out / f"{story.id}.json", json.dumps(info, indent=2, default=str) + "\n")
+    return info
+
+
+def generate_videos(options: GenerateOptions) -> dict[str, Any]:
+    """Run `datakit generate`; return the run's stats (also written to `OUT/stats.json`)."""
+    from generate.prompts import check_prompt_lengths, load_prompts
+
+    run_started = time.time()
+    # 1. Check inputs and load the models
+    stories = load_prompts(options.prompts)
+    backbone, generator, refiner = _load(options)
+    check_prompt_lengths(stories, backbone.prompt_tokens, backbone.max_prompt_tokens)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ManifestStore(out)
+    done = store.recorded_keys((Status.OK.value,))
+    state_root = out / STATE_DIR / "generate"
+    results: list[dict] = []
+    processed = 0
+    # 2. One video per story; a failure is recorded and the others go on
+    for story in stories:
+        if story.id in done:
+            continue
+        processed += 1
+        state_dir = state_root / story.id
+        started = time.perf_counter()
+        try:
+            info = _one_video(options, story, generator, refiner, state_dir)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # one story's failure must not stop the others
+            logger.warning("%s failed: %s: %s", story.id, type(error).__name__, error)
+            logger.debug("%s failed", story.id, exc_info=True)
+            store.commit([make_row(
+                story.id, Status.FAILED, source=story.where, error=f"{type(error).__name__}: "
+                f"{error}", caption=" | ".join(story.prompts),
+                seconds=time.perf_counter() - started,
+            )])
+            continue
+        mp4 = out / f"{story.id}.mp4"
+        # 3. Check the video as soon as it is written
+        if options.checks:
+            from generate.checks import check_videos
+
+            results.extend(check_videos([mp4], out / "report"))
+        store.commit([make_row(
+            story.id, Status.OK, source=story.where, caption=" | ".join(story.prompts),
+            width=info["width"], height=info["height"], frames=info["frames"], fps=info["fps"],
+            bytes=os.path.getsize(mp4), seconds=info["timings"]["total_seconds"],
+            meta={k: info[k] for k in ("seed", "chunks", "chunk_starts", "trimmed_frames",
+                                       "family", "peak_rss_mb")},
+        )])
+        shutil.rmtree(state_dir, ignore_errors=True)
+    # 4. Manifest, stats and the report
+    store.write_manifest()
+    if results:
+        from generate.report import write_report
+
+        write_report(results, out / "report")
+    config = {k: str(v) if isinstance(v, Path) else v
+              for k, v in dataclasses.asdict(options).items()}
+    return write_stats(store, config, run_started, processed)

@@ -1,0 +1,238 @@
+"""Tiny random video pipelines, built offline, for tests, benchmarks and `datakit demo`.
+
+Each builder makes a complete diffusers pipeline from tiny configs (two layers, a few
+channels) under a fixed seed, with a word-level tokenizer built in code, and saves it with
+`save_pretrained` so it loads back through `--model DIR` exactly as a downloaded one would.
+The weights are random: the videos they make are noise, useful only to exercise the code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FAMILIES = ("wan", "wan-i2v", "wan-v2v", "cogvideox", "cogvideox-i2v", "cogvideox-v2v", "ltx",
+            "modelscope")
+
+WORDS = [
+    "a", "an", "the", "of", "in", "on", "at", "with", "and", "or", "to", "from", "by", "is",
+    "are", "was", "under", "over", "near", "cat", "dog", "bird", "fish", "horse", "car", "boat",
+    "train", "plane", "tree", "flower", "river", "sea", "sky", "sun", "moon", "city", "street",
+    "forest", "mountain", "beach", "road", "house", "room", "man", "woman", "child", "people",
+    "crowd", "ball", "red", "green", "blue", "yellow", "white", "black", "small", "big", "slow",
+    "fast", "running", "walking", "flying", "swimming", "jumping", "playing", "sitting",
+    "standing", "camera", "pan", "zoom", "left", "right", "up", "down", "scene", "video",
+    "night", "day",
+]
+
+
+def build_tokenizer(max_length: int = 512, bos: bool = False):
+    """A word-level fast tokenizer over a small built-in vocabulary (unknown words -> <unk>).
+
+    Args:
+        max_length: the tokenizer's `model_max_length` (prompts longer than this are rejected
+            by `datakit generate`).
+        bos: add a `<s>` start token (CLIP-style) as well as the `</s>` end token.
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>", "<s>"]
+    vocab = {token: index for index, token in enumerate(specials + list(WORDS))}
+    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    template = "<s> $A </s>" if bos else "$A </s>"
+    core.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        bos_token="<s>", model_max_length=max_length,
+    )
+
+
+def _t5(umt5: bool = False):
+    """A tiny T5 encoder (UMT5 for Wan, whose pipeline expects that class)."""
+    import transformers
+
+    prefix = "UMT5" if umt5 else "T5"
+    config = getattr(transformers, f"{prefix}Config")(
+        vocab_size=len(WORDS) + 4, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, dropout_rate=0.0,
+    )
+    return getattr(transformers, f"{prefix}EncoderModel")(config).eval()
+
+
+def _wan(kind: str) -> dict:
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+    in_channels = 36 if kind == "i2v" else 16
+    return dict(
+        transformer=WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+            in_channels=in_channels, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+            num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=1024,
+        ),
+        vae=AutoencoderKLWan(
+            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        ),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder=_t5(umt5=True),
+        tokenizer=build_tokenizer(512),
+    )
+
+
+def _cogvideox(kind: str) -> dict:
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXTransformer3DModel,
+    )
+
+    latent = 4
+    return dict(
+        transformer=CogVideoXTransformer3DModel(
+            num_attention_heads=4, attention_head_dim=8,
+            in_channels=2 * latent if kind == "i2v" else latent, out_channels=latent,
+            time_embed_dim=2, text_embed_dim=32, num_layers=2, sample_width=4, sample_height=4,
+            sample_frames=9, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=16,
+        ),
+        vae=AutoencoderKLCogVideoX(
+            in_channels=3, out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8), latent_channels=latent, layers_per_block=1,
+            norm_num_groups=2, temporal_compression_ratio=4,
+        ),
+        scheduler=CogVideoXDDIMScheduler(),
+        text_encoder=_t5(),
+        tokenizer=build_tokenizer(226),
+    )
+
+
+def _ltx() -> dict:
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXVideoTransformer3DModel,
+    )
+
+    return dict(
+        transformer=LTXVideoTransformer3DModel(
+            in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+            attention_head_dim=8, cross_attention_dim=32, num_layers=2, caption_channels=32,
+        ),
+        vae=AutoencoderKLLTXVideo(
+            in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1, 1),
+            spatio_temporal_scaling=(True, True, False, False),
+            decoder_spatio_temporal_scaling=(True, True, False, False),
+            decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4,
+            upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1, patch_size_t=1,
+            encoder_causal=True, decoder_causal=False,
+        ),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=_t5(),
+        tokenizer=build_tokenizer(128),
+    )
+
+
+def _modelscope() -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return dict(
+        unet=UNet3DConditionModel(
+            block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4,
+            out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=16,
+            attention_head_dim=4, norm_num_groups=2,
+        ),
+        vae=AutoencoderKL(
+            block_out_channels=(8, 8), in_channels=3, out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+            latent_channels=4, sample_size=32, norm_num_groups=2,
+        ),
+        scheduler=DDIMScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            clip_sample=False, set_alpha_to_one=False,
+        ),
+        text_encoder=CLIPTextModel(CLIPTextConfig(
+            bos_token_id=3, eos_token_id=1, pad_token_id=0, hidden_size=16, intermediate_size=37,
+            layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2,
+            vocab_size=len(WORDS) + 4, max_position_embeddings=77,
+        )).eval(),
+        tokenizer=build_tokenizer(77, bos=True),
+    )
+
+
+def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: int = 0) -> Path:
+    """Build a tiny random pipeline of `family` and save it to `folder`; return the folder.
+
+    Args:
+        folder: where `save_pretrained` writes the pipeline (created if missing).
+        family: one of `FAMILIES`: `wan`, `cogvideox`, `ltx`, `modelscope` (text-to-video),
+            `wan-i2v`, `cogvideox-i2v` (image-to-video, for `--continue i2v`), `wan-v2v`,
+            `cogvideox-v2v` (video-to-video, for `--refine`).
+        seed: seeds the random weights, so the same call gives the same pipeline.
+    """
+    import diffusers
+    import torch
+
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    base, _, kind = family.partition("-")
+    classes = {
+        ("wan", ""): "WanPipeline", ("wan", "i2v"): "WanImageToVideoPipeline",
+        ("wan", "v2v"): "WanVideoToVideoPipeline", ("cogvideox", ""): "CogVideoXPipeline",
+        ("cogvideox", "i2v"): "CogVideoXImageToVideoPipeline",
+        ("cogvideox", "v2v"): "CogVideoXVideoToVideoPipeline", ("ltx", ""): "LTXPipeline",
+        ("modelscope", ""): "TextToVideoSDPipeline",
+    }
+    torch.manual_seed(seed)
+    if base == "wan":
+        components = _wan(kind)
+    elif base == "cogvideox":
+        components = _cogvideox(kind)
+    elif base == "ltx":
+        components = _ltx()
+    else:
+        components = _modelscope()
+    if classes[base, kind] == "WanImageToVideoPipeline":
+        components.update(image_encoder=None, image_processor=None)
+    pipeline = getattr(diffusers, classes[base, kind])(**components)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def build_tiny_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Build a tiny random CLIP model and image processor for `--search-clip`; return `folder`.
+
+    Args:
+        folder: where `save_pretrained` writes them.
+        seed: seeds the random weights.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(WORDS) + 4, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                         bos_token_id=3, eos_token_id=1, pad_token_id=0),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32,
+                           num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=8,
+    )
+    folder = Path(folder)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32},
+                       crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -1,0 +1,416 @@
+"""`datakit generate` on tiny random pipelines built offline and loaded through --model DIR.
+
+The pipelines are noise generators (random weights, 32x32, 2 layers); the tests check the
+chunk arithmetic, VidRD's reuse mechanics on captured tensors, the k-step search, seeds,
+resume after SIGKILL, the CLI's errors and the manifest.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from datakit.cli import app
+from datakit.video import probe, read_frames
+from generate import chunked
+from generate.backbones import Backbone, load_backbone
+from generate.chunked import (
+    ChunkedGenerator,
+    ChunkSettings,
+    derive_seed,
+    make_noise,
+    pinned_steps,
+    plan_chunks,
+)
+from generate.prompts import Story
+from generate.search import ContinuityScorer, search_noise
+from generate.tiny import build_tiny_pipeline
+
+BASE = ["--steps", "2", "--height", "32", "--width", "32", "--no-checks"]
+TINY = [*BASE, "--search-k", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Build each tiny pipeline once per session: tiny('wan') -> its folder."""
+    root = tmp_path_factory.mktemp("tiny")
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_pipeline(root / family, family)
+        return built[family]
+
+    return get
+
+
+def generate(*args: str):
+    result = CliRunner().invoke(app, ["generate", *map(str, args)])
+    return result
+
+
+def prompts_file(folder: Path, text: str = "a cat running\n# skipped\n\na dog in the sea\n",
+                 name: str = "prompts.txt") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+# -- chunk arithmetic -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("frames", "chunk", "drop", "chunks", "trimmed"), [
+    (33, 33, 0, 1, 0), (20, 33, 0, 1, 13), (66, 33, 0, 2, 0), (67, 33, 0, 3, 32),
+    (241, 33, 0, 8, 23), (49, 17, 1, 3, 0), (50, 17, 1, 4, 15), (1, 9, 1, 1, 8),
+])
+def test_plan_chunks(frames, chunk, drop, chunks, trimmed):
+    plan = plan_chunks(frames, chunk, drop)
+    assert (plan.chunks, plan.trimmed) == (chunks, trimmed)
+    assert plan.generated - plan.trimmed == frames
+    assert plan.chunk_starts[0] == 0
+    steps = [chunk] + [chunk - drop] * (chunks - 2)
+    assert list(np.diff(plan.chunk_starts)) == steps[:chunks - 1]
+
+
+@pytest.mark.parametrize(("family", "frames", "chunk", "overlap", "mode"), [
+    ("wan", 20, 9, 4, "reuse"), ("wan", 9, 9, 4, "reuse"), ("wan", 23, 13, 8, "none"),
+    ("modelscope", 11, 4, 2, "reuse"), ("cogvideox", 14, 9, 4, "reuse"),
+    ("ltx", 10, 9, 4, "reuse"),
+])
+def test_exact_frame_count(tiny, tmp_path, family, frames, chunk, overlap, mode):
+    out = tmp_path / "out"
+    result = generate("--prompts", prompts_file(tmp_path, "a red car\n"), "--model", tiny(family),
+                      "--out", out, "--frames", frames, "--chunk-frames", chunk, "--overlap",
+                      overlap, "--continue", mode, *TINY)
+    assert result.exit_code == 0, result.output
+    (mp4,) = out.glob("*.mp4")
+    info = json.loads(mp4.with_suffix(".json").read_text())
+    plan = plan_chunks(frames, chunk)
+    assert probe(mp4).frames == frames == info["frames"]
+    assert info["chunk_starts"] == list(plan.chunk_starts)
+    assert info["trimmed_frames"] == plan.trimmed
+    assert len(info["chunk_details"]) == plan.chunks
+    assert read_frames(mp4).shape == (frames, 32, 32, 3)
+    row = pd.read_parquet(out / "manifest.parquet").iloc[0]
+    assert (row.status, row.frames, row.caption) == ("ok", frames, "a red car")
+
+
+# -- VidRD reuse on captured tensors ----------------------------------------------------------
+
+def spy_runs(monkeypatch) -> list[dict]:
+    """Record every Backbone.run: its initial latents and the state before each step."""
+    calls: list[dict] = []
+    original = Backbone.run
+
+    def run(self, prompt, latents, steps, *args, on_step=None, **kwargs):
+        record = {"steps": steps, "initial": latents.clone(), "states": [latents.clone()]}
+
+        def wrapped(step, current):
+            replaced = on_step(step, current) if on_step else None
+            record["states"].append((current if replaced is None else replaced).clone())
+            return replaced
+
+        calls.append(record)
+        return original(self, prompt, latents, steps, *args, on_step=wrapped, **kwargs)
+
+    monkeypatch.setattr(Backbone, "run", run)
+    return calls
+
+
+@pytest.mark.parametrize(("family", "chunk", "overlap"), [("wan", 17, 8), ("modelscope", 8, 3)])
+def test_reuse_reverses_noise_and_pins_overlap(tiny, tmp_path, monkeypatch, family, chunk,
+                                               overlap):
+    """Flow matching (Wan, 4x temporal compression) and DDIM (ModelScope, none)."""
+    backbone = load_backbone(str(tiny(family)))
+    steps, beta, alpha = 6, 0.8, 4.0
+    settings = ChunkSettings(frames=3 * chunk, chunk_frames=chunk, overlap=overlap,
+                             continue_mode="reuse", steps=steps, guidance=3.0, height=32,
+                             width=32, noise_recycle=alpha, reuse_guidance=beta, search_k=1)
+    generator = ChunkedGenerator(backbone, settings, scorer=ContinuityScorer())
+    calls = spy_runs(monkeypatch)
+    story = Story("s1", ("a cat running",), None, "test")
+    info = generator(story, 7, tmp_path / "s1.mp4", tmp_path / "state")
+
+    o = overlap // backbone.temporal
+    pins = pinned_steps(o, steps, beta)
+    assert pins == [math.ceil((o - m) * steps / o * beta - 1e-9) for m in range(o)]
+    assert info["chunk_details"][1]["pinned_steps"] == pins
+    assert len(calls) == 3 and all(len(c["states"]) == steps + 1 for c in calls)
+    for previous, current, index in ((calls[0], calls[1], 1), (calls[1], calls[2], 2)):
+        past = previous["initial"].flip(2)
+        # frame-level noise reversion: the first O frames are the last O frames reversed
+        assert torch.equal(current["initial"][:, :, :o], past[:, :, :o])
+        # past-dependent noise for the rest, with the chunk's own fresh noise
+        fresh = make_noise(tuple(past.shape), derive_seed(7, "s1", index, 0))
+        expected = alpha / math.sqrt(1 + alpha**2) * past + fresh / math.sqrt(1 + alpha**2)
+        assert torch.allclose(current["initial"][:, :, o:], expected[:, :, o:], atol=1e-6)
+        # staged guidance: frame m equals the reversed stored trajectory exactly while i < pin
+        frames = current["states"][0].shape[2]
+        for step in range(1, steps):
+            for m in range(o):
+                mine = current["states"][step][:, :, m]
+                theirs = previous["states"][step][:, :, frames - 1 - m].to(mine)
+                assert torch.equal(mine, theirs) == (step < pins[m]), (step, m)
+    assert probe(tmp_path / "s1.mp4").frames == 3 * chunk
+
+
+def test_pinned_steps_match_vidrd_defaults():
+    assert pinned_steps(4, 50, 0.4) == [20, 15, 10, 5]
+    assert pinned_steps(2, 50, 0.0) == [0, 0]
+
+
+# -- k-step search ----------------------------------------------------------------------------
+
+def test_search_noise_keeps_best():
+    previews = {0: 0.2, 1: 0.9, 2: 0.9, 3: 0.1}
+    best, scores = search_noise([0, 1, 2, 3], lambda i, n: np.full((1, 4, 4, 3), n),
+                                lambda preview, cond: previews[int(preview.flat[0])], None)
+    assert (best, scores) == (1, [0.2, 0.9, 0.9, 0.1])
+
+
+def test_continuity_score_prefers_matching_frames():
+    rng = np.random.default_rng(0)
+    cond = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    near = np.stack([cond, np.clip(cond.astype(int) + 5, 0, 255).astype(np.uint8)])
+    far = np.stack([cond, 255 - cond])
+    scorer = ContinuityScorer()
+    assert scorer(near, cond) > scorer(far, cond)
+    assert scorer(cond[None], cond) == pytest.approx(1.0)
+
+
+def test_search_reruns_best_candidate_and_records_scores(tiny, tmp_path, monkeypatch):
+    backbone = load_backbone(str(tiny("wan")))
+    settings = ChunkSettings(frames=18, chunk_frames=9, continue_mode="none", steps=4,
+                             guidance=3.0, height=32, width=32, search_k=4, search_steps=2)
+    fake = iter([0.3, 0.8, 0.5, 0.1])
+
+    class Scorer:
+        name = "fake"
+
+        def __call__(self, preview, condition):
+            assert preview.shape == (9, 32, 32, 3) and condition.shape == (32, 32, 3)
+            return next(fake)
+
+    generator = ChunkedGenerator(backbone, settings, scorer=Scorer())
+    calls = spy_runs(monkeypatch)
+    story = Story("s", ("a dog",), None, "test")
+    info = generator(story, 3, tmp_path / "s.mp4", tmp_path / "state")
+    search = info["chunk_details"][1]["search"]
+    assert search["scores"] == [0.3, 0.8, 0.5, 0.1] and search["winner"] == 1
+    assert "skipped" in info["chunk_details"][0]["search"]
+    # chunk 0 full run, then 4 previews of 2 steps, then the winner with all 4 steps
+    assert [c["steps"] for c in calls] == [4, 2, 2, 2, 2, 4]
+    winner = make_noise(tuple(calls[5]["initial"].shape), derive_seed(3, "s", 1, 1))
+    assert torch.equal(calls[5]["initial"], winner)
+    assert torch.equal(calls[2]["initial"], winner)
+
+
+def test_search_json_via_cli(tiny, tmp_path):
+    out = tmp_path / "out"
+    result = generate("--prompts", prompts_file(tmp_path, "a cat\n"), "--model", tiny("wan"),
+                      "--out", out, "--frames", "18", "--chunk-frames", "9", "--continue",
+                      "none", *BASE, "--search-k", "3", "--search-steps", "1")
+    assert result.exit_code == 0, result.output
+    (mp4,) = out.glob("*.mp4")
+    search = json.loads(mp4.with_suffix(".json").read_text())["chunk_details"][1]["search"]
+    assert len(search["scores"]) == 3 and search["scorer"] == "continuity"
+    assert search["winner"] == int(np.argmax(search["scores"]))
+
+
+# -- determinism and resume -------------------------------------------------------------------
+
+def test_same_seed_same_bytes(tiny, tmp_path):
+    prompts = prompts_file(tmp_path)
+    common = ["--prompts", prompts, "--model", tiny("wan"), "--frames", "17", "--chunk-frames",
+              "9", "--overlap", "4", *BASE, "--search-k", "2", "--search-steps", "1"]
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        assert generate(*common, "--out", tmp_path / name, "--seed", seed).exit_code == 0
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.mp4"))
+    assert len(names) == 2
+    for name in names:
+        a, b, c = ((tmp_path / d / name).read_bytes() for d in "abc")
+        assert a == b and a != c
+
+
+def test_resume_after_kill_gives_same_bytes(tiny, tmp_path):
+    prompts = prompts_file(tmp_path, "a bird flying over the sea\n")
+    args = [sys.executable, "-m", "datakit.cli", "generate", "--prompts", str(prompts),
+            "--model", str(tiny("wan")), "--frames", "90", "--chunk-frames", "9", "--overlap",
+            "4", "--steps", "3", "--height", "32", "--width", "32", "--search-k", "2",
+            "--search-steps", "1", "--no-checks"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    clean = tmp_path / "clean"
+    subprocess.run([*args, "--out", str(clean)], check=True, env=env, capture_output=True)
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen([*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    state = out / ".datakit" / "generate"
+    while time.time() < deadline and not list(state.glob("*/chunk_00002.safetensors")):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (name,) = [p.name for p in clean.glob("*.mp4")]
+    assert not (out / name).exists(), "the run finished before it was killed"
+    saved = len(list(state.glob("*/chunk_*.safetensors")))
+    assert 3 <= saved < 10
+
+    subprocess.run([*args, "--out", str(out), "--resume"], check=True, env=env,
+                   capture_output=True)
+    assert (out / name).read_bytes() == (clean / name).read_bytes()
+    info = json.loads((out / name).with_suffix(".json").read_text())
+    assert info["resumed_from_chunk"] == saved
+    assert not list(state.glob("*/chunk_*"))  # state is removed once the video is done
+
+
+# -- i2v and other backbones ------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["cogvideox", "wan"])
+def test_i2v_continuation(tiny, tmp_path, family):
+    out = tmp_path / "out"
+    result = generate("--prompts", prompts_file(tmp_path, "a horse\n"), "--model", tiny(family),
+                      "--i2v-model", tiny(f"{family}-i2v"), "--continue", "i2v", "--out", out,
+                      "--frames", "20", "--chunk-frames", "9", *BASE, "--search-k", "2",
+                      "--search-steps", "1")
+    assert result.exit_code == 0, result.output
+    (mp4,) = out.glob("*.mp4")
+    info = json.loads(mp4.with_suffix(".json").read_text())
+    assert probe(mp4).frames == 20
+    assert info["dropped_per_chunk"] == 1 and info["chunk_starts"] == [0, 9, 17]
+    assert [c["backbone"] for c in info["chunk_details"]] == ["t2v", "i2v", "i2v"]
+
+
+# -- stories and failures ---------------------------------------------------------------------
+
+def test_jsonl_stories_and_one_failure_does_not_stop_others(tiny, tmp_path):
+    stories = [
+        {"id": "story-a", "prompts": ["a cat sitting", "a cat running"], "seed": 3},
+        {"id": "too-many", "prompts": ["a", "b", "c", "d"]},
+        {"id": "story-b", "prompts": ["a dog"]},
+    ]
+    path = prompts_file(tmp_path, "\n".join(map(json.dumps, stories)) + "\n", "story.jsonl")
+    out = tmp_path / "out"
+    result = generate("--prompts", path, "--model", tiny("wan"), "--out", out, "--frames", "18",
+                      "--chunk-frames", "9", "--overlap", "4", *TINY)
+    assert result.exit_code == 1
+    manifest = pd.read_parquet(out / "manifest.parquet").set_index("key")
+    assert manifest.loc["story-a", "status"] == "ok" and manifest.loc["story-b", "status"] == "ok"
+    assert manifest.loc["too-many", "status"] == "failed"
+    assert "4 prompts" in manifest.loc["too-many", "error"]
+    info = json.loads((out / "story-a.json").read_text())
+    assert info["seed"] == 3
+    assert [c["prompt"] for c in info["chunk_details"]] == ["a cat sitting", "a cat running"]
+    # a rerun skips the stories already done
+    again = generate("--prompts", path, "--model", tiny("wan"), "--out", out, "--frames", "18",
+                     "--chunk-frames", "9", "--overlap", "4", *TINY)
+    assert again.exit_code == 1
+    assert json.loads((out / "stats.json").read_text())["run"]["processed"] == 1
+
+
+def test_runtime_failure_is_recorded(tiny, tmp_path, monkeypatch):
+    original = ChunkedGenerator.__call__
+
+    def flaky(self, story, *args, **kwargs):
+        if "dog" in story.prompts[0]:
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, story, *args, **kwargs)
+
+    monkeypatch.setattr(ChunkedGenerator, "__call__", flaky)
+    out = tmp_path / "out"
+    result = generate("--prompts", prompts_file(tmp_path), "--model", tiny("wan"), "--out", out,
+                      "--frames", "9", "--chunk-frames", "9", *TINY)
+    assert result.exit_code == 1
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert sorted(manifest.status) == ["failed", "ok"]
+    assert "simulated" in manifest.set_index("status").loc["failed", "error"]
+
+
+# -- bad input: one line, no traceback --------------------------------------------------------
+
+def _bad(tmp_path, tiny, prompts_text, *extra, name="prompts.txt", model=None):
+    prompts = prompts_file(tmp_path, prompts_text, name)
+    result = generate("--prompts", prompts, "--model", model or tiny("wan"), "--out",
+                      tmp_path / "out", *TINY, *extra)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_bad_inputs(tiny, tmp_path):
+    assert "no prompts" in _bad(tmp_path, tiny, "\n# only a comment\n")
+    line = _bad(tmp_path, tiny, '{"prompts": ["ok"]}\n{"prompts": [\n', name="s.jsonl")
+    assert "s.jsonl:2" in line and "JSON" in line
+    assert "blank prompt" in _bad(tmp_path, tiny, '{"prompts": ["  "]}\n', name="b.jsonl")
+    assert "longer than the model's limit of 512" in _bad(tmp_path, tiny, "cat " * 600 + "\n")
+    line = _bad(tmp_path, tiny, "a cat\n", "--chunk-frames", "32")
+    assert line == "error: --chunk-frames 32 does not fit Wan's 4k+1 rule: use 29 or 33"
+    assert "multiple of Wan's temporal compression 4" in _bad(tmp_path, tiny, "a cat\n",
+                                                               "--chunk-frames", "9",
+                                                               "--overlap", "3")
+    assert "multiple of 16" in _bad(tmp_path, tiny, "a cat\n", "--height", "40")
+    assert "no CUDA device" in _bad(tmp_path, tiny, "a cat\n", "--device", "cuda")
+    empty = tmp_path / "empty_model"
+    empty.mkdir()
+    assert "no model_index.json" in _bad(tmp_path, tiny, "a cat\n", model=empty)
+    image_model = tmp_path / "sd"
+    image_model.mkdir()
+    (image_model / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    assert "not a supported video pipeline" in _bad(tmp_path, tiny, "a cat\n", model=image_model)
+    svd = tmp_path / "svd"
+    svd.mkdir()
+    (svd / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline"}')
+    assert "image-only" in _bad(tmp_path, tiny, "a cat\n", model=svd)
+    assert "needs --i2v-model" in _bad(tmp_path, tiny, "a cat\n", "--continue", "i2v")
+    assert "a i2v pipeline is needed" in _bad(tmp_path, tiny, "a cat\n", "--continue", "i2v",
+                                              "--i2v-model", tiny("wan"))
+
+
+def test_derive_seed_is_stable_and_distinct():
+    assert derive_seed(0, "a", 1, 2) == derive_seed(0, "a", 1, 2)
+    seeds = {derive_seed(s, i, c, k) for s in (0, 1) for i in "ab" for c in range(3)
+             for k in range(3)}
+    assert len(seeds) == 36
+    assert chunked.make_noise((2, 3), 5).equal(make_noise((2, 3), 5))
+
+
+# -- CLIP scoring and the checks --------------------------------------------------------------
+
+def test_clip_scorer_and_cli(tiny, tmp_path):
+    from generate.search import ClipScorer
+    from generate.tiny import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    scorer = ClipScorer(clip)
+    rng = np.random.default_rng(0)
+    cond = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    assert scorer(np.stack([cond, cond]), cond) == pytest.approx(1.0, abs=1e-5)
+    assert scorer(np.stack([cond, 255 - cond]), cond) < scorer(cond[None], cond)
+    out = tmp_path / "out"
+    result = generate("--prompts", prompts_file(tmp_path, "a cat\n"), "--model", tiny("wan"),
+                      "--out", out, "--frames", "18", "--chunk-frames", "9", *BASE,
+                      "--search-k", "2", "--search-steps", "1", "--search-clip", clip)
+    assert result.exit_code == 0, result.output
+    (mp4,) = out.glob("*.mp4")
+    search = json.loads(mp4.with_suffix(".json").read_text())["chunk_details"][1]["search"]
+    assert search["scorer"] == "clip" and len(search["scores"]) == 2
+
+
+def test_generate_runs_checks_into_report(tiny, tmp_path):
+    out = tmp_path / "out"
+    result = generate("--prompts", prompts_file(tmp_path, "a cat\n"), "--model", tiny("wan"),
+                      "--out", out, "--frames", "18", "--chunk-frames", "9", "--steps", "2",
+                      "--height", "32", "--width", "32", "--search-k", "1")
+    assert result.exit_code == 0, result.output
+    assert (out / "report").is_dir() and any((out / "report").iterdir())

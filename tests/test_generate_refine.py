@@ -1,0 +1,115 @@
+"""`--refine`: SDEdit windows with one global noise tensor and randomized blending."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from datakit.cli import app
+from datakit.video import probe
+from generate.backbones import Backbone
+from generate.tiny import build_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_refine")
+    return {family: build_tiny_pipeline(root / family, family)
+            for family in ("wan", "cogvideox", "cogvideox-v2v")}
+
+
+def run(tmp_path, model, out, *extra):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat running\n")
+    result = CliRunner().invoke(app, [
+        "generate", "--prompts", str(prompts), "--model", str(model), "--out", str(out),
+        "--frames", "30", "--chunk-frames", "9", "--overlap", "4", "--steps", "4",
+        "--search-k", "1", "--height", "32", "--width", "32", "--no-checks", "--refine",
+        "--refine-chunk", "13", "--refine-overlap", "4", "--refine-strength", "0.5", *extra,
+    ])
+    assert result.exit_code == 0, result.output
+    (mp4,) = out.glob("*.mp4")
+    return mp4, json.loads(mp4.with_suffix(".json").read_text())
+
+
+@pytest.mark.parametrize("v2v", ["wan", "cogvideox-v2v"])
+def test_refine_windows_share_noise_and_take_turns(tiny, tmp_path, monkeypatch, v2v):
+    model = tiny["cogvideox" if v2v.startswith("cog") else "wan"]
+    calls, order = [], []
+    original = Backbone.run
+
+    def spy(self, prompt, latents, steps, *args, on_step=None, **kwargs):
+        if self.role == "v2v":
+            window = len(calls)
+            calls.append(latents.clone())
+
+            def wrapped(step, current):
+                order.append((window, step))
+                return on_step(step, current)
+
+            return original(self, prompt, latents, steps, *args, on_step=wrapped, **kwargs)
+        return original(self, prompt, latents, steps, *args, on_step=on_step, **kwargs)
+
+    monkeypatch.setattr(Backbone, "run", spy)
+    mp4, info = run(tmp_path, model, tmp_path / "out", "--refine-model", str(tiny[v2v]))
+    refine = info["refine"]
+    assert probe(mp4).frames == 30
+    # 30 frames padded to 33 = 9 latent frames; windows of 4 latent frames (13 pixel frames)
+    assert refine["padded_frames"] == 3 and refine["window_latent_frames"] == 4
+    starts = [s // 4 for s in refine["window_starts"]]
+    assert starts == [0, 3, 5] and len(calls) == 3
+    # one global noise tensor: overlapping windows start from identical latents
+    for k in range(1, 3):
+        shared = starts[k - 1] + 4 - starts[k]
+        assert torch.equal(calls[k][:, :, :shared], calls[k - 1][:, :, 4 - shared:])
+    # windows take strict turns, one step each
+    steps = refine["steps_run"]
+    assert steps == 2
+    assert order == [(k, i) for i in range(steps) for k in range(3)]
+    # a random cut inside each overlap at every step, 0 for the first window
+    for cuts in refine["blend_offsets"]:
+        assert cuts[0] == 0
+        assert all(0 <= cut <= starts[k - 1] + 4 - starts[k] for k, cut in enumerate(cuts) if k)
+    assert len(refine["blend_offsets"]) == steps
+
+
+def test_refine_is_deterministic_and_changes_the_video(tiny, tmp_path):
+    a, info = run(tmp_path, tiny["wan"], tmp_path / "a")
+    b, _ = run(tmp_path, tiny["wan"], tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()
+    prompts = tmp_path / "p.txt"
+    plain = tmp_path / "plain"
+    result = CliRunner().invoke(app, [
+        "generate", "--prompts", str(prompts), "--model", str(tiny["wan"]), "--out", str(plain),
+        "--frames", "30", "--chunk-frames", "9", "--overlap", "4", "--steps", "4",
+        "--search-k", "1", "--height", "32", "--width", "32", "--no-checks",
+    ])
+    assert result.exit_code == 0
+    assert (plain / a.name).read_bytes() != a.read_bytes()
+    assert info["refine"]["strength"] == 0.5
+
+
+def test_refine_bad_settings(tiny, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    base = ["generate", "--prompts", str(prompts), "--out", str(tmp_path / "o"), "--frames", "9",
+            "--chunk-frames", "9", "--steps", "4", "--search-k", "1", "--height", "32",
+            "--width", "32", "--no-checks", "--refine"]
+    for extra, message in (
+        (["--model", str(tiny["wan"]), "--refine-chunk", "12"], "--refine-chunk 12 does not fit"),
+        (["--model", str(tiny["wan"]), "--refine-overlap", "6"], "--refine-overlap 6 must be"),
+        (["--model", str(tiny["wan"]), "--refine-strength", "0.1"], "runs no step"),
+    ):
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_blend_offsets_move(tiny, tmp_path):
+    """Over many steps the cut takes several positions (the seam does not stay in one place)."""
+    _, info = run(tmp_path, tiny["wan"], tmp_path / "o", "--steps", "20",
+                  "--refine-overlap", "8", "--refine-chunk", "17")
+    cuts = np.array(info["refine"]["blend_offsets"])
+    assert len({tuple(c) for c in cuts[:, 1:]}) > 1
