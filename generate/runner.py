@@ -197,7 +197,6 @@ def generate_videos(options: GenerateOptions) -> dict[str, Any]:
     store = ManifestStore(out)
     done = store.recorded_keys((Status.OK.value,))
     state_root = out / STATE_DIR / "generate"
-    results: list[dict] = []
     processed = 0
     # 2. One video per story; a failure is recorded and the others go on
     for story in stories:
@@ -224,7 +223,7 @@ def generate_videos(options: GenerateOptions) -> dict[str, Any]:
         if options.checks:
             from generate.checks import check_videos
 
-            results.extend(check_videos([mp4], out / "report"))
+            check_videos([mp4], out / "report")
         store.commit([make_row(
             story.id, Status.OK, source=story.where, caption=" | ".join(story.prompts),
             width=info["width"], height=info["height"], frames=info["frames"], fps=info["fps"],
@@ -233,12 +232,15 @@ def generate_videos(options: GenerateOptions) -> dict[str, Any]:
                                        "family", "peak_rss_mb")},
         )])
         shutil.rmtree(state_dir, ignore_errors=True)
-    # 4. Manifest, stats and the report
+    # 4. Manifest, stats and the report (every video checked in OUT, earlier runs' too)
     store.write_manifest()
-    if results:
+    if options.checks:
+        from generate.checks import load_results
         from generate.report import write_report
 
-        write_report(results, out / "report")
+        results = load_results(out / "report")
+        if results:
+            write_report(results, out / "report")
     config = {k: str(v) if isinstance(v, Path) else v
               for k, v in dataclasses.asdict(options).items()}
     return write_stats(store, config, run_started, processed)

@@ -1,0 +1,410 @@
+"""Checks on finished videos: do the chunks join up, does the video hold still, does it drift?
+
+Every metric needs no model weights. A video is read once, frame by frame (memory stays that
+of a few frames whatever its length), at an analysis size whose longer side is at most
+`max_side` pixels. Per pair of consecutive frames:
+
+- frame difference: mean absolute RGB difference, in grey levels (0..255);
+- optical flow both ways with OpenCV (`farneback`, the default, or `dis`), in analysis pixels;
+- warp error: the next frame warped back along the forward flow, compared with this one:
+  mean over non-occluded pixels of the squared RGB difference (channels in [0, 1], summed).
+  Occlusions are found by forward-backward consistency (Sundaram et al. 2010): a pixel is
+  occluded when `|F + B(x+F)|^2 > 0.01 (|F|^2 + |B(x+F)|^2) + 0.5`, or when it flows out
+  of the frame.
+
+Per video:
+
+- `seam_jump`: for a seam at frame s (the first frame of a chunk), the frame difference across
+  it (s-1 -> s) over the median frame difference inside chunks (floored at 0.5 grey levels so
+  a still video does not divide by zero). About 1 means the seam is invisible; a hard cut
+  between unrelated clips gives tens.
+- `warp_error`: the mean of the per-pair warp errors (lower is steadier).
+- `mawe`: StreamingT2V's motion-aware warp error as defined in its paper, warp error over
+  `c` times the mean squared flow magnitude, with `c = 9.5` as in their code. Our flow is
+  OpenCV's at the analysis size, not RAFT, so values are comparable between our runs, not
+  with the paper's table.
+- `flicker`: VBench's temporal-flickering score, `(255 - mean frame difference) / 255`;
+  1 is perfectly steady.
+- `flow_std`: standard deviation over pairs of the mean flow magnitude (StreamingT2V's
+  ablation measure: jumps at seams raise it).
+- `motion`: mean flow magnitude in pixels per frame, and `stagnant_fraction`, the share of
+  pairs that barely move (flow under 0.1 px and difference under 0.5 grey levels).
+- `scene_cuts`: frames where PySceneDetect's AdaptiveDetector starts a new scene, with those
+  that fall on a seam counted apart.
+- drift: per chunk, the mean CIELAB colour, contrast (std of L) and sharpness (variance of
+  the Laplacian); against the first chunk, colour distance (Delta E 1976), contrast ratio and
+  sharpness ratio (log2). Without chunk boundaries the video is cut into equal segments.
+
+Chunk boundaries come from the caller, else from the `chunk_starts` of the `NAME.json`
+`datakit generate` writes beside `NAME.mp4`, else from `chunk_frames`; a video with none has
+no seam metrics (`seams` is empty) and drift over `DRIFT_SEGMENTS` equal segments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datakit.atomic import atomic_write
+
+logger = logging.getLogger(__name__)
+
+FLOWS = ("farneback", "dis")
+MAWE_SCALE = 9.5
+SEAM_FLOOR = 0.5
+STILL_FLOW_PX = 0.1
+STILL_DIFF = 0.5
+DRIFT_SEGMENTS = 4
+RESULT_SUFFIX = ".checks.json"
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How videos are analysed.
+
+    Args:
+        flow: `farneback` (OpenCV's dense Farneback) or `dis` (OpenCV's DIS, faster).
+        max_side: longer side of the analysis size; larger videos are area-downscaled.
+        min_scene_frames: shortest scene PySceneDetect may report.
+        thumbnails: frames per chunk in the contact sheet.
+    """
+
+    flow: str = "farneback"
+    max_side: int = 512
+    min_scene_frames: int = 8
+    thumbnails: int = 6
+
+    def __post_init__(self):
+        if self.flow not in FLOWS:
+            raise ValueError(f"flow must be one of {', '.join(FLOWS)}, got {self.flow!r}")
+        if self.max_side < 16:
+            raise ValueError(f"max_side must be at least 16, got {self.max_side}")
+        if self.min_scene_frames < 1 or self.thumbnails < 1:
+            raise ValueError("min_scene_frames and thumbnails must be at least 1")
+
+
+# -- per pair of frames ----------------------------------------------------------------------
+
+
+def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height))
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def flow_function(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A function (gray a, gray b) -> flow (H, W, 2) with a(x) ~ b(x + flow(x))."""
+    import cv2
+
+    if name == "farneback":
+        return lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return lambda a, b: dis.calc(a, b, None)
+
+
+def warp_pair(previous: np.ndarray, current: np.ndarray, forward: np.ndarray,
+              backward: np.ndarray) -> tuple[float, float]:
+    """Warp error of `current` warped back onto `previous`, and the share of occluded pixels.
+
+    Frames are RGB float32 in [0, 1]; flows as from `flow_function`.
+    """
+    import cv2
+
+    height, width = forward.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32),
+                                 np.arange(height, dtype=np.float32))
+    map_x, map_y = grid_x + forward[..., 0], grid_y + forward[..., 1]
+    warped = cv2.remap(current, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    back = cv2.remap(backward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mismatch = ((forward + back) ** 2).sum(-1)
+    bound = 0.01 * ((forward**2).sum(-1) + (back**2).sum(-1)) + 0.5
+    inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+    visible = (mismatch <= bound) & inside
+    if not visible.any():
+        return float("nan"), 1.0
+    error = ((warped - previous) ** 2).sum(-1)[visible].mean()
+    return float(error), float(1 - visible.mean())
+
+
+def lab_statistics(frame: np.ndarray) -> np.ndarray:
+    """[L, a, b, contrast, sharpness] of an RGB uint8 frame (CIELAB, L in 0..100)."""
+    import cv2
+
+    lab = cv2.cvtColor(frame.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    sharpness = cv2.Laplacian(gray, cv2.CV_64F).var()
+    return np.array([*lab.reshape(-1, 3).mean(0), lab[..., 0].std(), sharpness])
+
+
+# -- chunk boundaries ------------------------------------------------------------------------
+
+
+def chunk_starts_for(video: Path, frames: int, chunk_starts: Sequence[int] | None = None,
+                     chunk_frames: int | None = None) -> tuple[list[int], str]:
+    """Where chunks begin in `video` (always starting with 0) and where that was learnt."""
+    origin = "given"
+    if chunk_starts is None:
+        sidecar = video.with_suffix(".json")
+        if sidecar.is_file():
+            try:
+                chunk_starts = json.loads(sidecar.read_text()).get("chunk_starts")
+                origin = f"{sidecar.name}"
+            except (ValueError, AttributeError):
+                chunk_starts = None
+    if chunk_starts is None and chunk_frames:
+        chunk_starts, origin = list(range(0, frames, chunk_frames)), f"every {chunk_frames} frames"
+    if chunk_starts is None:
+        return [0], "none"
+    starts = sorted({int(s) for s in chunk_starts if 0 <= int(s) < frames} | {0})
+    return starts, origin
+
+
+def segments(frames: int, starts: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each chunk; a video with no seams is cut into equal segments."""
+    if len(starts) == 1:
+        count = max(1, min(DRIFT_SEGMENTS, frames))
+        starts = sorted({round(i * frames / count) for i in range(count)})
+    ends = starts[1:] + [frames]
+    return list(zip(starts, ends, strict=True))
+
+
+# -- one video -------------------------------------------------------------------------------
+
+
+def scene_cuts(video: Path, min_scene_frames: int) -> list[int]:
+    """Frames where PySceneDetect's AdaptiveDetector starts a new scene."""
+    from scenedetect import AdaptiveDetector, detect
+
+    scenes = detect(os.fspath(video), AdaptiveDetector(min_scene_len=min_scene_frames))
+    return [int(start.frame_num) for start, _ in scenes[1:]]
+
+
+def _finite(values: Iterable[float]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = _finite(values)
+    return float(np.mean(values)) if values else None
+
+
+def _round(value: Any, digits: int = 6) -> Any:
+    """Floats to `digits` significant digits (json stays readable); NaN and inf to None."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round(v, digits) for v in value]
+    return value
+
+
+def check_video(
+    video: str | os.PathLike,
+    settings: CheckSettings | None = None,
+    chunk_starts: Sequence[int] | None = None,
+    chunk_frames: int | None = None,
+    on_frame: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any], list[list[np.ndarray]]]:
+    """Measure one video; return its results (json-ready) and its contact-sheet rows.
+
+    Args:
+        video: an MP4 (any video PyAV reads).
+        settings: the `CheckSettings`.
+        chunk_starts: first frame of each chunk (default: from the generate json beside it).
+        chunk_frames: chunk length to assume when nothing else says where chunks begin.
+        on_frame: called after every decoded frame (progress bars).
+
+    Raises:
+        datakit.video.VideoError: the video cannot be read.
+        ValueError: the video has fewer than 2 frames.
+    """
+    import cv2
+
+    from datakit.video import iter_frames, probe
+
+    settings = settings or CheckSettings()
+    video = Path(video)
+    # 1. Probe, and find the chunks
+    info = probe(video)
+    if info.frames < 2:
+        raise ValueError(f"{video}: {info.frames} frame(s); the checks need at least 2")
+    starts, origin = chunk_starts_for(video, info.frames, chunk_starts, chunk_frames)
+    spans = segments(info.frames, starts)
+    size = analysis_size(info.width, info.height, settings.max_side)
+    sheet_indices = [sorted({round(a + (b - 1 - a) * i / max(1, settings.thumbnails - 1))
+                             for i in range(settings.thumbnails)}) for a, b in spans]
+    wanted = {i: (row, col) for row, indices in enumerate(sheet_indices)
+              for col, i in enumerate(indices)}
+    sheet: list[list[np.ndarray]] = [[] for _ in spans]
+    thumb_height = 96
+    thumb_width = max(2, round(thumb_height * info.width / info.height))
+
+    # 2. One pass over the frames
+    flow = flow_function(settings.flow)
+    differences, magnitudes, squared, warp_errors, occluded = [], [], [], [], []
+    chunk_stats = [np.zeros(5) for _ in spans]
+    chunk_of = np.zeros(info.frames, dtype=int)
+    for row, (a, b) in enumerate(spans):
+        chunk_of[a:b] = row
+    previous = previous_gray = previous_float = None
+    count = 0
+    for index, frame in enumerate(iter_frames(video)):
+        if index >= info.frames:  # a container that under-reports its frame count
+            break
+        if index in wanted:
+            sheet[wanted[index][0]].append(cv2.resize(frame, (thumb_width, thumb_height),
+                                                      interpolation=cv2.INTER_AREA))
+        small = frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(
+            frame, size, interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        as_float = small.astype(np.float32) / 255
+        chunk_stats[chunk_of[index]] += lab_statistics(small)
+        if previous is not None:
+            differences.append(float(np.abs(small.astype(np.int16) - previous).mean()))
+            forward, backward = flow(previous_gray, gray), flow(gray, previous_gray)
+            magnitude = np.sqrt((forward**2).sum(-1))
+            magnitudes.append(float(magnitude.mean()))
+            squared.append(float((magnitude**2).mean()))
+            error, hidden = warp_pair(previous_float, as_float, forward, backward)
+            warp_errors.append(error)
+            occluded.append(hidden)
+        previous, previous_gray, previous_float = small, gray, as_float
+        count += 1
+        if on_frame:
+            on_frame()
+    if count < 2:
+        raise ValueError(f"{video}: decoded {count} frame(s); the checks need at least 2")
+    frames = count
+    spans = [(a, min(b, frames)) for a, b in spans if a < frames]
+
+    # 3. Seams: the difference across each seam over the median inside chunks
+    seam_pairs = {s - 1 for s in starts[1:] if s < frames}
+    inside = [d for i, d in enumerate(differences) if i not in seam_pairs] or differences
+    typical = max(float(np.median(inside)), SEAM_FLOOR)
+    seams = [{"frame": s, "difference": differences[s - 1], "jump": differences[s - 1] / typical,
+              "flow": magnitudes[s - 1]} for s in starts[1:] if s < frames]
+
+    # 4. Cuts, drift and the summary
+    cuts = scene_cuts(video, settings.min_scene_frames)
+    seam_frames = {s["frame"] for s in seams}
+    at_seams = [c for c in cuts if any(abs(c - s) <= 1 for s in seam_frames)]
+    per_chunk = []
+    for (a, b), total in zip(spans, chunk_stats, strict=False):
+        mean = total / (b - a)
+        per_chunk.append({"start": a, "frames": b - a, "lab": mean[:3].tolist(),
+                          "contrast": float(mean[3]), "sharpness": float(mean[4])})
+    first = per_chunk[0]
+    for chunk in per_chunk:
+        chunk["colour_delta_e"] = float(np.linalg.norm(np.subtract(chunk["lab"], first["lab"])))
+        chunk["contrast_ratio"] = chunk["contrast"] / max(first["contrast"], 1e-6)
+        chunk["sharpness_log2_ratio"] = math.log2(max(chunk["sharpness"], 1e-6)
+                                                  / max(first["sharpness"], 1e-6))
+    warp_error = _mean(warp_errors)
+    mean_squared_flow = float(np.mean(squared))
+    jumps = [s["jump"] for s in seams]
+    metrics = {
+        "seam_jump_max": max(jumps) if jumps else None,
+        "seam_jump_mean": float(np.mean(jumps)) if jumps else None,
+        "warp_error": warp_error,
+        "mawe": None if warp_error is None
+        else warp_error / max(MAWE_SCALE * mean_squared_flow, 1e-9),
+        "flicker": (255 - float(np.mean(differences))) / 255,
+        "flow_std": float(np.std(magnitudes)),
+        "motion": float(np.mean(magnitudes)),
+        "stagnant_fraction": float(np.mean([m < STILL_FLOW_PX and d < STILL_DIFF
+                                            for m, d in zip(magnitudes, differences,
+                                                            strict=True)])),
+        "scene_cuts": len(cuts),
+        "scene_cuts_off_seams": len(cuts) - len(at_seams),
+        "colour_drift_max": max(c["colour_delta_e"] for c in per_chunk),
+        "sharpness_drift_max": max(abs(c["sharpness_log2_ratio"]) for c in per_chunk),
+    }
+    result = {
+        "video": str(video),
+        "name": video.stem,
+        "frames": frames,
+        "fps": info.fps,
+        "width": info.width,
+        "height": info.height,
+        "analysis_size": list(size),
+        "flow": settings.flow,
+        "chunk_starts": starts,
+        "chunks_from": origin,
+        "metrics": metrics,
+        "seams": seams,
+        "scene_cut_frames": cuts,
+        "chunks": per_chunk,
+        "series": {"difference": differences, "flow": magnitudes, "warp_error": warp_errors,
+                   "occluded": occluded},
+    }
+    return _round(result), sheet
+
+
+def check_videos(
+    videos: Sequence[str | os.PathLike],
+    folder: str | os.PathLike,
+    settings: CheckSettings | None = None,
+    chunk_frames: int | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Check every video into `folder`: `NAME.checks.json` and `NAME_sheet.png` per video.
+
+    A video that cannot be checked gets a result with its `error` and the others go on.
+    Returns the results in order. `report.write_report` turns them into the HTML report.
+    """
+    from datakit.video import VideoError, probe
+    from generate.report import write_contact_sheet
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = settings or CheckSettings()
+    results = []
+    bar = _progress(progress)
+    with bar:
+        for video in map(Path, videos):
+            try:
+                total = probe(video).frames
+            except VideoError:
+                total = None
+            task = bar.add_task(video.name, total=total)
+            try:
+                result, sheet = check_video(video, settings, chunk_frames=chunk_frames,
+                                            on_frame=lambda t=task: bar.advance(t))
+                write_contact_sheet(sheet, result, folder / f"{video.stem}_sheet.png")
+                result["contact_sheet"] = f"{video.stem}_sheet.png"
+            except (VideoError, ValueError, OSError) as error:
+                logger.info("%s: cannot check: %s", video, error)
+                result = {"video": str(video), "name": video.stem, "error": str(error)}
+            atomic_write(folder / f"{video.stem}{RESULT_SUFFIX}",
+                         json.dumps(result, indent=1) + "\n")
+            results.append(result)
+            bar.remove_task(task)
+    return results
+
+
+def load_results(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every check result saved in `folder`, by video name."""
+    paths = sorted(Path(folder).glob(f"*{RESULT_SUFFIX}"))
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("checking {task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled,
+                    transient=True)

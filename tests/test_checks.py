@@ -1,0 +1,149 @@
+"""The checks (generate/checks.py), the report (generate/report.py) and `datakit check`.
+
+Videos are made from scikit-image photos: a smooth pan (one camera move, cut into chunks), the
+same pan spliced with a pan over an unrelated photo, a still video, a video that darkens and
+blurs in its second half.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from typer.testing import CliRunner
+
+from datakit.cli import app
+from datakit.video import encode_video
+from generate.checks import CheckSettings, check_video, check_videos, load_results, warp_pair
+from generate.report import write_report
+
+WIDTH, HEIGHT, FRAMES = 128, 96, 24
+
+
+def pan(image: np.ndarray, frames: int = FRAMES, speed: float = 1.5, y: int = 150) -> list:
+    """A camera moving right over `image` at `speed` px per frame (sub-pixel warps)."""
+    return [cv2.warpAffine(image, np.float32([[1, 0, -(120 + speed * i)], [0, 1, -y]]),
+                           (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR) for i in range(frames)]
+
+
+def write(path, frames) -> str:
+    path.write_bytes(encode_video(frames, 8, crf=10))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    astronaut, coffee = skimage.data.astronaut(), skimage.data.coffee()
+    smooth = pan(astronaut)
+    darker = [cv2.GaussianBlur((f * 0.5).astype(np.uint8), (9, 9), 3) if i >= 12 else f
+              for i, f in enumerate(smooth)]
+    return {
+        "smooth": write(folder / "smooth.mp4", smooth),
+        "spliced": write(folder / "spliced.mp4", smooth[:12] + pan(coffee, y=100)[12:]),
+        "still": write(folder / "still.mp4", [smooth[0]] * 12),
+        "darker": write(folder / "darker.mp4", darker),
+    }
+
+
+def test_seam_jump_is_large_on_a_splice_and_near_one_on_a_smooth_pan(videos):
+    smooth, _ = check_video(videos["smooth"], chunk_starts=[0, 12])
+    spliced, _ = check_video(videos["spliced"], chunk_starts=[0, 12])
+    assert [s["frame"] for s in spliced["seams"]] == [12]
+    assert spliced["metrics"]["seam_jump_max"] > 5
+    assert smooth["metrics"]["seam_jump_max"] < 1.5
+    # the unrelated content also shows in the other seam-sensitive measures
+    assert spliced["metrics"]["warp_error"] > 10 * smooth["metrics"]["warp_error"]
+    assert spliced["metrics"]["flow_std"] > smooth["metrics"]["flow_std"]
+    assert spliced["metrics"]["colour_drift_max"] > smooth["metrics"]["colour_drift_max"]
+    # the cut detector finds the splice, on the seam, and nothing in the smooth pan
+    assert spliced["scene_cut_frames"] == [12]
+    assert spliced["metrics"]["scene_cuts_off_seams"] == 0
+    assert smooth["scene_cut_frames"] == []
+
+
+def test_flow_measures_the_pan_speed_and_a_still_video_stagnates(videos):
+    smooth, _ = check_video(videos["smooth"], CheckSettings(flow="dis"))
+    still, _ = check_video(videos["still"])
+    # 1.5 px per frame to the right: flow points right, magnitude near 1.5 where textured
+    assert 0.5 < smooth["metrics"]["motion"] < 2.0
+    assert smooth["metrics"]["stagnant_fraction"] == 0
+    assert still["metrics"]["motion"] < 0.05
+    assert still["metrics"]["stagnant_fraction"] == 1
+    assert still["metrics"]["flicker"] == pytest.approx(1.0, abs=1e-3)
+    assert 0.9 < smooth["metrics"]["flicker"] < 1.0
+    assert len(smooth["series"]["difference"]) == FRAMES - 1
+
+
+def test_drift_tracks_colour_and_sharpness_against_the_first_chunk(videos):
+    result, sheet = check_video(videos["darker"], chunk_starts=[0, 12])
+    first, second = result["chunks"]
+    assert first["colour_delta_e"] == 0 and first["sharpness_log2_ratio"] == 0
+    assert second["lab"][0] < first["lab"][0] - 10  # darker
+    assert second["sharpness_log2_ratio"] < -1  # blurred: sharpness at most half
+    assert result["metrics"]["colour_drift_max"] == second["colour_delta_e"] > 10
+    assert len(sheet) == 2 and all(len(row) == 6 for row in sheet)  # a row per chunk
+
+
+def test_chunks_come_from_the_generate_json_else_equal_segments(videos, tmp_path):
+    video = tmp_path / "story.mp4"
+    video.write_bytes(open(videos["spliced"], "rb").read())
+    alone, _ = check_video(video)
+    assert alone["seams"] == [] and alone["metrics"]["seam_jump_max"] is None
+    assert len(alone["chunks"]) == 4 and alone["chunks_from"] == "none"
+    video.with_suffix(".json").write_text(json.dumps({"chunk_starts": [0, 12]}))
+    told, _ = check_video(video)
+    assert told["chunks_from"] == "story.json" and [s["frame"] for s in told["seams"]] == [12]
+    every, _ = check_video(videos["spliced"], chunk_frames=8)
+    assert every["chunk_starts"] == [0, 8, 16]
+
+
+def test_warp_error_is_zero_for_an_exact_shift_and_masks_occlusions():
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.random((40, 60, 3), dtype=np.float32), (5, 5), 1)
+    shifted = np.roll(base, 2, axis=1)  # content moves 2 px right
+    forward = np.zeros((40, 60, 2), np.float32)
+    forward[..., 0] = 2
+    error, occluded = warp_pair(base, shifted, forward, -forward)
+    assert error < 1e-6
+    assert occluded == pytest.approx(2 / 60, abs=1e-6)  # the columns that flow out of view
+    inconsistent = warp_pair(base, shifted, forward, forward)[1]
+    assert inconsistent == 1.0  # forward and backward disagree everywhere: all occluded
+
+
+def test_check_videos_writes_json_and_sheet_and_records_unreadable_files(videos, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    results = check_videos([videos["smooth"], bad], tmp_path / "report")
+    assert "error" not in results[0] and "cannot probe" in results[1]["error"]
+    assert (tmp_path / "report" / "smooth_sheet.png").is_file()
+    sheet = cv2.imread(str(tmp_path / "report" / "smooth_sheet.png"))
+    assert sheet.shape[0] > 4 * 96  # four rows of 96 px thumbnails (equal segments)
+    assert [r["name"] for r in load_results(tmp_path / "report")] == ["bad", "smooth"]
+    index = write_report(results, tmp_path / "report")
+    page = index.read_text()
+    assert "smooth_metrics.png" in page and "smooth_sheet.png" in page and "bad.mp4" in page
+    assert (tmp_path / "report" / "smooth_metrics.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary[0]["flicker"] == results[0]["metrics"]["flicker"]
+
+
+def test_check_command(videos, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["check", videos["smooth"], videos["spliced"], "--out",
+                                 str(out), "--chunk-frames", "12", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "spliced: seam jump" in result.output
+    assert {p.name for p in out.glob("*.checks.json")} == {"smooth.checks.json",
+                                                          "spliced.checks.json"}
+    missing = runner.invoke(app, ["check", str(tmp_path / "nope.mp4"), "--out", str(out)])
+    assert missing.exit_code == 2 and "nope.mp4: no such file or folder" in missing.output
+    assert "Traceback" not in missing.output
+    (tmp_path / "broken.mp4").write_bytes(b"\0" * 100)
+    broken = runner.invoke(app, ["check", str(tmp_path / "broken.mp4"), videos["still"],
+                                 "--out", str(tmp_path / "r2"), "-q"])
+    assert broken.exit_code == 1 and "failed:" in broken.output and "still:" in broken.output
