@@ -10,11 +10,13 @@ from rich.console import Console
 def run_demo(out: str | Path, workers: int = 1) -> dict[str, Path]:
     """Run the demo into `out` and return the folders it wrote, by step.
 
-    Steps: write the sample photos; pan-zoom them into shards; verify the shards.
+    Steps: write the sample photos; pan-zoom them into shards; verify the shards; generate
+    two chunked videos on a tiny random pipeline and check them.
     """
     from datakit.pipeline import RunOptions
     from datakit.samples import write_sample_images
     from datakit.shards import verify_shards
+    from generate.demo import demo_generate
     from synthesize.pan_zoom import PanZoomConfig, pan_zoom
 
     console = Console(stderr=True)
@@ -38,9 +40,16 @@ def run_demo(out: str | Path, workers: int = 1) -> dict[str, Path]:
         for problem in report.problems + [p for s in report.shards for p in s.problems]:
             console.print(f"   [red]{problem}[/]")
         raise RuntimeError("the demo's shards did not verify; this is a bug")
+    # 4. Long videos chunk by chunk, checked into an HTML report.
+    console.print("[bold]4. generate[/]: ", end="")
+    generated = out / "generate"
+    stats = demo_generate(out)
+    if stats["status"].get("failed"):
+        raise RuntimeError("the demo's generate step failed; this is a bug")
     console.print(
         f"\nLook at: {clips / 'shards'} (KEY.mp4 / .txt / .json per sample), "
         f"{clips / 'manifest.parquet'} (a row per input, with status and error), "
-        f"{clips / 'stats.json'}."
+        f"{clips / 'stats.json'}; {generated} (ID.mp4 + ID.json per video) and "
+        f"{generated / 'report' / 'index.html'} (the checks)."
     )
-    return {"inputs": images, "pan-zoom": clips}
+    return {"inputs": images, "pan-zoom": clips, "generate": generated}

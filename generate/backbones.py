@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -431,7 +432,10 @@ def load_backbone(
     cls_name = getattr(family, role)
     if cls_name is None:
         raise UserError(f"{family.label} has no {role} pipeline in diffusers that we can drive")
-    pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=getattr(torch, dtype))
+    with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones only know this
+        warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
+        pipe = getattr(diffusers, cls_name).from_pretrained(model,
+                                                            torch_dtype=getattr(torch, dtype))
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:

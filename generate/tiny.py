@@ -183,6 +183,7 @@ def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: in
     """
     import diffusers
     import torch
+    import transformers
 
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
@@ -208,6 +209,8 @@ def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: in
     pipeline = getattr(diffusers, classes[base, kind])(**components)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     pipeline.save_pretrained(folder, safe_serialization=True)
     return folder
 
