@@ -122,6 +122,9 @@ def _results(records: Iterable[Any], stage: Stage, workers: int) -> Iterator[tup
             yield record, safe_call(stage, record)
         return
     context = multiprocessing.get_context("forkserver")
+    # Import the stage's module once in the fork server, not once per worker (a no-op when
+    # the server is already running).
+    context.set_forkserver_preload([getattr(stage, "__module__", None) or __name__])
     window = workers * 4  # in flight: enough to keep workers busy, bounded memory
     pending: deque[tuple[Any, Future]] = deque()
     iterator = iter(records)
