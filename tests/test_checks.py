@@ -8,6 +8,7 @@ blurs in its second half.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -90,7 +91,7 @@ def test_drift_tracks_colour_and_sharpness_against_the_first_chunk(videos):
 
 def test_chunks_come_from_the_generate_json_else_equal_segments(videos, tmp_path):
     video = tmp_path / "story.mp4"
-    video.write_bytes(open(videos["spliced"], "rb").read())
+    video.write_bytes(Path(videos["spliced"]).read_bytes())
     alone, _ = check_video(video)
     assert alone["seams"] == [] and alone["metrics"]["seam_jump_max"] is None
     assert len(alone["chunks"]) == 4 and alone["chunks_from"] == "none"
