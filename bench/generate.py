@@ -3,13 +3,14 @@
 1. Memory is bounded by the chunk: peak RSS for 1, 4 and 16 chunks of 33 frames at 256x256
    with `--continue reuse`, against one-pass generation of the same length (one chunk as long
    as the whole video). Each configuration runs in its own process (peak RSS is per process).
-   Time per frame is printed beside it. Every configuration runs twice: with glibc's default
-   malloc, and with `MALLOC_MMAP_THRESHOLD_=131072` (a fixed mmap threshold: large tensors are
-   returned to the OS when freed instead of being kept in a growing heap).
+   Time per frame is printed beside it. Every configuration runs twice: as datakit runs it
+   (`--bounded-heap`: one glibc arena, a fixed 1 MiB mmap threshold, the heap trimmed after
+   each chunk) and with `--fast-heap` (glibc's defaults).
 2. Search cost: wall time with `--search-k 5 --search-steps 3 --steps 50` against no search,
    measured side by side in one process on the same chunks.
 
-Usage: python bench/generate.py [--quick]   (--quick: fewer steps, for a smoke run)
+Usage: python bench/generate.py [--quick] [--part memory|search]
+(--quick: fewer steps, for a smoke run; --part: run one of the two.)
 The figures go to docs/benchmarks.md under "## generate".
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -37,7 +37,7 @@ def _rss_mb() -> float:
 
 
 def worker(model: str, frames: int, chunk_frames: int, steps: int, search_k: int,
-           search_steps: int, out: str) -> dict:
+           search_steps: int, out: str, bounded_heap: bool = True) -> dict:
     """Generate one video in this process; return its timings and peak RSS."""
     import torch
 
@@ -52,28 +52,32 @@ def worker(model: str, frames: int, chunk_frames: int, steps: int, search_k: int
     settings = ChunkSettings(frames=frames, chunk_frames=chunk_frames, overlap=8,
                              continue_mode="reuse", steps=steps, guidance=5.0, height=SIZE,
                              width=SIZE, fps=16, search_k=search_k, search_steps=search_steps)
-    generator = ChunkedGenerator(backbone, settings, scorer=ContinuityScorer())
+    generator = ChunkedGenerator(backbone, settings, scorer=ContinuityScorer(),
+                                 bounded_heap=bounded_heap)
     started = time.perf_counter()
     info = generator(Story("bench", ("a boat on the sea",), None, "bench"), 0,
                      Path(out) / "bench.mp4", Path(out) / "state")
     seconds = time.perf_counter() - started
-    return {"frames": frames, "chunks": info["chunks"], "chunk_frames": chunk_frames,
+    timed = [c for c in info["chunk_details"] if "decode_seconds" in c]
+    step = sum(c["denoise_seconds"] for c in timed) / len(timed) / steps
+    decode = sum(c["decode_seconds"] for c in timed) / len(timed)
+    return {"step_seconds": round(step, 4), "decode_seconds": round(decode, 3),
+            "frames": frames, "chunks": info["chunks"], "chunk_frames": chunk_frames,
             "seconds": round(seconds, 2), "seconds_per_frame": round(seconds / frames, 4),
             "rss_after_load_mb": round(loaded_rss, 1), "peak_rss_mb": round(_rss_mb(), 1),
             "search_seconds": round(sum(c["search"].get("seconds", 0)
                                         for c in info["chunk_details"]), 2)}
 
 
-ALLOCATORS = {"glibc default": {}, "fixed mmap threshold": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+HEAPS = {"--bounded-heap (default)": True, "--fast-heap": False}
 
 
-def _in_process(model: str, env: dict, **kwargs) -> dict:
-    """Run `worker` in a fresh process (its own peak RSS) with extra environment `env`."""
+def _in_process(model: str, **kwargs) -> dict:
+    """Run `worker` in a fresh process (its own peak RSS)."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, __file__, "--worker", json.dumps({"model": model, **kwargs,
                                                                       "out": out})]
-        result = subprocess.run(command, check=True, capture_output=True, text=True,
-                                env={**os.environ, **env})
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
         return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -85,10 +89,10 @@ def bench_memory(model: str, steps: int, counts: tuple[int, ...]) -> list[dict]:
         for mode, chunk_frames in (("chunked", CHUNK), ("one pass", one_pass)):
             if mode == "one pass" and chunks == 1:
                 continue
-            for allocator, env in ALLOCATORS.items():
-                row = _in_process(model, env, frames=frames, chunk_frames=chunk_frames,
-                                  steps=steps, search_k=1, search_steps=1)
-                row.update(mode=mode, allocator=allocator)
+            for heap, bounded in HEAPS.items():
+                row = _in_process(model, frames=frames, chunk_frames=chunk_frames, steps=steps,
+                                  search_k=1, search_steps=1, bounded_heap=bounded)
+                row.update(mode=mode, heap=heap)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
@@ -108,6 +112,7 @@ def bench_search(model: str, steps: int, search_steps: int, k: int, chunks: int)
     base, searched = results["no search"], results[f"k={k}, s={search_steps}"]
     searched_chunks = chunks - 1  # chunk 0 has no conditioning and is not searched
     per_chunk_base = base["seconds"] / chunks
+    decode_steps = base["decode_seconds"] / base["step_seconds"]
     return {
         "steps": steps, "k": k, "search_steps": search_steps, "chunks": chunks,
         "seconds_no_search": base["seconds"], "seconds_search": searched["seconds"],
@@ -115,12 +120,17 @@ def bench_search(model: str, steps: int, search_steps: int, k: int, chunks: int)
         "overhead_per_searched_chunk": round(
             (searched["seconds"] - base["seconds"]) / searched_chunks / per_chunk_base, 3),
         "k_s_over_S": round(k * search_steps / steps, 3),
+        # one decode costs r steps; a searched chunk costs k*s + k*r + S + r instead of S + r
+        "decode_in_steps": round(decode_steps, 1),
+        "predicted_overhead_per_searched_chunk": round(
+            (k * search_steps + k * decode_steps) / (steps + decode_steps), 3),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, for a smoke run")
+    parser.add_argument("--part", choices=("memory", "search"), help="run only this part")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -132,11 +142,14 @@ def main() -> None:
         model = str(build_tiny_pipeline(Path(folder) / "wan", "wan"))
         memory_steps, search_total = (2, 10) if args.quick else (4, 50)
         counts = (1, 4) if args.quick else (1, 4, 16)
-        print(f"# memory: tiny Wan, {SIZE}x{SIZE}, chunks of {CHUNK} frames, "
-              f"{memory_steps} steps, reuse", flush=True)
-        memory = bench_memory(model, memory_steps, counts)
-        print(f"# search: k=5, s=3, S={search_total}, 4 chunks", flush=True)
-        search = bench_search(model, search_total, 3, 5, 4)
+        memory = search = None
+        if args.part in (None, "memory"):
+            print(f"# memory: tiny Wan, {SIZE}x{SIZE}, chunks of {CHUNK} frames, "
+                  f"{memory_steps} steps, reuse", flush=True)
+            memory = bench_memory(model, memory_steps, counts)
+        if args.part in (None, "search"):
+            print(f"# search: k=5, s=3, S={search_total}, 4 chunks", flush=True)
+            search = bench_search(model, search_total, 3, 5, 4)
         print(json.dumps({"memory": memory, "search": search}, indent=2))
 
 

@@ -53,6 +53,7 @@ class GenerateOptions:
         refine_chunk, refine_overlap: refinement window and overlap, in pixel frames.
         refine_strength: SDEdit strength (fraction of the schedule that is re-run).
         device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run.
+        bounded_heap: keep host memory flat over chunks (see `chunked.bound_heap_growth`).
         resume: continue interrupted videos from their saved chunks.
         crf: x264 quality of the MP4s.
         checks: run the checks and write the report.
@@ -88,6 +89,7 @@ class GenerateOptions:
     cpu_offload: bool = False
     vae_tiling: bool = False
     vae_slicing: bool = False
+    bounded_heap: bool = True
     resume: bool = False
     crf: int = 18
     checks: bool = True
@@ -134,7 +136,8 @@ def _load(options: GenerateOptions):
         scorer = ClipScorer(options.search_clip, options.device)
     else:
         scorer = ContinuityScorer()
-    generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer)
+    generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer,
+                                 bounded_heap=options.bounded_heap)
     refiner = None
     if options.refine:
         v2v = load_backbone(options.refine_model or options.model, "v2v", **load)
