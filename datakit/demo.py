@@ -41,11 +41,13 @@ def run_demo(out: str | Path, workers: int = 1) -> dict[str, Path]:
             console.print(f"   [red]{problem}[/]")
         raise RuntimeError("the demo's shards did not verify; this is a bug")
     # 4. Long videos chunk by chunk, checked into an HTML report.
-    console.print("[bold]4. generate[/]: ", end="")
     generated = out / "generate"
     stats = demo_generate(out)
     if stats["status"].get("failed"):
         raise RuntimeError("the demo's generate step failed; this is a bug")
+    console.print(f"[bold]4. generate[/]: {stats['status']} -> {generated} (a tiny random Wan "
+                  "pipeline: the videos are noise, built to show the path offline; use a real "
+                  "--model for real videos)")
     console.print(
         f"\nLook at: {clips / 'shards'} (KEY.mp4 / .txt / .json per sample), "
         f"{clips / 'manifest.parquet'} (a row per input, with status and error), "

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.console import Console
-
 
 def demo_generate(out: str | Path, checks: bool = True) -> dict:
     """Generate two short videos from a two-chunk story into `out / "generate"`.
@@ -26,7 +24,6 @@ def demo_generate(out: str | Path, checks: bool = True) -> dict:
     from generate.runner import GenerateOptions, generate_videos
     from generate.tiny import build_tiny_pipeline
 
-    console = Console(stderr=True)
     out = Path(out)
     model = out / "tiny-wan"
     if not (model / "model_index.json").is_file():
@@ -37,12 +34,7 @@ def demo_generate(out: str | Path, checks: bool = True) -> dict:
         {"id": "cat-story", "prompts": ["a cat sitting in a room", "a cat running in the street"]},
         {"id": "boat", "prompts": ["a small boat on the sea at night"], "seed": 1},
     )) + "\n")
-    target = out / "generate"
-    stats = generate_videos(GenerateOptions(
-        prompts=stories, model=str(model), out=target, frames=33, chunk_frames=13, overlap=4,
-        steps=6, height=64, width=64, fps=8, search_k=3, search_steps=2, checks=checks,
+    return generate_videos(GenerateOptions(
+        prompts=stories, model=str(model), out=out / "generate", frames=33, chunk_frames=13,
+        overlap=4, steps=6, height=64, width=64, fps=8, search_k=3, search_steps=2, checks=checks,
     ))
-    console.print(f"[bold]generate[/]: {stats['status']} -> {target} (a tiny random Wan "
-                  "pipeline: the videos are noise, built to show the path offline; use a "
-                  "real --model for real videos)")
-    return stats

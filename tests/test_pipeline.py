@@ -340,6 +340,12 @@ def test_demo_runs_offline_and_verifies(tmp_path):
     assert (manifest["status"] == "failed").sum() == 1  # the truncated JPEG, on purpose
     assert (manifest["status"] == "ok").sum() >= 16
     assert np.all(manifest.loc[manifest["status"] == "ok", "frames"] == 16)
+    generated = tmp_path / "demo" / "generate"
+    assert sorted(p.name for p in generated.glob("*.mp4")) == ["boat.mp4", "cat-story.mp4"]
+    assert (pd.read_parquet(generated / "manifest.parquet")["status"] == "ok").all()
+    assert (generated / "report" / "index.html").is_file()
+    said = " ".join(result.output.split())  # rich wraps lines at the terminal width
+    assert "4. generate" in said and "the videos are noise" in said
 
 
 def test_laion_shards_and_csv_lists_as_input(tmp_path):
