@@ -27,7 +27,7 @@ from manifests.store import ManifestStore
 logger = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
-TAR_MTIME = 0.0  # fixed, so the same samples give byte-identical tars
+TAR_MTIME = 0  # fixed, so the same samples give byte-identical tars
 
 
 def shard_name(index: int) -> str:
@@ -72,7 +72,6 @@ class Sample:
 @dataclass
 class _OpenShard:
     index: int
-    handle: Any
     context: Any
     tar: Any
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -135,7 +134,7 @@ class ShardWriter:
             context = atomic_file(self.shards_dir / f"{shard_name(index)}.tar")
             handle = context.__enter__()
             tar = tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-            self._shard = _OpenShard(index, handle, context, tar)
+            self._shard = _OpenShard(index, context, tar)
         shard = self._shard
         write_tar_sample(shard.tar, sample.key, sample.files)
         row = dict(sample.row, shard=shard_name(shard.index), bytes=sample.size)
@@ -258,7 +257,11 @@ def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyRepo
         problems.append(f"{manifest_path}: missing")
         manifest = pd.DataFrame(columns=["key", "status", "shard"])
     else:
-        manifest = pd.read_parquet(manifest_path)
+        try:
+            manifest = pd.read_parquet(manifest_path)
+        except Exception as error:  # a damaged manifest is a finding, not a crash
+            problems.append(f"{manifest_path}: unreadable ({error})")
+            manifest = pd.DataFrame(columns=["key", "status", "shard"])
     if manifest["key"].duplicated().any():
         problems.append(f"manifest: {int(manifest['key'].duplicated().sum())} duplicate keys")
     expected = {
@@ -281,7 +284,13 @@ def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyRepo
         stats_path = shards_dir / f"{path.stem}_stats.json"
         if not stats_path.exists():
             check.problems.append("no _stats.json")
-        elif json.loads(stats_path.read_text())["count"] != check.samples:
+            continue
+        try:
+            counted = json.loads(stats_path.read_text())["count"]
+        except (ValueError, KeyError, TypeError) as error:
+            check.problems.append(f"_stats.json unreadable ({error!r})")
+            continue
+        if counted != check.samples:
             check.problems.append("_stats.json count differs from the samples read")
     missing = sorted(set(expected) - set(seen))
     if missing:
@@ -298,7 +307,12 @@ def _check_sample(sample, key, shard, seen, expected, decode, read_frames, check
     lacking = [ext for ext in ("mp4", "txt", "json") if ext not in sample]
     if lacking:
         return [*problems, f"{key}: no {', '.join(lacking)}"]
-    info = json.loads(sample["json"])
+    try:
+        info = json.loads(sample["json"])
+    except ValueError as error:
+        return [*problems, f"{key}: json does not parse ({error})"]
+    if not isinstance(info, dict):
+        return [*problems, f"{key}: json is not an object"]
     if decode:
         try:
             frames = len(read_frames(sample["mp4"]))

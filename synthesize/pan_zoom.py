@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from datakit.video import X264_PRESETS
+
 
 class Motion(str, Enum):
     PAN_LEFT = "pan-left"
@@ -43,8 +45,6 @@ _DIRECTIONS: dict[Motion, tuple[float, float]] = {
     Motion.PAN_RIGHT: (1.0, 0.0),
     Motion.PAN_UP: (0.0, -1.0),
     Motion.PAN_DOWN: (0.0, 1.0),
-    Motion.ZOOM_IN: (0.0, 0.0),
-    Motion.ZOOM_OUT: (0.0, 0.0),
     Motion.DIAGONAL_UP_LEFT: (-1.0, -1.0),
     Motion.DIAGONAL_UP_RIGHT: (1.0, -1.0),
     Motion.DIAGONAL_DOWN_LEFT: (-1.0, 1.0),
@@ -162,7 +162,7 @@ class SkipImage(Exception):
 
 @dataclass(frozen=True)
 class PanZoomConfig:
-    """Settings of the pan-zoom pipeline; every field is a CLI option.
+    """Settings of the pan-zoom pipeline; every field but `max_pixels` is a CLI option.
 
     Args:
         width, height: output size in pixels (even, for yuv420p).
@@ -217,6 +217,13 @@ class PanZoomConfig:
         if self.max_upscale < 1.0:
             raise ValueError(f"max_upscale must be at least 1.0, got {self.max_upscale}")
         ease(0.5, self.easing)
+        if self.seed < 0:
+            raise ValueError(f"seed must be at least 0, got {self.seed}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be in 0..51, got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, "
+                             f"got {self.preset!r}")
         if not self.motions:
             raise ValueError("motions must not be empty")
 
@@ -372,7 +379,7 @@ def render_clip(
         base_level_scale = 1.0
     blend = max(scales) / min(scales) > 1.5 and base > 1.0
     if blend:
-        while levels[-1].shape[1] / 2 >= width / 2 and 2 ** len(levels) < max(scales) / base:
+        while levels[-1].shape[1] / 2 >= width / 2 and 2 ** (len(levels) - 1) < max(scales) / base:
             top = levels[-1]
             levels.append(cv2.resize(top, (max(1, top.shape[1] // 2), max(1, top.shape[0] // 2)),
                                      interpolation=cv2.INTER_AREA))
@@ -382,7 +389,7 @@ def render_clip(
             yield _warp(levels[0], window, width, height)
             continue
         octave = min(math.log2(residual), len(levels) - 1)
-        low = min(int(octave), len(levels) - 1)
+        low = int(octave)
         weight = octave - low
         frame = _warp(levels[low], window, width, height)
         if weight > 1e-3 and low + 1 < len(levels):
@@ -397,7 +404,9 @@ def motion_caption(text: str | None, path: CameraPath, with_motion: bool) -> str
     if not with_motion:
         return text
     motion = path.caption()
-    return f"{text.rstrip('.')}. {motion}" if text else motion
+    if not text:
+        return motion
+    return f"{text} {motion}" if text.endswith((".", "!", "?")) else f"{text}. {motion}"
 
 
 class PanZoomStage:
@@ -448,13 +457,14 @@ class PanZoomStage:
             mp4 = encode_video(frames, config.fps, crf=config.crf, preset=config.preset,
                                threads=1)
             caption = motion_caption(record.text, path, config.motion_caption)
+            text = (record.text or "").strip()
             info = {
                 "key": key,
                 "input_key": record.key,
                 "source": record.source,
                 "caption": caption,
-                "caption_source": "text+motion" if record.text and config.motion_caption
-                else "text" if record.text else "motion" if config.motion_caption else "none",
+                "caption_source": "text+motion" if text and config.motion_caption
+                else "text" if text else "motion" if config.motion_caption else "none",
                 "text": record.text,
                 "label": record.label,
                 "clip_index": clip,
@@ -472,13 +482,14 @@ class PanZoomStage:
             row = make_row(
                 key, Status.OK, source=record.source, input_key=record.key, caption=caption,
                 width=config.width, height=config.height, frames=config.frames, fps=config.fps,
-                seconds=time.perf_counter() - started,
+                seconds=time.perf_counter() - started,  # the first clip's includes the load
                 meta={"motion": path.motion.value, "speed": path.speed,
                       "zoom": [path.zoom_start, path.zoom_end]},
             )
             files = {"mp4": mp4, "txt": caption.encode(),
                      "json": json.dumps(info, sort_keys=True, default=str).encode()}
             samples.append(Sample(key, files, row))
+            started = time.perf_counter()  # the rows' seconds add up to the input's time
         return samples
 
 

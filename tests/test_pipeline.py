@@ -252,6 +252,8 @@ def test_sigkill_mid_run_then_rerun_accounts_for_every_input_once(images, tmp_pa
     (["{images}", "--out", "{tmp}/o", "--motions", "spin"], "unknown motion"),
     (["{images}", "--out", "{tmp}/o", "--zoom-range", "0.5", "1"], "zoom_range"),
     (["{images}", "--out", "{tmp}/o", "--shard-bytes", "lots"], "--shard-bytes"),
+    (["{images}", "--out", "{tmp}/o", "--shard-bytes", "0.5"], "--shard-bytes"),
+    (["{images}", "--out", "{tmp}/o", "--preset", "ludicrous"], "preset must be one of"),
 ])
 def test_bad_input_is_one_line_and_exit_2(images, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
@@ -285,8 +287,10 @@ def test_verify_catches_a_damaged_shard_and_a_missing_one(images, tmp_path):
     result = _invoke("shards", "verify", out)
     assert result.exit_code == 1 and "verification failed" in result.output
     (out / "shards" / "00001.tar").unlink()
+    (out / "shards" / "00000_stats.json").write_text("{not json")
     report = verify_shards(out)
     assert any("have no sample" in p for p in report.problems)
+    assert any("_stats.json unreadable" in p for p in report.shards[0].problems)
 
 
 def test_writer_recovery_removes_orphans_and_partials(tmp_path):
