@@ -140,9 +140,38 @@ def resolve_device(device: str) -> str:
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available on this machine")
+    if device.startswith("cuda:"):
+        index = device.removeprefix("cuda:")
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has CUDA devices "
+                            f"0..{torch.cuda.device_count() - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: MPS is not available on this machine")
     if device != "cpu" and not device.startswith(("cuda", "mps")):
         raise UserError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
     return device
+
+
+# Step indices for which a predictor-corrector scheduler's corrector is off: all of them.
+NO_CORRECTOR_STEPS = list(range(10_000))
+
+
+def keep_step_overwrites(scheduler):
+    """A scheduler under which latents that a step callback writes survive the next step.
+
+    VidRD's pinning and the refine blend overwrite the latents between steps. A first-order
+    scheduler continues from what it is given; UniPC (the scheduler Wan's checkpoints ship
+    with) corrects each new sample from the previous one and would undo the overwrite, so
+    its corrector is turned off, leaving its multistep predictor. Second-order schedulers
+    (Heun, DPM2) call the model twice per step and are refused.
+    """
+    if getattr(scheduler, "order", 1) != 1:
+        raise UserError(f"{type(scheduler).__name__} is a second-order scheduler; --continue "
+                        "reuse and --refine need a first-order one (Euler, DDIM, UniPC, DPM++)")
+    if "disable_corrector" in scheduler.config:
+        return type(scheduler).from_config(scheduler.config,
+                                           disable_corrector=NO_CORRECTOR_STEPS)
+    return scheduler
 
 
 class Backbone:

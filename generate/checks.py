@@ -1,8 +1,9 @@
 """Checks on finished videos: do the chunks join up, does the video hold still, does it drift?
 
-Every metric needs no model weights. A video is read once, frame by frame (memory stays that
-of a few frames whatever its length), at an analysis size whose longer side is at most
-`max_side` pixels. Per pair of consecutive frames:
+Every metric needs no model weights. A video is decoded once for the metrics (PySceneDetect
+reads it again for scene cuts), frame by frame (memory stays that of a few frames whatever its
+length), at an analysis size whose longer side is at most `max_side` pixels. Per pair of
+consecutive frames:
 
 - frame difference: mean absolute RGB difference, in grey levels (0..255);
 - optical flow both ways with OpenCV (`farneback`, the default, or `dis`), in analysis pixels;

@@ -17,10 +17,10 @@ Continuation (`--continue`):
      where past0 is the previous chunk's whole initial noise reversed;
   3. staged guidance: overlap frame m is overwritten with `past[i][m]` before step i while
      `i < (O-m) * (T/O) * beta` (`--reuse-guidance beta`). The pinned values are stored noisy
-     states at the same step, so nothing is re-noised and any scheduler (DDIM-style or flow
-     matching) works. Chunks are decoded separately and concatenated whole, as VidRD does:
-     the overlap frames are kept (they are the bridge), so `--overlap` does not shorten the
-     video.
+     states at the same step, so nothing is re-noised and any first-order scheduler
+     (DDIM-style or flow matching) works; UniPC's corrector is turned off so it keeps them.
+     Chunks are decoded separately and concatenated whole, as VidRD does: the overlap frames
+     are kept (they are the bridge), so `--overlap` does not shorten the video.
 - `i2v`: chunks after the first come from an image-to-video backbone conditioned on the last
   frame of the previous chunk; the new chunk's first frame re-renders that frame and is
   dropped.
@@ -60,7 +60,7 @@ import numpy as np
 from datakit.atomic import atomic_file, atomic_write
 from datakit.errors import UserError
 from datakit.video import VideoWriter
-from generate.backbones import Backbone
+from generate.backbones import Backbone, keep_step_overwrites
 from generate.prompts import Story
 from generate.search import search_noise
 
@@ -241,13 +241,19 @@ class ChunkedGenerator:
         self.bounded_heap = bounded_heap
         if bounded_heap:
             bound_heap_growth()
-        self.plan = plan_chunks(settings.frames, settings.chunk_frames,
-                                1 if settings.continue_mode == "i2v" else 0)
+        try:
+            self.plan = plan_chunks(settings.frames, settings.chunk_frames,
+                                    1 if settings.continue_mode == "i2v" else 0)
+        except ValueError:  # i2v: each chunk after the first drops its first frame
+            raise UserError(f"--continue i2v needs --chunk-frames of at least 2, got "
+                            f"{settings.chunk_frames}") from None
         self.overlap_latent = 0
         self.pins: list[int] = []
         if settings.continue_mode == "reuse":
             self.overlap_latent = settings.overlap // backbone.temporal
             self.pins = pinned_steps(self.overlap_latent, settings.steps, settings.reuse_guidance)
+        if any(self.pins):  # the pinning overwrites latents between steps
+            backbone.pipe.scheduler = keep_step_overwrites(backbone.pipe.scheduler)
 
     def check_inputs(self) -> None:
         s, backbone = self.settings, self.backbone
@@ -383,7 +389,10 @@ class ChunkedGenerator:
 
     def _fingerprint(self, story: Story, seed: int) -> dict:
         return {"settings": asdict(self.settings), "prompts": list(story.prompts), "seed": seed,
-                "model": self.backbone.source, "i2v": self.i2v.source if self.i2v else None}
+                "model": self.backbone.source, "i2v": self.i2v.source if self.i2v else None,
+                "device": self.backbone.device, "dtype": str(self.backbone.pipe.dtype),
+                "scheduler": type(self.backbone.pipe.scheduler).__name__,
+                "scorer": getattr(self.scorer, "source", getattr(self.scorer, "name", None))}
 
     @staticmethod
     def _chunk_path(state_dir: Path, chunk: int) -> Path:
@@ -473,32 +482,31 @@ class ChunkedGenerator:
         records: list[dict] = []
         state: dict[str, Any] = {"initial": None, "trajectory": None, "last_frame": None}
         with atomic_file(mp4_path) as handle:
-            writer = VideoWriter(handle, s.width, s.height, s.fps, crf=s.crf)
-            # 3. Replay the chunks an interrupted run finished
-            for chunk in range(done):
-                tensors, record = self._load(state_dir, chunk)
-                frames = self._decode(chunk, tensors["latents"])
-                writer.write_many(self.kept_frames(chunk, frames))
-                state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
-                         "last_frame": frames[-1]}
-                records.append(record)
-            # 4. Generate the rest, one chunk at a time
-            for chunk in range(done, plan.chunks):
-                tensors, record = self._chunk(story, seed, chunk, state)
-                if self.bounded_heap:  # the denoiser's activations, before the decoder's
-                    release_freed_memory()
-                decode_started = time.perf_counter()
-                frames = self._decode(chunk, tensors["latents"])
-                writer.write_many(self.kept_frames(chunk, frames))
-                record["decode_seconds"] = round(time.perf_counter() - decode_started, 3)
-                self._save(state_dir, chunk, tensors, record)
-                state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
-                         "last_frame": frames[-1]}
-                records.append(record)
-                del tensors, frames
-                if self.bounded_heap:
-                    release_freed_memory()
-            writer.close()
+            with VideoWriter(handle, s.width, s.height, s.fps, crf=s.crf) as writer:
+                # 3. Replay the chunks an interrupted run finished
+                for chunk in range(done):
+                    tensors, record = self._load(state_dir, chunk)
+                    frames = self._decode(chunk, tensors["latents"])
+                    writer.write_many(self.kept_frames(chunk, frames))
+                    state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
+                             "last_frame": frames[-1]}
+                    records.append(record)
+                # 4. Generate the rest, one chunk at a time
+                for chunk in range(done, plan.chunks):
+                    tensors, record = self._chunk(story, seed, chunk, state)
+                    if self.bounded_heap:  # the denoiser's activations, before the decoder's
+                        release_freed_memory()
+                    decode_started = time.perf_counter()
+                    frames = self._decode(chunk, tensors["latents"])
+                    writer.write_many(self.kept_frames(chunk, frames))
+                    record["decode_seconds"] = round(time.perf_counter() - decode_started, 3)
+                    self._save(state_dir, chunk, tensors, record)
+                    state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
+                             "last_frame": frames[-1]}
+                    records.append(record)
+                    del tensors, frames
+                    if self.bounded_heap:
+                        release_freed_memory()
             if writer.frames_written != plan.frames:
                 raise RuntimeError(f"wrote {writer.frames_written} frames, planned {plan.frames}")
         # 5. Describe what was made

@@ -31,7 +31,7 @@ import numpy as np
 from datakit.atomic import atomic_write
 from datakit.errors import UserError
 from datakit.video import encode_video
-from generate.backbones import Backbone
+from generate.backbones import Backbone, keep_step_overwrites
 from generate.chunked import ChunkedGenerator, derive_seed, make_noise
 from generate.prompts import Story
 
@@ -95,6 +95,8 @@ class Refiner:
         self.guidance = guidance
         self.negative_prompt = negative_prompt
         self.check_inputs()
+        # the blend overwrites every window's latents between steps
+        backbone.pipe.scheduler = keep_step_overwrites(backbone.pipe.scheduler)
 
     def check_inputs(self) -> None:
         backbone, t = self.backbone, self.backbone.temporal
@@ -114,7 +116,8 @@ class Refiner:
     def prepare_windows(self, latent_frames: int) -> tuple[int, list[int]]:
         """Window length and starts, in latent frames, covering `latent_frames`."""
         window = min(self.backbone.latent_frames(self.chunk_frames), latent_frames)
-        stride = window - self.overlap // self.backbone.temporal
+        # a video shorter than one window is one window: the overlap cannot exceed it
+        stride = max(1, window - self.overlap // self.backbone.temporal)
         starts = list(range(0, max(latent_frames - window, 0) + 1, stride))
         if starts[-1] + window < latent_frames:
             starts.append(latent_frames - window)

@@ -132,8 +132,12 @@ def _load(options: GenerateOptions):
         noise_recycle=options.noise_recycle, reuse_guidance=options.reuse_guidance,
         search_k=options.search_k, search_steps=options.search_steps, crf=options.crf,
     )
-    if options.search_clip:
-        scorer = ClipScorer(options.search_clip, options.device)
+    if options.search_clip and options.search_k > 1:
+        try:
+            scorer = ClipScorer(options.search_clip, options.device)
+        except OSError as error:
+            raise UserError(f"--search-clip {options.search_clip}: not a CLIP model folder "
+                            f"({str(error).splitlines()[0]})") from None
     else:
         scorer = ContinuityScorer()
     generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer,

@@ -52,6 +52,7 @@ class ClipScorer:
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         from transformers import AutoImageProcessor, CLIPModel
 
+        self.source = f"clip:{folder}"
         self.model = CLIPModel.from_pretrained(folder).to(device).eval()
         self.processor = AutoImageProcessor.from_pretrained(folder)
         self.device = device

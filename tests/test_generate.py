@@ -377,6 +377,8 @@ def test_bad_inputs(tiny, tmp_path):
     assert "needs --i2v-model" in _bad(tmp_path, tiny, "a cat\n", "--continue", "i2v")
     assert "a i2v pipeline is needed" in _bad(tmp_path, tiny, "a cat\n", "--continue", "i2v",
                                               "--i2v-model", tiny("wan"))
+    assert "not a CLIP model folder" in _bad(tmp_path, tiny, "a cat\n", "--search-k", "2",
+                                             "--search-clip", empty)
 
 
 def test_derive_seed_is_stable_and_distinct():

@@ -1,6 +1,7 @@
 """`--refine`: SDEdit windows with one global noise tensor and randomized blending."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from datakit.cli import app
 from datakit.video import probe
 from generate.backbones import Backbone
+from generate.refine import Refiner
 from generate.tiny import build_tiny_pipeline
 
 
@@ -113,3 +115,38 @@ def test_blend_offsets_move(tiny, tmp_path):
                   "--refine-overlap", "8", "--refine-chunk", "17")
     cuts = np.array(info["refine"]["blend_offsets"])
     assert len({tuple(c) for c in cuts[:, 1:]}) > 1
+
+
+@pytest.mark.parametrize("latent_frames", [1, 2, 3, 9])
+def test_refine_windows_cover_short_videos(latent_frames):
+    """A video shorter than one window is one window (the overlap cannot exceed it)."""
+    backbone = SimpleNamespace(temporal=4, latent_frames=lambda frames: (frames - 1) // 4 + 1)
+    refiner = SimpleNamespace(backbone=backbone, chunk_frames=17, overlap=8)
+    window, starts = Refiner.prepare_windows(refiner, latent_frames)
+    assert window == min(5, latent_frames)
+    assert starts[0] == 0 and starts[-1] + window == latent_frames
+    assert all(b - a == 3 for a, b in zip(starts, starts[1:-1], strict=False))
+
+
+def test_step_overwrites_survive_unipc():
+    """UniPC's corrector rebuilds each sample from the previous one; with it off, what a step
+    callback writes is what the next step continues from. Second-order schedulers are refused."""
+    from diffusers import HeunDiscreteScheduler, UniPCMultistepScheduler
+
+    from datakit.errors import UserError
+    from generate.backbones import keep_step_overwrites
+
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                    flow_shift=3.0)
+
+    def after_overwrite(scheduler):
+        scheduler.set_timesteps(4)
+        sample, output = torch.zeros(1, 2, 3, 4, 4), torch.zeros(1, 2, 3, 4, 4)
+        sample = scheduler.step(output, scheduler.timesteps[0], sample).prev_sample
+        sample = sample + 100  # what the callback writes
+        return scheduler.step(output, scheduler.timesteps[1], sample).prev_sample.mean().item()
+
+    assert after_overwrite(unipc) < 50  # the corrector undid most of it
+    assert after_overwrite(keep_step_overwrites(unipc)) > 90
+    with pytest.raises(UserError, match="second-order"):
+        keep_step_overwrites(HeunDiscreteScheduler())
