@@ -132,8 +132,8 @@ def pan_zoom_command(
     size: Annotated[str, typer.Option(help="Output size WIDTHxHEIGHT (even numbers).")]
     = "512x320",
     clips_per_image: Annotated[int, typer.Option(
-        help="Clips per image, each with its own motion; keys get a _c0, _c1 ... suffix "
-        "when more than 1.", min=1)] = 1,
+        help="Clips per image, the motions spread over them (repeating once all are used); "
+        "keys get a _c0, _c1 ... suffix when more than 1.", min=1)] = 1,
     motions: Annotated[str, typer.Option(
         help="Comma-separated motions or groups: pan-left, pan-right, pan-up, pan-down, "
         "zoom-in, zoom-out, diagonal-up-left, diagonal-up-right, diagonal-down-left, "

@@ -168,7 +168,8 @@ class PanZoomConfig:
         width, height: output size in pixels (even, for yuv420p).
         frames: frames per clip.
         fps: frames per second of the clips.
-        clips_per_image: clips made from each image, each with its own motion.
+        clips_per_image: clips made from each image; motions are spread over them and repeat
+            once all are used.
         motions: the motions to draw from.
         zoom_range: the zoom reached at the close end of a zoom, drawn per clip from this range
             (1.0 = the largest window of the output's aspect that fits the image).
