@@ -294,10 +294,8 @@ def breakdown(src: Path, args, scratch: Path) -> dict:
     conversions = []  # the rgb24 -> yuv420p conversion inside the encode step, timed apart
     stage_totals = []
     stage = PanZoomStage(config)
-    # Warm-up (first-call costs: lazy imports, OpenCV/x264 initialisation), not counted; the
-    # writer's lazy `import webdataset` (which imports torch) is a start-up cost, timed apart.
+    # Warm-up (first-call costs: lazy imports, OpenCV/x264 initialisation), not counted.
     stage(records[0])
-    import webdataset  # noqa: F401
     with ShardWriter(scratch, store) as writer:
         for record in records:
             clock = time.perf_counter

@@ -382,9 +382,8 @@ class Backbone:
         latents = latents.contiguous().to(self.device)
         with torch.no_grad():
             if self.family.name == "wan":
-                mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-                std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-                latents = latents * std.to(latents) + mean.to(latents)
+                mean, std = self._wan_latent_stats(latents)
+                latents = latents * std + mean
                 video = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
             elif self.family.name == "cogvideox":
                 video = pipe.decode_latents(latents.permute(0, 2, 1, 3, 4).to(vae.dtype))
@@ -400,6 +399,14 @@ class Backbone:
         video = (video.float().clamp(-1, 1) + 1) * 127.5
         return video[0].permute(1, 2, 3, 0).round().to(torch.uint8).cpu().numpy()
 
+    def _wan_latent_stats(self, like):
+        """Wan's per-channel latent mean and std, shaped and placed like `like`."""
+        import torch
+
+        config = self.pipe.vae.config
+        return (torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1).to(like),
+                torch.tensor(config.latents_std).view(1, -1, 1, 1, 1).to(like))
+
     def encode(self, frames: np.ndarray):
         """RGB uint8 frames (F, H, W, 3) -> canonical latents (deterministic: the mode)."""
         import torch
@@ -410,9 +417,8 @@ class Backbone:
         with torch.no_grad():
             if self.family.name == "wan":
                 latents = vae.encode(video).latent_dist.mode().float()
-                mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-                std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-                return (latents - mean.to(latents)) / std.to(latents)
+                mean, std = self._wan_latent_stats(latents)
+                return (latents - mean) / std
             if self.family.name == "cogvideox":
                 latents = vae.encode(video).latent_dist.mode().float()
                 return latents * self.pipe.vae_scaling_factor_image

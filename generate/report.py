@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from datakit.atomic import atomic_write
+from datakit.atomic import atomic_file, atomic_write
 
 INDEX = "index.html"
 SUMMARY = "summary.json"
@@ -102,9 +102,9 @@ def write_metric_plots(result: dict[str, Any], path: str | os.PathLike) -> None:
             axis.axvline(seam["frame"], color="tab:red", linestyle="--", linewidth=0.8)
     axes[-1].set_xlabel("frame", fontsize=8)
     figure.tight_layout()
-    figure.savefig(os.fspath(path) + ".partial.png", dpi=90)
+    with atomic_file(path) as handle:
+        figure.savefig(handle, format="png", dpi=90)
     plt.close(figure)
-    os.replace(os.fspath(path) + ".partial.png", path)
 
 
 def _cell(value: Any) -> str:
