@@ -115,7 +115,7 @@ def run_pipeline(
     store = ManifestStore(out)
     writer = ShardWriter(out, store, max_count=options.shard_size, max_bytes=options.shard_bytes)
     finished_statuses = (
-        (Status.OK.value, Status.SKIPPED.value) if options.retry_failed else None
+        tuple(s.value for s in Status if s is not Status.FAILED) if options.retry_failed else None
     )
     recorded = store.read()
     if finished_statuses is not None:

@@ -15,9 +15,20 @@ import pyarrow as pa
 
 
 class Status(str, Enum):
+    """What became of an input (or of one of its outputs).
+
+    ok: the sample is in a shard. failed: the input is bad (unreadable, truncated, ...).
+    skipped: valid but unusable under the settings (too small, too short, no label, ...).
+    watermarked: dropped because a watermark was found (`--watermarks drop`).
+    split: a long input cut into clips; each clip has its own row with this row's key as
+    its `input_key`, and this row holds no sample.
+    """
+
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    WATERMARKED = "watermarked"
+    SPLIT = "split"
 
 
 MANIFEST_SCHEMA = pa.schema(
@@ -36,6 +47,11 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("bytes", pa.int64()),
         pa.field("seconds", pa.float32()),
         pa.field("meta", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("clip_score", pa.float32()),
+        pa.field("watermark_score", pa.float32()),
+        pa.field("watermark_box", pa.list_(pa.int32())),
+        pa.field("watermark_action", pa.string()),
     ]
 )
 COLUMNS = tuple(MANIFEST_SCHEMA.names)

@@ -90,11 +90,15 @@ class ManifestStore:
         return path
 
 
+_NO_ERROR_STATUSES = (Status.OK.value, Status.SPLIT.value)
+
+
 def summarize(frame: pd.DataFrame, top_errors: int = 20) -> dict[str, Any]:
     """Counts by status and the most common errors of a manifest."""
     counts = Counter(frame["status"])
     errors = Counter(
-        _error_kind(e) for e in frame.loc[frame["status"] != Status.OK.value, "error"]
+        _error_kind(e)
+        for e in frame.loc[~frame["status"].isin(_NO_ERROR_STATUSES), "error"]
     )
     return {
         "rows": len(frame),
