@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datakit.atomic import atomic_write
+from datakit.engine.local import ModelStage, run_local
 from datakit.errors import UserError
 from datakit.shards import SHARDS_DIR, Sample, ShardWriter
 from manifests.schema import Status
@@ -89,7 +90,7 @@ def prepare_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: b
 
 def run_pipeline(
     records: Iterable[Any],
-    stage: Callable[[Any], list],
+    stage: Callable[[Any], list] | ModelStage,
     output_keys: Callable[[Any], list[str]],
     out: str | os.PathLike,
     config: dict[str, Any],
@@ -101,7 +102,8 @@ def run_pipeline(
 
     Args:
         records: inputs, each with `.key` and `.source`.
-        stage: picklable callable: record -> list of `Sample` or manifest row dicts.
+        stage: picklable callable: record -> list of `Sample` or manifest row dicts; or a
+            `ModelStage` (per-record prepare, batched model, finish).
         output_keys: the sample keys a record produces when it succeeds, used to skip
             records an earlier run finished.
         out: the output folder.
@@ -135,8 +137,6 @@ def run_pipeline(
                 writer.add_row(result)
 
     todo = (r for r in records if not is_done(r))
-    from datakit.engine.local import run_local
-
     try:
         report = run_local(
             todo, stage, consume, workers=options.workers,
@@ -149,11 +149,15 @@ def run_pipeline(
         raise
     writer.close()
     store.write_manifest()
-    return write_stats(
-        store, config, started, report.records,
-        extra={"resumed_keys": resumed, "interrupted": report.interrupted,
-               "this_run": report.status, "shards": _shard_count(out)},
-    )
+    extra = {"resumed_keys": resumed, "interrupted": report.interrupted,
+             "this_run": report.status, "shards": _shard_count(out)}
+    if report.model is not None:
+        timing = report.model
+        extra["model"] = {"calls": timing.calls, "items": timing.items,
+                          "seconds": round(timing.seconds, 3),
+                          "load_seconds": round(timing.load_seconds, 3),
+                          "busy_share": timing.busy_share}
+    return write_stats(store, config, started, report.records, extra=extra)
 
 
 def _shard_count(out: Path) -> int:

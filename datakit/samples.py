@@ -66,3 +66,66 @@ def write_sample_images(folder: str | Path, broken: bool = True) -> list[Path]:
         path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
         written.append(path)
     return written
+
+
+# label folder -> the photos whose clips go in it (a Kinetics-style class tree)
+SAMPLE_CLASSES: dict[str, tuple[str, ...]] = {
+    "petting_cat": ("chelsea",),
+    "drinking_coffee": ("coffee",),
+    "launching_rocket": ("rocket",),
+    "space_walking": ("astronaut", "hubble_deep_field"),
+    "riding_motorcycle": ("stereo_motorcycle",),
+}
+
+
+def write_sample_videos(
+    folder: str | Path,
+    seconds: float = 2.0,
+    fps: float = 8.0,
+    size: tuple[int, int] = (192, 128),
+    broken: bool = True,
+) -> list[Path]:
+    """Write short H.264 clips of the sample photos as `LABEL/NAME.mp4`; return the paths.
+
+    Each clip is a slow pan or zoom over one photo (`synthesize.pan_zoom`), so it has real
+    motion; the folders are Kinetics-style class names.
+
+    Args:
+        folder: the class tree's root.
+        seconds, fps, size: each clip's length, rate and (even) size.
+        broken: also write `broken/truncated.mp4` (cut in half) and `broken/notes.mp4` (text),
+            to show failure accounting.
+    """
+    from datakit.video import encode_video
+    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+
+    folder = Path(folder)
+    width, height = size
+    frames = max(2, int(round(seconds * fps)))
+    config = PanZoomConfig(width=width, height=height, frames=frames, fps=fps, seed=0)
+    motions = list(Motion)
+    written = []
+    for number, (label, names) in enumerate(SAMPLE_CLASSES.items()):
+        for index, name in enumerate(names):
+            image = _photo(name)
+            if image.ndim == 2:
+                image = np.stack([image] * 3, axis=-1)
+            image = np.ascontiguousarray(image[..., :3])
+            motion = motions[(number + index) % len(motions)]
+            path_plan = plan_path(motion, (image.shape[1], image.shape[0]), config,
+                                  rng_for(0, name))
+            clip = encode_video(render_clip(image, path_plan, width, height, frames), fps,
+                                preset="veryfast")
+            path = folder / label / f"{name}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(clip)
+            written.append(path)
+    if broken:
+        (folder / "broken").mkdir(parents=True, exist_ok=True)
+        whole = written[0].read_bytes()
+        truncated = folder / "broken" / "truncated.mp4"
+        truncated.write_bytes(whole[: len(whole) // 2])
+        notes = folder / "broken" / "notes.mp4"
+        notes.write_text("this is text, not a video\n")
+        written += [truncated, notes]
+    return written

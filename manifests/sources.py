@@ -40,7 +40,7 @@ import os
 import re
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -74,6 +74,8 @@ class Record:
         meta: JSON-able metadata (e.g. img2dataset's json: url, width, height, ...).
         error: set when the listing already found this input unreadable (e.g. a corrupt
             shard); the reason reads like an image error, "kind: detail".
+        start, end: for a video, the part of the file this record covers, in seconds (None:
+            from the start / to the end), e.g. a Kinetics clip inside its whole source video.
     """
 
     key: str
@@ -84,6 +86,8 @@ class Record:
     label: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, hash=False)
     error: str | None = None
+    start: float | None = None
+    end: float | None = None
 
     def image_input(self) -> str | bytes:
         """What `datakit.images.load_image` should read: the bytes, else the path.
@@ -95,6 +99,18 @@ class Record:
             from datakit.images import ImageError
 
             raise ImageError(self.error)
+        return self.data if self.data is not None else self.path
+
+    def video_input(self) -> str | bytes:
+        """What `datakit.video` should read: the bytes, else the path.
+
+        Raises:
+            VideoError: the record carries a listing-time `error`.
+        """
+        if self.error is not None:
+            from datakit.video import VideoError
+
+            raise VideoError(self.error)
         return self.data if self.data is not None else self.path
 
 
@@ -188,9 +204,12 @@ def _detect(src: str | os.PathLike) -> _Input:
     )
 
 
-def _scan(root: Path) -> tuple[list[Path], list[Path], frozenset[Path]]:
-    """Image files and tar files under root, sorted, skipping hidden names. Subfolders that
-    cannot be listed are returned among the images too, so each becomes a failed record."""
+def _scan(
+    root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+) -> tuple[list[Path], list[Path], frozenset[Path]]:
+    """Media files (images, or the given `extensions`) and tar files under root, sorted,
+    skipping hidden names. Subfolders that cannot be listed are returned among the media
+    too, so each becomes a failed record."""
     images: list[Path] = []
     tars: list[Path] = []
     unlistable: list[Path] = []
@@ -207,7 +226,7 @@ def _scan(root: Path) -> tuple[list[Path], list[Path], frozenset[Path]]:
             if name.startswith("."):
                 continue
             suffix = os.path.splitext(name)[1].lower()
-            if suffix in IMAGE_EXTENSIONS:
+            if suffix in extensions:
                 images.append(Path(folder, name))
             elif suffix == SHARD_EXTENSION:
                 tars.append(Path(folder, name))
@@ -310,13 +329,17 @@ def _check_tar(path: Path) -> None:
         raise UserError(f"{path}: cannot read shard: {_reason(error)}") from None
 
 
-def _shard_records(root: Path, tars: list[Path]) -> Iterator[Record]:
+def _shard_records(
+    root: Path, tars: list[Path], group_record: GroupRecord | None = None
+) -> Iterator[Record]:
+    """Records of every member group of `tars`; `group_record` turns a group into a record
+    (default: an image group), or None for a group without the wanted member."""
     base = root.parent if root.is_file() else root
     relatives = [tar.relative_to(base) for tar in tars]
     tar_keys = unique_keys([(path_key(rel), "", rel.as_posix()) for rel in relatives])
     seen: set[str] = set()  # keys given so far: '__' joins make cross-shard clashes possible
     for tar, tar_key in zip(tars, tar_keys, strict=True):
-        yield from _members(tar, tar_key, seen)
+        yield from _members(tar, tar_key, seen, group_record or _group_record)
 
 
 def _claim(key: str, identity: str, seen: set[str]) -> str:
@@ -329,14 +352,16 @@ def _claim(key: str, identity: str, seen: set[str]) -> str:
     raise ValueError(f"{identity} appears twice")
 
 
-def _members(tar_path: Path, tar_key: str, seen: set[str]) -> Iterator[Record]:
+def _members(
+    tar_path: Path, tar_key: str, seen: set[str], group_record: GroupRecord
+) -> Iterator[Record]:
     """Records of one shard, streamed group by group (a group is consecutive members with one
     key, as webdataset reads them); a shard that breaks part way adds one failed record."""
     count = 0
     try:
         with tarfile.open(tar_path, mode="r|*") as tar:
             for group_key, members in _groups(tar):
-                record = _group_record(tar_path, tar_key, group_key, members, seen)
+                record = group_record(tar_path, tar_key, group_key, members, seen)
                 if record is not None:
                     count += 1
                     yield record
@@ -367,6 +392,11 @@ def _groups(
         members[extension.lower()] = (member.name, tar.extractfile(member).read())
     if members:
         yield group_key, members
+
+
+GroupRecord = Callable[
+    [Path, str, tuple[str, str], dict[str, tuple[str, bytes]], set[str]], "Record | None"
+]
 
 
 def _group_record(

@@ -4,6 +4,14 @@ A stage is a picklable callable `stage(record) -> list[Sample | dict]` (a Sample
 output, a manifest row dict for an input that produced none). Results are handed to the
 writer in input order, so the same inputs and seed give the same shards whatever the number
 of workers. A stage that raises does not stop the run: its record becomes a failed row.
+
+A model stage (`ModelStage`) comes in two parts, the shape of Ray Data's `flat_map` +
+`map_batches(callable class)`: a per-record `prepare` (CPU: probe, key frames, re-encode)
+that runs in the pool and returns final results and/or `ModelItem`s, and a batched model
+(a callable class, loaded once here in the main process, owning the device) that takes
+column batches of items; `finish` turns each model output row into samples or rows. While
+the model works on one batch, the workers keep preparing the next ones (the window of
+records in flight covers two batches), so the device does not wait for decoding.
 """
 
 from __future__ import annotations
@@ -29,12 +37,56 @@ _END = object()
 
 
 @dataclass
+class ModelItem:
+    """A prepared input for the batched model: one row of columns (e.g. `key`, `frames`,
+    `label` and whatever `finish` needs later, passed through the model untouched)."""
+
+    row: dict[str, Any]
+
+
+@dataclass
+class ModelStage:
+    """A stage whose middle part is a batched model.
+
+    Args:
+        prepare: picklable `record -> list[Sample | row dict | ModelItem]`, run in the pool.
+        load_model: picklable zero-argument callable returning the batched model, a callable
+            `dict[str, list] -> dict[str, list]` (same number of rows out as in). Called once,
+            in the main process, when the first input needs it.
+        finish: `model output row -> list[Sample | row dict]`, run in the main process.
+        batch_size: model items per call.
+    """
+
+    prepare: Stage
+    load_model: Callable[[], Callable[[dict[str, list]], dict[str, list]]]
+    finish: Callable[[dict[str, Any]], list]
+    batch_size: int = 8
+
+
+@dataclass
+class ModelTiming:
+    """How busy the model part was: its seconds against the run's wall time."""
+
+    calls: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def busy_share(self) -> float | None:
+        wall = self.wall_seconds - self.load_seconds
+        return round(self.seconds / wall, 4) if wall > 0 else None
+
+
+@dataclass
 class EngineReport:
     """What a run did: counts by status, and whether it was interrupted."""
 
     records: int = 0
     status: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    model: ModelTiming | None = None
 
     def count(self, status: str) -> None:
         self.status[status] = self.status.get(status, 0) + 1
@@ -60,7 +112,7 @@ def safe_call(stage: Stage, record: Any) -> list:
 
 def run_local(
     records: Iterable[Any],
-    stage: Stage,
+    stage: Stage | ModelStage,
     consume: Callable[[Any, list], None],
     workers: int = 1,
     total: int | None = None,
@@ -71,7 +123,7 @@ def run_local(
 
     Args:
         records: the inputs (any iterable; read lazily).
-        stage: picklable callable mapping a record to a list of results.
+        stage: picklable callable mapping a record to a list of results, or a `ModelStage`.
         consume: called in the parent process with each record and its results (the writer).
         workers: processes; 1 runs the stage in this process (no pickling, easy to debug).
         total: number of records, for the progress bar's ETA (None if unknown).
@@ -79,17 +131,93 @@ def run_local(
         progress: show a rich progress bar (on stderr).
     """
     report = EngineReport()
+
+    def deliver(record: Any, results: list) -> None:
+        consume(record, results)
+        report.records += 1
+        for result in results:
+            report.count(result["status"] if isinstance(result, dict) else "ok")
+        advance()
+
     with _progress_bar(description, total, enabled=progress) as advance, _StopOnCtrlC() as stop:
+        if isinstance(stage, ModelStage):
+            report.model = _run_model_stage(records, stage, deliver, workers, stop)
+            report.interrupted = stop.requested
+            return report
         for record, results in _results(records, stage, workers):
-            consume(record, results)
-            report.records += 1
-            for result in results:
-                report.count(result["status"] if isinstance(result, dict) else "ok")
-            advance()
+            deliver(record, results)
             if stop.requested:
                 report.interrupted = True
                 break
     return report
+
+
+def _run_model_stage(
+    records: Iterable[Any], stage: ModelStage, deliver: Callable[[Any, list], None],
+    workers: int, stop: _StopOnCtrlC,
+) -> ModelTiming:
+    """Prepare in the pool, batch the items through the model, finish, deliver in order."""
+    import time
+
+    timing = ModelTiming()
+    started = time.perf_counter()
+    model = None
+    waiting: list[tuple[Any, list]] = []  # prepared records whose items await the model
+    queued = 0
+
+    def flush() -> None:
+        nonlocal model, queued
+        items = [r for _, results in waiting for r in results if isinstance(r, ModelItem)]
+        outputs: list[dict[str, Any]] = []
+        if items:
+            if model is None:
+                load_started = time.perf_counter()
+                model = stage.load_model()
+                timing.load_seconds += time.perf_counter() - load_started
+            batch = {name: [item.row.get(name) for item in items]
+                     for name in dict.fromkeys(n for item in items for n in item.row)}
+            call_started = time.perf_counter()
+            columns = model(batch)
+            timing.seconds += time.perf_counter() - call_started
+            timing.calls += 1
+            timing.items += len(items)
+            outputs = [{name: values[i] for name, values in columns.items()}
+                       for i in range(len(items))]
+        position = 0
+        for record, results in waiting:
+            final = []
+            for result in results:
+                if isinstance(result, ModelItem):
+                    final.extend(_finish(stage, record, outputs[position]))
+                    position += 1
+                else:
+                    final.append(result)
+            deliver(record, final)
+        waiting.clear()
+        queued = 0
+
+    window = max(workers * 4, 2 * stage.batch_size)
+    for record, results in _results(records, stage.prepare, workers, window):
+        waiting.append((record, results))
+        queued += sum(isinstance(r, ModelItem) for r in results)
+        if queued >= stage.batch_size or stop.requested:
+            flush()
+        if stop.requested:
+            break
+    flush()
+    timing.wall_seconds = time.perf_counter() - started
+    return timing
+
+
+def _finish(stage: ModelStage, record: Any, output: dict[str, Any]) -> list:
+    """`stage.finish` on one model output; a bug there fails this input, not the run."""
+    try:
+        return stage.finish(output)
+    except Exception as error:
+        logger.warning("finish failed on %s:\n%s", record.key, traceback.format_exc())
+        key = output.get("key", record.key)
+        return [make_row(key, Status.FAILED, source=record.source, input_key=record.key,
+                         error=f"internal error: {type(error).__name__}: {error}")]
 
 
 class _StopOnCtrlC:
@@ -116,7 +244,9 @@ class _StopOnCtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _results(records: Iterable[Any], stage: Stage, workers: int) -> Iterator[tuple[Any, list]]:
+def _results(
+    records: Iterable[Any], stage: Stage, workers: int, window: int | None = None
+) -> Iterator[tuple[Any, list]]:
     if workers <= 1:
         for record in records:
             yield record, safe_call(stage, record)
@@ -125,7 +255,7 @@ def _results(records: Iterable[Any], stage: Stage, workers: int) -> Iterator[tup
     # Import the stage's module once in the fork server, not once per worker (a no-op when
     # the server is already running).
     context.set_forkserver_preload([getattr(stage, "__module__", None) or __name__])
-    window = workers * 4  # in flight: enough to keep workers busy, bounded memory
+    window = window or workers * 4  # in flight: enough to keep workers busy, bounded memory
     pending: deque[tuple[Any, Future]] = deque()
     iterator = iter(records)
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint)
