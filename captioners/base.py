@@ -230,6 +230,12 @@ def _comparable(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
+def _mentions(text: str, label: str) -> bool:
+    """Whether `text` names `label` as whole words ("cat" is not in "scattered")."""
+    words = _comparable(label)
+    return bool(words) and re.search(rf"\b{re.escape(words)}\b", _comparable(text)) is not None
+
+
 def dedupe_captions(captions: Sequence[str]) -> list[str]:
     """Drop empty captions, repeats, and captions contained in another one (order kept)."""
     kept: list[str] = []
@@ -254,7 +260,7 @@ def fuse_template(label: str | None, captions: Sequence[str]) -> str:
     parts = dedupe_captions(captions)
     body = ", then ".join(p[:1].lower() + p[1:] if p[:2] != p[:2].upper() else p for p in parts)
     if label and body:
-        if _comparable(label) in _comparable(body):
+        if _mentions(body, label):
             return _sentence(body) + "."
         return f"{_sentence(label)}: {body}."
     if body:

@@ -47,7 +47,7 @@ class CaptionConfig:
         clip_seconds: longest clip when splitting.
         min_clip_seconds: shortest clip kept when splitting (shorter pieces are dropped and
             counted in the source video's row).
-        scene_threshold: PySceneDetect ContentDetector threshold for `split=scenes`.
+        scene_threshold: PySceneDetect AdaptiveDetector threshold for `split=scenes`.
         min_frames: a clip with fewer frames is skipped (a one-frame "video" teaches no motion).
         max_size: longest side in pixels; larger inputs are re-encoded down to it (None: no
             limit). H.264 MP4 inputs within it are stream-copied.
@@ -63,7 +63,7 @@ class CaptionConfig:
     split: str = "none"
     clip_seconds: float = 10.0
     min_clip_seconds: float = 2.0
-    scene_threshold: float = 27.0
+    scene_threshold: float = 3.0
     min_frames: int = 2
     max_size: int | None = None
     size: tuple[int, int] | None = None
@@ -114,11 +114,14 @@ class CaptionStage:
         config: what to make of each video.
         captioner: the captioner's settings (only what the stage needs: its name, and whether
             clips without a label can be captioned).
+        pixels: decode key frames (False when nothing looks at them: the label captioner
+            without --score-clip; the clips are still cut and copied the same way).
     """
 
-    def __init__(self, config: CaptionConfig, captioner: CaptionerConfig):
+    def __init__(self, config: CaptionConfig, captioner: CaptionerConfig, pixels: bool = True):
         self.config = config
         self.captioner = captioner
+        self.pixels = pixels
 
     def output_keys(self, record) -> list[str]:
         """The key a finished record leaves: its sample, or its `split` row."""
@@ -207,12 +210,17 @@ class CaptionStage:
         return results
 
     def _copied_item(self, source, info, key, base):
-        from captioners.keyframes import read_keyframes
+        import numpy as np
+
+        from captioners.keyframes import Keyframes, read_keyframes
         from datakit.clips import remux_video
 
         mp4 = remux_video(source)
-        keyframes = read_keyframes(source, info.frames, info.fps or 25.0,
-                                   self.config.keyframes, self.config.keyframe_mode)
+        if self.pixels:
+            keyframes = read_keyframes(source, info.frames, info.fps or 25.0,
+                                       self.config.keyframes, self.config.keyframe_mode)
+        else:
+            keyframes = Keyframes([], np.zeros((0, 1, 1, 3), np.uint8), "none")
         return self._item(key, base, mp4, keyframes.indices, keyframes.frames, keyframes.mode,
                           frames=info.frames, fps=info.fps, width=info.width,
                           height=info.height, start=0, end=info.frames, encoded="copy")
@@ -224,15 +232,16 @@ class CaptionStage:
         from datakit.clips import transcode_clips
 
         config = self.config
-        uniform = config.keyframe_mode == "uniform"
-        keep = (lambda spec, count: uniform_indices(count, config.keyframes)) if uniform else None
+        uniform = config.keyframe_mode == "uniform" or not self.pixels
+        keep = _UniformKeep(config.keyframes) if self.pixels and uniform else None
         items = []
         encoded = transcode_clips(source, clips, info.fps or 25.0, config.output_format(), keep)
         for key, clip in zip(keys, encoded, strict=False):
             if uniform:
                 indices = sorted(clip.kept)
-                frames = np.stack([clip.kept[i] for i in indices])
-                mode = "uniform"
+                frames = (np.stack([clip.kept[i] for i in indices]) if indices
+                          else np.zeros((0, 1, 1, 3), np.uint8))
+                mode = "uniform" if self.pixels else "none"
             else:
                 chosen = read_keyframes(clip.mp4, clip.frames, clip.fps, config.keyframes,
                                         config.keyframe_mode)
@@ -311,6 +320,16 @@ class CaptionStage:
         return [Sample(key, files, row)]
 
 
+@dataclass(frozen=True)
+class _UniformKeep:
+    """Which output frames the transcoding pass keeps: the uniform key frames."""
+
+    count: int
+
+    def __call__(self, spec, frame_count: int) -> list[int]:
+        return uniform_indices(frame_count, self.count)
+
+
 def _format_or_empty(source) -> str:
     from datakit.clips import container_format
 
@@ -334,6 +353,8 @@ def _video_reason(error: Exception) -> str:
         return "no video stream: the file holds no video (audio only?)"
     if "missing file" in lower or lower.startswith(("unreadable", "corrupt shard", "bad ")):
         return detail
+    if "end of file" in lower:
+        return f"truncated: the file ends early ({detail})"
     if "no such file" in lower or "permission denied" in lower:
         return f"unreadable: {detail}"
     if "invalid data" in lower or "cannot probe" in lower or "cannot open" in lower:
@@ -406,7 +427,8 @@ def caption(src, out, config: CaptionConfig, captioner: CaptionerConfig, options
 
     found = detect_videos(src, annotations)
     records = read_video_records(src, annotations)
-    stage = CaptionStage(config, captioner)
+    stage = CaptionStage(config, captioner,
+                         pixels=captioner.captioner != "label" or bool(score_clip))
     model_stage = ModelStage(stage.prepare, LoadCaptionBatch(captioner, score_clip),
                              stage.finish, batch_size=captioner.batch_size)
     settings = {"pipeline": "caption", **asdict(config),

@@ -310,9 +310,13 @@ def caption_command(
         )
     except ValueError as error:
         raise UserError(str(error)) from None
-    if captioner_config.captioner != "label" and not model:
-        raise UserError(f"--captioner {captioner.value} needs --model (a hub id or a local "
-                        "folder)")
+    if captioner_config.captioner != "label":
+        from captioners.base import model_location
+
+        if not model:
+            raise UserError(f"--captioner {captioner.value} needs --model (a hub id or a "
+                            "local folder)")
+        model_location(model)  # a missing folder fails now, not at the first batch
     options = RunOptions(
         workers=workers or default_workers(), shard_size=shard_size,
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,

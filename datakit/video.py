@@ -172,7 +172,7 @@ def probe(source: VideoSource) -> VideoInfo:
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             frames = stream.frames
             if not frames:
-                frames = sum(1 for packet in container.demux(stream) if packet.size)
+                frames = _count_packets(container, stream)
             return VideoInfo(
                 frames=int(frames),
                 fps=fps,
@@ -184,6 +184,20 @@ def probe(source: VideoSource) -> VideoInfo:
         raise
     except Exception as error:  # av raises many error types; all mean "unreadable"
         raise VideoError(f"{_describe(source)}: cannot probe ({error})") from error
+
+
+def _count_packets(container, stream) -> int:
+    """Video packets in the stream (a container that stores no frame count); a file that
+    ends where its header promised more counts what it holds."""
+    import av
+
+    count = 0
+    try:
+        for packet in container.demux(stream):
+            count += bool(packet.size)
+    except av.error.EOFError:
+        pass
+    return count
 
 
 def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np.ndarray:
