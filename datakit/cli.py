@@ -116,9 +116,19 @@ def print_summary(stats: dict, out: Path, title: str) -> None:
         f"({run['per_second'] or 0:.2f}/s); {stats.get('resumed_keys', 0)} keys were already done"
     )
     if stats.get("interrupted"):
-        console.print("[yellow]interrupted: rerun the same command to resume[/]")
+        console.print(f"[yellow]stopped by {stats.get('stopped_by', 'a signal')}: rerun the "
+                      "same command to resume[/]")
     console.print(f"shards: {out / 'shards'}  manifest: {out / 'manifest.parquet'}  "
                   f"stats: {out / 'stats.json'}")
+
+
+def exit_if_stopped(stats: dict) -> None:
+    """A run stopped by SIGINT or SIGTERM exits 128 + the signal (130, 143), as shells expect."""
+    import signal
+
+    name = stats.get("stopped_by")
+    if stats.get("interrupted") and name:
+        raise typer.Exit(128 + signal.Signals[name].value)
 
 
 @command("pan-zoom")
@@ -192,6 +202,7 @@ def pan_zoom_command(
     )
     stats = pan_zoom(src, out, config, options)
     print_summary(stats, out, "pan-zoom")
+    exit_if_stopped(stats)
 
 
 class CaptionerName(str, Enum):
@@ -325,6 +336,7 @@ def caption_command(
     stats = caption(src, out, config, captioner_config, options,
                     annotations=[str(a) for a in annotations or []], score_clip=score_clip)
     print_summary(stats, out, "caption")
+    exit_if_stopped(stats)
 
 
 shards_app = typer.Typer(help="Inspect and check WebDataset shards.", no_args_is_help=True)
@@ -560,6 +572,10 @@ def check_command(
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr, never a traceback."""
+    # A run stopped at once (a second Ctrl-C) leaves its worker pool's semaphores to
+    # multiprocessing's resource tracker, which cleans them up and warns about it; the
+    # tracker is started with these options (`-W`), so the warning stays out of the output.
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     try:
         app()
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -136,12 +138,27 @@ def run_pipeline(
             elif result["key"] not in done:
                 writer.add_row(result)
 
+    def abort(signum: int) -> None:
+        """A second SIGINT/SIGTERM: keep what is committed, drop the open shard, exit now."""
+        name = signal.Signals(signum).name
+        writer.discard_open()
+        store.write_manifest()
+        write_stats(store, config, started, 0,
+                    extra={"resumed_keys": resumed, "interrupted": True, "stopped_by": name,
+                           "stopped_at_once": True, "shards": _shard_count(out)})
+        if sys.stderr.isatty():
+            sys.stderr.write("\x1b[?25h\n")  # the progress bar hid the cursor
+        sys.stderr.write(f"stopped at once ({name}): finished shards and their manifest rows "
+                         f"are kept in {out}; rerun the same command to resume\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
     todo = (r for r in records if not is_done(r))
     try:
         report = run_local(
             todo, stage, consume, workers=options.workers,
             total=None if total is None else max(0, total - recorded["input_key"].nunique()),
-            description=description, progress=options.progress,
+            description=description, progress=options.progress, on_abort=abort,
         )
     except BaseException:
         writer.abort()
@@ -151,6 +168,8 @@ def run_pipeline(
     store.write_manifest()
     extra = {"resumed_keys": resumed, "interrupted": report.interrupted,
              "this_run": report.status, "shards": _shard_count(out)}
+    if report.signal is not None:
+        extra["stopped_by"] = signal.Signals(report.signal).name
     if report.model is not None:
         timing = report.model
         extra["model"] = {"calls": timing.calls, "items": timing.items,

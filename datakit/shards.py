@@ -74,6 +74,7 @@ class _OpenShard:
     index: int
     context: Any
     tar: Any
+    temp: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     count: int = 0
     size: int = 0
@@ -131,10 +132,11 @@ class ShardWriter:
         if self._shard is None:
             index = self._next_index
             self._next_index += 1
-            context = atomic_file(self.shards_dir / f"{shard_name(index)}.tar")
+            path = self.shards_dir / f"{shard_name(index)}.tar"
+            context = atomic_file(path)
             handle = context.__enter__()
             tar = tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-            self._shard = _OpenShard(index, context, tar)
+            self._shard = _OpenShard(index, context, tar, Path(handle.name))
         shard = self._shard
         write_tar_sample(shard.tar, sample.key, sample.files)
         row = dict(sample.row, shard=shard_name(shard.index), bytes=sample.size)
@@ -189,6 +191,12 @@ class ShardWriter:
             shard.context.__exit__(RuntimeError, RuntimeError("aborted"), None)
         if self._pending_rows:
             self._commit_rows([])
+
+    def discard_open(self) -> None:
+        """Delete the open shard's temporary file and nothing else (for a process about to
+        exit at once: no tar state is touched, no row is committed)."""
+        if self._shard is not None:
+            self._shard.temp.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
         return self

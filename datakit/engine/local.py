@@ -16,8 +16,10 @@ records in flight covers two batches), so the device does not wait for decoding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import traceback
@@ -86,15 +88,34 @@ class EngineReport:
     records: int = 0
     status: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    signal: int | None = None  # the signal that stopped the run, if one did
     model: ModelTiming | None = None
 
     def count(self, status: str) -> None:
         self.status[status] = self.status.get(status, 0) + 1
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the run cleanly."""
+def _worker_init(parent: int) -> None:
+    """Workers leave Ctrl-C and SIGTERM to the main process, which stops the run cleanly
+    (a terminal or `kill -- -PGID` signals the whole process group), and exit as soon as the
+    main process is gone, even when it was SIGKILLed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True,
+                     name="datakit-parent-watch").start()
+
+
+def _exit_with(parent: int, interval: float = 0.5) -> None:
+    import time
+
+    while True:
+        time.sleep(interval)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid was reused by another user's process: gone too
+            os._exit(1)
 
 
 def _failure_row(record: Any, error: str) -> dict[str, Any]:
@@ -118,8 +139,14 @@ def run_local(
     total: int | None = None,
     description: str = "processing",
     progress: bool = True,
+    on_abort: Callable[[int], None] | None = None,
 ) -> EngineReport:
     """Run `stage` on every record and pass `(record, results)` to `consume`, in input order.
+
+    The first SIGINT or SIGTERM stops the run after the inputs in flight (no new work; the
+    report says `interrupted` and which signal); a second one kills the workers and calls
+    `on_abort(signum)` (which should save what is committed and exit), or raises
+    KeyboardInterrupt when there is none.
 
     Args:
         records: the inputs (any iterable; read lazily).
@@ -129,6 +156,7 @@ def run_local(
         total: number of records, for the progress bar's ETA (None if unknown).
         description: label of the progress bar.
         progress: show a rich progress bar (on stderr).
+        on_abort: what a second signal does after the workers are killed.
     """
     report = EngineReport()
 
@@ -139,22 +167,21 @@ def run_local(
             report.count(result["status"] if isinstance(result, dict) else "ok")
         advance()
 
-    with _progress_bar(description, total, enabled=progress) as advance, _StopOnCtrlC() as stop:
+    with _progress_bar(description, total, enabled=progress) as advance, \
+            StopSignals(on_abort=on_abort) as stop:
         if isinstance(stage, ModelStage):
             report.model = _run_model_stage(records, stage, deliver, workers, stop)
-            report.interrupted = stop.requested
-            return report
-        for record, results in _results(records, stage, workers):
-            deliver(record, results)
-            if stop.requested:
-                report.interrupted = True
-                break
+        else:
+            for record, results in _results(records, stage, workers, stop=stop):
+                deliver(record, results)
+        report.interrupted = stop.requested
+        report.signal = stop.signal
     return report
 
 
 def _run_model_stage(
     records: Iterable[Any], stage: ModelStage, deliver: Callable[[Any, list], None],
-    workers: int, stop: _StopOnCtrlC,
+    workers: int, stop: StopSignals,
 ) -> ModelTiming:
     """Prepare in the pool, batch the items through the model, finish, deliver in order."""
     import time
@@ -197,13 +224,11 @@ def _run_model_stage(
         queued = 0
 
     window = max(workers * 4, 2 * stage.batch_size)
-    for record, results in _results(records, stage.prepare, workers, window):
+    for record, results in _results(records, stage.prepare, workers, window, stop):
         waiting.append((record, results))
         queued += sum(isinstance(r, ModelItem) for r in results)
-        if queued >= stage.batch_size or stop.requested:
+        if queued >= stage.batch_size:
             flush()
-        if stop.requested:
-            break
     flush()
     timing.wall_seconds = time.perf_counter() - started
     return timing
@@ -220,48 +245,90 @@ def _finish(stage: ModelStage, record: Any, output: dict[str, Any]) -> list:
                          error=f"internal error: {type(error).__name__}: {error}")]
 
 
-class _StopOnCtrlC:
-    """The first Ctrl-C asks the run to stop after the current record (so no sample is left
-    half-written); a second one interrupts at once."""
+class StopSignals:
+    """SIGINT and SIGTERM in the main process: the first asks the run to stop after the
+    inputs in flight (nothing is left half-written); the second stops at once: the workers
+    are killed and `on_abort(signum)` runs (or KeyboardInterrupt is raised without one).
 
-    def __init__(self):
+    Args:
+        on_abort: called with the signal number on the second signal; should not return.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, on_abort: Callable[[int], None] | None = None):
         self.requested = False
-        self._previous = None
+        self.signal: int | None = None
+        self.on_abort = on_abort
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
+            # Killing the workers makes the executor's own threads fail while this process
+            # writes what it keeps; they die with it, so their errors are not worth a
+            # traceback on the user's terminal.
+            threading.excepthook = lambda args: None
+            _kill_workers()
+            if self.on_abort is not None:
+                self.on_abort(signum)
             raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("stopping after the current input (Ctrl-C again to abort)")
+        self.requested, self.signal = True, signum
+        logger.warning("%s: stopping after the inputs in flight (send it again to stop at "
+                       "once)", signal.Signals(signum).name)
 
-    def __enter__(self) -> _StopOnCtrlC:
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+
+
+_POOLS: list[ProcessPoolExecutor] = []  # the pools alive now, for a hard stop
+
+
+def _kill_workers() -> None:
+    """SIGKILL every worker of every live pool (a second signal: stop now)."""
+    for pool in list(_POOLS):
+        # ProcessPoolExecutor keeps its workers as {pid: Process} in `_processes`; there is
+        # no public way to kill a pool whose workers are busy.
+        for pid in list(getattr(pool, "_processes", None) or ()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _results(
-    records: Iterable[Any], stage: Stage, workers: int, window: int | None = None
+    records: Iterable[Any], stage: Stage, workers: int, window: int | None = None,
+    stop: StopSignals | None = None,
 ) -> Iterator[tuple[Any, list]]:
+    """`(record, results)` in input order. Once `stop` is requested no record is started;
+    those already running in a worker are finished and yielded, the others dropped (a rerun
+    does them)."""
+    stopping = (lambda: stop.requested) if stop is not None else (lambda: False)
     if workers <= 1:
         for record in records:
+            if stopping():
+                return
             yield record, safe_call(stage, record)
         return
     context = multiprocessing.get_context("forkserver")
-    # Import the stage's module once in the fork server, not once per worker (a no-op when
-    # the server is already running).
-    context.set_forkserver_preload([getattr(stage, "__module__", None) or __name__])
+    # Import the stage's module once in the fork server, not once per worker, and make the
+    # server ignore group signals before it forks anything (a no-op when it already runs).
+    context.set_forkserver_preload(["datakit.engine.forkserver_signals",
+                                    getattr(stage, "__module__", None) or __name__])
     window = window or workers * 4  # in flight: enough to keep workers busy, bounded memory
     pending: deque[tuple[Any, Future]] = deque()
     iterator = iter(records)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint)
+    pool = _new_pool(workers, context)
     try:
         exhausted = False
         while True:
+            if stopping() and not exhausted:
+                exhausted = True  # submit nothing more; keep what already runs
+                pending = deque((r, f) for r, f in pending if not f.cancel())
             while not exhausted and len(pending) < window:
                 record = next(iterator, _END)
                 if record is _END:
@@ -280,13 +347,25 @@ def _results(
                 for other, other_future in pending:
                     yield other, _result_or_crash(other, other_future)
                 pending.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(workers, mp_context=context,
-                                           initializer=_ignore_sigint)
+                _close_pool(pool, wait=False)
+                pool = _new_pool(workers, context)
                 continue
             yield record, results
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        _close_pool(pool, wait=True)
+
+
+def _new_pool(workers: int, context) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                               initargs=(os.getpid(),))
+    _POOLS.append(pool)
+    return pool
+
+
+def _close_pool(pool: ProcessPoolExecutor, wait: bool) -> None:
+    pool.shutdown(wait=wait, cancel_futures=True)
+    if pool in _POOLS:
+        _POOLS.remove(pool)
 
 
 _CRASHED = "worker crashed: a process died while this input was in flight"
