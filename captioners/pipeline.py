@@ -436,4 +436,4 @@ def caption(src, out, config: CaptionConfig, captioner: CaptionerConfig, options
                               if k not in ("device", "batch_size")},
                 "annotations": [str(a) for a in annotations], "score_clip": score_clip}
     return run_pipeline(records, model_stage, stage.output_keys, out, settings, options,
-                        total=count_video_records(found), description="caption")
+                        total=count_video_records(found), description="caption", src=src)

@@ -57,6 +57,8 @@ ShardBytesOption = Annotated[str, typer.Option(
 RetryOption = Annotated[bool, typer.Option(help="Redo inputs an earlier run recorded as failed.")]
 OverwriteOption = Annotated[bool, typer.Option(
     help="Delete datakit's earlier outputs in --out first instead of resuming.")]
+AppendOption = Annotated[bool, typer.Option(
+    help="Add this SRC's inputs to an --out made from another SRC (refused without it).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 SeedOption = Annotated[int, typer.Option(help="Seed for every random choice (with the key).",
                                           min=0)]
@@ -115,6 +117,14 @@ def print_summary(stats: dict, out: Path, title: str) -> None:
         f"this run: {run['processed']} inputs in {run['seconds']:.1f} s "
         f"({run['per_second'] or 0:.2f}/s); {stats.get('resumed_keys', 0)} keys were already done"
     )
+    changed = stats.get("changed_inputs")
+    if changed:
+        console.print(f"[yellow]{changed['count']} input(s) changed since they were written "
+                      f"(e.g. {changed['examples'][0]}); they were not redone: --overwrite "
+                      "redoes everything[/]")
+    if stats.get("redone_from_damaged_shards"):
+        console.print(f"[yellow]{stats['redone_from_damaged_shards']} sample(s) of damaged "
+                      "shards were redone[/]")
     if stats.get("interrupted"):
         console.print(f"[yellow]stopped by {stats.get('stopped_by', 'a signal')}: rerun the "
                       "same command to resume[/]")
@@ -169,6 +179,7 @@ def pan_zoom_command(
     shard_bytes: ShardBytesOption = "",
     retry_failed: RetryOption = False,
     overwrite: OverwriteOption = False,
+    append: AppendOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Turn still images into short clips with a smooth simulated camera.
@@ -198,7 +209,7 @@ def pan_zoom_command(
     options = RunOptions(
         workers=workers or default_workers(), shard_size=shard_size,
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
-        progress=not quiet,
+        append=append, progress=not quiet,
     )
     stats = pan_zoom(src, out, config, options)
     print_summary(stats, out, "pan-zoom")
@@ -289,6 +300,7 @@ def caption_command(
     shard_bytes: ShardBytesOption = "",
     retry_failed: RetryOption = False,
     overwrite: OverwriteOption = False,
+    append: AppendOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Caption classification videos (Kinetics, Moments in Time, VideoLT) with the label
@@ -331,7 +343,7 @@ def caption_command(
     options = RunOptions(
         workers=workers or default_workers(), shard_size=shard_size,
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
-        progress=not quiet,
+        append=append, progress=not quiet,
     )
     stats = caption(src, out, config, captioner_config, options,
                     annotations=[str(a) for a in annotations or []], score_clip=score_clip)
@@ -348,17 +360,28 @@ def shards_verify_command(
     out: Annotated[Path, typer.Argument(help="A datakit output folder (holds shards/ and "
                                         "manifest.parquet).")],
     decode: Annotated[bool, typer.Option(help="Decode every mp4 (slower, thorough).")] = True,
+    repair: Annotated[bool, typer.Option(
+        help="Delete shards that do not read back and mark their samples lost, so that "
+        "rerunning the command that made OUT redoes them.")] = False,
 ) -> None:
-    """Read every shard with webdataset, decode every mp4 with decord, check frame counts
-    and that shards and manifest agree. Exits 1 on any mismatch."""
+    """Read every shard with webdataset, decode every mp4 with decord, check frame counts,
+    that shards and manifest agree and that the run finished. Exits 1 on any problem."""
     from rich.console import Console
     from rich.table import Table
 
-    from datakit.shards import verify_shards
+    from datakit.shards import ShardWriter, verify_shards
+    from manifests.store import ManifestStore
 
     if not (out / "shards").is_dir():
         typer.echo(f"error: {out}: no shards/ folder (not a datakit output?)", err=True)
         raise typer.Exit(2)
+    if repair:
+        store = ManifestStore(out)
+        lost = ShardWriter(out, store).lost_keys
+        store.write_manifest()
+        typer.echo(f"repair: {len(lost)} sample(s) of damaged shards marked lost; rerun the "
+                   "command that made this output to redo them" if lost
+                   else "repair: every committed shard reads back", err=True)
     report = verify_shards(out, decode=decode)
     console = Console()
     table = Table(title=f"shards in {out}")

@@ -8,6 +8,7 @@ and manifest parts as results arrive, and leaves `manifest.parquet` and `stats.j
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,13 +24,57 @@ from typing import Any
 from datakit.atomic import atomic_write
 from datakit.engine.local import ModelStage, run_local
 from datakit.errors import UserError
-from datakit.shards import SHARDS_DIR, Sample, ShardWriter
+from datakit.shards import LOST_PREFIX, SHARDS_DIR, Sample, ShardWriter
 from manifests.schema import Status
 from manifests.store import MANIFEST_NAME, STATE_DIR, STATS_NAME, ManifestStore, write_stats
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
+SOURCES_NAME = "sources.json"
+
+
+def check_sources(out: Path, src: str | os.PathLike | None, append: bool) -> list[str]:
+    """OUT remembers the SRC(s) it was made from: another one is refused unless `append`.
+
+    Raises:
+        UserError: SRC is not among OUT's sources and `append` is off.
+    """
+    path = out / STATE_DIR / SOURCES_NAME
+    sources = json.loads(path.read_text()) if path.exists() else []
+    if src is None:
+        return sources
+    resolved = str(Path(src).resolve())
+    if resolved not in sources:
+        if sources and not append:
+            raise UserError(
+                f"{out} was made from {sources[0]}"
+                + (f" (and {len(sources) - 1} more)" if len(sources) > 1 else "")
+                + f", not {resolved}; use another --out, or --append to add these inputs"
+            )
+        sources.append(resolved)
+        atomic_write(path, json.dumps(sources, indent=2) + "\n")
+    return sources
+
+
+def fingerprint(record: Any) -> str | None:
+    """A cheap identity of an input's content, to notice an input that changed since it was
+    written: size and modification time of a file, a hash of bytes read from a shard, plus
+    the part of the file a record covers."""
+    data = getattr(record, "data", None)
+    path = getattr(record, "path", None)
+    if data is not None:
+        identity = "sha1:" + hashlib.sha1(data).hexdigest()[:16]
+    elif path:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        identity = f"{stat.st_size}:{stat.st_mtime_ns}"
+    else:
+        return None
+    start, end = getattr(record, "start", None), getattr(record, "end", None)
+    return identity if start is None and end is None else f"{identity}@{start}-{end}"
 
 
 @dataclass
@@ -42,6 +87,7 @@ class RunOptions:
         shard_bytes: start a new shard past this many bytes (None: no limit).
         retry_failed: redo inputs an earlier run recorded as failed.
         overwrite: delete datakit's earlier outputs in OUT first instead of resuming.
+        append: let OUT take inputs from another SRC than the one(s) it was made from.
         progress: show a progress bar.
     """
 
@@ -50,6 +96,7 @@ class RunOptions:
     shard_bytes: int | None = None
     retry_failed: bool = False
     overwrite: bool = False
+    append: bool = False
     progress: bool = True
 
 
@@ -72,7 +119,7 @@ def prepare_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: b
     saved = out / STATE_DIR / CONFIG_NAME
     config = json.loads(json.dumps(config, sort_keys=True, default=str))  # as saved
     if overwrite:
-        for name in (SHARDS_DIR, STATE_DIR):
+        for name in (SHARDS_DIR, STATE_DIR):  # the sources list goes too
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (MANIFEST_NAME, STATS_NAME):
             (out / name).unlink(missing_ok=True)
@@ -99,6 +146,7 @@ def run_pipeline(
     options: RunOptions,
     total: int | None = None,
     description: str = "processing",
+    src: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run `stage` over `records` into OUT's shards and manifest; return the stats.
 
@@ -113,25 +161,38 @@ def run_pipeline(
         options: how to run.
         total: number of records, for the progress bar.
         description: progress bar label.
+        src: the input the records come from (OUT remembers it; see `check_sources`).
     """
     started = time.time()
     out = prepare_out_dir(out, config, options.overwrite)
+    sources = check_sources(out, src, options.append)
     store = ManifestStore(out)
     writer = ShardWriter(out, store, max_count=options.shard_size, max_bytes=options.shard_bytes)
     finished_statuses = (
         tuple(s.value for s in Status if s is not Status.FAILED) if options.retry_failed else None
     )
     recorded = store.read()
+    recorded = recorded[~recorded["error"].fillna("").str.startswith(LOST_PREFIX)]
     if finished_statuses is not None:
         recorded = recorded[recorded["status"].isin(finished_statuses)]
     done = set(recorded["key"])
     resumed = len(done)
+    written_from = dict(zip(recorded["input_key"], recorded["fingerprint"], strict=True))
+    changed: list[str] = []
 
     def is_done(record: Any) -> bool:
-        return record.key in done or all(k in done for k in output_keys(record))
+        finished = record.key in done or all(k in done for k in output_keys(record))
+        if finished:
+            before = written_from.get(record.key)
+            if before is not None and before != fingerprint(record):
+                changed.append(record.source)
+        return finished
 
     def consume(record: Any, results: list) -> None:
+        identity = fingerprint(record)
         for result in results:
+            row = result.row if isinstance(result, Sample) else result
+            row["fingerprint"] = identity
             if isinstance(result, Sample):
                 if result.key not in done:
                     writer.add(result)
@@ -170,6 +231,14 @@ def run_pipeline(
              "this_run": report.status, "shards": _shard_count(out)}
     if report.signal is not None:
         extra["stopped_by"] = signal.Signals(report.signal).name
+    if writer.lost_keys:
+        extra["redone_from_damaged_shards"] = len(writer.lost_keys)
+    if changed:
+        logger.warning("%d input(s) changed since they were written (e.g. %s); they were not "
+                       "redone: rerun with --overwrite to redo everything", len(changed),
+                       changed[0])
+        extra["changed_inputs"] = {"count": len(changed), "examples": changed[:10]}
+    extra["sources"] = sources
     if report.model is not None:
         timing = report.model
         extra["model"] = {"calls": timing.calls, "items": timing.items,

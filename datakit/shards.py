@@ -21,13 +21,36 @@ from pathlib import Path
 from typing import Any
 
 from datakit.atomic import atomic_file, atomic_write, remove_partials
-from manifests.schema import Status
+from manifests.schema import Status, make_row
 from manifests.store import ManifestStore
 
 logger = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
 TAR_MTIME = 0  # fixed, so the same samples give byte-identical tars
+LOST_PREFIX = "lost:"  # the error of a row whose sample was in a damaged shard (redone)
+
+
+def shard_problem(path: Path, keys: list[str]) -> str | None:
+    """Why a committed shard does not hold `keys` in words, or None when it reads back: the
+    tar opens, every member reads to its end, and every key has its members."""
+    if not path.is_file():
+        return "the file is missing"
+    found: set[str] = set()
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if member.isfile():
+                    handle = tar.extractfile(member)
+                    if handle is None or len(handle.read()) != member.size:
+                        return f"{member.name} is cut short"
+                    found.add(member.name.split(".", 1)[0])
+    except (tarfile.TarError, OSError, EOFError) as error:
+        return f"it does not read as a tar ({error})"
+    missing = [key for key in keys if key not in found]
+    if missing:
+        return f"{len(missing)} of its samples are not in it, e.g. {missing[0]}"
+    return None
 
 
 def shard_name(index: int) -> str:
@@ -113,16 +136,43 @@ class ShardWriter:
         self._next_index = self._recover()
 
     def _recover(self) -> int:
-        """Delete what a killed run left half-done; return the next free shard index."""
+        """Delete what a killed run left half-done, and committed shards that no longer read
+        back (their samples are marked lost, so this run redoes them); return the next free
+        shard index."""
         remove_partials(self.shards_dir)
-        committed = self.store.referenced_shards()
+        rows = self.store.read()
+        committed = set(rows["shard"].dropna())
         for path in sorted(self.shards_dir.glob("*.tar")):
             if path.stem not in committed:
                 logger.warning("removing %s: no manifest row names it (an interrupted run)", path)
                 path.unlink()
                 (self.shards_dir / f"{path.stem}_stats.json").unlink(missing_ok=True)
+        self.lost_keys = self._drop_damaged(rows)
         indices = [int(name) for name in committed if name.isdigit()]
         return max(indices, default=-1) + 1
+
+    def _drop_damaged(self, rows) -> list[str]:
+        """Committed shards that are missing or do not hold their samples: delete them and
+        commit `lost` rows for their samples (and for the `split` rows of their inputs)."""
+        ok = rows[rows["status"] == Status.OK.value]
+        lost_rows = []
+        for name, group in ok.groupby("shard"):
+            path = self.shards_dir / f"{name}.tar"
+            problem = shard_problem(path, list(group["key"]))
+            if problem is None:
+                continue
+            logger.warning("shard %s is damaged (%s): its %d samples are redone", name,
+                           problem, len(group))
+            path.unlink(missing_ok=True)
+            (self.shards_dir / f"{name}_stats.json").unlink(missing_ok=True)
+            reason = f"{LOST_PREFIX} shard {name} was damaged ({problem}); redone on rerun"
+            inputs = set(group["input_key"])
+            parents = rows[(rows["status"] == Status.SPLIT.value) & rows["key"].isin(inputs)]
+            for row in [*group.itertuples(), *parents.itertuples()]:
+                lost_rows.append(make_row(row.key, Status.FAILED, source=row.source,
+                                          input_key=row.input_key, error=reason))
+        self.store.commit(lost_rows)
+        return [row["key"] for row in lost_rows]
 
     def add(self, sample: Sample) -> None:
         """Append a sample to the open shard, opening or rotating shards as needed."""
@@ -288,22 +338,44 @@ def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyRepo
                                                    decode, read_frames, check))
                 seen[key] = path.stem
         except Exception as error:  # any read error means an unreadable shard
-            check.problems.append(f"unreadable: {error}")
+            check.problems.append(f"unreadable: {error or type(error).__name__}")
         stats_path = shards_dir / f"{path.stem}_stats.json"
         if not stats_path.exists():
             check.problems.append("no _stats.json")
             continue
         try:
             counted = json.loads(stats_path.read_text())["count"]
-        except (ValueError, KeyError, TypeError) as error:
-            check.problems.append(f"_stats.json unreadable ({error!r})")
+        except ValueError:
+            check.problems.append("_stats.json is not valid json")
+            continue
+        except (KeyError, TypeError):
+            check.problems.append("_stats.json has no sample count")
             continue
         if counted != check.samples:
             check.problems.append("_stats.json count differs from the samples read")
     missing = sorted(set(expected) - set(seen))
     if missing:
-        problems.append(f"{len(missing)} ok manifest rows have no sample, e.g. {missing[0]!r}")
+        problems.append(f"{len(missing)} ok manifest rows have no sample, e.g. {missing[0]}")
+    problems.extend(_run_problems(out_dir))
     return VerifyReport(checks, problems)
+
+
+def _run_problems(out_dir: Path) -> list[str]:
+    """An output whose last run did not finish is incomplete, however well its shards read."""
+    from manifests.store import STATS_NAME
+
+    path = out_dir / STATS_NAME
+    if not path.exists():
+        return ["incomplete: no stats.json, the run never finished; rerun the same command"]
+    try:
+        stats = json.loads(path.read_text())
+    except ValueError:
+        return ["stats.json is not valid json"]
+    if isinstance(stats, dict) and stats.get("interrupted"):
+        how = stats.get("stopped_by", "an interruption")
+        return [f"incomplete: the last run was stopped by {how} before it finished; rerun the "
+                "same command to finish it"]
+    return []
 
 
 def _check_sample(sample, key, shard, seen, expected, decode, read_frames, check) -> list[str]:
@@ -311,7 +383,9 @@ def _check_sample(sample, key, shard, seen, expected, decode, read_frames, check
     if key in seen:
         problems.append(f"{key}: also in shard {seen[key]}")
     if expected.get(key) != shard:
-        problems.append(f"{key}: manifest says shard {expected.get(key)!r}")
+        where = expected.get(key)
+        problems.append(f"{key}: no ok manifest row names it" if where is None
+                        else f"{key}: the manifest puts it in shard {where}")
     lacking = [ext for ext in ("mp4", "txt", "json") if ext not in sample]
     if lacking:
         return [*problems, f"{key}: no {', '.join(lacking)}"]

@@ -16,6 +16,7 @@ already read from a shard, and its caption and metadata. `read_records` detects 
   `text`/`caption`, `label` and `key` columns.
 
 A folder holding both images and `.tar` files is refused as ambiguous: point SRC at one kind.
+A datakit output folder inside SRC (one with `.datakit/`) is skipped: `--out` may live there.
 
 Keys come from the relative path: folder parts and the stem joined with `__`, every character
 outside [A-Za-z0-9_-] replaced by `_` (`a/b c/photo.jpg` -> `a__b_c__photo`); shard members
@@ -221,7 +222,8 @@ def _scan(
         unlistable.append(Path(error.filename))
 
     for folder, dirs, names in os.walk(root, onerror=on_error):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs
+                         if not d.startswith(".") and not _is_output(Path(folder, d)))
         for name in names:
             if name.startswith("."):
                 continue
@@ -231,6 +233,12 @@ def _scan(
             elif suffix == SHARD_EXTENSION:
                 tars.append(Path(folder, name))
     return sorted(images + unlistable), sorted(tars), frozenset(unlistable)
+
+
+def _is_output(folder: Path) -> bool:
+    """A datakit output folder (it holds `.datakit/config.json`, see manifests.store): never
+    read as input, so `--out` may sit inside SRC and a rerun still reads SRC alone."""
+    return (folder / ".datakit" / "config.json").is_file()
 
 
 # --- keys ------------------------------------------------------------------------------------

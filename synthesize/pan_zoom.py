@@ -512,5 +512,5 @@ def pan_zoom(src, out, config: PanZoomConfig, options) -> dict[str, Any]:
                 "motions": [m.value for m in config.motions]}
     return run_pipeline(
         records, stage, stage.output_keys, out, settings, options,
-        total=count_records(src), description="pan-zoom",
+        total=count_records(src), description="pan-zoom", src=src,
     )
