@@ -268,10 +268,9 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[tuple[str, str]]:
                       color="#4c72b0")
             axis.set_ylabel("clips", fontsize=8)
         elif kind == "bar":
-            axis.bar([str(v) if not isinstance(v, float) else f"{v:g}" for v in values.index],
-                     values.to_numpy(), color="#4c72b0")
-            axis.tick_params(axis="x", labelrotation=45)
-            axis.set_ylabel("clips", fontsize=8)
+            names = [f"{v:g}" if isinstance(v, float) else str(v) for v in values.index]
+            axis.barh(names[::-1], values.to_numpy()[::-1], color="#4c72b0")
+            axis.set_xlabel("clips", fontsize=8)
         else:
             axis.loglog(range(1, len(values) + 1), values.to_numpy(), ".-", color="#4c72b0")
             axis.set_xlabel("label rank", fontsize=8)
@@ -499,7 +498,7 @@ h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.4em 1.5em .8em 0}
 td,th{border:1px solid #ddd;padding:2px 7px;font-size:13px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}.row{display:flex;flex-wrap:wrap;align-items:flex-start}
-.sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:10px}
+.sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:10px;align-items:start}
 figure.clip{margin:0;border:1px solid #ddd;padding:5px;font-size:12px}
 figure.clip img,figure.clip video{width:100%;cursor:pointer;display:block}
 figure.clip video[hidden],figure.clip img[hidden]{display:none}
