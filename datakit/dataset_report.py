@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from datakit.atomic import atomic_file, atomic_write
+from datakit.atomic import atomic_write
 from datakit.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,7 @@ def _reencode(mp4: bytes, path: Path) -> None:
 
     info = probe(mp4)
     width, height = even_size(info.width, info.height)
-    with atomic_file(path) as handle, VideoWriter(handle, width, height, info.fps or 8.0,
-                                                   crf=20, preset="veryfast") as writer:
+    with VideoWriter(path, width, height, info.fps or 8.0, crf=20, preset="veryfast") as writer:
         for frame in iter_frames(mp4):
             writer.write(frame[:height, :width])
 
@@ -161,7 +160,7 @@ def _write_strip(video: Path, path: Path) -> None:
                             [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:
         raise OSError(f"{path}: could not encode the contact sheet strip")
-    atomic_write(path, data.tobytes())
+    path.write_bytes(data.tobytes())
 
 
 def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
@@ -174,7 +173,7 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
     """
     from rich.progress import Progress
 
-    from manifests.report import group_members
+    from manifests.report import find_mp4_members
 
     media.mkdir(parents=True, exist_ok=True)
     clips = [{"key": str(row.key), "name": _file_name(i, row.key),
@@ -195,9 +194,9 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
                 continue
             try:
                 with tarfile.open(path, "r:") as tar:
-                    members = group_members(tar)
+                    members = find_mp4_members(tar, {clip["key"] for clip in wanted})
                     for clip in wanted:
-                        _extract_clip(tar, members.get(clip["key"], {}), clip, media)
+                        _extract_clip(tar, members.get(clip["key"]), clip, media)
                         bar.advance(task)
             except (OSError, tarfile.TarError) as error:
                 for clip in wanted:
@@ -205,20 +204,20 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
     return clips
 
 
-def _extract_clip(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
-                  clip: dict[str, Any], media: Path) -> None:
-    if "mp4" not in members:
+def _extract_clip(tar: tarfile.TarFile, member: tarfile.TarInfo | None, clip: dict[str, Any],
+                  media: Path) -> None:
+    if member is None:
         clip["error"] = f"shard {clip['shard']}: no {clip['key']}.mp4 in it"
         return
     video = media / f"{clip['name']}.mp4"
     strip = media / f"{clip['name']}.jpg"
     try:
-        mp4 = tar.extractfile(members["mp4"]).read()
+        mp4 = tar.extractfile(member).read()
         clip["reencoded"] = not plays_in_browsers(mp4)
         if clip["reencoded"]:
             _reencode(mp4, video)
         else:
-            atomic_write(video, mp4)
+            video.write_bytes(mp4)
         _write_strip(video, strip)
     except Exception as error:  # a damaged clip is listed on the page, the others go on
         video.unlink(missing_ok=True)
@@ -278,8 +277,7 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[tuple[str, str]]:
         axis.set_title(title, fontsize=9, loc="left")
         axis.tick_params(labelsize=7)
         figure.tight_layout()
-        with atomic_file(folder / f"{name}.png") as handle:
-            figure.savefig(handle, format="png", dpi=90)
+        figure.savefig(folder / f"{name}.png", format="png", dpi=90)
         plt.close(figure)
         written.append((title, f"{name}.png"))
     return written

