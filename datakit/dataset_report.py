@@ -345,6 +345,13 @@ def _size(count: float) -> str:
     return f"{count:.3g} TB"
 
 
+def _number(value: Any) -> str:
+    """A count or rate from stats.json, readable ('?' when absent or not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "?"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
+
+
 def _hms(seconds: float) -> str:
     whole = round(seconds)
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
@@ -374,8 +381,8 @@ def _summary_section(dataset: Dataset, stats: dict[str, Any]) -> str:
     ]
     run = (dataset.run or {}).get("run")
     if isinstance(run, dict):
-        facts.append(("last run", f"{run.get('processed', '?')} inputs in "
-                      f"{run.get('seconds', '?')} s = {run.get('per_second', '?')}/s, "
+        facts.append(("last run", f"{_number(run.get('processed'))} inputs in "
+                      f"{_number(run.get('seconds'))} s = {_number(run.get('per_second'))}/s, "
                       f"finished {run.get('finished_at', '?')}"))
     else:
         facts.append(("last run", "no stats.json: throughput unknown"))
