@@ -77,7 +77,8 @@ def _known_dataset(out: Path, extra_column: bool = False) -> Path:
     if extra_column:
         frame = pd.read_parquet(out / "manifest.parquet")
         frame["aesthetic_v9"] = 1.5
-        frame.to_parquet(out / "manifest.parquet")
+        newer = frame.iloc[[-1]].assign(key="q0", input_key="q0", status="quarantined")
+        pd.concat([frame, newer]).to_parquet(out / "manifest.parquet")
     return out
 
 
@@ -282,6 +283,8 @@ def test_bad_inputs_are_one_line_or_listed(tmp_path, known):
     index = write_dataset_report(newer, samples=2)
     summary = _summary(index)
     assert summary["statistics"]["status"]["failed"] == 3
+    assert summary["statistics"]["status"]["quarantined"] == 1  # a status it does not know
+    assert '<tr data-status="quarantined"><td>quarantined</td><td>1</td></tr>' in _page(index)
     assert any("aesthetic_v9" in n for n in summary["could_not_read"])
 
     # a damaged shard: its clips are listed, the rest of the report is written
