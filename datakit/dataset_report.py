@@ -171,6 +171,7 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
     are read. Returns one dict per chosen row (`key`, `label`, `caption`, `video`, `strip`,
     `reencoded`), with `error` instead of the files when the clip could not be read.
     """
+    from rich.console import Console
     from rich.progress import Progress
 
     from manifests.report import find_mp4_members
@@ -183,7 +184,7 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
     by_shard: dict[str | None, list[dict[str, Any]]] = {}
     for clip in clips:
         by_shard.setdefault(clip["shard"], []).append(clip)
-    with Progress(disable=not progress, transient=True) as bar:
+    with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
         task = bar.add_task("report: reading clips", total=len(clips))
         for shard, wanted in by_shard.items():
             path = dataset.shards.get(shard)
@@ -237,23 +238,19 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from manifests.report import caption_words, durations, meta_values
+    from manifests.report import caption_words, counts, durations
     from manifests.schema import Status
 
     folder.mkdir(parents=True, exist_ok=True)
     ok = frame[frame["status"] == Status.OK.value]
-    labels = ok["label"].dropna().astype("string").value_counts()
-    sizes = (ok["width"].astype("Int64").astype("string") + "x"
-             + ok["height"].astype("Int64").astype("string")).dropna().value_counts()
+    tally = counts(frame)
     panels = [
         ("caption length (words)", "caption_words", caption_words(frame), "hist"),
         ("clip duration (s)", "duration", durations(frame), "hist"),
-        ("resolution (top 12)", "resolution", sizes.head(12), "bar"),
-        ("frames per second", "fps", ok["fps"].dropna().round(3).value_counts().sort_index(),
-         "bar"),
-        ("label frequency by rank (log-log)", "labels", labels, "rank"),
-        ("camera motion (pan-zoom)", "motion", meta_values(frame, "motion").value_counts(),
-         "bar"),
+        ("resolution (top 12)", "resolution", tally["resolution"].head(12), "bar"),
+        ("frames per second", "fps", tally["fps"].sort_index(), "bar"),
+        ("label frequency by rank (log-log)", "labels", tally["label"], "rank"),
+        ("camera motion (pan-zoom)", "motion", tally["motion"], "bar"),
         ("watermark score", "watermark_score", ok["watermark_score"].dropna(), "hist"),
         ("CLIP score", "clip_score", ok["clip_score"].dropna(), "hist"),
     ]

@@ -219,6 +219,20 @@ def durations(frame: pd.DataFrame) -> pd.Series:
     return (ok["frames"] / ok["fps"]).dropna()
 
 
+def counts(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """Clips per value among the ok rows, most frequent first: `label`, `resolution`
+    (e.g. '512x320'), `fps` (rounded to 3 decimals) and pan-zoom's `motion`."""
+    ok = frame[frame["status"] == Status.OK.value]
+    width, height = (ok[name].round().astype("Int64").astype("string")
+                     for name in ("width", "height"))
+    return {
+        "label": ok["label"].dropna().astype("string").value_counts(),
+        "resolution": (width + "x" + height).dropna().value_counts(),
+        "fps": ok["fps"].dropna().round(3).value_counts(),
+        "motion": meta_values(frame, "motion").value_counts(),
+    }
+
+
 def meta_values(frame: pd.DataFrame, name: str) -> pd.Series:
     """One string field of the ok rows' `meta` JSON (e.g. pan-zoom's `motion`), where present.
 
@@ -275,8 +289,8 @@ def dataset_statistics(frame: pd.DataFrame, top: int = 10) -> dict[str, Any]:
         top: how many failure reasons, labels, resolutions and duplicate groups to list.
     """
     status = Counter(frame["status"])
-    counts = {s.value: int(status.pop(s.value, 0)) for s in Status}
-    counts.update((name, int(n)) for name, n in sorted(status.items()))  # a newer version's
+    by_status = {s.value: int(status.pop(s.value, 0)) for s in Status}
+    by_status.update((name, int(n)) for name, n in sorted(status.items()))  # a newer version's
     ok = frame[frame["status"] == Status.OK.value]
     failures = frame[~frame["status"].isin(NOT_FAILURES)]
     kinds = failures["error"].fillna("").map(_error_kind)
@@ -286,15 +300,13 @@ def dataset_statistics(frame: pd.DataFrame, top: int = 10) -> dict[str, Any]:
         reasons.append({"status": state, "reason": kind, "count": len(group),
                         "example_source": first["source"], "example_error": first["error"]})
     reasons.sort(key=lambda r: (-r["count"], r["status"], r["reason"]))
-    labels = ok["label"].dropna().astype("string").value_counts()
-    sizes = (ok["width"].astype("Int64").astype("string") + "x"
-             + ok["height"].astype("Int64").astype("string")).dropna().value_counts()
-    fps = ok["fps"].dropna().round(3).value_counts()
+    tally = counts(frame)
+    labels, sizes = tally["label"], tally["resolution"]
     seconds = durations(frame)
     return {
         "rows": len(frame),
         "inputs": int(frame["input_key"].nunique()),
-        "status": counts,
+        "status": by_status,
         "failure_reasons": reasons[:top],
         "failure_kinds": len(reasons),
         "ok_seconds": float(seconds.sum()),
@@ -303,15 +315,14 @@ def dataset_statistics(frame: pd.DataFrame, top: int = 10) -> dict[str, Any]:
         "caption_words": _describe(caption_words(frame).astype("float64")),
         "resolutions": {str(k): int(v) for k, v in sizes.head(top).items()},
         "resolution_kinds": len(sizes),
-        "fps": {f"{k:g}": int(v) for k, v in fps.head(top).items()},
+        "fps": {f"{k:g}": int(v) for k, v in tally["fps"].head(top).items()},
         "labels": {
             "distinct": len(labels),
             "labelled": int(labels.sum()),
             "most": {str(k): int(v) for k, v in labels.head(top).items()},
             "least": {str(k): int(v) for k, v in labels.iloc[::-1].head(top).items()},
         },
-        "motions": {str(k): int(v) for k, v in meta_values(frame, "motion").value_counts()
-                    .items()},
+        "motions": {str(k): int(v) for k, v in tally["motion"].items()},
         "watermark_score": _describe(ok["watermark_score"]),
         "watermark_action": {str(k): int(v) for k, v in frame["watermark_action"].dropna()
                              .value_counts().items()},
