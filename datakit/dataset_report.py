@@ -366,7 +366,8 @@ def _summary_section(dataset: Dataset, stats: dict[str, Any]) -> str:
                      for s, n in status.items())
     source = ("manifest.parquet" if dataset.from_manifest
               else f"no manifest: scanned {len(dataset.shards)} shards")
-    config = (dataset.run or {}).get("config") or {}
+    config = (dataset.run or {}).get("config")
+    config = config if isinstance(config, dict) else {}
     facts = [
         ("source", f"{dataset.root} ({source})"),
         ("pipeline", config.get("pipeline", "unknown")),
@@ -382,7 +383,7 @@ def _summary_section(dataset: Dataset, stats: dict[str, Any]) -> str:
                       f"{_number(run.get('seconds'))} s = {_number(run.get('per_second'))}/s, "
                       f"finished {run.get('finished_at', '?')}"))
     else:
-        facts.append(("last run", "no stats.json: throughput unknown"))
+        facts.append(("last run", "no readable stats.json: throughput unknown"))
     fact_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
     warning = ""
     if status.get("ok", 0) == 0:

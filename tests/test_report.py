@@ -263,7 +263,7 @@ def test_a_run_with_no_ok_samples_says_so(tmp_path):
     assert 'id="no-ok"' in page and "No ok samples" in page
     assert "No clips to show: the dataset has no ok samples." in page
     assert '<tr data-status="failed"><td>failed</td><td>3</td></tr>' in page
-    assert "no stats.json: throughput unknown" in page
+    assert "no readable stats.json: throughput unknown" in page
 
 
 def test_bad_inputs_are_one_line_or_listed(tmp_path, known):
@@ -292,10 +292,12 @@ def test_bad_inputs_are_one_line_or_listed(tmp_path, known):
     shutil.copytree(known, damaged)
     shard = sorted((damaged / "shards").glob("*.tar"))[0]
     shard.write_bytes(b"\0garbage" * 64)
+    (damaged / "stats.json").write_text('["not", "an object"]')
     index = write_dataset_report(damaged, samples=7)
     notes = _summary(index)["could_not_read"]
-    assert notes and all(shard.name in n for n in notes)
-    assert len(notes) == 3  # the three clips of the first shard
+    assert notes[0].endswith("stats.json: unreadable (not a JSON object); no run figures")
+    assert len(notes) == 4 and all(shard.name in n for n in notes[1:])  # its three clips
+    assert "no readable stats.json: throughput unknown" in _page(index)
 
     # an unreadable manifest: the shards are scanned instead
     broken = tmp_path / "broken"
