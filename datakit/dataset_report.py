@@ -237,6 +237,7 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from manifests.report import caption_words, counts, durations
     from manifests.schema import Status
@@ -260,8 +261,11 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[tuple[str, str]]:
             continue
         figure, axis = plt.subplots(figsize=(4.6, 2.6))
         if kind == "hist":
-            axis.hist(values.to_numpy(dtype=float), bins=min(40, max(5, values.nunique())),
-                      color="#4c72b0")
+            numbers = values.to_numpy(dtype=float)
+            span = numbers.max() - numbers.min()
+            whole = bool(np.all(numbers == np.round(numbers))) and span <= 60
+            bins = np.arange(numbers.min(), numbers.max() + 2) - 0.5 if whole else 40
+            axis.hist(numbers, bins=bins, color="#4c72b0")
             axis.set_ylabel("clips", fontsize=8)
         elif kind == "bar":
             names = [f"{v:g}" if isinstance(v, float) else str(v) for v in values.index]
