@@ -161,6 +161,7 @@ def _shard_row(tar: tarfile.TarFile, key: str, members: dict[str, tarfile.TarInf
         status=Status.OK.value, error="", shard=shard, caption=caption,
         label=info.get("label"), bytes=sum(m.size for m in members.values()), **geometry,
         clip_score=info.get("clip_score"), watermark_score=info.get("watermark_score"),
+        watermark_action=info.get("watermark_action"),
         meta=json.dumps({"motion": motion}) if motion else None,
     )
     return row

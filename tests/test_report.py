@@ -230,8 +230,9 @@ def test_shards_without_a_manifest(tmp_path):
     folder.mkdir()
     with tarfile.open(folder / "a.tar", "w") as tar:
         write_tar_sample(tar, "clip0", {"mp4": _mp4("chelsea", 6), "txt": b"a cat"})
+        info = {"label": "drink", "watermark_score": 0.75, "watermark_action": "flagged"}
         write_tar_sample(tar, "clip1", {"mp4": _mpeg4("coffee", 5), "txt": b"a coffee cup",
-                                        "json": json.dumps({"label": "drink"}).encode()})
+                                        "json": json.dumps(info).encode()})
         write_tar_sample(tar, "notes", {"txt": b"no video here"})
     (folder / "b.tar").write_bytes(b"this is not a tar file" * 100)
     index = write_dataset_report(folder, tmp_path / "rep", samples=10)
@@ -241,6 +242,8 @@ def test_shards_without_a_manifest(tmp_path):
     assert stats["ok_seconds"] == pytest.approx(6 / 4 + 5 / 5)  # from the mp4 headers
     assert stats["resolutions"] == {"64x48": 2}
     assert stats["labels"]["most"] == {"drink": 1}
+    assert stats["watermark_action"] == {"flagged": 1}
+    assert stats["watermark_score"]["max"] == 0.75
     assert any("b.tar: unreadable shard" in n for n in summary["could_not_read"])
     page = _page(index)
     assert "Could not be read" in page and "no manifest: scanned 2 shards" in page
