@@ -315,8 +315,16 @@ def model_location(model: str | None, option: str = "--model") -> str:
     return model
 
 
-def load_failure(model: str, what: str, error: BaseException) -> UserError:
-    """The one-line error for a model that did not load: what was tried, what to pass."""
+def load_failure(model: str, what: str, error: BaseException,
+                 option: str = "--model") -> UserError:
+    """The one-line error for a model that did not load: what was tried, what to pass.
+
+    Args:
+        model: the hub id or folder as the user gave it.
+        what: what could not be loaded ("the model weights", "a processor").
+        error: the loader's exception (its first line is quoted).
+        option: the option that named the model (`--model`, `--score-clip`).
+    """
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     local = Path(model).expanduser().is_dir()
     where = "the local folder" if local else (
@@ -324,7 +332,7 @@ def load_failure(model: str, what: str, error: BaseException) -> UserError:
         if "offline" in reason.lower() or "connect" in reason.lower()
         or "resolve" in reason.lower() or "not found" in reason.lower()
         or "does not appear to have" in reason.lower() else "the hub id")
-    return UserError(f"--model {model}: could not load {what} from {where}: {reason[:300]}")
+    return UserError(f"{option} {model}: could not load {what} from {where}: {reason[:300]}")
 
 
 # --- registry --------------------------------------------------------------------------------
