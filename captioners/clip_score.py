@@ -132,6 +132,7 @@ class ClipScorer:
         texts = self.embed_captions(captions)
         images = self.embed_frames(frames)
         # 3. Mean of each clip's unit frame embeddings; cosine with its caption
-        bounds = np.cumsum([0] + [len(clip) for clip in frames])
-        means = torch.stack([images[a:b].mean(dim=0) for a, b in zip(bounds, bounds[1:])])
+        ends = np.cumsum([len(clip) for clip in frames])
+        starts = ends - [len(clip) for clip in frames]
+        means = torch.stack([images[a:b].mean(dim=0) for a, b in zip(starts, ends, strict=True)])
         return torch.nn.functional.cosine_similarity(texts, means, dim=-1).tolist()

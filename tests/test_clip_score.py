@@ -98,7 +98,7 @@ def test_pairing_batching_and_frame_order(clip_folder, scorer, clips):
     shuffled = scorer(CAPTIONS, [clips[j] for j in order])
     assert shuffled == pytest.approx([expected[i, j] for i, j in enumerate(order)], abs=1e-5)
     # a clip alone scores as it does in a batch (batch_size 2 splits this batch of 6 frames)
-    alone = [scorer([caption], [clip])[0] for caption, clip in zip(CAPTIONS, clips)]
+    alone = [scorer([caption], [clip])[0] for caption, clip in zip(CAPTIONS, clips, strict=True)]
     assert alone == pytest.approx(scorer(CAPTIONS, clips), abs=1e-5)
     # the mean does not care about frame order, and a repeated frame adds nothing
     assert scorer(CAPTIONS[:1], [clips[0][::-1]]) == pytest.approx(
