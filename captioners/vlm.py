@@ -73,6 +73,9 @@ class VLMCaptioner(Captioner):
 
     def __init__(self, config: CaptionerConfig):
         super().__init__(config)
+        # 1. Check the settings
+        if config.backend == "vllm":
+            raise UserError(VLLM_UNAVAILABLE)
         from transformers import (
             AutoConfig,
             AutoModelForImageTextToText,
@@ -83,9 +86,6 @@ class VLMCaptioner(Captioner):
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
         )
 
-        # 1. Check the settings
-        if config.backend == "vllm":
-            raise UserError(VLLM_UNAVAILABLE)
         self.model_id = config.model or DEFAULT_MODEL
         location = model_location(self.model_id)
         self.device = resolve_device(config.device)

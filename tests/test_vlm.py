@@ -193,3 +193,21 @@ def test_qwen2_vl_processor_needs_torchvision_here(tmp_path):
                                                             "Qwen2VLProcessor"}))
     with pytest.raises(UserError, match="its processor needs torchvision"):
         VLMCaptioner(_config(qwen))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_real_chat_vlm_on_gpu():
+    """Real weights (`DATAKIT_TEST_VLM`, default Qwen2.5-VL-3B; cached or downloadable)."""
+    import os
+
+    from captioners.vlm import DEFAULT_MODEL
+
+    model = os.environ.get("DATAKIT_TEST_VLM", DEFAULT_MODEL)
+    captioner = VLMCaptioner(CaptionerConfig(captioner="vlm", model=model, device="cuda",
+                                             max_new_tokens=60))
+    cat = _request("cat", ["chelsea", "chelsea"], "cat", captioner)
+    rocket = _request("rocket", ["rocket"], "rocket launch", captioner)
+    (cat_caption,), (rocket_caption,) = captioner.describe([cat, rocket])
+    assert "cat" in cat_caption.lower() or "kitten" in cat_caption.lower()
+    assert "rocket" in rocket_caption.lower()
