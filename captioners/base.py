@@ -335,6 +335,23 @@ def load_failure(model: str, what: str, error: BaseException,
     return UserError(f"{option} {model}: could not load {what} from {where}: {reason[:300]}")
 
 
+def resolved_revision(model: str, revision: str | None) -> str | None:
+    """The commit a hub id resolved to, read from the local Hugging Face cache (where
+    `from_pretrained` just loaded it); `revision` as given for a local folder or when the
+    cache does not say."""
+    if Path(model).expanduser().is_dir():
+        return revision
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(model, "config.json", revision=revision)
+    parts = Path(path).parts if isinstance(path, str) else ()
+    if "snapshots" in parts[:-1]:
+        commit = parts[parts.index("snapshots") + 1]
+        if re.fullmatch(r"[0-9a-f]{40}", commit):
+            return commit
+    return revision
+
+
 # --- registry --------------------------------------------------------------------------------
 
 

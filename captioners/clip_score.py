@@ -22,7 +22,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from captioners.base import load_failure, model_location, resolve_device, resolve_dtype
+from captioners.base import (
+    load_failure,
+    model_location,
+    resolve_device,
+    resolve_dtype,
+    resolved_revision,
+)
 from datakit.errors import UserError
 
 OPTION = "--score-clip"
@@ -65,7 +71,7 @@ class ClipScorer:
         try:
             self.processor = CLIPProcessor.from_pretrained(location)
             self.model = CLIPModel.from_pretrained(location, dtype=self.dtype).to(self.device)
-        except (OSError, ValueError, TypeError) as error:
+        except (OSError, ValueError) as error:
             raise load_failure(model, "a CLIP model and processor", error, OPTION) from None
         self.model.eval()
         # transformers builds an empty tokenizer when the files are missing: refuse it
@@ -74,7 +80,7 @@ class ClipScorer:
             raise UserError(f"{OPTION} {model}: its tokenizer is missing or empty (it reads "
                             f"{PROBE!r} as unknown tokens only); the folder needs CLIP's "
                             "tokenizer files")
-        self.revision = getattr(self.model.config, "_commit_hash", None)
+        self.revision = resolved_revision(model, None)
         self.max_tokens = config.text_config.max_position_embeddings
 
     def check_inputs(self, captions: Sequence[str], frames: Sequence[np.ndarray]) -> None:

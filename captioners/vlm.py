@@ -38,6 +38,7 @@ from captioners.base import (
     model_location,
     resolve_device,
     resolve_dtype,
+    resolved_revision,
 )
 from datakit.errors import UserError
 
@@ -138,7 +139,7 @@ class VLMCaptioner(Captioner):
             ).eval()
         except (OSError, ValueError) as error:
             raise load_failure(self.model_id, "the model weights (safetensors)", error) from None
-        self.revision = getattr(self.model.config, "_commit_hash", None) or config.revision
+        self.revision = resolved_revision(self.model_id, config.revision)
         defaults = self.model.generation_config
         self.generation = GenerationConfig(
             max_new_tokens=config.max_new_tokens, do_sample=False, num_beams=1,

@@ -211,3 +211,23 @@ def test_real_chat_vlm_on_gpu():
     (cat_caption,), (rocket_caption,) = captioner.describe([cat, rocket])
     assert "cat" in cat_caption.lower() or "kitten" in cat_caption.lower()
     assert "rocket" in rocket_caption.lower()
+
+
+def test_hub_id_from_the_cache_records_the_commit(tmp_path, folder, monkeypatch):
+    """A hub id resolves through the Hugging Face cache (offline here): the captioner loads
+    the snapshot and records the commit it resolved to."""
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny--llava"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    captioner = VLMCaptioner(CaptionerConfig(captioner="vlm", model="tiny/llava",
+                                             device="cpu", max_new_tokens=2))
+    assert captioner.revision == commit
+    assert captioner.describe_json()["revision"] == commit
+    with pytest.raises(UserError, match="tiny/absent: could not load .*not in the local Hug"):
+        VLMCaptioner(CaptionerConfig(captioner="vlm", model="tiny/absent", device="cpu"))
