@@ -110,16 +110,14 @@ class VLMCaptioner(Captioner):
         try:
             self.processor = AutoProcessor.from_pretrained(location, **hub)
         except ImportError as error:
-            needs = "torchvision" if "torchvision" in str(error).lower() else "a missing package"
+            if "torchvision" not in str(error).lower():
+                raise load_failure(self.model_id, "a processor", error) from None
             raise UserError(
-                f"--model {self.model_id}: its processor needs {needs} (Qwen-VL video "
+                f"--model {self.model_id}: its processor needs torchvision (Qwen-VL video "
                 "processors do); install the torchvision build that matches your torch"
             ) from None
         except (OSError, ValueError) as error:
             raise load_failure(self.model_id, "a processor", error) from None
-        if not hasattr(self.processor, "image_processor"):
-            raise UserError(f"--model {self.model_id}: no image processor in the folder; "
-                            f"pass a VLM such as {DEFAULT_MODEL}")
         if not getattr(self.processor, "chat_template", None):
             raise UserError(
                 f"--model {self.model_id}: its processor has no chat template, so it is not a "

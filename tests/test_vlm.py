@@ -142,6 +142,22 @@ def test_caption_model_stage_with_llm_fusion(folder):
     assert all(out["caption"]) and out["fuse_prompt"][0].startswith("These are descriptions")
 
 
+def test_a_tokenizer_without_pad_token_pads_with_its_end_token(tmp_path, folder, requests):
+    import json
+
+    no_pad = tmp_path / "no-pad"
+    shutil.copytree(folder, no_pad)
+    settings = json.loads((no_pad / "tokenizer_config.json").read_text())
+    del settings["pad_token"]
+    (no_pad / "tokenizer_config.json").write_text(json.dumps(settings))
+    assert AutoProcessor.from_pretrained(no_pad).tokenizer.pad_token is None
+    captioner = VLMCaptioner(_config(no_pad))
+    assert captioner.tokenizer.pad_token == "</s>"
+    inputs = captioner.prepare_inputs(requests[:2])
+    assert (inputs["input_ids"][1, :2 * TOKENS_PER_IMAGE] == captioner.tokenizer.eos_token_id).all()
+    assert captioner.describe(requests[:2]) == [captioner.describe([r])[0] for r in requests[:2]]
+
+
 def test_vllm_backend_is_one_clear_error(folder):
     with pytest.raises(UserError, match=r"--backend vllm: not available.*torch 2\.14"):
         VLMCaptioner(_config(folder, backend="vllm"))
@@ -164,6 +180,11 @@ def test_folders_that_are_not_chat_vlms(tmp_path, folder):
     (no_template / "chat_template.jinja").unlink()
     with pytest.raises(UserError, match="has no chat template.*--captioner blip2"):
         VLMCaptioner(_config(no_template))
+    no_processor = tmp_path / "no-processor"
+    shutil.copytree(folder, no_processor)
+    (no_processor / "processor_config.json").unlink()
+    with pytest.raises(UserError, match="could not load a processor from the local folder"):
+        VLMCaptioner(_config(no_processor))
     no_weights = tmp_path / "no-weights"
     shutil.copytree(folder, no_weights)
     (no_weights / "model.safetensors").unlink()
