@@ -252,3 +252,81 @@ def test_hub_id_from_the_cache_records_the_commit(tmp_path, folder, monkeypatch)
     assert captioner.describe_json()["revision"] == commit
     with pytest.raises(UserError, match="tiny/absent: could not load .*not in the local Hug"):
         VLMCaptioner(CaptionerConfig(captioner="vlm", model="tiny/absent", device="cpu"))
+
+
+def _tiny_qwen2_vl(folder):
+    """A tiny random Qwen2-VL saved to `folder`, and its processor built in code.
+
+    The processor cannot be loaded here: transformers builds Qwen2-VL's video processor only
+    with torchvision, and even constructing the processor without one trips its class check
+    (the caller switches that check off). The model itself loads through
+    `AutoModelForImageTextToText` from the folder, as a user's would."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    from generate.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    specials = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
+                "<|user|>", "<|assistant|>", "<|end|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
+    template = (
+        "{% for message in messages %}<|{{ message['role'] }}|> "
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+        "<|vision_start|><|image_pad|><|vision_end|> "
+        "{% elif part['type'] == 'text' %}{{ part['text'] }} {% endif %}{% endfor %}"
+        "<|end|> {% endfor %}{% if add_generation_prompt %}<|assistant|> {% endif %}"
+    )
+    # 4 px patches merged 2x2: a 32x32 frame is 8x8 patches, 16 tokens
+    image_processor = Qwen2VLImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2,
+                                               min_pixels=16 * 16, max_pixels=32 * 32)
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [2, 1, 1]},
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                         eos_token_id=ids["<|end|>"]),
+        vision_config=dict(depth=2, embed_dim=16, hidden_size=32, num_heads=2, patch_size=4,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = ids["<|end|>"]
+    model.save_pretrained(folder)
+    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 video_processor=None, chat_template=template)
+    return processor, ids["<|image_pad|>"]
+
+
+def test_qwen2_vl_model_path_with_a_code_built_processor(tmp_path, monkeypatch):
+    """Qwen's extras (the image grid, multimodal rotary positions under left padding) go
+    through the same captioner code: batched equals one-by-one, 16 tokens per 32 px frame."""
+    from transformers import AutoProcessor, Qwen2VLProcessor
+
+    monkeypatch.setattr(Qwen2VLProcessor, "check_argument_for_proper_class",
+                        lambda self, name, value: None)  # it fails without torchvision
+    processor, image_pad = _tiny_qwen2_vl(tmp_path / "qwen")
+    monkeypatch.setattr(AutoProcessor, "from_pretrained", lambda *args, **kwargs: processor)
+    captioner = VLMCaptioner(_config(tmp_path / "qwen"))
+    assert type(captioner.model).__name__ == "Qwen2VLForConditionalGeneration"
+
+    def request(key, names, label):
+        frames = [frame.resize((32, 32)) for frame in _frames(*names)]
+        return ClipRequest(key, frames, label, fill(captioner.prompt_template, label))
+
+    batch = [request("q0", ["astronaut", "coffee", "rocket"], "rocket launch"),
+             request("q1", ["chelsea"], "cat")]
+    inputs = captioner.prepare_inputs(batch)
+    assert inputs["image_grid_thw"].tolist() == [[1, 8, 8]] * 4
+    assert (inputs["input_ids"] == image_pad).sum(dim=1).tolist() == [3 * 16, 1 * 16]
+    assert inputs["attention_mask"][1, :2 * 16].sum() == 0  # left padding
+    batched = captioner.describe(batch)
+    assert batched == [captioner.describe([r])[0] for r in batch]
+    assert all(1 <= len(c[0].split()) <= MAX_NEW for c in batched)
