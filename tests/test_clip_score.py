@@ -138,3 +138,9 @@ def test_bad_inputs_and_models_are_one_line_errors(tmp_path, clip_folder, scorer
     (no_tokenizer / "model.safetensors").unlink()
     with pytest.raises(UserError, match="--score-clip .*: could not load a CLIP model and proc"):
         ClipScorer(str(no_tokenizer))
+
+
+def test_half_precision_scores_close_to_float32(clip_folder, scorer, clips):
+    half = ClipScorer(str(clip_folder), device="cpu", dtype="bfloat16")
+    assert half.model.dtype == torch.bfloat16
+    assert half(CAPTIONS, clips) == pytest.approx(scorer(CAPTIONS, clips), abs=0.05)
