@@ -70,20 +70,24 @@ class ClipScorer:
                             "model; pass a CLIP folder such as openai/clip-vit-base-patch32")
         try:
             self.processor = CLIPProcessor.from_pretrained(location)
-            self.model = CLIPModel.from_pretrained(location, dtype=self.dtype).to(self.device)
         except (OSError, ValueError) as error:
-            raise load_failure(model, "a CLIP model and processor", error, OPTION) from None
-        self.model.eval()
+            raise load_failure(model, "a CLIP processor", error, OPTION) from None
         # transformers builds an empty tokenizer when the files are missing: refuse it
         probe = self.processor.tokenizer(PROBE, add_special_tokens=False)["input_ids"]
         if all(token == self.processor.tokenizer.unk_token_id for token in probe):
             raise UserError(f"{OPTION} {model}: its tokenizer is missing or empty (it reads "
                             f"{PROBE!r} as unknown tokens only); the folder needs CLIP's "
                             "tokenizer files")
+        try:
+            self.model = CLIPModel.from_pretrained(location, dtype=self.dtype).to(self.device)
+        except (OSError, ValueError) as error:
+            raise load_failure(model, "the CLIP weights", error, OPTION) from None
+        self.model.eval()
         self.revision = resolved_revision(model, None)
         self.max_tokens = config.text_config.max_position_embeddings
 
     def check_inputs(self, captions: Sequence[str], frames: Sequence[np.ndarray]) -> None:
+        """One caption per clip; each clip uint8 (N>=1, H, W, 3). Raises ValueError."""
         if len(captions) != len(frames):
             raise ValueError(f"{len(captions)} captions for {len(frames)} clips of frames")
         for index, clip in enumerate(frames):

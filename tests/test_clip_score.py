@@ -5,6 +5,8 @@ against a hand computation from the model's own `get_text_features`/`get_image_f
 and the mechanics: pairing, batching, frame order and weighting, and the errors.
 """
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -135,9 +137,12 @@ def test_bad_inputs_and_models_are_one_line_errors(tmp_path, clip_folder, scorer
         (no_tokenizer / name).write_bytes((clip_folder / name).read_bytes())
     with pytest.raises(UserError, match="--score-clip .*: its tokenizer is missing or empty"):
         ClipScorer(str(no_tokenizer))
-    (no_tokenizer / "model.safetensors").unlink()
-    with pytest.raises(UserError, match="--score-clip .*: could not load a CLIP model and proc"):
-        ClipScorer(str(no_tokenizer))
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(clip_folder, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="--score-clip .*: could not load the CLIP weights from "
+                                        "the local folder"):
+        ClipScorer(str(no_weights))
 
 
 def test_half_precision_scores_close_to_float32(clip_folder, scorer, clips):
