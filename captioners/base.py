@@ -321,8 +321,16 @@ def model_location(model: str | None, option: str = "--model") -> str:
     return model
 
 
-def load_failure(model: str, what: str, error: BaseException) -> UserError:
-    """The one-line error for a model that did not load: what was tried, what to pass."""
+def load_failure(model: str, what: str, error: BaseException,
+                 option: str = "--model") -> UserError:
+    """The one-line error for a model that did not load: what was tried, what to pass.
+
+    Args:
+        model: the hub id or folder as the user gave it.
+        what: what could not be loaded ("the model weights", "a processor").
+        error: the loader's exception (its first line is quoted).
+        option: the option that named the model (`--model`, `--score-clip`).
+    """
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     local = Path(model).expanduser().is_dir()
     where = "the local folder" if local else (
@@ -330,7 +338,24 @@ def load_failure(model: str, what: str, error: BaseException) -> UserError:
         if "offline" in reason.lower() or "connect" in reason.lower()
         or "resolve" in reason.lower() or "not found" in reason.lower()
         or "does not appear to have" in reason.lower() else "the hub id")
-    return UserError(f"--model {model}: could not load {what} from {where}: {reason[:300]}")
+    return UserError(f"{option} {model}: could not load {what} from {where}: {reason[:300]}")
+
+
+def resolved_revision(model: str, revision: str | None) -> str | None:
+    """The commit a hub id resolved to, read from the local Hugging Face cache (where
+    `from_pretrained` just loaded it); `revision` as given for a local folder or when the
+    cache does not say."""
+    if Path(model).expanduser().is_dir():
+        return revision
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(model, "config.json", revision=revision)
+    parts = Path(path).parts if isinstance(path, str) else ()
+    if "snapshots" in parts[:-1]:
+        commit = parts[parts.index("snapshots") + 1]
+        if re.fullmatch(r"[0-9a-f]{40}", commit):
+            return commit
+    return revision
 
 
 # --- registry --------------------------------------------------------------------------------

@@ -58,14 +58,9 @@ class ClipScorer:
         self.device = device
 
     def _embed(self, frames: np.ndarray):
-        import torch
+        from datakit.clip import embed_images
 
-        inputs = self.processor(images=list(frames), return_tensors="pt").to(self.device)
-        with torch.no_grad():
-            features = self.model.get_image_features(**inputs)
-        if not isinstance(features, torch.Tensor):  # some versions return a model output
-            features = features.pooler_output
-        return torch.nn.functional.normalize(features.float(), dim=-1)
+        return embed_images(self.model, self.processor, list(frames), self.device)
 
     def __call__(self, preview: np.ndarray, condition: np.ndarray) -> float:
         similarity = self._embed(preview) @ self._embed(condition[None]).T

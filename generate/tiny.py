@@ -216,7 +216,10 @@ def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: in
 
 
 def build_tiny_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Build a tiny random CLIP model and image processor for `--search-clip`; return `folder`.
+    """Build a tiny random CLIP model, image processor and tokenizer; return `folder`.
+
+    It serves `datakit generate --search-clip` (image embeddings only) and `datakit caption
+    --score-clip` (caption-to-frames similarity, which needs the tokenizer too).
 
     Args:
         folder: where `save_pretrained` writes them.
@@ -238,4 +241,6 @@ def build_tiny_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
     CLIPModel(config).save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32},
                        crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    build_tokenizer(max_length=config.text_config.max_position_embeddings,
+                    bos=True).save_pretrained(folder)
     return folder

@@ -1,0 +1,191 @@
+"""`vlm`: any transformers image-text-to-text chat model describes a whole clip at once.
+
+Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-OneVision and their kin load through one path:
+`AutoProcessor` + `AutoModelForImageTextToText`, prompted through the processor's own chat
+template, so the captioner carries no per-model prompt format.
+
+- One clip is one user turn: all its key frames as images, in time order, then the prompt
+  with the clip's label as a hint ("Its category is 'playing guitar'. Describe ..."). The
+  model sees the frames together and returns one caption per clip (`per_frame = False`).
+- Frames are always sent as images, never as a video: scene-aware key frames are unevenly
+  spaced, which a video input (Qwen2.5-VL encodes absolute time from the frame rate) would
+  misrepresent, and transformers' video processors need torchvision.
+- A batch of clips is one padded `generate` call: the tokenizer pads on the left (so every
+  row's new tokens start at the same column), decoding is greedy (sampling off; the model's
+  repetition penalty and end tokens kept), and only the new tokens are decoded.
+- `generate(prompts)` is text-only chat with the same model, for `--fuse llm`.
+- A folder that is not a chat VLM (a text-only LM, a BLIP-2 folder without a chat template),
+  a processor that needs a missing package, or weights that are not there are `UserError`s:
+  one line naming the model and what to pass instead.
+- `--backend vllm` is refused with one line: no vLLM release installs beside datakit's torch
+  and transformers pins (docs/captioners-vlm.md has the versions and what to do).
+
+Weights load as safetensors, in `--dtype` (bf16 on a recent GPU, fp32 on CPU), on `--device`;
+`trust_remote_code` only when the user asks; `revision` is recorded as the resolved commit
+when the hub reports one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from captioners.base import (
+    Captioner,
+    CaptionerConfig,
+    ClipRequest,
+    load_failure,
+    model_location,
+    resolve_device,
+    resolve_dtype,
+    resolved_revision,
+)
+from datakit.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+VLLM_UNAVAILABLE = (
+    "--backend vllm: not available: the vLLM releases on torch 2.13 (0.31, 0.32) need "
+    "transformers<5.20 and torchvision, and 0.33 pins torch 2.14, so none installs beside "
+    "datakit's torch and transformers; use --backend transformers (see docs/captioners-vlm.md)"
+)
+
+
+class VLMCaptioner(Captioner):
+    """One caption per clip from all its key frames, by a transformers chat VLM.
+
+    Args:
+        config: `model` (hub id or folder; default `DEFAULT_MODEL`), `revision`, `device`,
+            `dtype`, `max_new_tokens`, `trust_remote_code`, `backend` (transformers only),
+            `prompt` (with `{label}`; default `default_prompt`).
+
+    Raises:
+        UserError: `--backend vllm`, a model that cannot be loaded, or a model that is not an
+            image-text-to-text chat model.
+    """
+
+    name = "vlm"
+    default_prompt = (
+        "These are frames from one video. Its category is '{label}'. Describe in one or two "
+        "sentences what happens in the video."
+    )
+    per_frame = False
+
+    def __init__(self, config: CaptionerConfig):
+        super().__init__(config)
+        # 1. Check the settings
+        if config.backend == "vllm":
+            raise UserError(VLLM_UNAVAILABLE)
+        from transformers import (
+            AutoConfig,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            GenerationConfig,
+        )
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        )
+
+        self.model_id = config.model or DEFAULT_MODEL
+        location = model_location(self.model_id)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        hub = dict(revision=config.revision, trust_remote_code=config.trust_remote_code)
+
+        # 2. Check the architecture before any weights are read
+        try:
+            model_config = AutoConfig.from_pretrained(location, **hub)
+        except (OSError, ValueError) as error:
+            raise load_failure(self.model_id, "a model config", error) from None
+        remote = getattr(model_config, "auto_map", None) or {}
+        if (model_config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+                and "AutoModelForImageTextToText" not in remote):
+            raise UserError(
+                f"--model {self.model_id}: a {model_config.model_type!r} model is not an "
+                f"image-text-to-text chat model; pass a VLM such as {DEFAULT_MODEL}"
+            )
+
+        # 3. Load the processor; it must render chats with images
+        try:
+            self.processor = AutoProcessor.from_pretrained(location, **hub)
+        except ImportError as error:
+            if "torchvision" not in str(error).lower():
+                raise load_failure(self.model_id, "a processor", error) from None
+            raise UserError(
+                f"--model {self.model_id}: its processor needs torchvision (Qwen-VL video "
+                "processors do); install the torchvision build that matches your torch"
+            ) from None
+        except (OSError, ValueError) as error:
+            raise load_failure(self.model_id, "a processor", error) from None
+        if not getattr(self.processor, "chat_template", None):
+            raise UserError(
+                f"--model {self.model_id}: its processor has no chat template, so it is not a "
+                "chat VLM (BLIP-2 and InstructBLIP folders go with --captioner blip2 or "
+                "instructblip)"
+            )
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            logger.info("%s has no pad token: padding with its end token", self.model_id)
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+        # 4. Load the weights
+        try:
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                location, dtype=self.dtype, device_map=self.device, use_safetensors=True, **hub
+            ).eval()
+        except (OSError, ValueError) as error:
+            raise load_failure(self.model_id, "the model weights (safetensors)", error) from None
+        self.revision = resolved_revision(self.model_id, config.revision)
+        defaults = self.model.generation_config
+        self.generation = GenerationConfig(
+            max_new_tokens=config.max_new_tokens, do_sample=False, num_beams=1,
+            repetition_penalty=defaults.repetition_penalty, eos_token_id=defaults.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    def chat_text(self, request: ClipRequest) -> str:
+        """The rendered chat prompt for one clip: one image placeholder per key frame, then
+        the prompt, then the assistant's turn."""
+        if not request.frames:
+            raise ValueError(f"clip {request.key}: no key frames to describe")
+        parts = [{"type": "image"} for _ in request.frames]
+        parts.append({"type": "text", "text": request.prompt})
+        return self._render(parts)
+
+    def prepare_inputs(self, requests: Sequence[ClipRequest]):
+        """The processor's padded batch for `requests` (ids, attention mask, pixel values, and
+        whatever else the model takes, such as Qwen's image grid), on the model's device."""
+        texts = [self.chat_text(request) for request in requests]
+        images = [frame for request in requests for frame in request.frames]
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        return inputs.to(self.device, dtype=self.dtype)
+
+    def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
+        if not requests:
+            return []
+        return [[caption] for caption in self._generate(self.prepare_inputs(requests))]
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        if not prompts:
+            return []
+        texts = [self._render([{"type": "text", "text": prompt}]) for prompt in prompts]
+        inputs = self.processor(text=texts, padding=True, return_tensors="pt")
+        return self._generate(inputs.to(self.device))
+
+    def _render(self, parts: list[dict]) -> str:
+        conversation = [{"role": "user", "content": parts}]
+        return self.processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+
+    def _generate(self, inputs) -> list[str]:
+        """Greedy generation for a padded batch; only the tokens after the prompt decoded."""
+        import torch
+
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, generation_config=self.generation)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [text.strip() for text in texts]
