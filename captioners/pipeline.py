@@ -379,7 +379,7 @@ class CaptionBatch:
         if score_clip:
             from captioners.clip_score import ClipScorer
 
-            self.scorer = ClipScorer(score_clip, device=captioner.device)
+            self.scorer = ClipScorer(score_clip, device=captioner.device, dtype=captioner.dtype)
         self.info = self.model.captioner.describe_json()
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:

@@ -243,3 +243,39 @@ def test_labels_and_template_fusion():
     assert fuse_template("cat", ["a scattered pile of leaves"]) == (
         "Cat: a scattered pile of leaves.")  # whole words: "cat" is not in "scattered"
     assert fuse_template(None, []) == ""
+
+
+def test_vlm_captions_mixed_clips_with_clip_scores_through_the_cli(tree, tmp_path):
+    """A tiny random LLaVA from a folder, as `--model DIR`; clips of several sizes and
+    lengths in batches; CLIP scores in the manifest and json; llm fusion is not needed."""
+    from captioners.tiny_vlm import build_tiny_llava
+    from generate.tiny import build_tiny_clip
+
+    model = build_tiny_llava(tmp_path / "llava")
+    clip = build_tiny_clip(tmp_path / "clip")
+    mixed = tmp_path / "mixed"
+    for label, (width, height, frames) in {"waving": (96, 64, 12), "jumping": (64, 96, 5),
+                                           "running": (128, 72, 20)}.items():
+        (mixed / label).mkdir(parents=True)
+        (mixed / label / "a.mp4").write_bytes(encode_video(
+            [np.full((height, width, 3), 9 * i, np.uint8) for i in range(frames)], 8,
+            preset="ultrafast"))
+    out = tmp_path / "out"
+    result = _invoke("caption", mixed, "--out", out, "--captioner", "vlm", "--model", model,
+                     "--batch-size", "2", "--max-new-tokens", "6", "--score-clip", clip,
+                     "--keyframe-mode", "scene", *QUIET)
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_parquet(out / "manifest.parquet").set_index("key")
+    assert (manifest["status"] == "ok").all() and len(manifest) == 3
+    assert manifest["clip_score"].between(-1, 1).all()
+    for key, sample in _samples(out).items():
+        info = json.loads(sample["json"])
+        assert info["captioner"]["captioner"] == "vlm"
+        assert info["captioner"]["model"] == str(model)
+        assert len(info["frame_captions"]) == 1  # one caption per clip from all key frames
+        assert info["keyframes"]["mode"] == "uniform"  # flat clips: no scene change found
+        assert len(info["keyframes"]["indices"]) == 3
+        assert info["clip_score"] == pytest.approx(manifest.loc[key, "clip_score"], abs=1e-6)
+        assert sample["txt"].decode() == manifest.loc[key, "caption"] != ""
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["model"]["calls"] == 2 and stats["model"]["items"] == 3  # batches of 2
