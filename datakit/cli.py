@@ -24,8 +24,27 @@ app = typer.Typer(
     help="Build text-to-video training data as WebDataset shards, and generate long videos.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,  # click's plain help: option names never cut at 80 columns
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"datakit {version('datakit')}")
+        except PackageNotFoundError:
+            typer.echo("datakit (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Build text-to-video training data as WebDataset shards, and generate long videos."""
 
 
 def command(name: str, **kwargs) -> Callable[[Callable], Callable]:
@@ -110,12 +129,21 @@ def print_summary(stats: dict, out: Path, title: str) -> None:
     for status, count in stats["status"].items():
         table.add_row(status, str(count))
     console.print(table)
-    for error, count in list(stats["errors"].items())[:5]:
+    errors = list(stats["errors"].items())
+    shown = errors[:10]
+    kinds = stats.get("error_kinds", len(errors))
+    if errors:
+        which = f"the {len(shown)} most common of {kinds} kinds" if kinds > len(shown) else \
+            "by kind"
+        console.print(f"reasons ({which}; every row's reason is in the manifest's error "
+                      "column):")
+    for error, count in shown:
         console.print(f"  {count} x {error}")
     run = stats["run"]
     console.print(
-        f"this run: {run['processed']} inputs in {run['seconds']:.1f} s "
-        f"({run['per_second'] or 0:.2f}/s); {stats.get('resumed_keys', 0)} keys were already done"
+        f"this run: {run['processed']} inputs in {run['seconds']:.1f} s, start-up included "
+        f"({run['per_second'] or 0:.2f}/s); {stats.get('resumed_keys', 0)} keys were already "
+        "done"
     )
     changed = stats.get("changed_inputs")
     if changed:

@@ -3,7 +3,8 @@
 A record names one input image: a stable key, where it came from, its file path or the bytes
 already read from a shard, and its caption and metadata. `read_records` detects the kind:
 
-- an image folder, searched recursively (.jpg .jpeg .png .webp .bmp .tif .tiff, any case);
+- an image folder, searched recursively (.jpg .jpeg .png .webp .bmp .tif .tiff .gif, any
+  case; an animated GIF gives its first frame);
   `NAME.txt` next to `NAME.jpg` is the caption and `NAME.json` goes into `meta`, as
   img2dataset writes them; hidden files and folders are skipped, symlinked folders are not
   followed;
@@ -51,7 +52,7 @@ from datakit.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 SHARD_EXTENSION = ".tar"
 LIST_EXTENSIONS = (".csv", ".parquet")
 _LIST_COLUMNS = ("path", "url", "text", "caption", "label", "key")
@@ -292,15 +293,16 @@ def unique_keys(candidates: list[tuple[str, str, str]]) -> list[str]:
 def _folder_records(found: _Input) -> Iterator[Record]:
     relatives = [file.relative_to(found.root) for file in found.files]
     keys = unique_keys([(path_key(rel), rel.suffix.lower(), rel.as_posix()) for rel in relatives])
-    for file, key in zip(found.files, keys, strict=True):
+    for file, relative, key in zip(found.files, relatives, keys, strict=True):
+        source = relative.as_posix()
         if file in found.unlistable:
-            yield Record(key, str(file), path=str(file), error="unreadable: cannot list folder")
+            yield Record(key, source, path=str(file), error="unreadable: cannot list folder")
             continue
         text = _read_sidecar(file.with_suffix(".txt"))
         meta = _parse_json(_read_sidecar(file.with_suffix(".json")), file)
         if text is None and isinstance(meta.get("caption"), str):
             text = meta["caption"]
-        yield Record(key, str(file), path=str(file), text=text, meta=meta)
+        yield Record(key, source, path=str(file), text=text, meta=meta)
 
 
 def _read_sidecar(path: Path) -> str | None:
@@ -346,8 +348,8 @@ def _shard_records(
     relatives = [tar.relative_to(base) for tar in tars]
     tar_keys = unique_keys([(path_key(rel), "", rel.as_posix()) for rel in relatives])
     seen: set[str] = set()  # keys given so far: '__' joins make cross-shard clashes possible
-    for tar, tar_key in zip(tars, tar_keys, strict=True):
-        yield from _members(tar, tar_key, seen, group_record or _group_record)
+    for tar, relative, tar_key in zip(tars, relatives, tar_keys, strict=True):
+        yield from _members(tar, tar_key, seen, group_record or _group_record, relative)
 
 
 def _claim(key: str, identity: str, seen: set[str]) -> str:
@@ -361,7 +363,8 @@ def _claim(key: str, identity: str, seen: set[str]) -> str:
 
 
 def _members(
-    tar_path: Path, tar_key: str, seen: set[str], group_record: GroupRecord
+    tar_path: Path, tar_key: str, seen: set[str], group_record: GroupRecord,
+    relative: Path,
 ) -> Iterator[Record]:
     """Records of one shard, streamed group by group (a group is consecutive members with one
     key, as webdataset reads them); a shard that breaks part way adds one failed record."""
@@ -369,7 +372,7 @@ def _members(
     try:
         with tarfile.open(tar_path, mode="r|*") as tar:
             for group_key, members in _groups(tar):
-                record = group_record(tar_path, tar_key, group_key, members, seen)
+                record = group_record(relative, tar_key, group_key, members, seen)
                 if record is not None:
                     count += 1
                     yield record
@@ -378,7 +381,7 @@ def _members(
         reason = f"{kind}: {_reason(error)} (after {count} samples)"
         logger.warning("%s: %s", tar_path, reason)
         key = _claim(tar_key, str(tar_path), seen)
-        yield Record(key, str(tar_path), path=str(tar_path), error=reason)
+        yield Record(key, relative.as_posix(), path=str(tar_path), error=reason)
 
 
 def _groups(
@@ -414,18 +417,30 @@ def _group_record(
     members: dict[str, tuple[str, bytes]],
     seen: set[str],
 ) -> Record | None:
+    folder, stem = group_key
     image = next((ext for ext in members if f".{ext}" in IMAGE_EXTENSIONS), None)
     if image is None:
-        logger.debug("%s: skipping %s, which has no image member", tar_path, group_key)
-        return None
+        return _memberless(tar_path, f"{tar_key}__{path_key(PurePosixPath(folder, stem))}",
+                           group_key, members, "image", seen)
     name, data = members[image]
-    folder, stem = group_key
     key = _claim(f"{tar_key}__{path_key(PurePosixPath(folder, stem))}", f"{tar_path}::{name}", seen)
     text = members["txt"][1].decode("utf-8", errors="replace").strip() if "txt" in members else None
     meta = _parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}
     if text is None and isinstance(meta.get("caption"), str):
         text = meta["caption"]
     return Record(key, f"{tar_path}::{name}", data=data, text=text, meta=meta)
+
+
+def _memberless(
+    tar_path: Path, key: str, group_key: tuple[str, str],
+    members: dict[str, tuple[str, bytes]], kind: str, seen: set[str],
+) -> Record:
+    """A shard sample without the member a pipeline needs: a failed record, not a silence."""
+    folder, stem = group_key
+    name = PurePosixPath(folder, stem).as_posix()
+    has = ", ".join(sorted(members))
+    return Record(_claim(key, f"{tar_path}::{name}", seen), f"{tar_path.as_posix()}::{name}",
+                  error=f"no {kind}: the shard sample has {has} but no {kind} member")
 
 
 def _reason(error: BaseException) -> str:
@@ -500,7 +515,7 @@ def _list_rows(
         file = str(path.parent / location) if location else None
         yield Record(
             key,
-            file or f"{path}::row {i}",
+            location or f"{path.name}::row {i}",  # as the list names it
             path=file,
             text=texts[i] if texts else None,
             label=labels[i] if labels else None,

@@ -105,6 +105,7 @@ def summarize(frame: pd.DataFrame, top_errors: int = 20) -> dict[str, Any]:
         "inputs": int(frame["input_key"].nunique()) if len(frame) else 0,
         "status": {s.value: counts.get(s.value, 0) for s in Status},
         "errors": dict(errors.most_common(top_errors)),
+        "error_kinds": len(errors),
     }
 
 

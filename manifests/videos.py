@@ -52,6 +52,7 @@ from manifests.sources import (
     Record,
     _check_tar,
     _claim,
+    _memberless,
     _parse_json,
     _scan,
     _shard_records,
@@ -178,12 +179,12 @@ def _video_group_record(
     members: dict[str, tuple[str, bytes]],
     seen: set[str],
 ) -> Record | None:
+    folder, stem = group_key
     video = next((ext for ext in members if f".{ext}" in VIDEO_EXTENSIONS), None)
     if video is None:
-        logger.debug("%s: skipping %s, which has no video member", tar_path, group_key)
-        return None
+        return _memberless(tar_path, path_key(PurePosixPath(folder, stem)), group_key, members,
+                           "video", seen)
     name, data = members[video]
-    folder, stem = group_key
     key = _claim(path_key(PurePosixPath(folder, stem)), f"{tar_path}::{name}", seen)
     text = members["txt"][1].decode("utf-8", errors="replace").strip() if "txt" in members else None
     meta = _parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}

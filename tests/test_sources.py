@@ -68,7 +68,8 @@ def test_folder_is_walked_recursively_with_sidecars(folder):
     cat = records[0]
     assert cat.text == "a cat on a mat"
     assert cat.meta == {"url": "http://x/1", "width": 8}
-    assert cat.path == str(folder / "cats" / "photo.jpg") == cat.source
+    assert cat.path == str(folder / "cats" / "photo.jpg")
+    assert cat.source == "cats/photo.jpg"  # relative to SRC, wherever the command ran
     assert cat.data is None and cat.label is None and cat.error is None
     assert records[2].text is None and records[2].meta == {}
     assert load_image(records[1].image_input())[0, 0, 0] == pytest.approx(30, abs=3)
@@ -207,9 +208,14 @@ def shards(tmp_path: Path) -> Path:
 
 def test_shard_folder_members_become_records(shards):
     records = list(read_records(shards))
-    assert [r.key for r in records] == ["00000__000000000", "00000__000000001", "00001__000010000"]
+    assert [r.key for r in records] == ["00000__000000000", "00000__000000001",
+                                        "00001__000010000", "00001__000010001"]
+    # a sample with a caption but no image is a failed record, not a silence
+    assert records[3].error == "no image: the shard sample has txt but no image member"
+    assert records[3].source == "00001.tar::000010001"
+    records = records[:3]
     first = records[0]
-    assert first.source == f"{shards / '00000.tar'}::000000000.jpg"
+    assert first.source == "00000.tar::000000000.jpg"  # relative to SRC
     assert first.path is None and first.text == "caption 000000000"
     assert first.meta["url"] == "http://example.com/000000000.jpg" and first.meta["width"] == 8
     assert load_image(first.image_input())[0, 0, 0] == pytest.approx(10, abs=3)
@@ -220,7 +226,8 @@ def test_shard_folder_members_become_records(shards):
 
 def test_single_tar_is_a_source(shards):
     records = list(read_records(shards / "00001.tar"))
-    assert [r.key for r in records] == ["00001__000010000"]
+    assert [r.key for r in records] == ["00001__000010000", "00001__000010001"]
+    assert records[1].error.startswith("no image")
     assert count_records(shards / "00001.tar") == 1
 
 
@@ -251,7 +258,7 @@ def test_corrupt_shard_among_good_ones_becomes_a_failed_record(shards):
     assert "00002__000000000" in records  # what came before the break is kept
     broken = records["00002"]
     assert broken.error.startswith("corrupt shard: ") and broken.error.endswith("(after 1 samples)")
-    assert broken.source == broken.path == str(shards / "00002.tar")
+    assert broken.path == str(shards / "00002.tar") and broken.source == "00002.tar"
     assert records["00003"].error.startswith("corrupt shard: ")
     with pytest.raises(ImageError, match="^corrupt shard: "):
         broken.image_input()

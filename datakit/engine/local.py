@@ -386,7 +386,7 @@ class _progress_bar:
         self._progress = None
 
     def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
+        if not self.enabled or self.total == 0:  # nothing to do: no 0/0 bar
             return lambda: None
         from rich.console import Console
         from rich.progress import (
