@@ -386,7 +386,11 @@ class BatchStats:
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
-    import torch
+    import sys
+
+    torch = sys.modules.get("torch")  # not loaded: no model ran, so no CUDA out-of-memory
+    if torch is None:
+        return False
 
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     return isinstance(error, oom) or "out of memory" in str(error).lower()
@@ -523,7 +527,8 @@ def _caption_failure(error: BaseException) -> str:
 
 
 def _empty_cache() -> None:
-    import torch
+    import sys
 
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()

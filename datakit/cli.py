@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from datakit.errors import UserError
+from datakit.errors import UserError, require_extra
 
 app = typer.Typer(
     name="datakit",
@@ -361,6 +361,9 @@ def caption_command(
         )
     except ValueError as error:
         raise UserError(str(error)) from None
+    if captioner_config.captioner != "label" or score_clip:
+        require_extra("caption", f"--captioner {captioner.value}" if captioner.value != "label"
+                      else "--score-clip", "torch", "transformers")
     if captioner_config.captioner != "label":
         from captioners.base import model_location
 
@@ -559,6 +562,7 @@ def generate_command(
     """
     from generate.runner import GenerateOptions, generate_videos
 
+    require_extra("generate", "datakit generate", "torch", "diffusers", "transformers")
     if not prompts.is_file():
         raise UserError(f"{prompts}: no such prompts file")
     stats = generate_videos(GenerateOptions(
