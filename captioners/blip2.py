@@ -165,8 +165,8 @@ class Blip2Captioner(Captioner):
         if found != self.model_type:
             other = CAPTIONER_FOR_MODEL_TYPE.get(found)
             instead = (f"--captioner {other}" if other else
-                       f"a {self.name} checkpoint such as {self.example} (or --captioner vlm "
-                       "for an image-text-to-text chat model)")
+                       f"a checkpoint like {self.example} (or --captioner vlm for an "
+                       "image-text-to-text chat model)")
             raise UserError(f"--model {self.config.model}: is a {found!r} checkpoint, not "
                             f"{self.model_type!r}; use {instead}")
         return model_config
