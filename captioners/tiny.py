@@ -74,14 +74,30 @@ def _vision_and_qformer(qformer_text: bool = False) -> dict:
         vision_config=dict(
             hidden_size=VISION_HIDDEN, intermediate_size=37, num_hidden_layers=2,
             num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE,
+            initializer_range=0.2,  # the default (1e-10) makes a near-zero ViT
         ),
         qformer_config=dict(
             hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
             vocab_size=len(WORDS) + len(PROMPT_WORDS) + len(PUNCTUATION) + 8,
             max_position_embeddings=64, use_qformer_text_input=qformer_text,
+            initializer_range=0.2,
         ),
         num_query_tokens=QUERY_TOKENS,
     )
+
+
+def _like_trained(model):
+    """Random query tokens and LayerNorm affines: initialisation leaves them zero and identity,
+    which would hide a query or a layer-norm mix-up from the tests."""
+    import torch
+
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, 1.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.3)
+                module.bias.normal_(0.0, 0.3)
+    return model
 
 
 def _text_config(family: str, tokenizer) -> dict:
@@ -123,7 +139,7 @@ def build_tiny_blip2(folder: str | Path, variant: str = "opt") -> Path:
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), initializer_range=0.5,
     )
     torch.manual_seed(0)
-    Blip2ForConditionalGeneration(config).eval().save_pretrained(folder)
+    _like_trained(Blip2ForConditionalGeneration(config)).eval().save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
@@ -154,7 +170,7 @@ def build_tiny_instructblip(folder: str | Path) -> Path:
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
     torch.manual_seed(0)
-    InstructBlipForConditionalGeneration(config).eval().save_pretrained(folder)
+    _like_trained(InstructBlipForConditionalGeneration(config)).eval().save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
