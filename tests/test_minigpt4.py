@@ -152,10 +152,26 @@ def test_generation_stops_at_the_separator(folders):
     assert StopAtText("###", tokenizer, 3)(ids, None).tolist() == [False, False]  # prompt part
 
 
-def test_fuse_generate_returns_text(folders):
+def test_fuse_generate_cuts_at_the_separator(folders, monkeypatch):
+    from captioners.minigpt4 import StopAtText
+
     captioner = load(folders["vicuna"])
-    fused = captioner.generate(["a cat , then a dog .", "what ?"])
-    assert len(fused) == 2 and all(isinstance(text, str) and "###" not in text for text in fused)
+    tokenizer = captioner.tokenizer
+    seen = {}
+
+    def generate(input_ids, **kwargs):  # the LM "answers" past the separator
+        seen.update(kwargs, input_ids=input_ids)
+        answer = tokenizer(["a cat running ### human : more"] * len(input_ids),
+                           add_special_tokens=False, return_tensors="pt").input_ids
+        return torch.cat([input_ids, answer], dim=1)
+
+    monkeypatch.setattr(captioner.lm, "generate", generate)
+    fused = captioner.generate(["a cat , then a dog .", "what is it"])
+
+    assert fused == ["a cat running", "a cat running"]
+    prompt = tokenizer.decode(seen["input_ids"][1], skip_special_tokens=True)
+    assert prompt == "### human : what is it ### assistant :"  # one user turn, no system text
+    assert isinstance(seen["stopping_criteria"][0], StopAtText)
 
 
 def test_official_extra_keys_are_ignored(folders, tmp_path):
