@@ -100,10 +100,7 @@ class Blip2Captioner(Captioner):
     """
 
     name = "blip2"
-    default_prompt = (
-        "Question: This is a frame of a video of {label}. What is happening in this picture? "
-        "Answer:"
-    )
+    default_prompt = "Question: This is a frame from a video of {label}. What is happening? Answer:"
     default_fuse_prompt = (
         "Question: These are descriptions of frames from one video of {label}: {captions} "
         "What happens in the whole video? Answer:"

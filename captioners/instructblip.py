@@ -29,7 +29,7 @@ class InstructBlipCaptioner(Blip2Captioner):
     """
 
     name = "instructblip"
-    default_prompt = "This is a frame of a video of {label}. Describe what is happening in it."
+    default_prompt = "This is a frame from a video of {label}. Describe what is happening in it."
     default_fuse_prompt = Captioner.default_fuse_prompt
     model_type = "instructblip"
     model_class = "InstructBlipForConditionalGeneration"

@@ -215,7 +215,7 @@ class MiniGPT4Captioner(Captioner):
     """
 
     name = "minigpt4"
-    default_prompt = "This is a frame of a video of {label}. Describe what is happening in it."
+    default_prompt = "This is a frame from a video of {label}. Describe what is happening in it."
 
     def __init__(self, config: CaptionerConfig):
         import torch
