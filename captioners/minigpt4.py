@@ -255,6 +255,13 @@ class MiniGPT4Captioner(Captioner):
 
     # --- loading -----------------------------------------------------------------------------
 
+    def _part_failure(self, field: str, what: str, error: BaseException) -> UserError:
+        """One line naming the folder, the layout field and what was tried there."""
+        part = self.layout[field]
+        detail = str(load_failure(part, what, error)).removeprefix(f"--model {part}: ")
+        return UserError(f"--model {self.config.model}: {LAYOUT_FILE} {field!r} {part}: {detail} "
+                         f"(relative paths are taken from {self.config.model})")
+
     def _load_vision(self, in_features: int) -> None:
         """The ViT (and, when the projection reads 768-wide queries, the Q-Former)."""
         import torch
@@ -269,8 +276,7 @@ class MiniGPT4Captioner(Captioner):
         try:
             blip2 = AutoConfig.from_pretrained(vision, revision=self.config.revision)
         except Exception as error:
-            raise load_failure(vision, "a BLIP-2 config (the MiniGPT-4 vision part)",
-                               error) from error
+            raise self._part_failure("vision", "a BLIP-2 config", error) from error
         if blip2.model_type != "blip-2":
             raise UserError(f"--model {self.config.model}: vision {vision} is a "
                             f"{blip2.model_type!r} checkpoint; MiniGPT-4's vision part is a BLIP-2 "
@@ -297,7 +303,8 @@ class MiniGPT4Captioner(Captioner):
             self.image_processor = AutoImageProcessor.from_pretrained(
                 vision, revision=self.config.revision)
         except Exception as error:
-            raise load_failure(vision, "the BLIP-2 vision and Q-Former weights", error) from error
+            raise self._part_failure("vision", "the BLIP-2 vision and Q-Former weights",
+                                     error) from error
         if not use_qformer:  # trained with a fresh, frozen ln_vision: plain normalisation
             with torch.no_grad():
                 self.vision.post_layernorm.weight.fill_(1.0)
@@ -317,8 +324,8 @@ class MiniGPT4Captioner(Captioner):
                 lm, revision=self.config.revision, dtype=self.dtype,
                 trust_remote_code=self.config.trust_remote_code)
         except Exception as error:
-            raise load_failure(lm, "the MiniGPT-4 language model (a Vicuna/Llama folder)",
-                               error) from error
+            raise self._part_failure("lm", "a Vicuna/Llama causal LM and its tokenizer",
+                                     error) from error
         self.lm.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:  # Vicuna v0 has none (the official code uses $$)

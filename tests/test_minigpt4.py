@@ -239,3 +239,17 @@ def test_a_vision_part_that_is_not_blip2_is_refused(folders, tmp_path):
     (folder / "minigpt4.json").write_text(json.dumps(layout))
     with pytest.raises(UserError, match="is a 'llama' checkpoint; .* BLIP-2"):
         load(folder)
+
+
+def test_a_part_that_does_not_load_names_the_layout_field(folders, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    folder = shutil.copytree(folders["vicuna"], tmp_path / "m")
+    layout = json.loads((folder / "minigpt4.json").read_text()) | {"lm": "vicuna-13b-v0"}
+    (folder / "minigpt4.json").write_text(json.dumps(layout))
+    with pytest.raises(UserError) as caught:
+        load(folder)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"--model {folder}: minigpt4.json 'lm' vicuna-13b-v0: could not load")
