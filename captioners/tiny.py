@@ -41,15 +41,16 @@ def build_tokenizer(bos: str | None, eos: str | None, pad: str = "<pad>"):
     Args:
         bos: the token put before every text (OPT: "</s>", Llama: "<s>"), or None.
         eos: the token put after every text (T5: "</s>"), or None.
-        pad: the padding token (InstructBLIP-Vicuna pads with "[PAD]", an id after the words).
+        pad: the padding token: "<pad>" (a special token of its own), "[PAD]" (an id after the
+            words, as InstructBLIP-Vicuna's 32000) or an existing special such as "<unk>".
     """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "</s>", "<unk>", "<s>"]
+    specials = ["<unk>", "<s>", "</s>"] + (["<pad>"] if pad == "<pad>" else [])
     vocab = {t: i for i, t in enumerate(specials + WORDS + PROMPT_WORDS + PUNCTUATION)}
-    vocab.setdefault(pad, len(vocab))
+    vocab.setdefault(pad, len(vocab))  # "[PAD]" after the words, as Vicuna's 32000
     core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Whitespace()
