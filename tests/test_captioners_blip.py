@@ -190,3 +190,16 @@ def test_a_hub_id_not_available_offline_is_one_line(monkeypatch):
     assert "\n" not in message
     assert message.startswith("--model nonexistent-org/no-such-blip2: could not load")
     assert "hub id" in message
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_half_precision_on_cuda(folders, photos):
+    opt = load(folders["opt"], device="cuda", dtype="float16")
+    t5 = load(folders["t5"], device="cuda", dtype="float16")
+
+    assert opt.model.language_model.dtype == torch.float16
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    assert t5.model.language_model.dtype == expected
+    for captioner in (opt, t5):
+        assert [len(c) for c in captioner.describe(requests(photos))] == [2, 1]
