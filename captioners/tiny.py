@@ -211,3 +211,23 @@ def build_tiny_minigpt4(folder: str | Path, variant: str = "vicuna") -> Path:
     (folder / "minigpt4.json").write_text(json.dumps(
         {"vision": "vision", "lm": "lm", "projection": "pretrained_minigpt4.pth"}, indent=2))
     return folder
+
+
+def install_in_hub_cache(folder: str | Path, repo_id: str, cache: str | Path,
+                         commit: str = "0123456789abcdef0123456789abcdef01234567") -> str:
+    """Copy a model folder into a Hugging Face cache as `repo_id` at `commit` (branch main),
+    so it loads by hub id offline, exactly as a downloaded checkpoint does. Returns `commit`.
+
+    Args:
+        folder: a folder written by one of the builders above.
+        repo_id: "org/name".
+        cache: the hub cache root (what HF_HUB_CACHE points at).
+        commit: the 40-hex commit the snapshot is filed under.
+    """
+    import shutil
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return commit

@@ -15,7 +15,7 @@ from PIL import Image
 from skimage import data
 
 from captioners.base import CaptionerConfig, CaptionModel, ClipRequest, load_captioner
-from captioners.tiny import build_tiny_blip2, build_tiny_instructblip
+from captioners.tiny import build_tiny_blip2, build_tiny_instructblip, install_in_hub_cache
 from datakit.errors import UserError
 
 
@@ -178,6 +178,22 @@ def test_a_folder_without_a_model_is_one_line(tmp_path):
         load(tmp_path)
     message = str(caught.value)
     assert "\n" not in message and str(tmp_path) in message and "config.json" in message
+
+
+def test_a_hub_id_in_the_local_cache_loads_offline_and_records_its_commit(
+        folders, photos, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    commit = install_in_hub_cache(folders["opt"], "tiny-org/tiny-blip2", tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+
+    captioner = load("tiny-org/tiny-blip2")
+
+    assert captioner.revision == commit and load(folders["opt"]).revision is None
+    assert captioner.describe_json()["revision"] == commit
+    clips = requests(photos)
+    assert captioner.describe(clips) == load(folders["opt"]).describe(clips)
 
 
 def test_a_hub_id_not_available_offline_is_one_line(monkeypatch):

@@ -16,7 +16,7 @@ from PIL import Image
 from skimage import data
 
 from captioners.base import CaptionerConfig, ClipRequest, load_captioner
-from captioners.tiny import build_tiny_minigpt4
+from captioners.tiny import build_tiny_minigpt4, install_in_hub_cache
 from datakit.errors import UserError
 
 SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image "
@@ -253,3 +253,19 @@ def test_a_part_that_does_not_load_names_the_layout_field(folders, tmp_path, mon
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"--model {folder}: minigpt4.json 'lm' vicuna-13b-v0: could not load")
+
+
+def test_the_vision_part_can_be_a_hub_id(folders, photos, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    install_in_hub_cache(folders["vicuna"] / "vision", "tiny-org/tiny-blip2-t5", tmp_path / "hub")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    folder = shutil.copytree(folders["vicuna"], tmp_path / "m", ignore=shutil.ignore_patterns(
+        "vision"))
+    layout = json.loads((folder / "minigpt4.json").read_text()) | {
+        "vision": "tiny-org/tiny-blip2-t5"}
+    (folder / "minigpt4.json").write_text(json.dumps(layout))
+    clip = [ClipRequest("k", photos[:2], "cat", "describe the cat .")]
+
+    assert load(folder).describe(clip) == load(folders["vicuna"]).describe(clip)
