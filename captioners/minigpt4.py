@@ -221,7 +221,7 @@ class MiniGPT4Captioner(Captioner):
         import torch
 
         super().__init__(config)
-        # 1. The parts
+        # 1. The parts and the projection
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         folder = model_location(config.model)
@@ -232,26 +232,43 @@ class MiniGPT4Captioner(Captioner):
         projection = load_projection(self.layout["projection"], f"--model {config.model}")
         weight = projection["llama_proj.weight"]
 
-        # 2. Vision: EVA ViT-g and its layer norm, then Q-Former queries or 4-token groups
-        self._load_vision(weight.shape[1])
-        self.template = self.layout["template"] or ("vicuna" if self.qformer else "llama2")
-
-        # 3. Language model and tokenizer
-        self._load_language_model()
-        hidden = self.lm.get_input_embeddings().embedding_dim
-        if weight.shape[0] != hidden:
+        # 2. The projection must fit both configs (checked before any weights are read)
+        blip2, lm_config = self._part_config("vision"), self._part_config("lm")
+        if blip2.model_type != "blip-2":
+            raise UserError(f"--model {config.model}: vision {self.layout['vision']} is a "
+                            f"{blip2.model_type!r} checkpoint; MiniGPT-4's vision part is a BLIP-2 "
+                            f"one, e.g. {DEFAULT_VISION}")
+        out_features, in_features = weight.shape
+        width, queries = blip2.vision_config.hidden_size, blip2.qformer_config.hidden_size
+        if in_features not in (queries, PATCHES_PER_TOKEN * width):
             raise UserError(
-                f"--model {config.model}: the projection outputs {weight.shape[0]} features but "
+                f"--model {config.model}: the projection reads {in_features} features, neither "
+                f"the Q-Former's {queries} (Vicuna MiniGPT-4) nor {PATCHES_PER_TOKEN} x the ViT's "
+                f"{width} (Llama-2 MiniGPT-4); pass a MiniGPT-4 projection for "
+                f"{self.layout['vision']}"
+            )
+        hidden = getattr(lm_config, "hidden_size", None)
+        if out_features != hidden:
+            raise UserError(
+                f"--model {config.model}: the projection outputs {out_features} features but "
                 f"the language model {self.layout['lm']} has hidden size {hidden}; pair "
                 "pretrained_minigpt4.pth with Vicuna-13B (5120) and prerained_minigpt4_7b.pth "
                 "with Vicuna-7B (4096)"
             )
-        self.projection = torch.nn.Linear(weight.shape[1], weight.shape[0])
-        self.projection.load_state_dict({"weight": weight, "bias": projection["llama_proj.bias"]})
-        self.projection.to(self.device, self.dtype).eval()
+        use_qformer = in_features == queries
+        self.template = self.layout["template"] or ("vicuna" if use_qformer else "llama2")
+
+        # 3. Vision: EVA ViT-g and its layer norm, then Q-Former queries or 4-token groups
+        self._load_vision(blip2, use_qformer)
         if "ln_vision.weight" in projection:
             self.vision.post_layernorm.load_state_dict(
                 {"weight": projection["ln_vision.weight"], "bias": projection["ln_vision.bias"]})
+        self.projection = torch.nn.Linear(in_features, out_features)
+        self.projection.load_state_dict({"weight": weight, "bias": projection["llama_proj.bias"]})
+        self.projection.to(self.device, self.dtype).eval()
+
+        # 4. Language model and tokenizer
+        self._load_language_model()
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -262,33 +279,22 @@ class MiniGPT4Captioner(Captioner):
         return UserError(f"--model {self.config.model}: {LAYOUT_FILE} {field!r} {part}: {detail} "
                          f"(relative paths are taken from {self.config.model})")
 
-    def _load_vision(self, in_features: int) -> None:
-        """The ViT (and, when the projection reads 768-wide queries, the Q-Former)."""
+    def _part_config(self, field: str):
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(
+                self.layout[field], revision=self.config.revision,
+                trust_remote_code=self.config.trust_remote_code and field == "lm")
+        except Exception as error:
+            raise self._part_failure(field, "a model config (config.json)", error) from error
+
+    def _load_vision(self, blip2, use_qformer: bool) -> None:
+        """The ViT (and the Q-Former with its query tokens when the projection reads them)."""
         import torch
-        from transformers import (
-            AutoConfig,
-            AutoImageProcessor,
-            Blip2QFormerModel,
-            Blip2VisionModel,
-        )
+        from transformers import AutoImageProcessor, Blip2QFormerModel, Blip2VisionModel
 
         vision = self.layout["vision"]
-        try:
-            blip2 = AutoConfig.from_pretrained(vision, revision=self.config.revision)
-        except Exception as error:
-            raise self._part_failure("vision", "a BLIP-2 config", error) from error
-        if blip2.model_type != "blip-2":
-            raise UserError(f"--model {self.config.model}: vision {vision} is a "
-                            f"{blip2.model_type!r} checkpoint; MiniGPT-4's vision part is a BLIP-2 "
-                            f"one, e.g. {DEFAULT_VISION}")
-        width, queries = blip2.vision_config.hidden_size, blip2.qformer_config.hidden_size
-        if in_features not in (queries, PATCHES_PER_TOKEN * width):
-            raise UserError(
-                f"--model {self.config.model}: the projection reads {in_features} features, "
-                f"neither the Q-Former's {queries} (Vicuna MiniGPT-4) nor {PATCHES_PER_TOKEN} x "
-                f"the ViT's {width} (Llama-2 MiniGPT-4); pass a MiniGPT-4 projection for {vision}"
-            )
-        use_qformer = in_features == queries
         prefixes = ("vision_model.", "query_tokens", "qformer.") if use_qformer else (
             "vision_model.",)
         try:
