@@ -116,6 +116,20 @@ def test_checkpoint_saved_before_image_token_expansion_is_repaired(folders, phot
     assert repaired.describe(clips) == load(folders["opt"]).describe(clips)
 
 
+def test_an_old_checkpoint_without_an_image_token_row_is_refused(folders, tmp_path):
+    from transformers import Blip2ForConditionalGeneration
+
+    old = shutil.copytree(folders["opt"], tmp_path / "old")
+    model = Blip2ForConditionalGeneration.from_pretrained(old)
+    image_id = model.config.image_token_index
+    model.resize_token_embeddings(image_id)  # no row for <image>, as a checkpoint could be
+    model.config.image_token_index = None
+    model.save_pretrained(old)
+
+    with pytest.raises(UserError, match=f"<image> token \\(id {image_id}\\) has no embedding row"):
+        load(old)
+
+
 def test_fuse_generate_uses_the_language_model_alone(folders):
     captioner = load(folders["opt"])
     prompts = ["Question: a cat on a street ? Answer:", "Question: what ? Answer:"]
