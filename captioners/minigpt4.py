@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,11 +144,16 @@ def load_projection(path: str, option: str) -> dict[str, Any]:
                 "llama_proj.weight and llama_proj.bias)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(
-            error).__name__
+    except pickle.UnpicklingError as error:
+        pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        reason = (f"it pickles a {pickled.group(1)} object (refused, never run)" if pickled else
+                  "it is not a torch checkpoint of tensors")
         raise UserError(f"{option}: could not read the projection {path} with "
                         f"torch.load(weights_only=True): {reason}; {expected}") from None
+    except Exception as error:  # a damaged zip, a truncated file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise UserError(f"{option}: could not read the projection {path} with "
+                        f"torch.load(weights_only=True): damaged ({reason}); {expected}") from None
     state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     weight = state.get("llama_proj.weight") if isinstance(state, dict) else None
     bias = state.get("llama_proj.bias") if isinstance(state, dict) else None
