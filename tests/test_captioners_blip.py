@@ -233,3 +233,13 @@ def test_half_precision_on_cuda(folders, photos):
     assert t5.model.language_model.dtype == expected
     for captioner in (opt, t5):
         assert [len(c) for c in captioner.describe(requests(photos))] == [2, 1]
+
+
+def test_a_caption_is_the_first_line_and_frames_go_back_to_their_clips():
+    from captioners.blip2 import first_line, split_per_clip
+
+    assert first_line("\n  a man rides a horse \nQuestion: next? Answer:") == "a man rides a horse"
+    assert first_line(" \n ") == ""
+    clips = [ClipRequest("a", [0, 1], None, ""), ClipRequest("b", [], None, ""),
+             ClipRequest("c", [2], None, "")]
+    assert split_per_clip(["x", "y", "z"], clips) == [["x", "y"], [], ["z"]]
