@@ -1,0 +1,246 @@
+"""BLIP-2: frozen image encoder -> Q-Former queries -> OPT or Flan-T5, through transformers.
+
+`Blip2Captioner` loads `Blip2Processor` + `Blip2ForConditionalGeneration` from a hub id
+(Salesforce/blip2-opt-2.7b, blip2-opt-6.7b, blip2-flan-t5-xl, blip2-flan-t5-xxl, ...) or a
+local folder, and captions every key frame of every clip in ONE `generate` call:
+
+- Prompt: "Question: ... Answer:" with the clip's label (the format BLIP-2 was tuned on; the
+  OPT variants ramble without it). One prompt per frame; a clip's frames share its prompt.
+- Image tokens: the processor puts `num_query_tokens` `<image>` tokens before each prompt and
+  the model overwrites their embeddings with the projected Q-Former outputs (transformers >=
+  4.45). Checkpoints saved before that (`num_query_tokens: null` in the processor config, no
+  `image_token_index` in the model config) would silently caption with no image at all in
+  current transformers; they are repaired at load time from the model config and the
+  tokenizer's `<image>` token (logged), or refused with one line when the token has no
+  embedding row.
+- Batches: decoder-only language models (OPT, Vicuna) are padded on the left, so every row's
+  last prompt token sits next to the first generated one and OPT's positions (counted from the
+  attention mask) match an unpadded run; encoder-decoders (Flan-T5) are padded on the right.
+  Generation pads finished rows with the tokenizer's pad id, never the model config's (they
+  disagree in InstructBLIP-Vicuna, transformers #25426).
+- Dtype: `--dtype float16` is honoured for OPT, but Flan-T5 produces garbage in float16 (its
+  activations overflow): a T5-based checkpoint runs in bfloat16 on CUDA with bf16, else float32,
+  and says so in the log. The Q-Former stays float32 whatever the dtype (transformers'
+  `_keep_in_fp32_modules`).
+- Decoding: greedy, `max_new_tokens` from the config; a caption is the first line of the
+  generated text, stripped.
+- `generate` (for `--fuse llm`) runs the language model alone on text prompts.
+
+`InstructBlipCaptioner` (captioners/instructblip.py) is the same machinery over the InstructBLIP
+classes. Weights: safetensors are preferred wherever the checkpoint has them; the config,
+processor and tokenizer run a checkpoint's own code only with `--trust-remote-code`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from captioners.base import (
+    Captioner,
+    CaptionerConfig,
+    ClipRequest,
+    load_failure,
+    model_location,
+    resolve_device,
+    resolve_dtype,
+)
+from datakit.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# config.model_type -> the --captioner that loads it (for "pass this instead" hints)
+CAPTIONER_FOR_MODEL_TYPE = {"blip-2": "blip2", "instructblip": "instructblip"}
+
+
+def hub_commit(model: str, revision: str | None, filename: str = "config.json") -> str | None:
+    """The commit hash a hub id resolved to in the local Hugging Face cache (None for a local
+    folder, or when the file is not cached)."""
+    if Path(model).expanduser().is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, filename, revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    found = re.search(r"snapshots/([0-9a-f]{40})/", str(cached).replace("\\", "/"))
+    return found.group(1) if isinstance(cached, str) and found else None
+
+
+def split_per_clip(texts: Sequence[str], requests: Sequence[ClipRequest]) -> list[list[str]]:
+    """Flat per-frame captions back into one list per clip (in frame order)."""
+    out, start = [], 0
+    for request in requests:
+        out.append(list(texts[start:start + len(request.frames)]))
+        start += len(request.frames)
+    return out
+
+
+def first_line(text: str) -> str:
+    """A caption is the first non-empty line of what the model generated."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+class Blip2Captioner(Captioner):
+    """BLIP-2 (OPT or Flan-T5) through transformers' `Blip2ForConditionalGeneration`.
+
+    Args:
+        config: `model` (hub id or folder; required), `revision`, `device`, `dtype` (float16
+            is replaced for Flan-T5), `prompt` (per frame, with `{label}`), `max_new_tokens`,
+            `trust_remote_code`.
+
+    Raises:
+        UserError: no model, a folder or id that does not load (one line naming what was tried),
+            a checkpoint of another architecture, or an old checkpoint that cannot be repaired.
+    """
+
+    name = "blip2"
+    default_prompt = "Question: This is a frame from a video of {label}. What is happening? Answer:"
+    default_fuse_prompt = (
+        "Question: These are descriptions of frames from one video of {label}: {captions} "
+        "What happens in the whole video? Answer:"
+    )
+    model_type: ClassVar[str] = "blip-2"
+    model_class: ClassVar[str] = "Blip2ForConditionalGeneration"
+    processor_class: ClassVar[str] = "Blip2Processor"
+    example: ClassVar[str] = "Salesforce/blip2-opt-2.7b"
+
+    def __init__(self, config: CaptionerConfig):
+        import transformers
+
+        super().__init__(config)
+        # 1. Where it runs, what it loads
+        self.device = resolve_device(config.device)
+        location = model_location(config.model)
+        model_config = self._load_config(location)
+        self.encoder_decoder = bool(model_config.text_config.is_encoder_decoder)
+        self.dtype = self._choose_dtype(resolve_dtype(config.dtype, self.device))
+
+        # 2. Processor and model
+        try:
+            self.processor = getattr(transformers, self.processor_class).from_pretrained(
+                location, revision=config.revision, trust_remote_code=config.trust_remote_code
+            )
+        except Exception as error:
+            raise load_failure(config.model, f"the {self.processor_class}", error) from error
+        try:
+            self.model = getattr(transformers, self.model_class).from_pretrained(
+                location, revision=config.revision, dtype=self.dtype
+            )
+        except Exception as error:
+            raise load_failure(config.model, f"the {self.model_class} weights", error) from error
+        self.model.to(self.device).eval()
+        self.revision = hub_commit(location, config.revision)
+
+        # 3. Repair what old checkpoints lack; pad where batched generation needs it
+        self._repair_image_tokens()
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "right" if self.encoder_decoder else "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_token_id: int = tokenizer.pad_token_id
+
+    # --- loading -----------------------------------------------------------------------------
+
+    def _load_config(self, location: str):
+        """The checkpoint's config, refused unless it is this captioner's architecture."""
+        from transformers import AutoConfig
+
+        try:
+            model_config = AutoConfig.from_pretrained(
+                location, revision=self.config.revision,
+                trust_remote_code=self.config.trust_remote_code,
+            )
+        except Exception as error:
+            raise load_failure(self.config.model, "a model config (config.json)", error) from error
+        found = getattr(model_config, "model_type", None)
+        if found != self.model_type:
+            other = CAPTIONER_FOR_MODEL_TYPE.get(found)
+            instead = (f"--captioner {other}" if other else
+                       f"a checkpoint like {self.example} (or --captioner vlm for an "
+                       "image-text-to-text chat model)")
+            raise UserError(f"--model {self.config.model}: is a {found!r} checkpoint, not "
+                            f"{self.model_type!r}; use {instead}")
+        return model_config
+
+    def _choose_dtype(self, dtype):
+        """`dtype`, except float16 for an encoder-decoder (Flan-T5) language model."""
+        import torch
+
+        if not (self.encoder_decoder and dtype == torch.float16):
+            return dtype
+        bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        chosen = torch.bfloat16 if bf16 else torch.float32
+        logger.warning("--dtype float16: Flan-T5 produces garbage in float16; running %s in %s "
+                       "instead", self.config.model, chosen)
+        return chosen
+
+    def _repair_image_tokens(self) -> None:
+        """Give checkpoints saved before transformers 4.45 the image-token expansion."""
+        processor, model_config = self.processor, self.model.config
+        if processor.num_query_tokens is None:
+            processor.num_query_tokens = model_config.num_query_tokens
+            logger.warning("%s: the processor has no num_query_tokens (saved before transformers "
+                           "4.45); using the model's %d", self.config.model,
+                           model_config.num_query_tokens)
+        if model_config.image_token_index is None:
+            token = str(processor.image_token)
+            token_id = processor.tokenizer.convert_tokens_to_ids(token)
+            rows = self.model.get_input_embeddings().num_embeddings
+            if token_id is None or token_id >= rows:
+                raise UserError(
+                    f"--model {self.config.model}: the config has no image_token_index and the "
+                    f"tokenizer's {token} token (id {token_id}) has no embedding row ({rows}); "
+                    f"pass a checkpoint saved with transformers >= 4.45 (e.g. {self.example})"
+                )
+            model_config.image_token_index = token_id
+            logger.warning("%s: no image_token_index in the config (saved before transformers "
+                           "4.45); using the tokenizer's %s token, id %d", self.config.model,
+                           token, token_id)
+
+    # --- captioning --------------------------------------------------------------------------
+
+    def _generation_kwargs(self) -> dict[str, Any]:
+        return dict(max_new_tokens=self.config.max_new_tokens, do_sample=False, num_beams=1,
+                    pad_token_id=self.pad_token_id)
+
+    def _decode(self, output, prompt_length: int) -> list[str]:
+        """Generated text only: a decoder-only model's output starts with the prompt ids."""
+        if not self.encoder_decoder:
+            output = output[:, prompt_length:]
+        texts = self.processor.tokenizer.batch_decode(output, skip_special_tokens=True)
+        return [first_line(text) for text in texts]
+
+    def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
+        """One caption per key frame: all frames of all clips in one generate call."""
+        import torch
+
+        images = [frame for request in requests for frame in request.frames]
+        if not images:
+            return [[] for _ in requests]
+        prompts = [request.prompt for request in requests for _ in request.frames]
+        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **self._generation_kwargs())
+        return split_per_clip(self._decode(output, inputs["input_ids"].shape[1]), requests)
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        """Text-only generation with the language model (for `--fuse llm`)."""
+        import torch
+
+        if not prompts:
+            return []
+        inputs = self.processor.tokenizer(list(prompts), padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        inputs.pop("token_type_ids", None)
+        with torch.inference_mode():
+            output = self.model.language_model.generate(**inputs, **self._generation_kwargs())
+        return self._decode(output, inputs["input_ids"].shape[1])
+
