@@ -47,7 +47,7 @@ class CaptionConfig:
         clip_seconds: longest clip when splitting.
         min_clip_seconds: shortest clip kept when splitting (shorter pieces are dropped and
             counted in the source video's row).
-        scene_threshold: PySceneDetect AdaptiveDetector threshold for `split=scenes`.
+        scene_threshold: shot detector threshold for `split=scenes` (`datakit.scenes`).
         min_frames: a clip with fewer frames is skipped (a one-frame "video" teaches no motion).
         max_size: longest side in pixels; larger inputs are re-encoded down to it (None: no
             limit). H.264 MP4 inputs within it are stream-copied.

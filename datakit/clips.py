@@ -18,8 +18,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -152,7 +150,7 @@ def plan_scenes(
     min_clip_seconds: float,
     threshold: float = 3.0,
 ) -> list[ClipSpec]:
-    """Clips at shot boundaries (PySceneDetect's AdaptiveDetector); a scene longer than
+    """Clips at shot boundaries (`detect_scenes`); a scene longer than
     `clip_seconds` is cut into pieces of about that length, scenes shorter than
     `min_clip_seconds` are dropped.
 
@@ -161,8 +159,8 @@ def plan_scenes(
         frames, fps: from `datakit.video.probe`.
         clip_seconds: the longest clip.
         min_clip_seconds: the shortest clip kept.
-        threshold: AdaptiveDetector's `adaptive_threshold` (its default, 3): how many times
-            a frame's content change must exceed its neighbours' average to be a cut.
+        threshold: how many times a frame's content change must exceed its neighbours'
+            average to be a cut (3, as PySceneDetect's AdaptiveDetector).
     """
     scenes = detect_scenes(source, threshold)
     if not scenes:
@@ -176,47 +174,16 @@ def plan_scenes(
 
 
 def detect_scenes(source: VideoSource, threshold: float = 3.0) -> list[tuple[int, int]]:
-    """Shot boundaries as `[start, end)` frame ranges (empty when the video has one shot).
+    """Shots as `[start, end)` frame ranges (`datakit.scenes`: an adaptive detector, which does
+    not cut steady pans the way a fixed content threshold does); empty for a single shot."""
+    from datakit.scenes import adaptive_cuts, content_changes
 
-    AdaptiveDetector rather than ContentDetector: it compares each frame's change with the
-    changes around it, so a fast pan is not cut into pieces (ContentDetector, at its default
-    threshold, both cut steady pans and missed real cuts next to them in our tests).
-    """
-    from scenedetect import AdaptiveDetector, detect
-
-    with _as_file(source) as path:
-        try:
-            scenes = detect(path, AdaptiveDetector(adaptive_threshold=threshold),
-                            show_progress=False)
-        except Exception as error:
-            raise VideoError(f"{_describe(source)}: scene detection failed ({error})") from error
-    return [(_frame_number(start), _frame_number(end)) for start, end in scenes]
-
-
-def _frame_number(timecode) -> int:
-    """A FrameTimecode's frame (`frame_num` since PySceneDetect 0.7, `get_frames()` before)."""
-    number = getattr(timecode, "frame_num", None)
-    return int(number if number is not None else timecode.get_frames())
-
-
-class _as_file:
-    """A path for libraries that read files only (bytes go to a temporary file)."""
-
-    def __init__(self, source: VideoSource):
-        self.source = source
-        self._temp: str | None = None
-
-    def __enter__(self) -> str:
-        if not isinstance(self.source, bytes):
-            return os.fspath(self.source)
-        handle, self._temp = tempfile.mkstemp(suffix=".mp4", prefix="datakit-")
-        with os.fdopen(handle, "wb") as file:
-            file.write(self.source)
-        return self._temp
-
-    def __exit__(self, *exc) -> None:
-        if self._temp:
-            os.unlink(self._temp)
+    changes = content_changes(source)
+    cuts = adaptive_cuts(changes, threshold=threshold)
+    if not cuts:
+        return []
+    bounds = [0, *cuts, len(changes)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def output_frame_count(spec: ClipSpec, source_fps: float, output: OutputFormat) -> int:

@@ -62,8 +62,12 @@ def run_demo(out: str | Path, workers: int = 1) -> dict[str, Path]:
     console.print(f"[bold]4. caption[/] (label): {stats['status']['ok']} clips captioned, "
                   f"{stats['status']['failed']} bad files recorded -> {label_out / 'shards'}")
     if _installed("torch", "transformers"):
+        from transformers.utils import logging as transformers_logging
+
         from captioners.tiny import build_tiny_blip2
 
+        transformers_logging.set_verbosity_error()  # the demo's tiny model: no load chatter
+        transformers_logging.disable_progress_bar()
         model = build_tiny_blip2(out / "models" / "tiny-blip2")
         blip_out = folders["caption-blip2"] = out / "caption-blip2"
         stats = caption(videos, blip_out, CaptionConfig(),

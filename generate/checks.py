@@ -1,9 +1,9 @@
 """Checks on finished videos: do the chunks join up, does the video hold still, does it drift?
 
-Every metric needs no model weights. A video is decoded once for the metrics (PySceneDetect
-reads it again for scene cuts), frame by frame (memory stays that of a few frames whatever its
-length), at an analysis size whose longer side is at most `max_side` pixels. Per pair of
-consecutive frames:
+Every metric needs no model weights. A video is decoded once for the metrics (the shot
+detector reads it again for scene cuts), frame by frame (memory stays that of a few frames
+whatever its length), at an analysis size whose longer side is at most `max_side` pixels.
+Per pair of consecutive frames:
 
 - frame difference: mean absolute RGB difference, in grey levels (0..255);
 - optical flow both ways with OpenCV (`farneback`, the default, or `dis`), in analysis pixels;
@@ -30,8 +30,8 @@ Per video:
   ablation measure: jumps at seams raise it).
 - `motion`: mean flow magnitude in pixels per frame, and `stagnant_fraction`, the share of
   pairs that barely move (flow under 0.1 px and difference under 0.5 grey levels).
-- `scene_cuts`: frames where PySceneDetect's AdaptiveDetector starts a new scene, with those
-  that fall on a seam counted apart.
+- `scene_cuts`: frames where a new shot starts (`datakit.scenes`, PySceneDetect's adaptive
+  method), with those that fall on a seam counted apart.
 - drift: per chunk, the mean CIELAB colour, contrast (std of L) and sharpness (variance of
   the Laplacian); against the first chunk, colour distance (Delta E 1976), contrast ratio and
   sharpness ratio (log2). Without chunk boundaries the video is cut into equal segments.
@@ -74,7 +74,7 @@ class CheckSettings:
     Args:
         flow: `farneback` (OpenCV's dense Farneback) or `dis` (OpenCV's DIS, faster).
         max_side: longer side of the analysis size; larger videos are area-downscaled.
-        min_scene_frames: shortest scene PySceneDetect may report.
+        min_scene_frames: shortest scene the cut detector may report.
         thumbnails: frames per chunk in the contact sheet.
     """
 
@@ -180,11 +180,10 @@ def segments(frames: int, starts: list[int]) -> list[tuple[int, int]]:
 
 
 def scene_cuts(video: Path, min_scene_frames: int) -> list[int]:
-    """Frames where PySceneDetect's AdaptiveDetector starts a new scene."""
-    from scenedetect import AdaptiveDetector, detect
+    """Frames where a new shot starts (`datakit.scenes`: PySceneDetect's adaptive method)."""
+    from datakit.scenes import detect_shots
 
-    scenes = detect(os.fspath(video), AdaptiveDetector(min_scene_len=min_scene_frames))
-    return [int(start.frame_num) for start, _ in scenes[1:]]
+    return detect_shots(video, min_scene_frames=min_scene_frames)
 
 
 def _finite(values: Iterable[float]) -> list[float]:

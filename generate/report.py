@@ -34,7 +34,7 @@ COLUMNS = (
     ("flow_std", "flow std", "std over frames of the mean flow magnitude (px)", True),
     ("motion", "motion (px/frame)", "mean optical-flow magnitude", False),
     ("stagnant_fraction", "stagnant", "share of frame pairs that barely move", True),
-    ("scene_cuts_off_seams", "cuts off seams", "PySceneDetect cuts inside chunks", True),
+    ("scene_cuts_off_seams", "cuts off seams", "shot cuts inside chunks", True),
     ("colour_drift_max", "colour drift (dE)", "largest CIELAB distance of a chunk's mean "
      "colour to the first chunk's", True),
     ("sharpness_drift_max", "sharpness drift", "largest |log2| ratio of a chunk's sharpness "

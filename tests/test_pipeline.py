@@ -347,12 +347,23 @@ def test_demo_runs_offline_and_verifies(tmp_path):
     assert (manifest["status"] == "failed").sum() == 1  # the truncated JPEG, on purpose
     assert (manifest["status"] == "ok").sum() >= 16
     assert np.all(manifest.loc[manifest["status"] == "ok", "frames"] == 16)
+    for captions in ("caption", "caption-blip2"):  # the label captioner and a tiny BLIP-2
+        rows = pd.read_parquet(tmp_path / "demo" / captions / "manifest.parquet")
+        assert (rows["status"] == "ok").sum() == 6 and (rows["status"] == "failed").sum() == 2
+        assert verify_shards(tmp_path / "demo" / captions).ok
+    labelled = pd.read_parquet(tmp_path / "demo" / "caption" / "manifest.parquet")
+    ok = labelled[labelled["status"] == "ok"]
+    assert all(label.replace("_", " ") in caption.lower()
+               for label, caption in zip(ok["label"], ok["caption"], strict=True))
     generated = tmp_path / "demo" / "generate"
     assert sorted(p.name for p in generated.glob("*.mp4")) == ["boat.mp4", "cat-story.mp4"]
     assert (pd.read_parquet(generated / "manifest.parquet")["status"] == "ok").all()
     assert (generated / "report" / "index.html").is_file()
+    for dataset in ("pan-zoom", "caption"):
+        page = tmp_path / "demo" / dataset / "report" / "index.html"
+        assert page.is_file() and "<video" in page.read_text()
     said = " ".join(result.output.split())  # rich wraps lines at the terminal width
-    assert "4. generate" in said and "the videos are noise" in said
+    assert "5. generate" in said and "the videos are noise" in said and "6. report" in said
 
 
 def test_laion_shards_and_csv_lists_as_input(tmp_path):
