@@ -38,9 +38,12 @@ its sampled frames passes its threshold (the mean is kept in `details`).
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import os
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -655,3 +658,169 @@ def apply_watermark_policy(frames: np.ndarray, config: WatermarkConfig,
         return None, {**fields, "watermark_action": "dropped"}
     cleaned, how = remove_watermark(frames, detection, config)
     return cleaned, {**fields, "watermark_action": "flagged" if how == "none" else how}
+
+
+def describe(detection: Detection) -> dict[str, Any]:
+    """The detection as json: score, found, box, kind and the evidence."""
+    return {"score": round(float(detection.score), 4), "found": detection.found,
+            "box": list(detection.box) if detection.box else None, "kind": detection.kind,
+            "details": detection.details}
+
+
+def show_detection(frames: np.ndarray, detection: Detection) -> np.ndarray:
+    """A picture to check a detection by eye: the clip's median frame with the mask tinted
+    red and the box outlined, beside the bare median frame."""
+    import cv2
+
+    frames = _check_frames(frames)
+    median = np.median(frames[sample_indices(len(frames), 16)], axis=0).astype(np.uint8)
+    marked = median.copy()
+    if detection.mask is not None:
+        tint = np.array([255, 0, 0], np.float32)
+        marked[detection.mask] = (0.5 * marked[detection.mask] + 0.5 * tint).astype(np.uint8)
+    if detection.box is not None:
+        x0, y0, x1, y1 = detection.box
+        colour = (255, 0, 0) if detection.found else (255, 255, 0)
+        cv2.rectangle(marked, (x0, y0), (x1 - 1, y1 - 1), colour, 2)
+    return np.concatenate([marked, median], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Re-processing shards
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """One sample of an existing shard: its key, where it came from and its files."""
+
+    key: str
+    source: str
+    files: dict[str, bytes]
+
+
+def read_shard_samples(src: str | os.PathLike):
+    """The samples of a `.tar` shard or of every `.tar` under a folder (sorted), each with
+    its members grouped by key as webdataset does (the name up to the first dot).
+
+    Raises:
+        UserError: SRC holds no shards, or a shard cannot be opened.
+    """
+    import tarfile
+    from pathlib import Path
+
+    from datakit.errors import UserError
+
+    src = Path(src)
+    tars = [src] if src.is_file() else sorted(src.rglob("*.tar"))
+    if not tars:
+        raise UserError(f"{src}: no .tar shards")
+    for tar_path in tars:
+        try:
+            tar = tarfile.open(tar_path)  # noqa: SIM115 (closed below; generator)
+        except (tarfile.TarError, OSError) as error:
+            raise UserError(f"{tar_path}: cannot open shard ({error})") from None
+        with tar:
+            key, files = None, {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name.rsplit("/", 1)[-1]
+                stem, _, extension = name.partition(".")
+                if stem != key and files:
+                    yield ShardSample(key, f"{tar_path}::{key}", files)
+                    files = {}
+                key = stem
+                files[extension] = tar.extractfile(member).read()
+            if files:
+                yield ShardSample(key, f"{tar_path}::{key}", files)
+
+
+class WatermarkStage:
+    """Re-process one shard sample: detect in its mp4, then keep, flag, strip or drop
+    (a plain callable, picklable; the classifier loads once per worker on first use).
+
+    Args:
+        config: what to do with marks.
+        crf, preset: x264 settings for clips whose pixels change (others keep their bytes).
+    """
+
+    def __init__(self, config: WatermarkConfig, crf: int = 18, preset: str = "medium"):
+        self.config = config
+        self.crf = crf
+        self.preset = preset
+        self._classifier = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_classifier": None}
+
+    def classifier(self):
+        if self._classifier is None and self.config.model is not None:
+            self._classifier = load_classifier(self.config)
+        return self._classifier
+
+    @staticmethod
+    def output_keys(sample: ShardSample) -> list[str]:
+        return [sample.key]
+
+    def __call__(self, sample: ShardSample) -> list:
+        from datakit.shards import Sample
+        from datakit.video import VideoError, encode_video, probe, read_frames
+        from manifests.schema import Status, make_row
+
+        started = time.perf_counter()
+        # 1. Decode; a sample without a readable mp4 is a failed row.
+        if "mp4" not in sample.files:
+            return [make_row(sample.key, Status.FAILED, source=sample.source,
+                             error="no mp4 in the sample")]
+        try:
+            info = json.loads(sample.files["json"]) if "json" in sample.files else {}
+        except ValueError:
+            info = {}
+        info = info if isinstance(info, dict) else {}
+        try:
+            frames = read_frames(sample.files["mp4"])
+            fps = float(info.get("fps") or probe(sample.files["mp4"]).fps or 8.0)
+        except VideoError as error:
+            return [make_row(sample.key, Status.FAILED, source=sample.source, error=str(error))]
+        height, width = frames.shape[1:3]
+        common = {"source": sample.source, "input_key": info.get("input_key", sample.key),
+                  "width": width, "height": height, "frames": len(frames), "fps": fps}
+        # 2. Detect and act.
+        kept, fields = apply_watermark_policy(frames, self.config, self.classifier())
+        if kept is None:
+            return [make_row(sample.key, Status.WATERMARKED, **common, **fields,
+                             seconds=time.perf_counter() - started)]
+        files = dict(sample.files)
+        if fields["watermark_action"] in ("stripped", "cropped"):
+            files["mp4"] = encode_video(kept, fps, crf=self.crf, preset=self.preset, threads=1)
+        files["json"] = json.dumps({**info, **fields}, sort_keys=True, default=str).encode()
+        caption = sample.files.get("txt", b"").decode("utf-8", "replace") or None
+        row = make_row(sample.key, Status.OK, caption=caption, **common, **fields,
+                       seconds=time.perf_counter() - started)
+        return [Sample(sample.key, files, row)]
+
+
+def watermark_shards(src, out, config: WatermarkConfig, options, crf: int = 18,
+                     preset: str = "medium") -> dict[str, Any]:
+    """Re-process every sample of the shards under `src` into OUT's shards (same keys);
+    return the run's stats.
+
+    Args:
+        src: a `.tar` shard or a folder of them (datakit's or any with KEY.mp4 members).
+        out: the output folder (resumed if it holds an earlier run with the same settings).
+        config: what to do with marks.
+        options: how to run (`datakit.pipeline.RunOptions`).
+        crf, preset: x264 settings for clips whose pixels change.
+    """
+    from datakit.errors import UserError
+    from datakit.pipeline import run_pipeline
+
+    stage = WatermarkStage(config, crf=crf, preset=preset)
+    stage.classifier()  # a bad --watermark-model fails here, once, not in every worker
+    records = read_shard_samples(src)
+    first = next(records, None)  # report a bad SRC now, not from inside the pool
+    if first is None:
+        raise UserError(f"{src}: the shards hold no samples")
+    settings = {"pipeline": "watermark", **asdict(config), "crf": crf, "preset": preset}
+    return run_pipeline(itertools.chain([first], records), stage, stage.output_keys, out,
+                        settings, options, description="watermark")
