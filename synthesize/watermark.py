@@ -43,6 +43,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -222,8 +223,8 @@ def _score_blobs(blobs: np.ndarray, evidence: np.ndarray, support: np.ndarray,
 EDGE_SLOPE = 4.0  # grey levels per pixel: weaker gradients are texture or noise
 COHERENCE = 0.75  # |mean gradient| / mean |gradient| above this: the same edge in every frame
 PRESENT = 0.2  # a static edge is present in all frames but this share (quantile of strength)
-CAMERA_MOVED = 4.0  # analysis pixels: less camera motion than this is no motion
-MOVING = 0.5  # an edge as steady in the scene as on screen (this share) is the scene's
+CAMERA_MOVED = 8.0  # analysis pixels: less camera motion than this is no motion
+EXPLAINED = 0.5  # a screen edge the moving scene reproduces to this share is the scene's
 STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable motion
 
 
@@ -264,8 +265,6 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
 def _coherence(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(length of the mean gradient vector, mean gradient length) over frames, per pixel;
     NaN marks frames where a pixel is not seen."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # pixels seen in no frame
         coherent = np.nan_to_num(np.hypot(np.nanmean(gx, 0), np.nanmean(gy, 0)))
@@ -301,22 +300,33 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     present = np.quantile(np.hypot(gx, gy), PRESENT, axis=0) > EDGE_SLOPE / 2
     static = (on_screen > EDGE_SLOPE) & (on_screen > COHERENCE * strength) & present
     # 3. When the camera moves, an edge running along the motion also stays put on screen,
-    #    but it stays put in the scene as well: keep only edges much steadier on screen
-    #    than in the scene (frame 0's coordinates, where both maps meet).
+    #    but the scene explains it: the scene's own gradient field (frames aligned on frame
+    #    0 and averaged), carried back along each frame's camera, gives the same vector on
+    #    screen. A mark's screen edge meets varying scene gradients along its path instead.
     transforms, moved = track_camera(grey)
     camera_moved = moved >= CAMERA_MOVED
     if camera_moved:
-        warp = cv2.INTER_LINEAR
-        seen = np.stack([cv2.warpAffine(np.ones((height, width), np.float32), m,
-                                        (width, height), flags=warp) > 0.999 for m in transforms])
-        world_x = np.stack([cv2.warpAffine(g, m, (width, height), flags=warp)
+        size, warp = (width, height), cv2.INTER_LINEAR
+        seen = np.stack([cv2.warpAffine(np.ones((height, width), np.float32), m, size,
+                                        flags=warp) > 0.999 for m in transforms])
+        scene_x = np.stack([cv2.warpAffine(g, m, size, flags=warp)
                             for g, m in zip(gx, transforms, strict=True)])
-        world_y = np.stack([cv2.warpAffine(g, m, (width, height), flags=warp)
+        scene_y = np.stack([cv2.warpAffine(g, m, size, flags=warp)
                             for g, m in zip(gy, transforms, strict=True)])
         # a similarity rotates gradient vectors too; the angles here are tiny, so ignored
-        world_x[~seen], world_y[~seen] = np.nan, np.nan
-        in_scene, _ = _coherence(world_x, world_y)
-        static &= in_scene < MOVING * on_screen
+        scene_x[~seen], scene_y[~seen] = np.nan, np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # scene points no frame saw
+            field_x = np.nan_to_num(np.nanmean(scene_x, 0))
+            field_y = np.nan_to_num(np.nanmean(scene_y, 0))
+        back = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        explained_x = np.mean([cv2.warpAffine(field_x, m, size, flags=back)
+                               for m in transforms], axis=0)
+        explained_y = np.mean([cv2.warpAffine(field_y, m, size, flags=back)
+                               for m in transforms], axis=0)
+        mean_x, mean_y = gx.mean(0), gy.mean(0)
+        along = (explained_x * mean_x + explained_y * mean_y) / np.maximum(on_screen, 1e-6)
+        static &= along < EXPLAINED * on_screen
     static_share = float(static.sum() / max(1, edges.sum()))
     details: dict[str, Any] = {"frames_used": len(indices), "static_edge_share": static_share,
                                "camera_moved": camera_moved}
@@ -336,7 +346,8 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     blobs = cv2.morphologyEx(static.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
     blobs = cv2.morphologyEx(blobs, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
     unit = max(12.0, 0.0015 * height * width)
-    scores, labels = _score_blobs(blobs, static, edges | static, unit)
+    near = cv2.dilate(static.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    scores, labels = _score_blobs(blobs, static, (edges & near) | static, unit)
     score = max(scores, default=0.0)
     chosen = [i + 1 for i, s in enumerate(scores) if s >= max(config.threshold, 0.9 * score)
               or s == score]
