@@ -392,36 +392,39 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     grey, scale = _shrink(image[None], config.analysis_size)
     grey = grey[0]
     height, width = grey.shape
-    # 1. Thin bright and dark structures: strokes up to ~1.5% of the image.
+    # 1. Thin bright (top-hat) and dark (black-hat) structures: strokes up to ~1.5% of the
+    #    image; each polarity on its own, since a mark's strokes are one or the other.
     stroke = max(3, round(0.015 * max(height, width))) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (stroke, stroke))
-    tophat = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel)
-    blackhat = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
-    strokes = np.maximum(tophat, blackhat) > STROKE_CONTRAST
-    # 2. Join the strokes of a word or a logo.
     join = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, round(0.03 * width)), 3))
-    blobs = _fill_holes(cv2.morphologyEx(strokes.astype(np.uint8), cv2.MORPH_CLOSE, join) > 0)
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(blobs.astype(np.uint8))
-    best, best_label = 0.0, 0
     min_area = 0.001 * height * width
-    for label in range(1, count):
-        x, y, w, h, area = stats[label]
-        if area < min_area or h > 0.25 * height or w > 0.6 * width:
-            continue
-        inside = labels[y:y + h, x:x + w] == label
-        hits = strokes[y:y + h, x:x + w] & inside
-        density = hits.sum() / max(1, inside.sum())
-        values = grey[y:y + h, x:x + w][hits]
-        uniform = 1.0 - min(1.0, float(values.std()) / 48.0) if len(values) > 4 else 0.0
-        cx, cy = centroids[label] / (width, height)
-        corner = min(cx, 1 - cx) < 0.3 and min(cy, 1 - cy) < 0.3
-        centre = abs(cx - 0.5) < 0.2 and abs(cy - 0.5) < 0.2
-        prior = 1.0 if corner or centre else 0.6
-        shape = 1.0 if 0.1 <= density <= 0.6 else 0.5
-        score = shape * uniform * prior
-        if score > best:
-            best, best_label = score, label
-    mask = _to_input_size(labels == best_label, image.shape[:2]) if best_label else None
+    best, best_mask = 0.0, None
+    for operation in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
+        response = cv2.morphologyEx(grey, operation, kernel)
+        strokes = response > STROKE_CONTRAST
+        # 2. Join the strokes of a word or a logo, score each candidate.
+        blobs = _fill_holes(cv2.morphologyEx(strokes.astype(np.uint8), cv2.MORPH_CLOSE, join) > 0)
+        count, labels, stats, centroids = cv2.connectedComponentsWithStats(blobs.astype(np.uint8))
+        for label in range(1, count):
+            x, y, w, h, area = stats[label]
+            if area < min_area or h > 0.25 * height or w > 0.6 * width:
+                continue
+            inside = labels[y:y + h, x:x + w] == label
+            hits = strokes[y:y + h, x:x + w] & inside
+            density = hits.sum() / max(1, inside.sum())
+            # the strokes' cores (their stronger half): antialiased rims are mixed colours
+            strength = response[y:y + h, x:x + w][hits]
+            values = grey[y:y + h, x:x + w][hits][strength >= np.median(strength)]
+            uniform = 1.0 - min(1.0, float(values.std()) / 48.0) if len(values) > 4 else 0.0
+            cx, cy = centroids[label] / (width, height)
+            corner = min(cx, 1 - cx) < 0.3 and min(cy, 1 - cy) < 0.3
+            centre = abs(cx - 0.5) < 0.2 and abs(cy - 0.5) < 0.2
+            prior = 1.0 if corner or centre else 0.6
+            shape = 1.0 if 0.1 <= density <= 0.6 else 0.5
+            score = shape * uniform * prior
+            if score > best:
+                best, best_mask = score, labels == label
+    mask = _to_input_size(best_mask, image.shape[:2]) if best_mask is not None else None
     box = _box(mask) if mask is not None else None
     details: dict[str, Any] = {"heuristic_score": best}
     pwatermark = _classify(image[None], classifier, details)
