@@ -15,7 +15,8 @@ Reported (and written with --json):
    action, a Gaussian blur of the box, and ffmpeg's `delogo` on the same box (the
    imageio-ffmpeg binary); temporal stability: mean absolute frame-to-frame difference
    inside the mask, minus the clean clip's (0 = as steady as the truth);
-3. cost: detection and removal seconds per clip against encoding the clip (x264 medium).
+3. cost: detection and removal seconds per clip against encoding the clip (x264 medium);
+4. the still-image detector (no classifier) on marked and clean photos.
 
 Removal is measured on the filling path (`crop_band=0`, so no clip is cropped, since a crop
 changes the geometry and has no pixel truth); how many marks would have been cropped is
@@ -267,7 +268,12 @@ def delogo(frames: np.ndarray, box, folder: Path) -> np.ndarray:
 
 def run(args) -> dict:
     from datakit.video import encode_video
-    from synthesize.watermark import WatermarkConfig, detect_video, remove_watermark
+    from synthesize.watermark import (
+        WatermarkConfig,
+        crop_window,
+        detect_video,
+        remove_watermark,
+    )
 
     width, height = (int(v) for v in args.size.split("x"))
     cases = make_cases(args.clips, width, height, args.frames, args.seed)
@@ -294,9 +300,8 @@ def run(args) -> dict:
                 row["mask_iou"] = iou(detection.mask, case.mask)
                 row["box_iou"] = iou(box_mask(detection.box, case.mask.shape),
                                      box_mask(truth_box, case.mask.shape))
-                row["would_crop"] = bool(__import__("synthesize.watermark", fromlist=["x"])
-                                         .crop_window(detection.box, case.mask.shape,
-                                                      config.crop_band))
+                row["would_crop"] = crop_window(detection.box, case.mask.shape,
+                                                config.crop_band) is not None
             if detection.found:
                 started = time.perf_counter()
                 cleaned, _ = remove_watermark(case.marked, detection, fill_config)
@@ -314,6 +319,39 @@ def run(args) -> dict:
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                               for k, v in row.items()}), flush=True)
     return summarise(rows, args)
+
+
+def run_stills(count: int, width: int, height: int, seed: int) -> dict:
+    """The still-image detector (no classifier) on photos: half get a mark (opacity 0.3 to
+    1.0), half stay clean; precision and recall at the default threshold."""
+    import cv2
+
+    from synthesize.watermark import WatermarkConfig, detect_image
+
+    rng = np.random.default_rng(seed + 1)
+    photos = [photo(n) for n in PHOTOS]
+    found = {"marked": [], "clean": []}
+    for index in range(count):
+        image = photos[index % len(photos)]
+        h, w = image.shape[:2]
+        side = rng.uniform(0.6, 1.0)
+        crop_h, crop_w = int(h * side), int(w * side)
+        top, left = int(rng.integers(0, h - crop_h + 1)), int(rng.integers(0, w - crop_w + 1))
+        still = cv2.resize(image[top:top + crop_h, left:left + crop_w], (width, height),
+                           interpolation=cv2.INTER_AREA)
+        if index % 2:
+            found["clean"].append(detect_image(still, WatermarkConfig()).found)
+            continue
+        kind = "text" if rng.random() < 0.6 else "logo"
+        alpha, colour = overlay(width, height, kind, PLACES[index % len(PLACES)],
+                                float(rng.uniform(0.03, 0.15)), rng)
+        opacity = float(rng.choice([0.3, 0.5, 0.7, 1.0]))
+        marked = blend(still[None], alpha, colour, opacity)[0]
+        found["marked"].append(detect_image(marked, WatermarkConfig()).found)
+    tp, fp = sum(found["marked"]), sum(found["clean"])
+    return {"marked": len(found["marked"]), "clean": len(found["clean"]), "true_pos": tp,
+            "false_pos": fp, "recall": tp / max(1, len(found["marked"])),
+            "precision": tp / max(1, tp + fp)}
 
 
 def summarise(rows: list[dict], args) -> dict:
@@ -388,6 +426,7 @@ def print_summary(summary: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--stills", type=int, default=40)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", default="512x320")
     parser.add_argument("--seed", type=int, default=0)
@@ -399,7 +438,13 @@ def main() -> None:
 
     cv2.setNumThreads(1)
     summary = run(args)
+    width, height = (int(v) for v in args.size.split("x"))
+    summary["stills"] = run_stills(args.stills, width, height, args.seed)
     print_summary(summary)
+    s = summary["stills"]
+    print(f"stills (heuristic, no classifier): recall {s['recall']:.3f} precision "
+          f"{s['precision']:.3f} ({s['true_pos']}/{s['marked']} marked found, "
+          f"{s['false_pos']}/{s['clean']} clean flagged)")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
 

@@ -173,6 +173,12 @@ def _shrink(images: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return np.stack(grey), out_size[0] / width
 
 
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine that applies b, then a."""
+    bottom = [0.0, 0.0, 1.0]
+    return (np.vstack([a, bottom]) @ np.vstack([b, bottom]))[:2]
+
+
 def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     ys, xs = np.nonzero(mask)
     if not len(xs):
@@ -396,7 +402,7 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     #    image; each polarity on its own, since a mark's strokes are one or the other.
     stroke = max(3, round(0.015 * max(height, width))) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (stroke, stroke))
-    join = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, round(0.03 * width)), 3))
+    join = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, round(0.05 * width)), 5))
     min_area = 0.001 * height * width
     best, best_mask = 0.0, None
     for operation in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
@@ -466,12 +472,6 @@ def crop_window(box: tuple[int, int, int, int], shape: tuple[int, int],
     return left, top, left + new_w, top + new_h
 
 
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The 2x3 affine that applies b, then a."""
-    full = lambda m: np.vstack([m, [0.0, 0.0, 1.0]])  # noqa: E731
-    return (full(a) @ full(b))[:2]
-
-
 def _revealed(frames: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int],
               transforms: list[np.ndarray], donors: np.ndarray, tolerance: float
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -521,12 +521,9 @@ def _revealed(frames: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, in
         pictures = np.stack(stack).astype(np.float32)
         usable = np.stack(valid)
         pictures[~usable] = np.nan
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                backgrounds[t] = np.nan_to_num(np.nanmedian(pictures, axis=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no donor shows
+            backgrounds[t] = np.nan_to_num(np.nanmedian(pictures, axis=0))
         counts[t] = usable.sum(0)
     return backgrounds, counts
 
@@ -610,7 +607,7 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
         revealed = counts > 0
         filled[revealed] = backgrounds[revealed]
         known |= revealed
-        usable = revealed[donors] if len(donors) < len(frames) else revealed
+        usable = revealed[donors]
         enough = usable.sum(0) >= MIN_FRAMES_FOR_MATTING
         if enough.any():
             k, c, r2 = _unblend(region[donors], backgrounds[donors], usable)
