@@ -4,12 +4,15 @@ Contract. Frames are RGB uint8 arrays of shape (T, H, W, 3); a still is a clip o
 
 - `detect_video(frames, config)` samples up to `config.sample_frames` frames and looks for a
   static overlay over moving content: at a mark's pixels the image gradient is the same
-  vector in every frame (its temporal mean is as long as its mean length), while moving
-  content's gradients change direction and cancel. Those static edges are closed into blobs
-  (holes filled: a logo's flat inside has no edges), and each blob is scored in [0, 1] by how
-  much of its edge energy is static and by how many static edge pixels it holds. When the
-  whole picture is static (a still scene, a tripod shot of a wall) time says nothing, and the
-  still-image detector runs on the temporal median frame instead (`kind="still-scene"`).
+  vector in (nearly) every frame (its temporal mean is as long as its mean length, and it is
+  there in at least 80% of the frames), while moving content's gradients change and cancel.
+  When the camera moves (tracked with ORB), an edge running along the motion also stays put
+  on screen; the scene's own gradients carried back along the camera path explain it, and it
+  is dropped. The remaining static edges are closed into blobs (holes filled: a logo's flat
+  inside has no edges), and each blob is scored in [0, 1] by the share of static pixels among
+  the edges next to them and by how many static edge pixels it holds. When the whole picture
+  is static (a still scene, a tripod shot of a wall) time says nothing, and the still-image
+  detector runs on the temporal median frame instead (`kind="still-scene"`).
 - `detect_image(image, config, classifier)` has no motion to use: it looks for text and logo
   strokes (thin structures found by top-hat and black-hat filtering, closed into lines) of
   one colour, weighted by a prior for corners and the centre. With a classifier (LAION's,
@@ -28,6 +31,9 @@ Contract. Frames are RGB uint8 arrays of shape (T, H, W, 3); a still is a clip o
   the json: `watermark_score` (float or None), `watermark_box` ([x0, y0, x1, y1] in pixels,
   end exclusive, or None) and `watermark_action`: "kept" (not checked: `keep`), "clean"
   (checked, nothing found), "flagged", "stripped", "cropped" or "dropped".
+- `watermark_shards(src, out, config, options)` (`datakit watermark`) re-processes existing
+  shards: every sample keeps its key and files, its json gains the three fields, its mp4 is
+  re-encoded only when its pixels changed; a dropped sample becomes a `watermarked` row.
 
 Scores: without a classifier, `score` is the heuristic in [0, 1] and a mark is found at
 `score >= config.threshold` (0.5). With a classifier, a still is found at
