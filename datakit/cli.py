@@ -83,6 +83,41 @@ SeedOption = Annotated[int, typer.Option(help="Seed for every random choice (wit
                                           min=0)]
 
 
+class Watermarks(str, Enum):
+    keep = "keep"
+    flag = "flag"
+    strip = "strip"
+    drop = "drop"
+
+
+# Options shared by every pipeline that checks for watermarks.
+WatermarksOption = Annotated[Watermarks, typer.Option(
+    help="What to do with watermarks: keep (do not check), flag (record watermark_score and "
+    "watermark_box in the json and manifest), strip (remove the mark), drop (skip the sample "
+    "with status watermarked).")]
+WatermarkModelOption = Annotated[str | None, typer.Option(
+    help="LAION watermark classifier (efficientnet_b3a weights: .safetensors, or .pt read "
+    "with weights_only; a file or a folder holding one); without it, weights-free "
+    "heuristics only.")]
+WatermarkThresholdOption = Annotated[float, typer.Option(
+    help="Heuristic score (0..1) at which a mark counts as found.", min=0.0, max=1.0)]
+WatermarkClassifierThresholdOption = Annotated[float, typer.Option(
+    help="Classifier pwatermark at which an image counts as watermarked (LAION used 0.8; "
+    "0.5 flags ordinary text).", min=0.0, max=1.0)]
+
+
+def watermark_config(action: Watermarks, model: str | None, threshold: float,
+                     classifier_threshold: float):
+    """The `WatermarkConfig` for the shared watermark options; bad values are UserErrors."""
+    from synthesize.watermark import WatermarkConfig
+
+    try:
+        return WatermarkConfig(action=action.value, model=model, threshold=threshold,
+                               classifier_threshold=classifier_threshold)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """'512x320' -> (512, 320); both even and at least 16."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
@@ -202,6 +237,10 @@ def pan_zoom_command(
     preset: Annotated[str, typer.Option(help="x264 preset, ultrafast .. veryslow.")]
     = "medium",
     seed: SeedOption = 0,
+    watermarks: WatermarksOption = Watermarks.flag,
+    watermark_model: WatermarkModelOption = None,
+    watermark_threshold: WatermarkThresholdOption = 0.5,
+    watermark_classifier_threshold: WatermarkClassifierThresholdOption = 0.8,
     workers: WorkersOption = 0,
     shard_size: ShardSizeOption = 1000,
     shard_bytes: ShardBytesOption = "",
@@ -224,13 +263,15 @@ def pan_zoom_command(
 
     check_source(src)
     width, height = parse_size(size)
+    marks = watermark_config(watermarks, watermark_model, watermark_threshold,
+                             watermark_classifier_threshold)
     try:
         config = PanZoomConfig(
             width=width, height=height, frames=frames, fps=fps,
             clips_per_image=clips_per_image, motions=parse_motions(motions),
             zoom_range=zoom_range, speed_range=speed_range, easing=easing,
             max_upscale=max_upscale, motion_caption=motion_caption, seed=seed, crf=crf,
-            preset=preset,
+            preset=preset, watermark=marks,
         )
     except ValueError as error:
         raise UserError(str(error)) from None
@@ -380,6 +421,99 @@ def caption_command(
                     annotations=[str(a) for a in annotations or []], score_clip=score_clip)
     print_summary(stats, out, "caption")
     exit_if_stopped(stats)
+
+
+@command("watermark")
+def watermark_command(
+    src: Annotated[Path, typer.Argument(help="A .tar shard or a folder of shards (KEY.mp4 "
+                                        "samples) to re-process; with --show, one video or "
+                                        "image file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder for the "
+                                             "re-processed shards (same keys).")] = None,
+    show: Annotated[Path | None, typer.Option(help="Write a PNG of what the detector found "
+                                              "in the one file SRC (mask in red, box) and "
+                                              "print the score; writes no shards.")] = None,
+    watermarks: WatermarksOption = Watermarks.strip,
+    watermark_model: WatermarkModelOption = None,
+    watermark_threshold: WatermarkThresholdOption = 0.5,
+    watermark_classifier_threshold: WatermarkClassifierThresholdOption = 0.8,
+    crf: Annotated[int, typer.Option(help="x264 quality for clips whose pixels change.",
+                                     min=0, max=51)] = 18,
+    preset: Annotated[str, typer.Option(help="x264 preset for clips whose pixels change.")]
+    = "medium",
+    workers: WorkersOption = 0,
+    shard_size: ShardSizeOption = 1000,
+    shard_bytes: ShardBytesOption = "",
+    retry_failed: RetryOption = False,
+    overwrite: OverwriteOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Find watermarks in existing shards and flag, strip or drop them into new shards.
+
+    Each sample keeps its key and files; the json gains watermark_score, watermark_box and
+    watermark_action, and OUT/manifest.parquet gets the same columns. Clips whose pixels
+    change (strip) are re-encoded; the others keep their mp4 bytes.
+
+    Examples: datakit watermark out/shards/ --out clean/ --watermarks strip;
+    datakit watermark clip.mp4 --show mask.png
+    """
+    from datakit.pipeline import RunOptions
+    from datakit.video import X264_PRESETS
+
+    check_source(src)
+    config = watermark_config(watermarks, watermark_model, watermark_threshold,
+                              watermark_classifier_threshold)
+    if show is not None:
+        _show_watermark(src, show, config)
+        return
+    if out is None:
+        raise UserError("--out is required to re-process shards (or use --show FILE.png)")
+    if preset not in X264_PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+    from synthesize.watermark import watermark_shards
+
+    options = RunOptions(
+        workers=workers or default_workers(), shard_size=shard_size,
+        shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
+        progress=not quiet,
+    )
+    stats = watermark_shards(src, out, config, options, crf=crf, preset=preset)
+    print_summary(stats, out, "watermark")
+
+
+def _show_watermark(src: Path, show: Path, config) -> None:
+    """Detect in one video or image file, write the picture, print the finding."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from datakit.atomic import atomic_write
+    from datakit.images import ImageError, load_image
+    from datakit.video import VideoError, read_frames
+    from manifests.sources import IMAGE_EXTENSIONS
+    from synthesize.watermark import describe, detect_video, load_classifier, show_detection
+
+    if not src.is_file():
+        raise UserError(f"{src}: --show needs one video or image file")
+    try:
+        if src.suffix.lower() in IMAGE_EXTENSIONS:
+            frames = load_image(src)[None]
+        else:
+            frames = read_frames(src)
+    except (ImageError, VideoError) as error:
+        raise UserError(f"{src}: {error}") from None
+    if not len(frames):
+        raise UserError(f"{src}: no frames")
+    detection = detect_video(frames, config, load_classifier(config))
+    buffer = io.BytesIO()
+    Image.fromarray(show_detection(frames, detection)).save(buffer, format="PNG")
+    try:
+        atomic_write(show, buffer.getvalue())
+    except OSError as error:
+        raise UserError(f"{show}: cannot write ({error.strerror or error})") from None
+    typer.echo(json.dumps({"file": str(src), **describe(detection), "picture": str(show)},
+                          default=str))
 
 
 shards_app = typer.Typer(help="Inspect and check WebDataset shards.", no_args_is_help=True)

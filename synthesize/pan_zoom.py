@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from datakit.video import X264_PRESETS
+from synthesize.watermark import WatermarkConfig
 
 
 class Motion(str, Enum):
@@ -180,6 +181,10 @@ class PanZoomConfig:
         seed: the seed every random choice is derived from (with the sample key).
         crf, preset: x264 quality and speed.
         max_pixels: images with more pixels are refused (decompression bombs).
+        watermark: what to do with marks found in the source image (`--watermarks`): flag
+            records a score and box (in the decoded image's pixels) in the json and manifest,
+            strip removes the mark from the image before rendering, drop skips the image with
+            status `watermarked`.
     """
 
     width: int = 512
@@ -197,6 +202,7 @@ class PanZoomConfig:
     crf: int = 18
     preset: str = "medium"
     max_pixels: int = 100_000_000
+    watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
 
     def __post_init__(self):
         if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
@@ -420,6 +426,18 @@ class PanZoomStage:
 
     def __init__(self, config: PanZoomConfig):
         self.config = config
+        self._classifier = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_classifier": None}  # each worker loads its own
+
+    def classifier(self):
+        """The watermark classifier, loaded on first use in this process (None without one)."""
+        from synthesize.watermark import load_classifier
+
+        if self._classifier is None and self.config.watermark.model is not None:
+            self._classifier = load_classifier(self.config.watermark)
+        return self._classifier
 
     def output_keys(self, record) -> list[str]:
         count = self.config.clips_per_image
@@ -430,6 +448,7 @@ class PanZoomStage:
         from datakit.shards import Sample
         from datakit.video import encode_video
         from manifests.schema import Status, make_row
+        from synthesize.watermark import apply_watermark_policy
 
         config = self.config
         started = time.perf_counter()
@@ -443,7 +462,12 @@ class PanZoomStage:
         except ImageError as error:
             return [make_row(record.key, Status.FAILED, source=record.source, error=str(error))]
         image_size = (image.shape[1], image.shape[0])
-        # 2. One motion per clip, spread over the allowed motions, from a per-image seed.
+        # 2. Watermarks in the source image: flag, strip or drop.
+        image, marks = apply_watermark_policy(image, config.watermark, self.classifier())
+        if image is None:
+            return [make_row(record.key, Status.WATERMARKED, source=record.source,
+                             width=image_size[0], height=image_size[1], **marks)]
+        # 3. One motion per clip, spread over the allowed motions, from a per-image seed.
         order = rng_for(config.seed, record.key).permutation(len(config.motions))
         samples = []
         for clip, key in enumerate(self.output_keys(record)):
@@ -453,7 +477,7 @@ class PanZoomStage:
             except SkipImage as reason:
                 return [make_row(record.key, Status.SKIPPED, source=record.source,
                                  error=str(reason), width=image_size[0], height=image_size[1])]
-            # 3. Render and encode, one frame at a time.
+            # 4. Render and encode, one frame at a time.
             frames = render_clip(image, path, config.width, config.height, config.frames)
             mp4 = encode_video(frames, config.fps, crf=config.crf, preset=config.preset,
                                threads=1)
@@ -479,6 +503,7 @@ class PanZoomStage:
                 "encoder": {"codec": "h264", "pix_fmt": "yuv420p", "crf": config.crf,
                             "preset": config.preset},
                 "source_meta": record.meta,
+                **marks,
             }
             row = make_row(
                 key, Status.OK, source=record.source, input_key=record.key, caption=caption,
@@ -486,6 +511,7 @@ class PanZoomStage:
                 seconds=time.perf_counter() - started,  # the first clip's includes the load
                 meta={"motion": path.motion.value, "speed": path.speed,
                       "zoom": [path.zoom_start, path.zoom_end]},
+                **marks,
             )
             files = {"mp4": mp4, "txt": caption.encode(),
                      "json": json.dumps(info, sort_keys=True, default=str).encode()}
@@ -510,6 +536,7 @@ def pan_zoom(src, out, config: PanZoomConfig, options) -> dict[str, Any]:
     records = read_records(src)
     settings = {"pipeline": "pan-zoom", **asdict(config),
                 "motions": [m.value for m in config.motions]}
+    stage.classifier()  # a bad --watermark-model fails here, once, not in every worker
     return run_pipeline(
         records, stage, stage.output_keys, out, settings, options,
         total=count_records(src), description="pan-zoom", src=src,

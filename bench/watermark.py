@@ -1,0 +1,458 @@
+"""Benchmark watermark detection and removal on a labelled set of clips.
+
+The set: clean clips made from scikit-image's sample photos, either a camera move over the
+photo (`synthesize.pan_zoom.plan_path` + `render_clip`) or real content motion (the photo
+stays put while a second photo, cut out as a disc, travels across it and the scene breathes
+with a slow non-rigid warp). Each clean clip gets a static overlay whose mask is known:
+text drawn with cv2.putText or a logo shape (ring, filled disc with a bar), white or black,
+opacity 0.2 to 1.0, in one of the four corners or the centre, 3-15% of the frame's area; a
+share of the clips keep no mark (false positives).
+
+Reported (and written with --json):
+1. detection precision and recall at the default threshold, overall and per opacity band,
+   and the IoU of the found mask with the true one (and of the boxes);
+2. removal inside the true mask, against the clean clip: PSNR and SSIM for datakit, for no
+   action, a Gaussian blur of the box, and ffmpeg's `delogo` on the same box (the
+   imageio-ffmpeg binary); temporal stability: mean absolute frame-to-frame difference
+   inside the mask, minus the clean clip's (0 = as steady as the truth);
+3. cost: detection and removal seconds per clip against encoding the clip (x264 medium);
+4. the still-image detector (no classifier) on marked and clean photos.
+
+Removal is measured on the filling path (`crop_band=0`, so no clip is cropped, since a crop
+changes the geometry and has no pixel truth); how many marks would have been cropped is
+counted separately. Example: python bench/watermark.py --clips 60 --json /tmp/wm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle",
+          "immunohistochemistry", "hubble_deep_field", "retina")
+PLACES = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
+WORDS = ("stockclip", "(c) FILMS", "PREVIEW", "getvideo.com", "NEWS 24", "sample")
+
+
+@dataclass
+class Case:
+    """One labelled clip: the clean frames, the marked frames and the true mask."""
+
+    name: str
+    clean: np.ndarray  # (T, H, W, 3) uint8
+    marked: np.ndarray
+    mask: np.ndarray | None  # bool (H, W): where alpha > 0
+    opacity: float
+    kind: str  # text, logo or none
+    place: str
+    motion: str  # camera or content
+
+
+def photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    if isinstance(image, tuple):
+        image = image[0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def camera_clip(image: np.ndarray, width: int, height: int, frames: int,
+                rng: np.random.Generator) -> np.ndarray:
+    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip
+
+    config = PanZoomConfig(width=width, height=height, frames=frames, fps=8.0,
+                           speed_range=(0.08, 0.2), zoom_range=(1.15, 1.4))
+    motions = [m for m in Motion]
+    motion = motions[int(rng.integers(len(motions)))]
+    path = plan_path(motion, (image.shape[1], image.shape[0]), config, rng)
+    return np.stack(list(render_clip(image, path, width, height, frames)))
+
+
+def content_clip(image: np.ndarray, sprite: np.ndarray, width: int, height: int, frames: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """A fixed camera: the scene sways (smooth non-rigid warp) and a disc cut from another
+    photo crosses it."""
+    import cv2
+
+    base = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    radius = int(min(width, height) * rng.uniform(0.18, 0.3))
+    disc = cv2.resize(sprite, (2 * radius, 2 * radius), interpolation=cv2.INTER_AREA)
+    yy, xx = np.mgrid[:2 * radius, :2 * radius]
+    inside = (xx - radius + 0.5) ** 2 + (yy - radius + 0.5) ** 2 < radius ** 2
+    start = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    velocity = rng.uniform(-1, 1, 2)
+    velocity = velocity / np.linalg.norm(velocity) * rng.uniform(0.6, 1.2) * width / frames
+    grid_y, grid_x = np.mgrid[:height, :width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    out = []
+    for t in range(frames):
+        amplitude = 6.0 * np.sin(2 * np.pi * t / frames + phase[0])
+        map_x = (grid_x + amplitude * np.sin(grid_y / 23.0 + t * 0.4 + phase[1]))
+        map_y = (grid_y + amplitude * np.cos(grid_x / 31.0 + t * 0.3))
+        map_x, map_y = map_x.astype(np.float32), map_y.astype(np.float32)
+        frame = cv2.remap(base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        cx, cy = (start + velocity * t) % (width, height)
+        x0, y0 = int(cx) - radius, int(cy) - radius
+        ys, xs = np.nonzero(inside)
+        keep = (ys + y0 >= 0) & (ys + y0 < height) & (xs + x0 >= 0) & (xs + x0 < width)
+        frame[ys[keep] + y0, xs[keep] + x0] = disc[ys[keep], xs[keep]]
+        out.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def overlay(width: int, height: int, kind: str, place: str, area: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A mark's alpha (float 0..1, antialiased) and colour image, covering about `area` of
+    the frame with its bounding box."""
+    import cv2
+
+    box_w = int(np.sqrt(area * width * height * (3.0 if kind == "text" else 1.0)))
+    box_h = int(area * width * height / max(1, box_w))
+    box_w, box_h = min(box_w, width - 8), min(box_h, height - 8)
+    layer = np.zeros((box_h, box_w), np.uint8)
+    if kind == "text":
+        word = WORDS[int(rng.integers(len(WORDS)))]
+        scale = 1.0
+        (tw, th), base = cv2.getTextSize(word, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+        scale = min(box_w / tw, box_h / (th + base)) * 0.95
+        thick = max(1, int(round(scale * 2.2)))
+        (tw, th), base = cv2.getTextSize(word, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        cv2.putText(layer, word, ((box_w - tw) // 2, (box_h + th) // 2 - base // 2),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+    else:
+        r = min(box_w, box_h) // 2 - 1
+        centre = (box_w // 2, box_h // 2)
+        cv2.circle(layer, centre, r, 255, max(2, r // 4), cv2.LINE_AA)
+        cv2.rectangle(layer, (centre[0] - r // 2, centre[1] - r // 6),
+                      (centre[0] + r // 2, centre[1] + r // 6), 255, -1)
+        cv2.rectangle(layer, (0, 0), (max(2, box_w // 5), box_h - 1), 255, -1)
+    margin = int(rng.integers(4, max(5, int(0.04 * min(width, height)))))
+    x = {"left": margin, "right": width - box_w - margin}.get(place.split("-")[-1],
+                                                             (width - box_w) // 2)
+    y = {"top": margin, "bottom": height - box_h - margin}.get(place.split("-")[0],
+                                                              (height - box_h) // 2)
+    alpha = np.zeros((height, width), np.float32)
+    alpha[y:y + box_h, x:x + box_w] = layer / 255.0
+    colour = np.full((height, width, 3), 255.0 if rng.random() < 0.6 else 0.0, np.float32)
+    return alpha, colour
+
+
+def blend(frames: np.ndarray, alpha: np.ndarray, colour: np.ndarray, opacity: float):
+    a = (alpha * opacity)[None, ..., None]
+    return np.clip(a * colour[None] + (1 - a) * frames, 0, 255).round().astype(np.uint8)
+
+
+def make_cases(count: int, width: int, height: int, frames: int, seed: int) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    photos = [photo(n) for n in PHOTOS]
+    cases = []
+    for index in range(count):
+        image = photos[index % len(photos)]
+        motion = "content" if index % 3 == 2 else "camera"
+        if motion == "camera":
+            clean = camera_clip(image, width, height, frames, rng)
+        else:
+            sprite = photos[(index + 3) % len(photos)]
+            clean = content_clip(image, sprite, width, height, frames, rng)
+        if index % 5 == 4:
+            cases.append(Case(f"{index:03d}-clean", clean, clean, None, 0.0, "none", "-", motion))
+            continue
+        kind = "text" if rng.random() < 0.6 else "logo"
+        place = PLACES[index % len(PLACES)]
+        opacity = float(rng.choice([0.2, 0.3, 0.5, 0.7, 1.0]))
+        area = float(rng.uniform(0.03, 0.15))
+        alpha, colour = overlay(width, height, kind, place, area, rng)
+        marked = blend(clean, alpha, colour, opacity)
+        cases.append(Case(f"{index:03d}-{kind}-{place}-{opacity:g}", clean, marked,
+                          alpha > 0.02, opacity, kind, place, motion))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def masked_psnr(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
+    return psnr(result[:, mask], clean[:, mask])
+
+
+def masked_ssim(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
+    """Mean SSIM (skimage, grey) over the mask's box."""
+    from skimage.metrics import structural_similarity
+
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    values = []
+    for r, c in zip(result, clean, strict=True):
+        a = r[y0:y1, x0:x1].astype(np.float64).mean(-1)
+        b = c[y0:y1, x0:x1].astype(np.float64).mean(-1)
+        win = min(7, (min(a.shape) // 2) * 2 - 1)
+        values.append(structural_similarity(a, b, data_range=255, win_size=max(3, win)))
+    return float(np.mean(values))
+
+
+def instability(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
+    """Frame-to-frame mean absolute difference inside the mask, minus the clean clip's."""
+    def step(frames):
+        return float(np.abs(np.diff(frames[:, mask].astype(np.float32), axis=0)).mean())
+    return step(result) - step(clean)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def box_mask(box, shape) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines
+
+
+def blur_box(frames: np.ndarray, box) -> np.ndarray:
+    import cv2
+
+    x0, y0, x1, y1 = box
+    out = frames.copy()
+    size = max(3, (max(x1 - x0, y1 - y0) // 4) | 1)
+    for t in range(len(out)):
+        out[t, y0:y1, x0:x1] = cv2.GaussianBlur(out[t, y0:y1, x0:x1], (size, size), 0)
+    return out
+
+
+def delogo(frames: np.ndarray, box, folder: Path) -> np.ndarray:
+    """ffmpeg's delogo on the box, through lossless rgb24 raw video (no codec in the way)."""
+    import imageio_ffmpeg
+
+    height, width = frames.shape[1:3]
+    x0, y0, x1, y1 = box
+    # delogo needs the box strictly inside the frame.
+    x0, y0 = max(1, x0), max(1, y0)
+    x1, y1 = min(width - 2, x1), min(height - 2, y1)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "rawvideo",
+               "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-i", "-",
+               "-vf", f"delogo=x={x0}:y={y0}:w={x1 - x0}:h={y1 - y0}",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    result = subprocess.run(command, input=frames.tobytes(), capture_output=True, check=True)
+    return np.frombuffer(result.stdout, np.uint8).reshape(frames.shape)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run(args) -> dict:
+    from datakit.video import encode_video
+    from synthesize.watermark import (
+        Detection,
+        WatermarkConfig,
+        crop_window,
+        detect_video,
+        remove_watermark,
+    )
+
+    width, height = (int(v) for v in args.size.split("x"))
+    cases = make_cases(args.clips, width, height, args.frames, args.seed)
+    config = WatermarkConfig()
+    fill_config = WatermarkConfig(crop_band=0.0)
+    rows = []
+    folder = Path(tempfile.mkdtemp(prefix="wm-bench-"))
+    for case in cases:
+        started = time.perf_counter()
+        detection = detect_video(case.marked, config)
+        detect_s = time.perf_counter() - started
+        row = {"name": case.name, "opacity": case.opacity, "kind": case.kind,
+               "motion": case.motion, "place": case.place, "score": detection.score,
+               "found": detection.found, "detect_s": detect_s}
+        started = time.perf_counter()
+        encode_video(case.marked, 8.0, crf=18, preset="medium", threads=1)
+        row["encode_s"] = time.perf_counter() - started
+        if case.mask is not None:
+            truth_box = tuple(int(v) for v in (np.nonzero(case.mask)[1].min(),
+                                               np.nonzero(case.mask)[0].min(),
+                                               np.nonzero(case.mask)[1].max() + 1,
+                                               np.nonzero(case.mask)[0].max() + 1))
+            if detection.mask is not None:
+                row["mask_iou"] = iou(detection.mask, case.mask)
+                row["box_iou"] = iou(box_mask(detection.box, case.mask.shape),
+                                     box_mask(truth_box, case.mask.shape))
+                row["would_crop"] = crop_window(detection.box, case.mask.shape,
+                                                config.crop_band) is not None
+            if detection.found:
+                started = time.perf_counter()
+                cleaned, _ = remove_watermark(case.marked, detection, fill_config)
+                row["remove_s"] = time.perf_counter() - started
+                box = detection.box
+                truth = Detection(1.0, True, case.mask, truth_box, "truth")
+                results = {"datakit": cleaned, "none": case.marked,
+                           "blur": blur_box(case.marked, box),
+                           "delogo": delogo(case.marked, box, folder),
+                           "datakit_true_mask": remove_watermark(case.marked, truth,
+                                                                 fill_config)[0],
+                           "delogo_true_box": delogo(case.marked, truth_box, folder)}
+                for method, frames in results.items():
+                    row[f"psnr_{method}"] = masked_psnr(frames, case.clean, case.mask)
+                    row[f"ssim_{method}"] = masked_ssim(frames, case.clean, case.mask)
+                    row[f"flicker_{method}"] = instability(frames, case.clean, case.mask)
+        rows.append(row)
+        if args.verbose:
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                              for k, v in row.items()}), flush=True)
+    return summarise(rows, args)
+
+
+def run_stills(count: int, width: int, height: int, seed: int) -> dict:
+    """The still-image detector (no classifier) on photos: half get a mark (opacity 0.3 to
+    1.0), half stay clean; precision and recall at the default threshold."""
+    import cv2
+
+    from synthesize.watermark import WatermarkConfig, detect_image
+
+    rng = np.random.default_rng(seed + 1)
+    photos = [photo(n) for n in PHOTOS]
+    found = {"marked": [], "clean": []}
+    for index in range(count):
+        image = photos[index % len(photos)]
+        h, w = image.shape[:2]
+        side = rng.uniform(0.6, 1.0)
+        crop_h, crop_w = int(h * side), int(w * side)
+        top, left = int(rng.integers(0, h - crop_h + 1)), int(rng.integers(0, w - crop_w + 1))
+        still = cv2.resize(image[top:top + crop_h, left:left + crop_w], (width, height),
+                           interpolation=cv2.INTER_AREA)
+        if index % 2:
+            found["clean"].append(detect_image(still, WatermarkConfig()).found)
+            continue
+        kind = "text" if rng.random() < 0.6 else "logo"
+        alpha, colour = overlay(width, height, kind, PLACES[index % len(PLACES)],
+                                float(rng.uniform(0.03, 0.15)), rng)
+        opacity = float(rng.choice([0.3, 0.5, 0.7, 1.0]))
+        marked = blend(still[None], alpha, colour, opacity)[0]
+        found["marked"].append(detect_image(marked, WatermarkConfig()).found)
+    tp, fp = sum(found["marked"]), sum(found["clean"])
+    return {"marked": len(found["marked"]), "clean": len(found["clean"]), "true_pos": tp,
+            "false_pos": fp, "recall": tp / max(1, len(found["marked"])),
+            "precision": tp / max(1, tp + fp)}
+
+
+def summarise(rows: list[dict], args) -> dict:
+    marked = [r for r in rows if r["kind"] != "none"]
+    clean = [r for r in rows if r["kind"] == "none"]
+
+    def detection(subset_marked, subset_clean):
+        tp = sum(r["found"] for r in subset_marked)
+        fp = sum(r["found"] for r in subset_clean)
+        return {"marked": len(subset_marked), "clean": len(subset_clean), "true_pos": tp,
+                "false_pos": fp,
+                "recall": tp / max(1, len(subset_marked)),
+                "precision": tp / max(1, tp + fp)}
+
+    summary = {
+        "settings": vars(args), "platform": platform.platform(),
+        "detection": {
+            "all": detection(marked, clean),
+            "opacity>=0.3": detection([r for r in marked if r["opacity"] >= 0.3], clean),
+            "by_opacity": {f"{o:g}": detection([r for r in marked if r["opacity"] == o], [])
+                           ["recall"] for o in sorted({r["opacity"] for r in marked})},
+            "by_motion": {m: detection([r for r in marked if r["motion"] == m],
+                                       [r for r in clean if r["motion"] == m])
+                          for m in ("camera", "content")},
+            "mask_iou": float(np.mean([r["mask_iou"] for r in marked if "mask_iou" in r]
+                                      or [0])),
+            "box_iou": float(np.mean([r["box_iou"] for r in marked if "box_iou" in r] or [0])),
+            "would_crop": int(sum(r.get("would_crop", False) for r in marked if r["found"])),
+        },
+        "removal": {},
+        "cost": {"detect_s": float(np.mean([r["detect_s"] for r in rows])),
+                 "encode_s": float(np.mean([r["encode_s"] for r in rows])),
+                 "remove_s": float(np.mean([r["remove_s"] for r in rows if "remove_s" in r]
+                                           or [0]))},
+        "rows": rows,
+    }
+    removed = [r for r in marked if "psnr_datakit" in r]
+    for method in ("datakit", "none", "blur", "delogo", "datakit_true_mask", "delogo_true_box"):
+        for subset, name in ((removed, "all"),
+                             ([r for r in removed if r["motion"] == "camera"], "camera"),
+                             ([r for r in removed if r["motion"] == "content"], "content")):
+            if subset:
+                summary["removal"].setdefault(method, {})[name] = {
+                    "psnr": float(np.mean([r[f"psnr_{method}"] for r in subset])),
+                    "ssim": float(np.mean([r[f"ssim_{method}"] for r in subset])),
+                    "flicker": float(np.mean([r[f"flicker_{method}"] for r in subset])),
+                    "clips": len(subset)}
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    d = summary["detection"]
+    for name in ("all", "opacity>=0.3"):
+        s = d[name]
+        print(f"detection {name}: recall {s['recall']:.3f} precision {s['precision']:.3f} "
+              f"({s['true_pos']}/{s['marked']} marked found, {s['false_pos']}/{s['clean']} "
+              f"clean flagged)")
+    print("recall by opacity:", {k: round(v, 3) for k, v in d["by_opacity"].items()})
+    for motion, s in d["by_motion"].items():
+        print(f"  {motion}: recall {s['recall']:.3f} precision {s['precision']:.3f}")
+    print(f"mask IoU {d['mask_iou']:.3f}, box IoU {d['box_iou']:.3f}, "
+          f"found marks in a crop band: {d['would_crop']}")
+    for method, parts in summary["removal"].items():
+        text = "; ".join(f"{k}: PSNR {v['psnr']:.2f} SSIM {v['ssim']:.3f} flicker "
+                         f"{v['flicker']:+.2f} (n={v['clips']})" for k, v in parts.items())
+        print(f"removal {method:17s} {text}")
+    c = summary["cost"]
+    print(f"cost per clip: detect {c['detect_s'] * 1000:.1f} ms, encode {c['encode_s'] * 1000:.1f}"
+          f" ms, remove {c['remove_s'] * 1000:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--stills", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", default="512x320")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import cv2
+
+    cv2.setNumThreads(1)
+    summary = run(args)
+    width, height = (int(v) for v in args.size.split("x"))
+    summary["stills"] = run_stills(args.stills, width, height, args.seed)
+    print_summary(summary)
+    s = summary["stills"]
+    print(f"stills (heuristic, no classifier): recall {s['recall']:.3f} precision "
+          f"{s['precision']:.3f} ({s['true_pos']}/{s['marked']} marked found, "
+          f"{s['false_pos']}/{s['clean']} clean flagged)")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data
+from typer.testing import CliRunner
+
+from datakit.cli import app
+from datakit.errors import UserError
+from datakit.video import encode_video, read_frames
+from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+from synthesize.watermark import (
+    Detection,
+    ShardSample,
+    WatermarkConfig,
+    WatermarkStage,
+    apply_watermark_policy,
+    crop_window,
+    detect_image,
+    detect_video,
+    read_shard_samples,
+    remove_watermark,
+)
+from synthesize.watermark_classifier import EfficientNetB3Watermark, WatermarkClassifier
+
+W, H, T = 384, 240, 16
+
+
+def _pan(name="astronaut", motion=Motion.PAN_RIGHT, seed=0, frames=T):
+    """A real camera move over a sample photo."""
+    image = getattr(data, name)()
+    config = PanZoomConfig(width=W, height=H, frames=frames, speed_range=(0.15, 0.2),
+                           zoom_range=(1.2, 1.3))
+    path = plan_path(motion, (image.shape[1], image.shape[0]), config, rng_for(seed, name))
+    return np.stack(list(render_clip(image, path, W, H, frames)))
+
+
+def _text_alpha(word="SAMPLE", x=230, y=14, scale=1.1, thickness=3):
+    """Alpha (0..1) of white text drawn at a known place, and its true mask."""
+    layer = np.zeros((H, W), np.uint8)
+    (tw, th), _ = cv2.getTextSize(word, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    cv2.putText(layer, word, (x, y + th), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness,
+                cv2.LINE_AA)
+    return layer / 255.0, layer > 5
+
+
+def _blend(frames, alpha, opacity, colour=255.0):
+    a = (alpha * opacity)[None, ..., None]
+    return np.clip(a * colour + (1 - a) * frames, 0, 255).round().astype(np.uint8)
+
+
+def _box_of(mask):
+    ys, xs = np.nonzero(mask)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def _box_iou(a, b):
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def _psnr_in(result, clean, mask):
+    mse = np.mean((result[:, mask].astype(float) - clean[:, mask].astype(float)) ** 2)
+    return 10 * np.log10(255 ** 2 / max(mse, 1e-9))
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection
+
+
+@pytest.mark.parametrize("opacity", [0.5, 1.0])
+def test_static_text_over_a_camera_move_is_found_with_its_box(opacity):
+    clean = _pan()
+    alpha, truth = _text_alpha()
+    detection = detect_video(_blend(clean, alpha, opacity), WatermarkConfig())
+    assert detection.found and detection.kind == "static-overlay"
+    assert 0.5 <= detection.score <= 1.0
+    assert detection.mask.shape == (H, W) and detection.mask.dtype == bool
+    assert _box_iou(detection.box, _box_of(truth)) > 0.5
+    assert (detection.mask & truth).sum() > 0.5 * truth.sum()
+
+
+@pytest.mark.parametrize("name,motion", [("astronaut", Motion.PAN_RIGHT),
+                                         ("coffee", Motion.ZOOM_IN),
+                                         ("chelsea", Motion.DIAGONAL_DOWN_LEFT),
+                                         ("rocket", Motion.PAN_UP)])
+def test_clean_moving_clips_are_not_flagged(name, motion):
+    detection = detect_video(_pan(name, motion), WatermarkConfig())
+    assert not detection.found, detection
+
+
+def test_a_still_scene_is_not_flagged_whole():
+    still = np.repeat(cv2.resize(data.coffee(), (W, H))[None], T, axis=0)
+    noise = np.random.default_rng(0).normal(0, 1.5, still.shape)
+    detection = detect_video(np.clip(still + noise, 0, 255).astype(np.uint8), WatermarkConfig())
+    assert detection.kind == "still-scene"
+    assert detection.mask is None or detection.mask.mean() < 0.25
+
+
+def test_one_frame_and_tiny_clips():
+    one = detect_video(_pan(frames=2)[:1], WatermarkConfig())
+    assert one.kind == "still"
+    tiny = detect_video(np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), np.uint8),
+                        WatermarkConfig())
+    assert 0.0 <= tiny.score <= 1.0
+    assert tiny.mask is None or tiny.mask.shape == (16, 16)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        detect_video(np.zeros((3, 16, 16), np.float32), WatermarkConfig())
+
+
+@pytest.mark.parametrize("name", ["chelsea", "camera"])
+def test_still_detector_finds_single_colour_text(name):
+    image = getattr(data, name)()
+    image = cv2.resize(image if image.ndim == 3 else np.dstack([image] * 3), (W, H))
+    alpha, truth = _text_alpha("(c) STOCK", x=12, y=12, scale=0.9, thickness=2)
+    marked = _blend(image[None], alpha, 1.0)[0]
+    found = detect_image(marked, WatermarkConfig())
+    clean = detect_image(image, WatermarkConfig())
+    assert found.kind == "still" and found.score > clean.score + 0.2
+    assert found.found and _box_iou(found.box, _box_of(truth)) > 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# Removal (from the true mask, so removal is tested apart from detection)
+
+
+def _truth_detection(truth):
+    return Detection(1.0, True, truth, tuple(int(v) for v in _box_of(truth)), "test")
+
+
+@pytest.mark.parametrize("opacity", [0.4, 1.0])
+def test_fill_from_revealing_frames_restores_the_scene(opacity):
+    clean = _pan()
+    alpha, truth = _text_alpha(x=150, y=100)  # centre: no crop
+    marked = _blend(clean, alpha, opacity)
+    out, how = remove_watermark(marked, _truth_detection(truth), WatermarkConfig())
+    assert how == "stripped" and out.shape == marked.shape and out.dtype == np.uint8
+    before, after = _psnr_in(marked, clean, truth), _psnr_in(out, clean, truth)
+    assert after > before + 8, (before, after)
+    assert after > 20
+    outside = ~cv2.dilate(truth.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    assert np.array_equal(out[:, outside], marked[:, outside])
+    # steady over time: the fill moves like the clean clip, not like per-frame inpainting
+    step = lambda f: np.abs(np.diff(f[:, truth].astype(float), axis=0)).mean()  # noqa: E731
+    assert abs(step(out) - step(clean)) < 3.0
+
+
+def test_without_motion_the_mark_is_inpainted_from_its_surround():
+    scene = np.repeat(cv2.resize(data.coffee(), (W, H))[None], 6, axis=0)
+    alpha, truth = _text_alpha(x=150, y=100)
+    marked = _blend(scene, alpha, 1.0)
+    out, how = remove_watermark(marked, _truth_detection(truth), WatermarkConfig())
+    assert how == "stripped"
+    assert _psnr_in(out, scene, truth) > _psnr_in(marked, scene, truth) + 4
+    assert np.array_equal(out[0], out[-1])  # the same fill in every frame
+
+
+def test_crop_window_keeps_the_aspect_and_leaves_out_the_box():
+    # bottom band: cut 30/320 rows, so keep 290/320 of both sides, centred horizontally
+    assert crop_window((0, 290, 100, 320), (320, 512), 0.12) == (24, 0, 488, 290)
+    # right band, touching the border: cut 40/512 columns
+    assert crop_window((472, 100, 512, 150), (320, 512), 0.12) == (0, 12, 472, 307)
+    assert crop_window((200, 100, 300, 200), (320, 512), 0.12) is None
+    assert crop_window((0, 290, 100, 320), (320, 512), 0.0) is None
+
+
+def test_a_mark_in_the_border_band_is_cropped_away():
+    clean = _pan()
+    alpha, truth = _text_alpha(x=W - 120, y=H - 24, scale=0.6, thickness=2)
+    box = _box_of(truth)
+    marked = _blend(clean, alpha, 1.0)
+    out, how = remove_watermark(marked, _truth_detection(truth), WatermarkConfig())
+    assert how == "cropped" and out.shape == marked.shape
+    x0, y0, x1, y1 = crop_window(tuple(int(v) for v in box), (H, W), 0.12)
+    expected = cv2.resize(clean[3, y0:y1, x0:x1], (W, H), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(out[3].astype(int) - expected).mean() < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy
+
+
+def test_policy_actions_and_fields():
+    clean = _pan()
+    alpha, _ = _text_alpha()
+    marked = _blend(clean, alpha, 1.0)
+    kept, fields = apply_watermark_policy(marked, WatermarkConfig(action="keep"))
+    assert kept is marked and fields == {"watermark_score": None, "watermark_box": None,
+                                         "watermark_action": "kept"}
+    flagged, fields = apply_watermark_policy(marked, WatermarkConfig(action="flag"))
+    assert flagged is marked and fields["watermark_action"] == "flagged"
+    assert len(fields["watermark_box"]) == 4 and 0.5 <= fields["watermark_score"] <= 1
+    dropped, fields = apply_watermark_policy(marked, WatermarkConfig(action="drop"))
+    assert dropped is None and fields["watermark_action"] == "dropped"
+    stripped, fields = apply_watermark_policy(marked, WatermarkConfig(action="strip"))
+    assert fields["watermark_action"] in ("stripped", "cropped")
+    assert stripped.shape == marked.shape and not np.array_equal(stripped, marked)
+    untouched, fields = apply_watermark_policy(clean, WatermarkConfig(action="strip"))
+    assert untouched is clean and fields["watermark_action"] == "clean"
+
+
+@pytest.mark.parametrize("bad", [dict(action="blur"), dict(threshold=0.0),
+                                 dict(classifier_threshold=1.5), dict(sample_frames=1),
+                                 dict(crop_band=0.5), dict(model="/no/such/model")])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        WatermarkConfig(**bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifier
+
+
+def test_network_has_timms_state_dict_layout():
+    """Names and shapes as timm's efficientnet_b3a + LAION's head (the fixture was written
+    from timm 1.0.31's model with the head replaced, as LAION's example does)."""
+    expected = json.loads((Path(__file__).parent / "data"
+                           / "laion_watermark_state_dict_shapes.json").read_text())
+    ours = {k: list(v.shape) for k, v in EfficientNetB3Watermark().state_dict().items()}
+    assert ours == expected
+
+
+def _save_random_classifier(folder: Path, watermark_bias: float, kind: str) -> Path:
+    torch.manual_seed(0)
+    network = EfficientNetB3Watermark().eval()
+    with torch.no_grad():
+        network.classifier[5].weight.zero_()
+        network.classifier[5].bias.copy_(torch.tensor([watermark_bias, 0.0]))
+    state = network.state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "safetensors":
+        from safetensors.torch import save_file
+
+        path = folder / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        path = folder / "watermark_model_v1.pt"
+        torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pt"])
+def test_classifier_loads_and_column_zero_is_watermark(tmp_path, kind):
+    path = _save_random_classifier(tmp_path / "m", 2.0, kind)
+    classifier = WatermarkClassifier(tmp_path / "m", device="cpu")  # the folder
+    image = np.full((50, 70, 3), (124, 116, 104), np.uint8)
+    scores = classifier([image, cv2.resize(data.astronaut(), (90, 60))])
+    expected = float(np.exp(2.0) / (np.exp(2.0) + 1.0))  # logits (2, 0)
+    assert scores == pytest.approx([expected, expected], abs=1e-5)
+    assert WatermarkClassifier(path, device="cpu").path == path  # the file itself
+    tensor = WatermarkClassifier.preprocess(image)
+    assert tensor.shape == (3, 256, 256)
+    assert float(tensor[0, 100, 100]) == pytest.approx((124 / 255 - 0.485) / 0.229, abs=1e-5)
+
+
+def test_classifier_drives_the_still_decision(tmp_path):
+    _save_random_classifier(tmp_path / "yes", 3.0, "safetensors")
+    classifier = WatermarkClassifier(tmp_path / "yes", device="cpu")
+    image = cv2.resize(data.chelsea(), (W, H))
+    detection = detect_image(image, WatermarkConfig(), classifier)
+    assert detection.found and detection.score > 0.9
+    assert "heuristic_score" in detection.details
+    clip = detect_video(_pan(), WatermarkConfig(), classifier)
+    assert clip.found and clip.details["pwatermark_max"] > 0.9
+
+
+def test_corrupt_or_foreign_weights_fail_with_one_line(tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="cannot read weights"):
+        WatermarkClassifier(broken, device="cpu")
+    foreign = tmp_path / "resnet.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"fc.weight": torch.zeros(2, 512), "fc.bias": torch.zeros(2)}, str(foreign))
+    with pytest.raises(UserError, match="not a LAION watermark classifier.*missing"):
+        WatermarkClassifier(foreign, device="cpu")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(encode_video(_pan(frames=4), 8.0, preset="ultrafast"))
+    result = CliRunner().invoke(app, ["watermark", str(clip), "--show", str(tmp_path / "m.png"),
+                                      "--watermark-model", str(broken)])
+    assert result.exit_code == 2
+    assert "cannot read weights" in result.output and "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def _write_shard(path: Path, samples: dict[str, dict[str, bytes]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for key, files in samples.items():
+            for ext, payload in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+
+
+def test_watermark_command_rewrites_shards_with_the_same_keys(tmp_path):
+    import pandas as pd
+
+    clean = _pan()
+    alpha, _ = _text_alpha()
+    marked = _blend(clean, alpha, 1.0)
+    samples = {
+        "marked": {"mp4": encode_video(marked, 8.0, crf=10, preset="ultrafast"),
+                   "txt": b"a marked clip", "json": json.dumps({"fps": 8.0}).encode()},
+        "clean": {"mp4": encode_video(clean, 8.0, crf=10, preset="ultrafast"),
+                  "txt": b"a clean clip", "json": json.dumps({"fps": 8.0}).encode()},
+    }
+    (tmp_path / "in").mkdir()
+    _write_shard(tmp_path / "in" / "00000.tar", samples)
+    assert [s.key for s in read_shard_samples(tmp_path / "in")] == ["marked", "clean"]
+    result = CliRunner().invoke(app, ["watermark", str(tmp_path / "in"), "--out",
+                                      str(tmp_path / "out"), "--workers", "1", "--quiet",
+                                      "--preset", "ultrafast"])
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("key")
+    assert manifest.loc["marked", "watermark_action"] in ("stripped", "cropped")
+    assert manifest.loc["clean", "watermark_action"] == "clean"
+    out = {s.key: s.files for s in read_shard_samples(tmp_path / "out" / "shards")}
+    assert set(out) == {"marked", "clean"}
+    assert out["clean"]["mp4"] == samples["clean"]["mp4"]  # untouched bytes
+    assert out["marked"]["mp4"] != samples["marked"]["mp4"]
+    assert read_frames(out["marked"]["mp4"]).shape == marked.shape
+    info = json.loads(out["marked"]["json"])
+    assert info["fps"] == 8.0 and len(info["watermark_box"]) == 4
+    assert out["marked"]["txt"] == b"a marked clip"
+
+
+def test_watermark_stage_drops_with_status_watermarked():
+    clean = _pan()
+    alpha, _ = _text_alpha()
+    sample = ShardSample(
+        "k", "x.tar::k", {"mp4": encode_video(_blend(clean, alpha, 1.0), 8.0,
+                                              preset="ultrafast")})
+    (row,) = WatermarkStage(WatermarkConfig(action="drop"))(sample)
+    assert row["status"] == "watermarked" and row["watermark_action"] == "dropped"
+    (bad,) = WatermarkStage(WatermarkConfig())(
+        ShardSample("b", "x.tar::b", {"mp4": b"junk"}))
+    assert bad["status"] == "failed"
+
+
+def test_pan_zoom_drops_images_the_classifier_flags(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(data.chelsea()).save(tmp_path / "images" / "cat.jpg")
+    _save_random_classifier(tmp_path / "model", 3.0, "safetensors")
+    result = CliRunner().invoke(app, [
+        "pan-zoom", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--workers", "1",
+        "--frames", "4", "--size", "64x48", "--preset", "ultrafast", "--quiet",
+        "--watermarks", "drop", "--watermark-model", str(tmp_path / "model")])
+    assert result.exit_code == 0, result.output
+    row = pd.read_parquet(tmp_path / "out" / "manifest.parquet").iloc[0]
+    assert row["status"] == "watermarked" and row["watermark_action"] == "dropped"
+    assert row["watermark_score"] > 0.9
+
+
+def test_pan_zoom_flags_by_default_into_json_and_manifest(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(data.chelsea()).save(tmp_path / "images" / "cat.jpg")
+    result = CliRunner().invoke(app, [
+        "pan-zoom", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--workers", "1",
+        "--frames", "4", "--size", "64x48", "--preset", "ultrafast", "--quiet"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_parquet(tmp_path / "out" / "manifest.parquet").iloc[0]
+    assert row["status"] == "ok" and row["watermark_action"] in ("clean", "flagged")
+    (sample,) = read_shard_samples(tmp_path / "out" / "shards")
+    info = json.loads(sample.files["json"])
+    assert info["watermark_action"] == row["watermark_action"]
+    assert info["watermark_score"] == pytest.approx(row["watermark_score"], abs=1e-4)
+
+
+def test_unblending_recovers_alpha_and_mark_from_revealed_backgrounds():
+    from synthesize.watermark import _unblend
+
+    rng = np.random.default_rng(0)
+    background = rng.uniform(0, 255, (12, 5, 6, 3)).astype(np.float32)
+    alpha = np.linspace(0.2, 0.8, 30, dtype=np.float32).reshape(5, 6)
+    mark = np.array([250.0, 240.0, 10.0], np.float32)
+    observed = alpha[None, ..., None] * mark + (1 - alpha[None, ..., None]) * background
+    usable = np.ones((12, 5, 6), bool)
+    usable[:4, 0, 0] = False  # a pixel seen unmarked in fewer frames still fits
+    k, c, r2 = _unblend(observed, background, usable)
+    np.testing.assert_allclose(k, 1 - alpha, atol=1e-3)
+    np.testing.assert_allclose(c, alpha[..., None] * mark, atol=0.2)
+    assert (r2 > 0.999).all()
