@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from captioners.base import CaptionerConfig, normalize_label
@@ -56,6 +56,9 @@ class CaptionConfig:
         crf, preset: x264 settings for re-encoded clips.
         keyframe_side: key frames are sent to the model at most this many pixels on the
             longer side (every processor resizes further: BLIP-2 to 224, Qwen-VL by pixels).
+        watermark: what to do with watermarks in each clip (`--watermarks`): flag (record
+            score and box), strip (remove the mark before the clip is written and
+            captioned), drop (status `watermarked`), keep (do not look).
     """
 
     keyframes: int = 3
@@ -71,6 +74,7 @@ class CaptionConfig:
     crf: int = 18
     preset: str = "medium"
     keyframe_side: int = 768
+    watermark: Any = field(default_factory=lambda: _default_watermarks())
 
     def __post_init__(self):
         if self.keyframes < 1:
@@ -107,6 +111,12 @@ class CaptionConfig:
                             crf=self.crf, preset=self.preset)
 
 
+def _default_watermarks():
+    from synthesize.watermark import WatermarkConfig
+
+    return WatermarkConfig()
+
+
 class CaptionStage:
     """The per-record and per-output parts of the caption pipeline (picklable).
 
@@ -122,6 +132,18 @@ class CaptionStage:
         self.config = config
         self.captioner = captioner
         self.pixels = pixels
+        self._classifier = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_classifier": None}  # each worker loads its own
+
+    def classifier(self):
+        """The watermark classifier, loaded on first use in this process (None without one)."""
+        from synthesize.watermark import load_classifier
+
+        if self._classifier is None and self.config.watermark.model is not None:
+            self._classifier = load_classifier(self.config.watermark)
+        return self._classifier
 
     def output_keys(self, record) -> list[str]:
         """The key a finished record leaves: its sample, or its `split` row."""
@@ -195,11 +217,18 @@ class CaptionStage:
             for key in keys:
                 if key not in done:
                     results.append(row(Status.FAILED, _video_reason(error), key=key))
-        for item in results:
-            if isinstance(item, ModelItem) and item.row["payload"]["frames"] < config.min_frames:
-                results[results.index(item)] = row(
+        for index, item in enumerate(results):
+            if not isinstance(item, ModelItem):
+                continue
+            if item.row["payload"]["frames"] < config.min_frames:
+                results[index] = row(
                     Status.SKIPPED, f"too short: {item.row['payload']['frames']} frame(s), "
                     f"fewer than {config.min_frames}", key=item.row["key"])
+                continue
+            try:
+                results[index] = self._watermarks(item, row)
+            except VideoError as error:
+                results[index] = row(Status.FAILED, _video_reason(error), key=item.row["key"])
         if split:
             dropped = info.frames - sum(c.frames for c in clips)
             results.insert(0, row(Status.SPLIT, "", frames=info.frames, fps=info.fps,
@@ -251,6 +280,43 @@ class CaptionStage:
                                     height=clip.height, start=clip.spec.start,
                                     end=clip.spec.end, encoded="h264"))
         return items
+
+    def _watermarks(self, item, row):
+        """Look for a watermark in the clip and keep, flag, strip or drop it. Stripping
+        decodes the whole clip (the removal works on every frame with one fixed mask),
+        re-encodes it and takes the key frames from the cleaned clip."""
+        import numpy as np
+
+        from datakit.video import encode_video, read_frames
+        from manifests.schema import Status
+        from synthesize.watermark import (
+            WatermarkAction,
+            apply_watermark_policy,
+            sample_indices,
+        )
+
+        config = self.config.watermark
+        payload = item.row["payload"]
+        if config.action is WatermarkAction.KEEP:
+            payload.update(watermark_score=None, watermark_box=None, watermark_action="kept")
+            return item
+        strip = config.action is WatermarkAction.STRIP
+        indices = None if strip else sample_indices(payload["frames"], config.sample_frames)
+        frames = read_frames(payload["mp4"], None if indices is None else list(indices))
+        kept, fields = apply_watermark_policy(frames, config, self.classifier())
+        payload.update(fields)
+        if kept is None:
+            return row(Status.WATERMARKED, f"watermarked: score {fields['watermark_score']}, "
+                       f"box {fields['watermark_box']}", key=item.row["key"], **fields)
+        if strip and fields["watermark_action"] in ("stripped", "cropped"):
+            payload["mp4"] = encode_video(kept, payload["fps"], crf=self.config.crf,
+                                          preset=self.config.preset, threads=1)
+            payload["encoded"] = "h264"
+            chosen = payload["keyframe_indices"]
+            if self.pixels and chosen:
+                item.row["frames"] = shrink(np.stack([kept[i] for i in chosen]),
+                                            self.config.keyframe_side)
+        return item
 
     def _item(self, key, base, mp4, indices, pictures, mode, **geometry):
         from datakit.engine.local import ModelItem
@@ -307,11 +373,14 @@ class CaptionStage:
         }
         if output.get("clip_score") is not None:
             info["clip_score"] = output["clip_score"]
+        marks = {name: payload.get(name) for name in
+                 ("watermark_score", "watermark_box", "watermark_action")}
+        info.update(marks)
         row = make_row(
             key, Status.OK, source=payload["source"], input_key=payload["input_key"],
             caption=output["caption"], label=payload["raw_label"], width=payload["width"],
             height=payload["height"], frames=payload["frames"], fps=fps,
-            seconds=payload["prepare_seconds"], clip_score=output.get("clip_score"),
+            seconds=payload["prepare_seconds"], clip_score=output.get("clip_score"), **marks,
             meta={"keyframes": indices, "encoded": payload["encoded"],
                   "clip": [payload["clip_start"], payload["clip_end"]]},
         )
@@ -431,6 +500,7 @@ def caption(src, out, config: CaptionConfig, captioner: CaptionerConfig, options
                          pixels=captioner.captioner != "label" or bool(score_clip))
     model_stage = ModelStage(stage.prepare, LoadCaptionBatch(captioner, score_clip),
                              stage.finish, batch_size=captioner.batch_size)
+    stage.classifier()  # a bad --watermark-model fails here, once, not in every worker
     settings = {"pipeline": "caption", **asdict(config),
                 "captioner": {k: v for k, v in asdict(captioner).items()
                               if k not in ("device", "batch_size")},

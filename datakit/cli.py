@@ -364,6 +364,10 @@ def caption_command(
     score_clip: Annotated[str | None, typer.Option(
         help="CLIP model (folder or hub id): add a caption-to-frames similarity column "
         "(clip_score) for filtering.")] = None,
+    watermarks: WatermarksOption = Watermarks.flag,
+    watermark_model: WatermarkModelOption = None,
+    watermark_threshold: WatermarkThresholdOption = 0.5,
+    watermark_classifier_threshold: WatermarkClassifierThresholdOption = 0.8,
     seed: SeedOption = 0,
     shard_size: ShardSizeOption = 1000,
     shard_bytes: ShardBytesOption = "",
@@ -393,6 +397,8 @@ def caption_command(
             keyframes=keyframes, keyframe_mode=keyframe_mode, split=split,
             clip_seconds=clip_seconds, min_clip_seconds=min_clip_seconds, max_size=max_size,
             size=parse_size(size) if size else None, fps=fps, crf=crf, preset=preset,
+            watermark=watermark_config(watermarks, watermark_model, watermark_threshold,
+                                       watermark_classifier_threshold),
         )
         captioner_config = CaptionerConfig(
             captioner=captioner.value, model=model, revision=revision, device=device,

@@ -279,3 +279,40 @@ def test_vlm_captions_mixed_clips_with_clip_scores_through_the_cli(tree, tmp_pat
         assert sample["txt"].decode() == manifest.loc[key, "caption"] != ""
     stats = json.loads((out / "stats.json").read_text())
     assert stats["model"]["calls"] == 2 and stats["model"]["items"] == 3  # batches of 2
+
+
+def test_watermarks_flag_drop_and_strip_in_caption(tmp_path):
+    import cv2
+    from skimage import data
+
+    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+
+    root = tmp_path / "videos" / "cooking"
+    root.mkdir(parents=True)
+    image = data.coffee()
+    config = PanZoomConfig(width=320, height=192, frames=16, fps=8, seed=0)
+    path = plan_path(Motion.PAN_RIGHT, (image.shape[1], image.shape[0]), config, rng_for(0, "x"))
+    clean = list(render_clip(image, path, 320, 192, 16))
+    marked = [cv2.putText(f.copy(), "STOCKPIX", (190, 180), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                          (255, 255, 255), 2) for f in clean]
+    (root / "clean.mp4").write_bytes(encode_video(clean, 8, crf=10))
+    (root / "marked.mp4").write_bytes(encode_video(marked, 8, crf=10))
+    results = {}
+    for action in ("flag", "drop", "strip"):
+        out = tmp_path / action
+        result = _invoke("caption", root.parent, "--out", out, "--watermarks", action, *QUIET)
+        assert result.exit_code == 0, result.output
+        results[action] = pd.read_parquet(out / "manifest.parquet").set_index("key")
+    flagged = results["flag"]
+    assert flagged.loc["cooking__clean", "watermark_action"] == "clean"
+    assert flagged.loc["cooking__marked", "watermark_action"] == "flagged"
+    x0, y0, x1, y1 = flagged.loc["cooking__marked", "watermark_box"]
+    assert x0 <= 190 and y0 <= 165 and x1 >= 290 and y1 >= 178  # around the drawn text
+    assert results["drop"].loc["cooking__marked", "status"] == "watermarked"
+    assert results["drop"].loc["cooking__clean", "status"] == "ok"
+    stripped = _samples(tmp_path / "strip")["cooking__marked"]
+    assert json.loads(stripped["json"])["watermark_action"] == "stripped"
+    after = read_frames(stripped["mp4"]).astype(float)[:, y0:y1, x0:x1]
+    truth = np.stack(clean).astype(float)[:, y0:y1, x0:x1]
+    before = np.stack(marked).astype(float)[:, y0:y1, x0:x1]
+    assert np.abs(after - truth).mean() < 0.5 * np.abs(before - truth).mean()
