@@ -76,6 +76,17 @@ ShardBytesOption = Annotated[str, typer.Option(
 RetryOption = Annotated[bool, typer.Option(help="Redo inputs an earlier run recorded as failed.")]
 OverwriteOption = Annotated[bool, typer.Option(
     help="Delete datakit's earlier outputs in --out first instead of resuming.")]
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOption = Annotated[Engine, typer.Option(
+    help="local (a process pool on this machine) or ray (Ray Data: this machine, or a "
+    "cluster with --ray-address; pip install 'datakit[ray]').")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    help="--engine ray: the cluster to join ('auto' for the one this machine belongs to); "
+    "default: start Ray here with --workers CPUs.")]
 AppendOption = Annotated[bool, typer.Option(
     help="Add this SRC's inputs to an --out made from another SRC (refused without it).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -145,6 +156,19 @@ def parse_bytes(text: str | None, option: str = "--shard-bytes") -> int | None:
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def engine_options(options, engine: Engine, address: str | None, gpus: float = 0.0,
+                   model_workers: int = 1):
+    """`RunOptions` with the engine settings; Ray's options need Ray installed."""
+    import dataclasses
+
+    if engine is Engine.ray:
+        require_extra("ray", "--engine ray", "ray")
+    elif address or gpus or model_workers != 1:
+        raise UserError("--ray-address, --gpus-per-worker and --model-workers need --engine ray")
+    return dataclasses.replace(options, engine=engine.value, ray_address=address,
+                               gpus_per_worker=gpus, model_workers=model_workers)
 
 
 def check_source(src: Path) -> None:
@@ -247,6 +271,8 @@ def pan_zoom_command(
     retry_failed: RetryOption = False,
     overwrite: OverwriteOption = False,
     append: AppendOption = False,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Turn still images into short clips with a smooth simulated camera.
@@ -280,6 +306,7 @@ def pan_zoom_command(
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
         append=append, progress=not quiet,
     )
+    options = engine_options(options, engine, ray_address)
     stats = pan_zoom(src, out, config, options)
     print_summary(stats, out, "pan-zoom")
     exit_if_stopped(stats)
@@ -374,6 +401,14 @@ def caption_command(
     retry_failed: RetryOption = False,
     overwrite: OverwriteOption = False,
     append: AppendOption = False,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
+    gpus_per_worker: Annotated[float, typer.Option(
+        help="--engine ray: GPUs each model actor asks for (e.g. 1, or 0.5 to share).",
+        min=0)] = 0.0,
+    model_workers: Annotated[int, typer.Option(
+        help="--engine ray: model actors (each loads the model once); default 1.", min=1)]
+    = 1,
     quiet: QuietOption = False,
 ) -> None:
     """Caption classification videos (Kinetics, Moments in Time, VideoLT) with the label
@@ -423,6 +458,7 @@ def caption_command(
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
         append=append, progress=not quiet,
     )
+    options = engine_options(options, engine, ray_address, gpus_per_worker, model_workers)
     stats = caption(src, out, config, captioner_config, options,
                     annotations=[str(a) for a in annotations or []], score_clip=score_clip)
     print_summary(stats, out, "caption")
@@ -790,12 +826,21 @@ def check_command(
         raise typer.Exit(1)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr, never a traceback."""
     # A run stopped at once (a second Ctrl-C) leaves its worker pool's semaphores to
     # multiprocessing's resource tracker, which cleans them up and warns about it; the
     # tracker is started with these options (`-W`), so the warning stays out of the output.
     sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    # SIGTERM outside a run's own handling (before it starts, while the summary prints) ends
+    # the command as SIGINT does: no traceback, exit 143, atomic writes cleaned up.
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app()
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ and manifest parts as results arrive, and leaves `manifest.parquet` and `stats.j
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -89,6 +90,10 @@ class RunOptions:
         overwrite: delete datakit's earlier outputs in OUT first instead of resuming.
         append: let OUT take inputs from another SRC than the one(s) it was made from.
         progress: show a progress bar.
+        engine: local (a process pool here) or ray (Ray Data; `datakit.engine.ray`).
+        ray_address: the Ray cluster to join (None: start Ray on this machine).
+        gpus_per_worker: GPUs each model actor asks Ray for.
+        model_workers: model actors on Ray (each loads the model once).
     """
 
     workers: int = 1
@@ -98,6 +103,10 @@ class RunOptions:
     overwrite: bool = False
     append: bool = False
     progress: bool = True
+    engine: str = "local"
+    ray_address: str | None = None
+    gpus_per_worker: float = 0.0
+    model_workers: int = 1
 
 
 def prepare_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: bool) -> Path:
@@ -215,8 +224,15 @@ def run_pipeline(
         os._exit(128 + signum)
 
     todo = (r for r in records if not is_done(r))
+    engine = run_local
+    if options.engine == "ray":
+        from datakit.engine.ray import run_ray
+
+        engine = functools.partial(run_ray, address=options.ray_address,
+                                   gpus_per_worker=options.gpus_per_worker,
+                                   model_workers=options.model_workers)
     try:
-        report = run_local(
+        report = engine(
             todo, stage, consume, workers=options.workers,
             total=None if total is None else max(0, total - recorded["input_key"].nunique()),
             description=description, progress=options.progress, on_abort=abort,
