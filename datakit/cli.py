@@ -225,6 +225,7 @@ def exit_if_stopped(stats: dict) -> None:
 
     name = stats.get("stopped_by")
     if stats.get("interrupted") and name:
+        _ignore_signals_while_exiting()  # the user's second Ctrl-C has nothing left to stop
         raise typer.Exit(128 + signal.Signals[name].value)
 
 
@@ -827,7 +828,17 @@ def check_command(
 
 
 def _exit_on_sigterm(signum, frame) -> None:
+    _ignore_signals_while_exiting()
     raise SystemExit(128 + signum)
+
+
+def _ignore_signals_while_exiting() -> None:
+    """Once the command is on its way out, a further Ctrl-C or SIGTERM (a scheduler that
+    signals twice) must not interrupt the interpreter's own clean-up."""
+    import signal
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def main() -> None:
@@ -844,6 +855,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
+        _ignore_signals_while_exiting()
         typer.echo("interrupted", err=True)
         sys.exit(130)
 
