@@ -122,6 +122,8 @@ def watermark_config(action: Watermarks, model: str | None, threshold: float,
     """The `WatermarkConfig` for the shared watermark options; bad values are UserErrors."""
     from synthesize.watermark import WatermarkConfig
 
+    if model is not None:
+        require_extra("caption", "--watermark-model", "torch")
     try:
         return WatermarkConfig(action=action.value, model=model, threshold=threshold,
                                classifier_threshold=classifier_threshold)

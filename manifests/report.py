@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from manifests.schema import COLUMNS, Status
-from manifests.store import _error_kind
+from manifests.store import error_kind
 
 NUMERIC_COLUMNS = ("width", "height", "frames", "fps", "bytes", "seconds", "clip_score",
                    "watermark_score")
@@ -294,7 +294,7 @@ def dataset_statistics(frame: pd.DataFrame, top: int = 10) -> dict[str, Any]:
     by_status.update((name, int(n)) for name, n in sorted(status.items()))  # a newer version's
     ok = frame[frame["status"] == Status.OK.value]
     failures = frame[~frame["status"].isin(NOT_FAILURES)]
-    kinds = failures["error"].fillna("").map(_error_kind)
+    kinds = failures["error"].fillna("").map(error_kind)
     reasons = []
     for (state, kind), group in failures.groupby([failures["status"], kinds], sort=False):
         first = group.iloc[0]

@@ -97,7 +97,7 @@ def summarize(frame: pd.DataFrame, top_errors: int = 20) -> dict[str, Any]:
     """Counts by status and the most common errors of a manifest."""
     counts = Counter(frame["status"])
     errors = Counter(
-        _error_kind(e)
+        error_kind(e)
         for e in frame.loc[~frame["status"].isin(_NO_ERROR_STATUSES), "error"]
     )
     return {
@@ -109,7 +109,7 @@ def summarize(frame: pd.DataFrame, top_errors: int = 20) -> dict[str, Any]:
     }
 
 
-def _error_kind(error: str) -> str:
+def error_kind(error: str) -> str:
     """Group errors by their first clause so the histogram counts kinds, not file names."""
     return (error or "unknown").split(":")[0].strip()[:120]
 

@@ -201,15 +201,10 @@ def _run_model_stage(
                 load_started = time.perf_counter()
                 model = stage.load_model()
                 timing.load_seconds += time.perf_counter() - load_started
-            batch = {name: [item.row.get(name) for item in items]
-                     for name in dict.fromkeys(n for item in items for n in item.row)}
-            call_started = time.perf_counter()
-            columns = model(batch)
-            timing.seconds += time.perf_counter() - call_started
+            outputs, seconds = call_model(model, items)
+            timing.seconds += seconds
             timing.calls += 1
             timing.items += len(items)
-            outputs = [{name: values[i] for name, values in columns.items()}
-                       for i in range(len(items))]
         position = 0
         for record, results in waiting:
             final = []
@@ -232,6 +227,21 @@ def _run_model_stage(
     flush()
     timing.wall_seconds = time.perf_counter() - started
     return timing
+
+
+def call_model(model: Callable[[dict[str, list]], dict[str, list]],
+               items: list[ModelItem]) -> tuple[list[dict[str, Any]], float]:
+    """One call of a batched model: the items' rows as columns in, one row per item out,
+    and the seconds the call took."""
+    import time
+
+    columns = {name: [item.row.get(name) for item in items]
+               for name in dict.fromkeys(n for item in items for n in item.row)}
+    started = time.perf_counter()
+    answer = model(columns)
+    seconds = time.perf_counter() - started
+    return [{name: values[i] for name, values in answer.items()}
+            for i in range(len(items))], seconds
 
 
 def _finish(stage: ModelStage, record: Any, output: dict[str, Any]) -> list:

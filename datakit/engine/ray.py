@@ -40,6 +40,7 @@ from datakit.engine.local import (
     StopSignals,
     _finish,
     _progress_bar,
+    call_model,
     safe_call,
 )
 
@@ -71,16 +72,7 @@ class _ModelActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         results = [pickle.loads(blob) for blob in batch["results"]]
         items = [r for rs in results for r in rs if isinstance(r, ModelItem)]
-        outputs: list[dict[str, Any]] = []
-        seconds = 0.0
-        if items:
-            columns = {name: [item.row.get(name) for item in items]
-                       for name in dict.fromkeys(n for item in items for n in item.row)}
-            started = time.perf_counter()
-            answer = self.model(columns)
-            seconds = time.perf_counter() - started
-            outputs = [{name: values[i] for name, values in answer.items()}
-                       for i in range(len(items))]
+        outputs, seconds = call_model(self.model, items) if items else ([], 0.0)
         position = 0
         replaced = []
         for rs in results:
@@ -143,7 +135,8 @@ def run_ray(
                  ignore_reinit_error=True)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
+    context.enable_progress_bars = False  # datakit's own bar counts records
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # no execution-plan chatter
     report = EngineReport(model=ModelTiming() if isinstance(stage, ModelStage) else None)
     started = time.perf_counter()
     try:
