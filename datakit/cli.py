@@ -131,6 +131,22 @@ def watermark_config(action: Watermarks, model: str | None, threshold: float,
         raise UserError(str(error)) from None
 
 
+def parse_colour(text: str, option: str = "--background") -> tuple[int, int, int]:
+    """'grey', '#808080' or '128,128,128' -> (128, 128, 128)."""
+    names = {"grey": (128, 128, 128), "gray": (128, 128, 128), "black": (0, 0, 0),
+             "white": (255, 255, 255)}
+    value = text.strip().lower()
+    if value in names:
+        return names[value]
+    if re.fullmatch(r"#[0-9a-f]{6}", value):
+        return tuple(int(value[i:i + 2], 16) for i in (1, 3, 5))
+    parts = value.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)
+    raise UserError(f"{option}: expected grey, black, white, #RRGGBB or R,G,B (0..255), "
+                    f"got {text!r}")
+
+
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """'512x320' -> (512, 320); both even and at least 16."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
@@ -206,6 +222,8 @@ def print_summary(stats: dict, out: Path, title: str) -> None:
         f"({run['per_second'] or 0:.2f}/s); {stats.get('resumed_keys', 0)} keys were already "
         "done"
     )
+    for note, count in (stats.get("notes") or {}).items():
+        console.print(f"  note: {count} x {note} (the manifest's notes column says which)")
     changed = stats.get("changed_inputs")
     if changed:
         console.print(f"[yellow]{changed['count']} input(s) changed since they were written "
@@ -249,14 +267,23 @@ def pan_zoom_command(
         "zoom-in, zoom-out, diagonal-up-left, diagonal-up-right, diagonal-down-left, "
         "diagonal-down-right, pan-zoom; groups pan, zoom, diagonal, combined, all.")] = "all",
     zoom_range: Annotated[tuple[float, float], typer.Option(
-        help="Zoom reached at the close end of a zoom, drawn per clip (1.0 = the whole "
-        "image's width or height).")] = (1.1, 1.25),
+        metavar="MIN,MAX", help="Zoom reached at the close end of a zoom, drawn per clip "
+        "(1.0 = the whole image's width or height); '1.1,1.25' or '1.1 1.25'.")]
+    = (1.1, 1.25),
     speed_range: Annotated[tuple[float, float], typer.Option(
-        help="Pan speed in frame widths per second, drawn per clip.")] = (0.05, 0.15),
+        metavar="MIN,MAX", help="Pan speed in frame widths per second, drawn per clip; "
+        "'0.05,0.15' or '0.05 0.15'. Capped where the image leaves less room (the summary "
+        "says how often; the json has the speed used).")] = (0.05, 0.15),
     easing: Annotated[str, typer.Option(
         help="Camera acceleration: linear, ease-in-out, ease-in, ease-out.")] = "ease-in-out",
     max_upscale: Annotated[float, typer.Option(
         help="Largest upscale allowed; smaller images are recorded as skipped.")] = 2.0,
+    max_pixels: Annotated[int, typer.Option(
+        help="Images with more pixels are refused as decompression bombs (raise it for "
+        "large scans and panoramas).", min=1)] = 100_000_000,
+    background: Annotated[str, typer.Option(
+        help="Colour under transparent images: a name (grey, black, white), #RRGGBB or "
+        "R,G,B.")] = "grey",
     motion_caption: Annotated[bool, typer.Option(
         help="Append the camera motion to the caption, e.g. 'The camera pans left.'")] = True,
     crf: Annotated[int, typer.Option(help="x264 quality: 0 lossless .. 51 worst.",
@@ -299,7 +326,9 @@ def pan_zoom_command(
             width=width, height=height, frames=frames, fps=fps,
             clips_per_image=clips_per_image, motions=parse_motions(motions),
             zoom_range=zoom_range, speed_range=speed_range, easing=easing,
-            max_upscale=max_upscale, motion_caption=motion_caption, seed=seed, crf=crf,
+            max_upscale=max_upscale, max_pixels=max_pixels,
+            background=parse_colour(background), motion_caption=motion_caption,
+            seed=seed, crf=crf,
             preset=preset, watermark=marks,
         )
     except ValueError as error:
@@ -843,6 +872,25 @@ def _ignore_signals_while_exiting() -> None:
         signal.signal(number, signal.SIG_IGN)
 
 
+PAIR_OPTIONS = ("--zoom-range", "--speed-range")
+
+
+def split_pairs(argv: list[str]) -> list[str]:
+    """`--zoom-range 1.1,1.25` (as the help and defaults show a pair) becomes the two values
+    the option takes, `--zoom-range 1.1 1.25`, which keeps working as it is."""
+    out: list[str] = []
+    for index, token in enumerate(argv):
+        name, equals, value = token.partition("=")
+        previous = argv[index - 1] if index else ""
+        if name in PAIR_OPTIONS and equals and "," in value:
+            out += [name, *value.split(",", 1)]
+        elif previous in PAIR_OPTIONS and "," in token:
+            out += token.split(",", 1)
+        else:
+            out.append(token)
+    return out
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr, never a traceback."""
     # A run stopped at once (a second Ctrl-C) leaves its worker pool's semaphores to
@@ -855,7 +903,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        app()
+        app(args=split_pairs(sys.argv[1:]))
     except KeyboardInterrupt:
         _ignore_signals_while_exiting()
         typer.echo("interrupted", err=True)

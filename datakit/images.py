@@ -9,7 +9,8 @@ so the manifest's error histogram can group on the text before the first ':'.
 
 Colour handling, in short:
 - alpha (RGBA, LA, PA, premultiplied, palette or tRNS transparency) is composited over a
-  neutral mid-grey (`ALPHA_BACKGROUND`), so transparent areas neither turn black nor white;
+  background, neutral mid-grey by default (`ALPHA_BACKGROUND`), so transparent areas neither
+  turn black nor white; `load_image_info` says whether that happened;
 - CMYK goes through the embedded ICC profile when there is one (PIL's own CMYK->RGB ignores
   the ink model and gives wrong colours), else through PIL's conversion; RGB and grayscale
   profiles are not applied (the pixels are taken as sRGB);
@@ -31,6 +32,7 @@ import re
 import struct
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -41,7 +43,17 @@ logger = logging.getLogger(__name__)
 # its threshold, still applies on top of `max_pixels`: raise `Image.MAX_IMAGE_PIXELS` as well to
 # accept larger images.
 DEFAULT_MAX_PIXELS = 89_478_485
-ALPHA_BACKGROUND = 128  # mid-grey, the same in R, G and B
+ALPHA_BACKGROUND = (128, 128, 128)  # mid-grey
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image as loaded: the RGB array, the JPEG decode scale, and whether transparency
+    was composited over a background."""
+
+    array: np.ndarray
+    scale: float
+    composited: bool
 
 # What PIL raises on a file it cannot parse or decode; anything else is a bug and propagates.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
@@ -68,6 +80,7 @@ def load_image(
     source: str | os.PathLike | bytes,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_size: tuple[int, int] | None = None,
+    background: tuple[int, int, int] = ALPHA_BACKGROUND,
 ) -> np.ndarray:
     """Load an image as an upright 8-bit RGB array of shape (H, W, 3), C-contiguous, read-only.
 
@@ -77,12 +90,13 @@ def load_image(
         min_size: (width, height) the caller needs after EXIF rotation; a JPEG is then decoded
             at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least this large.
             Use `load_image_with_scale` to learn the scale applied.
+        background: the RGB colour transparent pixels are composited over.
 
     Raises:
         ImageError: the file is missing, empty, unreadable, not an image, truncated, corrupt,
             too large or of a mode that has no RGB rendering.
     """
-    return load_image_with_scale(source, max_pixels, min_size)[0]
+    return load_image_info(source, max_pixels, min_size, background).array
 
 
 def load_image_with_scale(
@@ -90,6 +104,17 @@ def load_image_with_scale(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, float]:
+    """`load_image`, also returning the decode scale (see `load_image_info`)."""
+    decoded = load_image_info(source, max_pixels, min_size)
+    return decoded.array, decoded.scale
+
+
+def load_image_info(
+    source: str | os.PathLike | bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: tuple[int, int] | None = None,
+    background: tuple[int, int, int] = ALPHA_BACKGROUND,
+) -> DecodedImage:
     """`load_image`, also returning the decode scale: 1.0, or 1/2, 1/4, 1/8 when `min_size`
     let a JPEG decode smaller. A point at (x, y) in the array is at (x / scale, y / scale) in
     the full-size upright image, so callers can keep geometry in original-image units.
@@ -98,6 +123,7 @@ def load_image_with_scale(
         source: a file path, or the file's bytes.
         max_pixels: images whose header declares more pixels are refused before decoding.
         min_size: (width, height) the caller needs after EXIF rotation (see `load_image`).
+        background: the RGB colour transparent pixels are composited over.
     """
     # 1. Check inputs
     if max_pixels < 1:
@@ -109,17 +135,18 @@ def load_image_with_scale(
     with _open_source(source) as file, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            array, scale = _decode(file, max_pixels, min_size)
+            array, scale, composited = _decode(file, max_pixels, min_size, background)
         finally:
             for warning in caught:
                 logger.debug("PIL warning on %s: %s", _describe(source), warning.message)
     array.flags.writeable = False
-    return array, scale
+    return DecodedImage(array, scale, composited)
 
 
 def _decode(
-    file: io.BufferedIOBase, max_pixels: int, min_size: tuple[int, int] | None
-) -> tuple[np.ndarray, float]:
+    file: io.BufferedIOBase, max_pixels: int, min_size: tuple[int, int] | None,
+    background: tuple[int, int, int],
+) -> tuple[np.ndarray, float, bool]:
     try:
         # 3. Read the header and refuse bombs before any pixel is decoded
         image = Image.open(file)
@@ -127,7 +154,7 @@ def _decode(
         if width * height > max_pixels:
             raise ImageError(
                 f"decompression bomb: {width * height} pixels > limit {max_pixels} "
-                f"({width}x{height})"
+                f"({width}x{height}; --max-pixels raises the limit)"
             )
 
         # 4. Let a JPEG decode at a reduced DCT scale when the caller needs fewer pixels
@@ -146,7 +173,7 @@ def _decode(
 
         # 6. Convert to 8-bit RGB, then turn upright
         try:
-            rgb = _to_rgb(image, rawmode)
+            rgb, composited = _to_rgb(image, rawmode, background)
         except ValueError:  # PIL: "conversion from X to Y not supported"
             raise ImageError(f"unsupported mode: {image.mode}") from None
         orientation = _orientation(image)
@@ -160,7 +187,7 @@ def _decode(
         raise ImageError(f"{kind}: {message}") from None
     if orientation in _UPRIGHT:
         rgb = _UPRIGHT[orientation](rgb)
-    return np.ascontiguousarray(rgb), scale
+    return np.ascontiguousarray(rgb), scale, composited
 
 
 def _open_source(source: str | os.PathLike | bytes) -> io.BufferedIOBase:
@@ -213,17 +240,19 @@ def _rawmode(image: Image.Image) -> str:
     return args if isinstance(args, str) else str(args[0]) if args else ""
 
 
-def _to_rgb(image: Image.Image, rawmode: str) -> np.ndarray:
+def _to_rgb(image: Image.Image, rawmode: str,
+            background: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
+    """8-bit RGB, and whether transparency was composited over `background`."""
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         gray = _gray_to_8bit(np.asarray(image), mode, rawmode)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return np.repeat(gray[:, :, None], 3, axis=2), False
     if mode == "CMYK":
-        return np.asarray(_cmyk_to_rgb(image))
+        return np.asarray(_cmyk_to_rgb(image)), False
     if image.has_transparency_data:
         rgba = np.asarray(image if mode == "RGBA" else image.convert("RGBA"))
-        return _composite(rgba)
-    return np.asarray(image if mode == "RGB" else image.convert("RGB"))
+        return _composite(rgba, background), True
+    return np.asarray(image if mode == "RGB" else image.convert("RGB")), False
 
 
 def _gray_to_8bit(gray: np.ndarray, mode: str, rawmode: str) -> np.ndarray:
@@ -262,8 +291,9 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _composite(rgba: np.ndarray) -> np.ndarray:
-    """Alpha-blend over the grey background, rounding to nearest in integer arithmetic."""
+def _composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """Alpha-blend over `background`, rounding to nearest in integer arithmetic."""
     alpha = rgba[:, :, 3:].astype(np.uint16)
-    blended = rgba[:, :, :3] * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127
+    colour = np.asarray(background, dtype=np.uint16)
+    blended = rgba[:, :, :3] * alpha + colour * (255 - alpha) + 127
     return (blended // 255).astype(np.uint8)

@@ -106,6 +106,7 @@ def summarize(frame: pd.DataFrame, top_errors: int = 20) -> dict[str, Any]:
         "status": {s.value: counts.get(s.value, 0) for s in Status},
         "errors": dict(errors.most_common(top_errors)),
         "error_kinds": len(errors),
+        "notes": dict(Counter(note for notes in frame["notes"].dropna() for note in notes)),
     }
 
 

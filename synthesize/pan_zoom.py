@@ -123,6 +123,8 @@ class CameraPath:
     speed: float  # travel in window widths per second (0 for pure zooms)
     zoom_start: float  # 1.0 = the largest window of the output aspect that fits the image
     zoom_end: float
+    capped: tuple[str, ...] = ()  # "speed", "zoom": drawn values the image did not allow
+    panorama: bool = False  # an image far wider (taller) than the output: panned end to end
 
     def window_at(self, t: float) -> Window:
         """The window at time t in [0, 1]: centre linear, size geometric, both eased."""
@@ -154,7 +156,35 @@ class CameraPath:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["motion"] = self.motion.value
+        data["capped"] = list(self.capped)
         return data
+
+
+PANORAMA_STRETCH = 2.0  # image aspect / output aspect from which an image is a panorama
+
+
+def _panorama_path(motion: Motion, base: tuple[float, float], config: PanZoomConfig,
+                   rng: np.random.Generator) -> CameraPath:
+    """Pan from one end of a panorama to the other at zoom 1, so the clip shows all of it:
+    along x when the window spans the image's height, else along y. A pan already along
+    that axis keeps its direction; any other motion becomes one (direction from the seed)."""
+    horizontal = base[0] < base[1]
+    forward = {Motion.PAN_RIGHT: True, Motion.PAN_LEFT: False, Motion.PAN_DOWN: True,
+               Motion.PAN_UP: False}
+    along = (Motion.PAN_LEFT, Motion.PAN_RIGHT) if horizontal else (Motion.PAN_UP,
+                                                                     Motion.PAN_DOWN)
+    ahead = forward[motion] if motion in along else bool(rng.random() < 0.5)
+    motion = along[int(ahead)]
+    half = (base[0] if horizontal else base[1]) / 2
+    first, last = (half, 1 - half) if ahead else (1 - half, half)
+    if horizontal:
+        start, end = Window(first, 0.5, *base), Window(last, 0.5, *base)
+        travel = abs(last - first) / base[0]  # in window widths
+    else:
+        start, end = Window(0.5, first, *base), Window(0.5, last, *base)
+        travel = abs(last - first) / (config.width / config.height * base[1])
+    speed = travel / config.duration if config.duration else 0.0
+    return CameraPath(motion, start, end, config.easing, speed, 1.0, 1.0, panorama=True)
 
 
 class SkipImage(Exception):
@@ -181,6 +211,8 @@ class PanZoomConfig:
         seed: the seed every random choice is derived from (with the sample key).
         crf, preset: x264 quality and speed.
         max_pixels: images with more pixels are refused (decompression bombs).
+        background: the RGB colour transparent images are composited over (recorded in the
+            json as `alpha` and in the manifest's notes).
         watermark: what to do with marks found in the source image (`--watermarks`): flag
             records a score and box (in the decoded image's pixels) in the json and manifest,
             strip removes the mark from the image before rendering, drop skips the image with
@@ -203,8 +235,12 @@ class PanZoomConfig:
     preset: str = "medium"
     max_pixels: int = 100_000_000
     watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
+    background: tuple[int, int, int] = (128, 128, 128)
 
     def __post_init__(self):
+        if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
+            raise ValueError(f"--background: expected an RGB colour with values 0..255, got "
+                             f"{self.background!r}")
         if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
             raise ValueError(
                 f"size must be even and at least 16x16, got {self.width}x{self.height}"
@@ -280,12 +316,16 @@ def plan_path(
             f"too small: {image_w}x{image_h} needs {upscale:.2f}x upscaling for "
             f"{config.width}x{config.height} (max {config.max_upscale:g}x)"
         )
+    base = (base_w / image_w, base_w / aspect / image_h)  # normalised window at zoom 1
+    stretch = (image_w / image_h) / aspect
+    if stretch >= PANORAMA_STRETCH or stretch <= 1 / PANORAMA_STRETCH:
+        return _panorama_path(motion, base, config, rng)
     # Never zoom closer than the upscale limit allows.
     zoom_cap = max(1.0, base_w * config.max_upscale / config.width)
     zoom_low, zoom_high = (min(z, zoom_cap) for z in config.zoom_range)
+    capped = ["zoom"] if max(config.zoom_range) > zoom_cap + 1e-9 else []
     zoom_far = float(rng.uniform(zoom_low, zoom_high))
     speed = float(rng.uniform(*config.speed_range))
-    base = (base_w / image_w, base_w / aspect / image_h)  # normalised window at zoom 1
 
     if motion is Motion.ZOOM_IN:
         zooms, direction = (1.0, zoom_far), (0.0, 0.0)
@@ -321,13 +361,15 @@ def plan_path(
             mid = (low + high) / 2
             low, high = (mid, high) if travel_fits(*zooms, mid) else (low, mid)
         amount, fit = low, travel_fits(*zooms, low)
+        capped.append("speed")
     fits_x, fits_y, shift = fit
     start_x = float(rng.uniform(*_middle(fits_x)))
     start_y = float(rng.uniform(*_middle(fits_y)))
     start = Window(start_x, start_y, base[0] / zooms[0], base[1] / zooms[0])
     end = Window(start_x + shift[0], start_y + shift[1], base[0] / zooms[1], base[1] / zooms[1])
     actual_speed = amount / config.duration if config.duration else 0.0
-    return CameraPath(motion, start, end, config.easing, actual_speed, zooms[0], zooms[1])
+    return CameraPath(motion, start, end, config.easing, actual_speed, zooms[0], zooms[1],
+                      capped=tuple(capped))
 
 
 def _middle(interval: tuple[float, float], share: float = 0.6) -> tuple[float, float]:
@@ -444,7 +486,7 @@ class PanZoomStage:
         return [record.key] if count == 1 else [f"{record.key}_c{i}" for i in range(count)]
 
     def __call__(self, record) -> list:
-        from datakit.images import ImageError, load_image
+        from datakit.images import ImageError, load_image_info
         from datakit.shards import Sample
         from datakit.video import encode_video
         from manifests.schema import Status, make_row
@@ -454,13 +496,17 @@ class PanZoomStage:
         started = time.perf_counter()
         # 1. Load: a bad file is a failed row, never an exception.
         try:
-            image = load_image(
+            decoded = load_image_info(
                 record.image_input(),
                 max_pixels=config.max_pixels,
                 min_size=config.min_source_size(),
+                background=tuple(config.background),
             )
         except ImageError as error:
             return [make_row(record.key, Status.FAILED, source=record.source, error=str(error))]
+        image = decoded.array
+        alpha = ({"composited": True, "background": list(config.background)}
+                 if decoded.composited else {"composited": False})
         image_size = (image.shape[1], image.shape[0])
         # 2. Watermarks in the source image: flag, strip or drop.
         image, marks = apply_watermark_policy(image, config.watermark, self.classifier())
@@ -503,6 +549,7 @@ class PanZoomStage:
                 "encoder": {"codec": "h264", "pix_fmt": "yuv420p", "crf": config.crf,
                             "preset": config.preset},
                 "source_meta": record.meta,
+                "alpha": alpha,
                 **marks,
             }
             row = make_row(
@@ -510,7 +557,12 @@ class PanZoomStage:
                 width=config.width, height=config.height, frames=config.frames, fps=config.fps,
                 seconds=time.perf_counter() - started,  # the first clip's includes the load
                 meta={"motion": path.motion.value, "speed": path.speed,
-                      "zoom": [path.zoom_start, path.zoom_end]},
+                      "zoom": [path.zoom_start, path.zoom_end], "capped": list(path.capped),
+                      "panorama": path.panorama},
+                notes=[*(f"{what} capped to fit the image" for what in path.capped),
+                       *(["panorama: panned end to end"] if path.panorama else []),
+                       *([f"transparent: composited over rgb{tuple(config.background)}"]
+                         if decoded.composited else [])] or None,
                 **marks,
             )
             files = {"mp4": mp4, "txt": caption.encode(),

@@ -21,7 +21,7 @@ from datakit.images import (
     load_image_with_scale,
 )
 
-GREY = (ALPHA_BACKGROUND,) * 3
+GREY = ALPHA_BACKGROUND
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -137,7 +137,7 @@ def test_rgba_is_composited_on_grey_not_black():
     loaded = load_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"))[0]
     np.testing.assert_array_equal(loaded[0], GREY)
     np.testing.assert_array_equal(loaded[1], (200, 10, 60))
-    expected = round((255 * 128 + ALPHA_BACKGROUND * 127) / 255)
+    expected = round((255 * 128 + ALPHA_BACKGROUND[0] * 127) / 255)
     np.testing.assert_array_equal(loaded[2], (expected,) * 3)
 
 
@@ -155,7 +155,7 @@ def test_palette_with_transparency():
     loaded = load_image(encode(image, "PNG", transparency=bytes([0, 255, 128])))[0]
     np.testing.assert_array_equal(loaded[0], GREY)
     np.testing.assert_array_equal(loaded[1], (0, 255, 0))
-    half = round(ALPHA_BACKGROUND * 127 / 255)
+    half = round(ALPHA_BACKGROUND[0] * 127 / 255)
     np.testing.assert_array_equal(loaded[2], (half, half, round((255 * 128 + 128 * 127) / 255)))
 
 
