@@ -908,6 +908,11 @@ def main() -> None:
         _ignore_signals_while_exiting()
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    finally:
+        # The work is done: a signal arriving during the interpreter's finalization (which
+        # restores the default action of handlers set from Python, but not of ignored
+        # signals) must not turn a finished run into "killed by SIGTERM".
+        _ignore_signals_while_exiting()
 
 
 if __name__ == "__main__":

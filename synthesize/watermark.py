@@ -266,6 +266,10 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
         if len(matches) >= 8:
             src = np.float32([keys[m.queryIdx].pt for m in matches])
             dst = np.float32([prev_keys[m.trainIdx].pt for m in matches])
+            # RANSAC draws from OpenCV's per-thread RNG, whose state depends on everything
+            # this process did before: seed it, so the same frames always give the same
+            # track (a worker and a long-lived process, the local and the Ray engine).
+            cv2.setRNGSeed(0)
             step, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
                                                   ransacReprojThreshold=1.5)
         matrix = _compose(transforms[-1], np.eye(2, 3) if step is None else step)

@@ -398,3 +398,4 @@ def test_unblending_recovers_alpha_and_mark_from_revealed_backgrounds():
     np.testing.assert_allclose(k, 1 - alpha, atol=1e-3)
     np.testing.assert_allclose(c, alpha[..., None] * mark, atol=0.2)
     assert (r2 > 0.999).all()
+
