@@ -248,6 +248,8 @@ def demo_command(
 
 
 class ContinueMode(str, Enum):
+    auto = "auto"
+    anchor = "anchor"
     reuse = "reuse"
     i2v = "i2v"
     none = "none"
@@ -271,16 +273,20 @@ def generate_command(
     frames: Annotated[int, typer.Option(help="Exact frames per video (chunks are generated "
                                         "whole and the last one trimmed).", min=1)] = 49,
     chunk_frames: Annotated[int | None, typer.Option(
-        help="Frames per chunk; must fit the model's rule (Wan/CogVideoX 4k+1, LTX 8k+1). "
-        "Default: the model family's.")] = None,
+        help="Frames per chunk; must fit the model's rule. Recommended: Wan 2.1/2.2 33 or 81 "
+        "(4k+1), CogVideoX 1.0 49, CogVideoX 1.5 81 or 161 (4k+1, latent frames even), "
+        "LTX-Video 97 or 121 (8k+1), ModelScope 16. Default: the model family's.")] = None,
     overlap: Annotated[int | None, typer.Option(
-        help="--continue reuse: overlap frames pinned to the previous chunk, a multiple of "
-        "the temporal compression (4 for Wan). Default: 2 latent frames (4 for ModelScope).")]
-    = None,
+        help="Pixel frames that continue the previous chunk. anchor: its last O frames, "
+        "re-encoded (1 + a multiple of the temporal compression: Wan/CogVideoX 5, 9; LTX 9); "
+        "reuse: a multiple of the temporal compression. Default: 2 latent frames (Wan 5 "
+        "frames, ModelScope 4).")] = None,
     continue_mode: Annotated[ContinueMode, typer.Option(
-        "--continue", help="How chunk i+1 continues chunk i: reuse (VidRD latent reuse), i2v "
-        "(image-to-video from the last frame, needs --i2v-model), none (independent).")]
-    = ContinueMode.reuse,
+        "--continue", help="How chunk i+1 continues chunk i: anchor (pin its first latents to "
+        "the re-encoded end of chunk i; right for causal VAEs), reuse (VidRD latent reuse, "
+        "exact on ModelScope), i2v (image-to-video from the last frame, needs --i2v-model), "
+        "none (independent); auto = anchor on Wan/CogVideoX/LTX, reuse on ModelScope.")]
+    = ContinueMode.auto,
     i2v_model: Annotated[str | None, typer.Option(
         help="Image-to-video pipeline for --continue i2v.")] = None,
     steps: Annotated[int, typer.Option(help="Denoising steps per chunk.", min=1)] = 50,
@@ -298,8 +304,9 @@ def generate_command(
         help="VidRD beta: overlap frame m is pinned for (O-m)*(T/O)*beta steps.")] = 0.4,
     search_k: Annotated[int, typer.Option(help="Candidate noises per chunk for k-step search "
                                           "(1 = off).", min=1)] = 5,
-    search_steps: Annotated[int, typer.Option(help="Steps of each candidate's preview.",
-                                              min=1)] = 3,
+    search_steps: Annotated[int | None, typer.Option(
+        help="Steps of each candidate's preview (default: 3, or half of --steps when that is "
+        "fewer).", min=1)] = None,
     search_clip: Annotated[str | None, typer.Option(
         help="CLIP model folder: score candidates by CLIP image similarity instead of the "
         "weights-free continuity score.")] = None,
@@ -311,8 +318,8 @@ def generate_command(
         help="Refinement window in frames (default: --chunk-frames).")] = None,
     refine_overlap: Annotated[int | None, typer.Option(
         help="Refinement window overlap in frames (default: --overlap).")] = None,
-    refine_strength: Annotated[float, typer.Option(
-        help="SDEdit strength: fraction of the schedule re-run.")] = 0.4,
+    refine_strength: Annotated[float | None, typer.Option(
+        help="SDEdit strength: fraction of the schedule re-run (default 0.4).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     dtype: Annotated[Dtype, typer.Option(help="Weights dtype.")] = Dtype.float32,
     cpu_offload: Annotated[bool, typer.Option(help="Model CPU offload (less GPU memory).")]
@@ -333,7 +340,7 @@ def generate_command(
     """Generate long videos chunk by chunk on a diffusers video pipeline.
 
     Example: datakit generate --prompts prompts.txt --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers
-    --frames 241 --chunk-frames 33 --overlap 8 --steps 50 --search-k 5 --search-steps 3
+    --frames 241 --chunk-frames 33 --overlap 5 --steps 50 --search-k 5 --search-steps 3
     --height 480 --width 832 --seed 0 --out samples/
     """
     from generate.runner import GenerateOptions, generate_videos

@@ -152,26 +152,47 @@ def resolve_device(device: str) -> str:
     return device
 
 
-# Step indices for which a predictor-corrector scheduler's corrector is off: all of them.
-NO_CORRECTOR_STEPS = list(range(10_000))
+def keep_step_overwrites(scheduler, steps: list[int] | range = ()):
+    """The scheduler for one pipeline call in which a step callback overwrites latents.
 
+    VidRD's pinning, the anchor continuation and the refine blend overwrite the latents
+    between steps. A first-order scheduler (Euler, DDIM, CogVideoX's DPM) continues from what
+    it is given. UniPC (the scheduler Wan's checkpoints ship with) runs a corrector at the
+    start of every step that rebuilds the current sample from the previous one, which would
+    undo an overwrite: its corrector is turned off on exactly the steps that follow an
+    overwrite (`disable_corrector` takes the callback's step indices) and stays on elsewhere,
+    so chunk 0, search previews and the steps after the pinning ends are UniPC as shipped. Its
+    multistep predictor keeps its history (the previous step's x0 prediction, made from the
+    latents before the overwrite); see docs/generate.md. Second-order schedulers (Heun, DPM2)
+    call the model twice per step and are refused.
 
-def keep_step_overwrites(scheduler):
-    """A scheduler under which latents that a step callback writes survive the next step.
-
-    VidRD's pinning and the refine blend overwrite the latents between steps. A first-order
-    scheduler continues from what it is given; UniPC (the scheduler Wan's checkpoints ship
-    with) corrects each new sample from the previous one and would undo the overwrite, so
-    its corrector is turned off, leaving its multistep predictor. Second-order schedulers
-    (Heun, DPM2) call the model twice per step and are refused.
+    Args:
+        scheduler: the pipeline's scheduler.
+        steps: callback step indices after which the latents are overwritten.
     """
     if getattr(scheduler, "order", 1) != 1:
         raise UserError(f"{type(scheduler).__name__} is a second-order scheduler; --continue "
-                        "reuse and --refine need a first-order one (Euler, DDIM, UniPC, DPM++)")
+                        "reuse/anchor and --refine need a first-order one (Euler, DDIM, UniPC, "
+                        "DPM++)")
     if "disable_corrector" in scheduler.config:
-        return type(scheduler).from_config(scheduler.config,
-                                           disable_corrector=NO_CORRECTOR_STEPS)
+        return type(scheduler).from_config(scheduler.config, disable_corrector=sorted(steps))
     return scheduler
+
+
+def noise_level(scheduler, index: int) -> tuple[float, float]:
+    """(a, b) with x = a * clean + b * noise the state before step `index` of a set schedule.
+
+    Flow-matching schedulers (FlowMatchEuler, UniPC with flow sigmas): a = 1 - sigma,
+    b = sigma. Diffusion schedulers (DDIM, DPM, CogVideoX's v-prediction ones): a =
+    sqrt(alpha_bar(t)), b = sqrt(1 - alpha_bar(t)); with zero-SNR betas the first step is pure
+    noise (a = 0).
+    """
+    flow = hasattr(scheduler, "scale_noise") or scheduler.config.get("use_flow_sigmas", False)
+    if flow:
+        sigma = float(scheduler.sigmas[index])
+        return 1.0 - sigma, sigma
+    alpha_bar = float(scheduler.alphas_cumprod[int(scheduler.timesteps[index])])
+    return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
 
 
 class Backbone:
@@ -224,6 +245,11 @@ class Backbone:
 
     def pixel_frames(self, latent_frames: int) -> int:
         return (latent_frames - 1) * self.temporal + 1 if self.temporal > 1 else latent_frames
+
+    def pixel_start(self, latent: int) -> int:
+        """Index of the first pixel frame that latent frame `latent` covers (causal VAEs: the
+        first latent is frame 0 alone, latent j >= 1 covers frames (j-1)*t+1 .. j*t)."""
+        return 0 if latent == 0 or self.temporal == 1 else (latent - 1) * self.temporal + 1
 
     def fits(self, frames: int) -> bool:
         if frames < 1:
@@ -308,6 +334,7 @@ class Backbone:
         strength: float = 1.0,
         fps: int | None = None,
         pipe: Any = None,
+        overwrite_steps: list[int] | range = (),
     ):
         """Denoise canonical `latents` (the initial noise) and return canonical final latents.
 
@@ -324,6 +351,8 @@ class Backbone:
             fps: frame rate, for pipelines that condition on it (LTX).
             pipe: run this pipeline object instead of `self.pipe` (a copy with its own
                 scheduler, for refinement windows).
+            overwrite_steps: the steps `i` after which `on_step` replaces the latents; for
+                this call the scheduler keeps those overwrites (`keep_step_overwrites`).
         """
         from PIL import Image
 
@@ -363,7 +392,14 @@ class Backbone:
                 return {"latents": self.to_native(replaced.to(native.device, native.dtype))}
 
             kwargs["callback_on_step_end"] = on_step_end
-        output = pipe(**kwargs).frames
+        shipped = pipe.scheduler
+        if overwrite_steps:  # v2v: the scheduler counts from the first step it runs
+            first = steps - min(int(steps * strength), steps) if self.role == "v2v" else 0
+            pipe.scheduler = keep_step_overwrites(shipped, [first + i for i in overwrite_steps])
+        try:
+            output = pipe(**kwargs).frames
+        finally:
+            pipe.scheduler = shipped
         return self.from_native(output, shape)
 
     def scheduler_noise(self, scheduler, clean, noise, timestep):
@@ -422,7 +458,15 @@ class Backbone:
             if self.family.name == "cogvideox":
                 latents = vae.encode(video).latent_dist.mode().float()
                 return latents * self.pipe.vae_scaling_factor_image
-        raise UserError(f"{self.family.label} cannot encode video for --refine")
+            if self.family.name == "ltx":
+                latents = vae.encode(video).latent_dist.mode().float()
+                return self.pipe._normalize_latents(latents, vae.latents_mean.to(latents),
+                                                    vae.latents_std.to(latents),
+                                                    vae.config.scaling_factor)
+            # ModelScope: an image VAE, frame by frame
+            images = video[0].permute(1, 0, 2, 3)
+            latents = vae.encode(images).latent_dist.mode().float() * vae.config.scaling_factor
+            return latents.permute(1, 0, 2, 3)[None]
 
 
 def load_backbone(

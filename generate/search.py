@@ -93,3 +93,9 @@ def search_noise(
         raise ValueError("search_noise needs at least one candidate")
     scores = [score(preview(index, noise), condition) for index, noise in enumerate(candidates)]
     return int(np.argmax(scores)), scores
+
+
+def default_search_steps(steps: int) -> int:
+    """`--search-steps` when not given: 3 (the paper's k) where the schedule is long enough,
+    else about half of `--steps` (at least 1), so any `--steps` runs with the defaults."""
+    return max(1, min(3, steps // 2))
