@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,9 +104,34 @@ UNSUPPORTED = {
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the hub's host accepts a connection within `timeout`, else why not (so a
+    missing network fails in seconds instead of the hub client's retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        return f"{host} is not reachable ({error.strerror or type(error).__name__})"
+    return None
+
+
 def _class_of(model: str) -> str:
-    """The `_class_name` in `model_index.json` of a local folder or hub id."""
-    path = Path(model)
+    """The `_class_name` in `model_index.json` of a local folder or hub id.
+
+    A folder is read directly. Anything that is not an existing folder must look like a hub
+    id (`name` or `org/name`); its `model_index.json` comes from the local hub cache, else
+    from the hub (if the hub's host answers within seconds). Every failure is one line
+    saying what was tried.
+    """
+    path = Path(model).expanduser()
     if path.exists():
         index = path / "model_index.json"
         if not index.is_file():
@@ -114,12 +140,28 @@ def _class_of(model: str) -> str:
             return json.loads(index.read_text())["_class_name"]
         except (ValueError, KeyError) as error:
             raise UserError(f"{index}: unreadable model_index.json ({error})") from None
-    from diffusers import DiffusionPipeline
+    if not HUB_ID.match(model) or model.startswith((".", "~")):
+        raise UserError(f"{model}: no such folder (and not a hub id like org/name)")
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
+    cached = try_to_load_from_cache(model, "model_index.json")
+    if not isinstance(cached, str):
+        if constants.HF_HUB_OFFLINE:
+            raise UserError(f"{model}: no such folder, and not in the hub cache "
+                            "(HF_HUB_OFFLINE is set, so the hub was not asked)")
+        unreachable = _hub_reachable()
+        if unreachable:
+            raise UserError(f"{model}: no such folder, not in the hub cache, and {unreachable}")
+        try:
+            cached = hf_hub_download(model, "model_index.json")
+        except Exception as error:  # hub errors come in many types; all mean "cannot load"
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UserError(f"{model}: no such folder, and the hub has no model_index.json "
+                            f"for it ({type(error).__name__}: {first})") from None
     try:
-        return DiffusionPipeline.load_config(model)["_class_name"]
-    except Exception as error:  # hub errors come in many types; all mean "cannot load"
-        raise UserError(f"{model}: cannot read model_index.json ({error})") from None
+        return json.loads(Path(cached).read_text())["_class_name"]
+    except (ValueError, KeyError) as error:
+        raise UserError(f"{model}: unreadable model_index.json ({error})") from None
 
 
 def find_family(class_name: str) -> tuple[Family, str]:
