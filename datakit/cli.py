@@ -321,7 +321,9 @@ def generate_command(
     refine_strength: Annotated[float | None, typer.Option(
         help="SDEdit strength: fraction of the schedule re-run (default 0.4).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
-    dtype: Annotated[Dtype, typer.Option(help="Weights dtype.")] = Dtype.float32,
+    dtype: Annotated[Dtype | None, typer.Option(
+        help="Weights dtype (default: bfloat16 on CUDA, float32 elsewhere; Wan's VAE and "
+        "image encoder stay float32).")] = None,
     cpu_offload: Annotated[bool, typer.Option(help="Model CPU offload (less GPU memory).")]
     = False,
     vae_tiling: Annotated[bool, typer.Option(help="Decode in spatial tiles.")] = False,
@@ -354,7 +356,8 @@ def generate_command(
         fps=fps, seed=seed, noise_recycle=noise_recycle, reuse_guidance=reuse_guidance,
         search_k=search_k, search_steps=search_steps, search_clip=search_clip, refine=refine,
         refine_model=refine_model, refine_chunk=refine_chunk, refine_overlap=refine_overlap,
-        refine_strength=refine_strength, device=device, dtype=dtype.value,
+        refine_strength=refine_strength, device=device,
+        dtype=dtype.value if dtype else None,
         cpu_offload=cpu_offload, vae_tiling=vae_tiling, vae_slicing=vae_slicing,
         bounded_heap=bounded_heap, resume=resume, crf=crf, checks=checks,
     ))

@@ -511,11 +511,24 @@ class Backbone:
             return latents.permute(1, 0, 2, 3)[None]
 
 
+def share_backbone(backbone: Backbone, role: str) -> Backbone:
+    """`backbone`'s pipeline as its family's `role` class, sharing every component (text
+    encoder, VAE, transformer: no second copy in memory), through diffusers' `from_pipe`."""
+    import diffusers
+
+    cls_name = getattr(backbone.family, role)
+    if cls_name is None:
+        raise UserError(f"{backbone.family.label} has no {role} pipeline in diffusers that we "
+                        "can drive")
+    pipe = getattr(diffusers, cls_name).from_pipe(backbone.pipe)
+    return Backbone(pipe, backbone.family, role, backbone.source)
+
+
 def load_backbone(
     model: str,
     role: str = "t2v",
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str | None = None,
     cpu_offload: bool = False,
     vae_tiling: bool = False,
     vae_slicing: bool = False,
@@ -527,7 +540,9 @@ def load_backbone(
         role: `t2v`, `i2v` or `v2v`. A text-to-video folder asked for `v2v` is loaded as
             its family's video-to-video class (they share every component).
         device: `cpu`, `cuda`, `cuda:N` or `mps`.
-        dtype: `float32`, `bfloat16` or `float16` for the weights.
+        dtype: `float32`, `bfloat16` or `float16` for the weights; None: bfloat16 on CUDA,
+            float32 elsewhere. Wan's VAE and image encoder stay in float32 (their outputs
+            degrade in half precision; diffusers' Wan examples load them so).
         cpu_offload: keep weights on the CPU and move each model to `device` when it runs
             (`enable_model_cpu_offload`); lower GPU memory, slower.
         vae_tiling, vae_slicing: decode/encode in spatial tiles / one sample at a time.
@@ -540,9 +555,11 @@ def load_backbone(
     transformers.utils.logging.disable_progress_bar()
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    device = resolve_device(device)
+    if dtype is None:
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    device = resolve_device(device)
     if cpu_offload and device == "cpu":
         raise UserError("--cpu-offload needs --device cuda (it offloads from the GPU to the CPU)")
     class_name = _class_of(model)
@@ -553,10 +570,13 @@ def load_backbone(
     cls_name = getattr(family, role)
     if cls_name is None:
         raise UserError(f"{family.label} has no {role} pipeline in diffusers that we can drive")
+    torch_dtype: Any = getattr(torch, dtype)
+    if family.name == "wan" and dtype != "float32":  # as diffusers' own Wan examples do
+        torch_dtype = {"default": torch_dtype, "vae": torch.float32,
+                       "image_encoder": torch.float32}
     with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones only know this
         warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
-        pipe = getattr(diffusers, cls_name).from_pretrained(model,
-                                                            torch_dtype=getattr(torch, dtype))
+        pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=torch_dtype)
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:

@@ -55,7 +55,8 @@ class GenerateOptions:
         refine_model: video-to-video pipeline for it (default: `model`'s V2V class).
         refine_chunk, refine_overlap: refinement window and overlap, in pixel frames.
         refine_strength: SDEdit strength (fraction of the schedule that is re-run; None: 0.4).
-        device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run.
+        device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run (dtype
+            None: bfloat16 on CUDA, float32 elsewhere).
         bounded_heap: keep host memory flat over chunks (see `chunked.bound_heap_growth`).
         resume: continue interrupted videos from their saved chunks.
         crf: x264 quality of the MP4s.
@@ -88,7 +89,7 @@ class GenerateOptions:
     refine_overlap: int | None = None
     refine_strength: float | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str | None = None
     cpu_offload: bool = False
     vae_tiling: bool = False
     vae_slicing: bool = False
@@ -154,7 +155,7 @@ def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
 
 def _load(options: GenerateOptions):
     """Load the backbones and build the chunk generator and refiner the options ask for."""
-    from generate.backbones import load_backbone
+    from generate.backbones import load_backbone, share_backbone
     from generate.chunked import ChunkedGenerator, ChunkSettings, resolve_mode
     from generate.refine import Refiner
     from generate.search import ClipScorer, ContinuityScorer, default_search_steps
@@ -199,7 +200,10 @@ def _load(options: GenerateOptions):
                                  bounded_heap=options.bounded_heap)
     refiner = None
     if options.refine:
-        v2v = load_backbone(options.refine_model or options.model, "v2v", **load)
+        if options.refine_model in (None, options.model):  # no second copy of the weights
+            v2v = share_backbone(backbone, "v2v")
+        else:
+            v2v = load_backbone(options.refine_model, "v2v", **load)
         refiner = Refiner(
             v2v, chunk_frames=options.refine_chunk or settings.chunk_frames,
             overlap=options.refine_overlap if options.refine_overlap is not None

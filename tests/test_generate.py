@@ -135,8 +135,8 @@ def test_reuse_reverses_noise_and_pins_overlap(tiny, tmp_path, monkeypatch, fami
     backbone = load_backbone(str(tiny(family)))
     steps, beta, alpha = 6, 0.8, 4.0
     bridge = backbone.pixel_frames(overlap // backbone.temporal)  # dropped: it mirrors
-    frames = chunk + 2 * (chunk - bridge)
-    settings = ChunkSettings(frames=frames, chunk_frames=chunk, overlap=overlap,
+    total = chunk + 2 * (chunk - bridge)
+    settings = ChunkSettings(frames=total, chunk_frames=chunk, overlap=overlap,
                              continue_mode="reuse", steps=steps, guidance=3.0, height=32,
                              width=32, noise_recycle=alpha, reuse_guidance=beta, search_k=1)
     generator = ChunkedGenerator(backbone, settings, scorer=ContinuityScorer())
@@ -164,7 +164,7 @@ def test_reuse_reverses_noise_and_pins_overlap(tiny, tmp_path, monkeypatch, fami
                 mine = current["states"][step][:, :, m]
                 theirs = previous["states"][step][:, :, frames - 1 - m].to(mine)
                 assert torch.equal(mine, theirs) == (step < pins[m]), (step, m)
-    assert probe(tmp_path / "s1.mp4").frames == frames
+    assert probe(tmp_path / "s1.mp4").frames == total
     assert info["chunk_starts"] == [0, chunk, 2 * chunk - bridge]
 
 
@@ -316,7 +316,9 @@ def test_jsonl_stories_and_one_failure_does_not_stop_others(tiny, tmp_path):
     assert "5 prompts" in manifest.loc["too-many", "error"]
     info = json.loads((out / "story-a.json").read_text())
     assert info["seed"] == 3
-    assert [c["prompt"] for c in info["chunk_details"]] == ["a cat sitting", "a cat running"]
+    # 18 frames = 4 chunks of 9 that drop the 5 anchor frames; the last prompt carries on
+    assert [c["prompt"] for c in info["chunk_details"]] == ["a cat sitting"] + [
+        "a cat running"] * 3
     # a rerun skips the stories already done
     again = generate("--prompts", path, "--model", tiny("wan"), "--out", out, "--frames", "18",
                      "--chunk-frames", "9", "--overlap", "5", *TINY)
@@ -552,3 +554,19 @@ def test_peak_rss_is_per_video():
     reset_peak_memory()
     peak = peak_memory()
     assert peak["peak_rss_of"] == "video" and peak["peak_rss_mb"] < before - 500
+
+
+# -- memory: shared components, per-component dtype -------------------------------------------
+
+def test_refine_shares_the_t2v_components_and_wan_vae_stays_float32(tiny):
+    from generate.backbones import share_backbone
+
+    backbone = load_backbone(str(tiny("wan")), dtype="bfloat16")
+    assert backbone.pipe.transformer.dtype == torch.bfloat16
+    assert backbone.pipe.text_encoder.dtype == torch.bfloat16
+    assert backbone.pipe.vae.dtype == torch.float32
+    v2v = share_backbone(backbone, "v2v")
+    assert type(v2v.pipe).__name__ == "WanVideoToVideoPipeline" and v2v.role == "v2v"
+    for name in ("transformer", "vae", "text_encoder"):
+        assert getattr(v2v.pipe, name) is getattr(backbone.pipe, name)
+    assert load_backbone(str(tiny("wan"))).pipe.transformer.dtype == torch.float32  # CPU default
