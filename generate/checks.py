@@ -6,7 +6,14 @@ length), at an analysis size whose longer side is at most `max_side` pixels. Per
 consecutive frames:
 
 - frame difference: mean absolute RGB difference, in grey levels (0..255);
-- optical flow both ways with OpenCV (`farneback`, the default, or `dis`), in analysis pixels;
+- optical flow both ways with OpenCV (`dis`, the default, or `farneback`), reported in pixels
+  of the original video (flow at the analysis size times original width / analysis width), so
+  `motion`, `flow_std`, the flow vectors and the seam directions do not depend on `max_side`
+  (tested at two sizes). Tested on pans of known speed and direction: DIS is within 3% of the
+  true speed; Farneback reads about 20% low (0.8x) with these parameters, so it is kept only
+  as an option. The warp error is a per-pixel colour residual at the analysis size; it (and
+  so `mawe`, whose denominator is in original pixels) still grows as frames are downscaled
+  (more texture per pixel): compare runs at one `max_side`;
 - warp error: the next frame warped back along the forward flow, compared with this one:
   mean over non-occluded pixels of the squared RGB difference (channels in [0, 1], summed).
   Occlusions are found by forward-backward consistency (Sundaram et al. 2010): a pixel is
@@ -18,7 +25,14 @@ Per video:
 - `seam_jump`: for a seam at frame s (the first frame of a chunk), the frame difference across
   it (s-1 -> s) over the median frame difference inside chunks (floored at 0.5 grey levels so
   a still video does not divide by zero). About 1 means the seam is invisible; a hard cut
-  between unrelated clips gives tens.
+  between unrelated clips gives tens. A seam whose next frames replay the previous chunk
+  backwards scores about 1 here, which is why each seam also has:
+- `direction`: the cosine between the mean flow vector of the `SEAM_CONTEXT` pairs before the
+  seam and of those after it (None when either side moves less than `MIN_DIRECTION_PX`);
+  `reversal` is true when it is below `REVERSAL_COSINE` (-0.5): the motion turned back at the
+  seam (a rewind). `seam_reversals` counts them per video.
+- `seam_warp_error`: the mean warp error of the pairs from s-2 to s+1 (the seam pair and its
+  neighbours), where a rewind or the release of pinned frames shows.
 - `warp_error`: the mean of the per-pair warp errors (lower is steadier).
 - `mawe`: StreamingT2V's motion-aware warp error as defined in its paper, warp error over
   `c` times the mean squared flow magnitude, with `c = 9.5` as in their code. Our flow is
@@ -58,7 +72,10 @@ from datakit.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
-FLOWS = ("farneback", "dis")
+FLOWS = ("dis", "farneback")
+SEAM_CONTEXT = 3
+MIN_DIRECTION_PX = 0.25
+REVERSAL_COSINE = -0.5
 MAWE_SCALE = 9.5
 SEAM_FLOOR = 0.5
 STILL_FLOW_PX = 0.1
@@ -72,13 +89,14 @@ class CheckSettings:
     """How videos are analysed.
 
     Args:
-        flow: `farneback` (OpenCV's dense Farneback) or `dis` (OpenCV's DIS, faster).
+        flow: `dis` (OpenCV's DIS, medium preset) or `farneback` (OpenCV's dense Farneback;
+            reads pans about 20% slow).
         max_side: longer side of the analysis size; larger videos are area-downscaled.
         min_scene_frames: shortest scene PySceneDetect may report.
         thumbnails: frames per chunk in the contact sheet.
     """
 
-    flow: str = "farneback"
+    flow: str = "dis"
     max_side: int = 512
     min_scene_frames: int = 8
     thumbnails: int = 6
@@ -207,6 +225,21 @@ def _round(value: Any, digits: int = 6) -> Any:
     return value
 
 
+def seam_direction(vectors: Sequence[tuple[float, float]], seam: int,
+                   context: int = SEAM_CONTEXT) -> float | None:
+    """Cosine between the mean flow vector of the `context` pairs before `seam` (both frames
+    in the previous chunk) and of the `context` pairs after it (both in the new chunk); None
+    when a side is missing or moves less than `MIN_DIRECTION_PX` per frame."""
+    before = vectors[max(0, seam - 1 - context):max(0, seam - 1)]
+    after = vectors[seam:seam + context]
+    if not before or not after:
+        return None
+    a, b = np.mean(before, axis=0), np.mean(after, axis=0)
+    if min(np.linalg.norm(a), np.linalg.norm(b)) < MIN_DIRECTION_PX:
+        return None
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def check_video(
     video: str | os.PathLike,
     settings: CheckSettings | None = None,
@@ -248,9 +281,11 @@ def check_video(
     thumb_height = 96
     thumb_width = max(2, round(thumb_height * info.width / info.height))
 
-    # 2. One pass over the frames
+    # 2. One pass over the frames (flow in original pixels: times `scale`)
     flow = flow_function(settings.flow)
+    scale = info.width / size[0]
     differences, magnitudes, squared, warp_errors, occluded = [], [], [], [], []
+    vectors: list[tuple[float, float]] = []
     chunk_stats = [np.zeros(5) for _ in spans]
     chunk_of = np.zeros(info.frames, dtype=int)
     for row, (a, b) in enumerate(spans):
@@ -271,8 +306,10 @@ def check_video(
         if previous is not None:
             differences.append(float(np.abs(small.astype(np.int16) - previous).mean()))
             forward, backward = flow(previous_gray, gray), flow(gray, previous_gray)
-            magnitude = np.sqrt((forward**2).sum(-1))
+            magnitude = np.sqrt((forward**2).sum(-1)) * scale
             magnitudes.append(float(magnitude.mean()))
+            vectors.append((float(forward[..., 0].mean() * scale),
+                            float(forward[..., 1].mean() * scale)))
             squared.append(float((magnitude**2).mean()))
             error, hidden = warp_pair(previous_float, as_float, forward, backward)
             warp_errors.append(error)
@@ -290,8 +327,17 @@ def check_video(
     seam_pairs = {s - 1 for s in starts[1:] if s < frames}
     inside = [d for i, d in enumerate(differences) if i not in seam_pairs] or differences
     typical = max(float(np.median(inside)), SEAM_FLOOR)
-    seams = [{"frame": s, "difference": differences[s - 1], "jump": differences[s - 1] / typical,
-              "flow": magnitudes[s - 1]} for s in starts[1:] if s < frames]
+    seams = []
+    for s in starts[1:]:
+        if s >= frames:
+            continue
+        direction = seam_direction(vectors, s)
+        around = _mean(warp_errors[max(0, s - 2):s + 2])
+        seams.append({"frame": s, "difference": differences[s - 1],
+                      "jump": differences[s - 1] / typical, "flow": magnitudes[s - 1],
+                      "direction": direction,
+                      "reversal": direction is not None and direction < REVERSAL_COSINE,
+                      "seam_warp_error": around})
 
     # 4. Cuts, drift and the summary
     cuts = scene_cuts(video, settings.min_scene_frames)
@@ -314,6 +360,8 @@ def check_video(
     metrics = {
         "seam_jump_max": max(jumps) if jumps else None,
         "seam_jump_mean": float(np.mean(jumps)) if jumps else None,
+        "seam_reversals": sum(s["reversal"] for s in seams),
+        "seam_warp_error_max": max(_finite(s["seam_warp_error"] for s in seams), default=None),
         "warp_error": warp_error,
         "mawe": None if warp_error is None
         else warp_error / max(MAWE_SCALE * mean_squared_flow, 1e-9),
@@ -344,7 +392,7 @@ def check_video(
         "scene_cut_frames": cuts,
         "chunks": per_chunk,
         "series": {"difference": differences, "flow": magnitudes, "warp_error": warp_errors,
-                   "occluded": occluded},
+                   "occluded": occluded, "flow_vector": [list(v) for v in vectors]},
     }
     return _round(result), sheet
 

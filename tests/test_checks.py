@@ -148,3 +148,66 @@ def test_check_command(videos, tmp_path):
     broken = runner.invoke(app, ["check", str(tmp_path / "broken.mp4"), videos["still"],
                                  "--out", str(tmp_path / "r2"), "-q"])
     assert broken.exit_code == 1 and "failed:" in broken.output and "still:" in broken.output
+
+
+# -- flow figures against clips of known motion -----------------------------------------------
+
+def moving(dx: float, dy: float, frames: int = 8, width: int = 256, height: int = 192,
+           x0: float = 120, y0: float = 150) -> list:
+    """A camera moving (dx, dy) px per frame over the astronaut: content moves (-dx, -dy)."""
+    image = skimage.data.astronaut()
+    return [cv2.warpAffine(image, np.float32([[1, 0, -(x0 + dx * i)], [0, 1, -(y0 + dy * i)]]),
+                           (width, height), flags=cv2.INTER_LINEAR) for i in range(frames)]
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(3, 0), (-3, 0), (0, 3), (0, -1), (1, 0), (6, 0),
+                                        (2, -2)])
+def test_motion_matches_known_pans_at_any_analysis_size(tmp_path, dx, dy):
+    video = write(tmp_path / "pan.mp4", moving(dx, dy))
+    speed = float(np.hypot(dx, dy))
+    full, _ = check_video(video, CheckSettings(max_side=256))
+    half, _ = check_video(video, CheckSettings(max_side=128))
+    for result in (full, half):
+        assert result["metrics"]["motion"] == pytest.approx(speed, rel=0.06)
+        # the mean flow vector points where the content moves: against the camera
+        mean = np.mean(result["series"]["flow_vector"], axis=0)
+        assert mean == pytest.approx([-dx, -dy], abs=0.1 * speed + 0.05)
+        # MAWE is the warp error over 9.5 x the mean squared flow: speed^2 for a uniform pan
+        metrics = result["metrics"]
+        assert metrics["mawe"] == pytest.approx(metrics["warp_error"] / (9.5 * speed**2),
+                                                rel=0.15)
+    assert half["metrics"]["motion"] == pytest.approx(full["metrics"]["motion"], rel=0.05)
+
+
+def test_farneback_is_kept_as_an_option_and_reads_pans_slow(tmp_path):
+    video = write(tmp_path / "pan.mp4", moving(3, 0))
+    result, _ = check_video(video, CheckSettings(flow="farneback", max_side=256))
+    assert 0.7 * 3 < result["metrics"]["motion"] < 0.9 * 3  # documented: about 0.8x
+
+
+def test_a_rewind_at_a_seam_is_a_reversal(tmp_path):
+    """A chunk whose first frames replay the end of the previous one backwards (what keeping a
+    mirrored bridge does): the frame pair across the seam is nearly identical, so the jump
+    looks perfect, but the motion turns back."""
+    forward = moving(3, 0, frames=12)
+    rewind = forward + forward[-2:-6:-1] + moving(3, 0, frames=8, x0=120 + 3 * 8)[:8]
+    smooth = moving(3, 0, frames=24)
+    rewound, _ = check_video(write(tmp_path / "rewind.mp4", rewind), chunk_starts=[0, 12])
+    steady, _ = check_video(write(tmp_path / "steady.mp4", smooth), chunk_starts=[0, 12])
+    (seam,) = rewound["seams"]
+    assert seam["reversal"] and seam["direction"] < -0.9
+    assert rewound["metrics"]["seam_reversals"] == 1
+    (calm,) = steady["seams"]
+    assert not calm["reversal"] and calm["direction"] > 0.99
+    assert steady["metrics"]["seam_reversals"] == 0
+
+
+def test_check_folder_lists_skipped_files(videos, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(Path(videos["still"]).read_bytes())
+    (folder / "b.webm").write_bytes(b"x")
+    (folder / "a.json").write_text("{}")
+    result = CliRunner().invoke(app, ["check", str(folder), "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 file(s) that are not .mp4: b.webm" in result.stderr
