@@ -255,6 +255,11 @@ class ContinueMode(str, Enum):
     none = "none"
 
 
+class SearchScorer(str, Enum):
+    clip = "clip"
+    continuity = "continuity"
+
+
 class Dtype(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -307,9 +312,14 @@ def generate_command(
     search_steps: Annotated[int | None, typer.Option(
         help="Steps of each candidate's preview (default: 3, or half of --steps when that is "
         "fewer).", min=1)] = None,
+    search_scorer: Annotated[SearchScorer, typer.Option(
+        help="clip: min over frames of CLIP image similarity to the previous chunk's last "
+        "frame (the paper's; offline without the model it falls back to continuity, with a "
+        "notice); continuity: weights-free, how the chunk's first kept frame joins it.")]
+    = SearchScorer.clip,
     search_clip: Annotated[str | None, typer.Option(
-        help="CLIP model folder: score candidates by CLIP image similarity instead of the "
-        "weights-free continuity score.")] = None,
+        help="CLIP model for --search-scorer clip: hub id or folder (default "
+        "openai/clip-vit-base-patch32).")] = None,
     refine: Annotated[bool, typer.Option(help="SDEdit the whole video in overlapping windows "
                                          "with randomized blending (Wan, CogVideoX).")] = False,
     refine_model: Annotated[str | None, typer.Option(
@@ -354,7 +364,8 @@ def generate_command(
         overlap=overlap, continue_mode=continue_mode.value, i2v_model=i2v_model, steps=steps,
         guidance=guidance, negative_prompt=negative_prompt, height=height, width=width,
         fps=fps, seed=seed, noise_recycle=noise_recycle, reuse_guidance=reuse_guidance,
-        search_k=search_k, search_steps=search_steps, search_clip=search_clip, refine=refine,
+        search_k=search_k, search_steps=search_steps, search_scorer=search_scorer.value,
+        search_clip=search_clip, refine=refine,
         refine_model=refine_model, refine_chunk=refine_chunk, refine_overlap=refine_overlap,
         refine_strength=refine_strength, device=device,
         dtype=dtype.value if dtype else None,

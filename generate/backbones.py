@@ -107,7 +107,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
-def _hub_reachable(timeout: float = 3.0) -> str | None:
+def hub_reachable(timeout: float = 3.0) -> str | None:
     """None when the hub's host accepts a connection within `timeout`, else why not (so a
     missing network fails in seconds instead of the hub client's retries)."""
     import socket
@@ -149,7 +149,7 @@ def _class_of(model: str) -> str:
         if constants.HF_HUB_OFFLINE:
             raise UserError(f"{model}: no such folder, and not in the hub cache "
                             "(HF_HUB_OFFLINE is set, so the hub was not asked)")
-        unreachable = _hub_reachable()
+        unreachable = hub_reachable()
         if unreachable:
             raise UserError(f"{model}: no such folder, not in the hub cache, and {unreachable}")
         try:

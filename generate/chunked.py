@@ -78,7 +78,7 @@ from datakit.errors import UserError
 from datakit.video import VideoWriter
 from generate.backbones import Backbone, noise_level
 from generate.prompts import Story
-from generate.search import search_noise
+from generate.search import candidate_correlation, search_noise
 
 logger = logging.getLogger(__name__)
 
@@ -458,6 +458,8 @@ class ChunkedGenerator:
             initial = candidates[best]
             record["search"] = {"scorer": self.scorer.name, "steps": s.search_steps,
                                 "scores": [round(x, 6) for x in scores], "winner": best,
+                                "candidate_correlation": round(candidate_correlation(
+                                    candidates), 4),
                                 "seconds": round(time.perf_counter() - started, 3)}
             del candidates
         else:

@@ -50,7 +50,9 @@ class GenerateOptions:
         noise_recycle, reuse_guidance: VidRD's alpha and beta.
         search_k, search_steps: k-step search candidates (1 = off) and their preview steps
             (None: `search.default_search_steps(steps)`).
-        search_clip: CLIP folder to score candidates (default: weights-free continuity).
+        search_scorer: `clip` (default; falls back to `continuity` with a warning where no
+            CLIP model can be had) or `continuity` (weights-free).
+        search_clip: CLIP hub id or folder (default: `search.DEFAULT_CLIP`, ViT-B/32).
         refine: run the SDEdit refinement pass over each finished video.
         refine_model: video-to-video pipeline for it (default: `model`'s V2V class).
         refine_chunk, refine_overlap: refinement window and overlap, in pixel frames.
@@ -82,6 +84,7 @@ class GenerateOptions:
     reuse_guidance: float = 0.4
     search_k: int = 5
     search_steps: int | None = None
+    search_scorer: str = "clip"
     search_clip: str | None = None
     refine: bool = False
     refine_model: str | None = None
@@ -158,7 +161,7 @@ def _load(options: GenerateOptions):
     from generate.backbones import load_backbone, share_backbone
     from generate.chunked import ChunkedGenerator, ChunkSettings, resolve_mode
     from generate.refine import Refiner
-    from generate.search import ClipScorer, ContinuityScorer, default_search_steps
+    from generate.search import default_search_steps, load_scorer
 
     load = dict(device=options.device, dtype=options.dtype, cpu_offload=options.cpu_offload,
                 vae_tiling=options.vae_tiling, vae_slicing=options.vae_slicing)
@@ -188,14 +191,9 @@ def _load(options: GenerateOptions):
         noise_recycle=options.noise_recycle, reuse_guidance=options.reuse_guidance,
         search_k=options.search_k, search_steps=search_steps, crf=options.crf,
     )
-    if options.search_clip and options.search_k > 1:
-        try:
-            scorer = ClipScorer(options.search_clip, options.device)
-        except OSError as error:
-            raise UserError(f"--search-clip {options.search_clip}: not a CLIP model folder "
-                            f"({str(error).splitlines()[0]})") from None
-    else:
-        scorer = ContinuityScorer()
+    scorer = None
+    if options.search_k > 1:  # loaded only when searching
+        scorer = load_scorer(options.search_scorer, options.search_clip, options.device)
     generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer,
                                  bounded_heap=options.bounded_heap)
     refiner = None

@@ -185,8 +185,8 @@ def test_search_noise_keeps_best():
 def test_continuity_score_prefers_matching_frames():
     rng = np.random.default_rng(0)
     cond = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    near = np.stack([cond, np.clip(cond.astype(int) + 5, 0, 255).astype(np.uint8)])
-    far = np.stack([cond, 255 - cond])
+    near = np.stack([np.clip(cond.astype(int) + 5, 0, 255).astype(np.uint8), cond])
+    far = np.stack([255 - cond, cond])
     scorer = ContinuityScorer()
     assert scorer(near, cond) > scorer(far, cond)
     assert scorer(cond[None], cond) == pytest.approx(1.0)
@@ -408,6 +408,11 @@ def test_clip_scorer_and_cli(tiny, tmp_path):
     cond = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     assert scorer(np.stack([cond, cond]), cond) == pytest.approx(1.0, abs=1e-5)
     assert scorer(np.stack([cond, 255 - cond]), cond) < scorer(cond[None], cond)
+    # the paper's min over frames: one bad frame sets the score
+    other = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    worst = scorer(other[None], cond)
+    assert worst < 0.999
+    assert scorer(np.stack([cond, other, cond]), cond) == pytest.approx(worst, abs=1e-5)
     out = tmp_path / "out"
     result = generate("--prompts", prompts_file(tmp_path, "a cat\n"), "--model", tiny("wan"),
                       "--out", out, "--frames", "18", "--chunk-frames", "9", *BASE,
@@ -490,15 +495,20 @@ def test_i2v_conditions_on_the_last_frame(tiny, tmp_path, monkeypatch):
     assert not np.array_equal(decoded[0][0], decoded[0][-1])
 
 
-def test_continuity_scorer_takes_the_worst_frame():
+def test_continuity_scorer_judges_the_join_not_stillness():
     condition = np.full((32, 32, 3), 100, np.uint8)
-    preview = np.stack([condition, np.full((32, 32, 3), 200, np.uint8)])
-    assert ContinuityScorer()(preview, condition) == pytest.approx(1 - 100 / 255, abs=1e-6)
+    still = np.stack([condition] * 3)
+    moving = np.stack([condition, np.full((32, 32, 3), 160, np.uint8),
+                       np.full((32, 32, 3), 220, np.uint8)])
+    jumps = np.stack([np.full((32, 32, 3), 200, np.uint8), condition, condition])
+    scorer = ContinuityScorer()
+    assert scorer(still, condition) == scorer(moving, condition) == pytest.approx(1.0)
+    assert scorer(jumps, condition) == pytest.approx(1 - 100 / 255, abs=1e-6)
 
 
 # -- smaller defects --------------------------------------------------------------------------
 
-def test_steps_2_runs_with_default_search_and_shows_progress(tiny, tmp_path):
+def test_steps_2_runs_with_default_search_and_shows_progress(tiny, tmp_path, caplog):
     from generate.search import default_search_steps
 
     assert [default_search_steps(s) for s in (50, 6, 4, 3, 2, 1)] == [3, 3, 2, 1, 1, 1]
@@ -515,6 +525,10 @@ def test_steps_2_runs_with_default_search_and_shows_progress(tiny, tmp_path):
     assert info["continue_mode"] == "anchor" and info["overlap_frames"] == 5
     # 2 chunks of 2 steps + 5 previews of 1 step
     assert "9/9" in result.stderr and "ETA" in result.stderr
+    assert info["chunk_details"][1]["search"]["scorer"] == "continuity"  # no CLIP offline
+    assert "CLIP scorer openai/clip-vit-base-patch32 is not available" in caplog.text
+    # anchor candidates are fresh noise: they differ everywhere
+    assert abs(info["chunk_details"][1]["search"]["candidate_correlation"]) < 0.05
 
 
 def test_ignored_options_warn(tiny, tmp_path, caplog):
@@ -570,3 +584,15 @@ def test_refine_shares_the_t2v_components_and_wan_vae_stays_float32(tiny):
     for name in ("transformer", "vae", "text_encoder"):
         assert getattr(v2v.pipe, name) is getattr(backbone.pipe, name)
     assert load_backbone(str(tiny("wan"))).pipe.transformer.dtype == torch.float32  # CPU default
+
+
+def test_reuse_candidates_correlate_as_vidrd_defines():
+    from generate.search import candidate_correlation
+
+    previous = make_noise((1, 4, 6, 8, 8), 0)
+    candidates = [chunked.reuse_noise(previous, make_noise((1, 4, 6, 8, 8), k), 2, 4.0)
+                  for k in range(1, 4)]
+    # 4 of 6 frames mix the shared past with weight 4/sqrt(17): correlation 16/17 there
+    assert candidate_correlation(candidates) == pytest.approx((2 + 4 * 16 / 17) / 6, abs=0.03)
+    fresh = [make_noise((1, 4, 6, 8, 8), k) for k in range(3)]
+    assert abs(candidate_correlation(fresh)) < 0.05
