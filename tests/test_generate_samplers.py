@@ -349,7 +349,7 @@ def test_refine_blend_writes_only_after_the_cut(shipped, tmp_path, monkeypatch, 
         str(v2v), "--refine-chunk", "13", "--refine-overlap", "8", "--refine-strength", "0.6",
     ])
     assert result.exit_code == 0, result.output
-    info = json.loads(next(out.glob("*.json")).read_text())
+    info = json.loads(next(out.glob("00000_*.json")).read_text())
     refine = info["refine"]
     window = refine["window_latent_frames"]
     # 30 frames padded to 33 = 9 latents; windows of 4 latents overlapping by 2 start at
