@@ -50,6 +50,10 @@ Per video:
   the Laplacian); against the first chunk, colour distance (Delta E 1976), contrast ratio and
   sharpness ratio (log2). Without chunk boundaries the video is cut into equal segments.
 
+Each headline figure has a documented threshold (`THRESHOLDS`); `fails` lists the figures
+of a video that cross theirs, and the report shows those videos first with the failing cells
+marked.
+
 Chunk boundaries come from the caller, else from the `chunk_starts` of the `NAME.json`
 `datakit generate` writes beside `NAME.mp4`, else from `chunk_frames`; a video with none has
 no seam metrics (`seams` is empty) and drift over `DRIFT_SEGMENTS` equal segments.
@@ -82,6 +86,27 @@ STILL_FLOW_PX = 0.1
 STILL_DIFF = 0.5
 DRIFT_SEGMENTS = 4
 RESULT_SUFFIX = ".checks.json"
+
+# metric -> (limit, True when a value above the limit fails, False when one below it fails)
+THRESHOLDS = {
+    "seam_jump_max": (2.0, True),  # a seam changes twice as much as a typical frame pair
+    "seam_reversals": (0, True),  # any seam where the motion turns back (a rewind)
+    "flicker": (0.9, False),  # mean frame difference above 25 grey levels
+    "stagnant_fraction": (0.5, True),  # half the frame pairs barely move
+    "scene_cuts_off_seams": (0, True),  # a content break inside a chunk
+    "colour_drift_max": (10.0, True),  # Delta E 10: a clearly visible colour shift
+    "sharpness_drift_max": (1.0, True),  # a chunk half or twice as sharp as the first
+}
+
+
+def failing(metrics: dict[str, Any]) -> list[str]:
+    """The metrics that cross their `THRESHOLDS` limit (None values never fail)."""
+    fails = []
+    for name, (limit, above) in THRESHOLDS.items():
+        value = metrics.get(name)
+        if value is not None and (value > limit if above else value < limit):
+            fails.append(name)
+    return fails
 
 
 @dataclass(frozen=True)
@@ -388,6 +413,7 @@ def check_video(
         "chunk_starts": starts,
         "chunks_from": origin,
         "metrics": metrics,
+        "fails": failing(metrics),
         "seams": seams,
         "scene_cut_frames": cuts,
         "chunks": per_chunk,
