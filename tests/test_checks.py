@@ -214,16 +214,18 @@ def test_check_folder_lists_skipped_files(videos, tmp_path):
 
 
 def test_report_puts_videos_past_a_threshold_first_and_marks_them(videos, tmp_path):
-    results = check_videos([videos["smooth"], videos["spliced"], videos["darker"]],
-                           tmp_path / "r", chunk_frames=12)
+    results = check_videos([videos["smooth"], videos["spliced"], videos["darker"],
+                            videos["still"]], tmp_path / "r", chunk_frames=12)
     by_name = {r["name"]: r for r in results}
     assert by_name["smooth"]["fails"] == []
     assert "seam_jump_max" in by_name["spliced"]["fails"]  # a splice: jump > 2
     assert "colour_drift_max" in by_name["darker"]["fails"]  # Delta E > 10
     assert "sharpness_drift_max" in by_name["darker"]["fails"]
+    assert by_name["still"]["fails"] == ["stagnant_fraction"]  # no seam, but it fails
     page = write_report(results, tmp_path / "r").read_text()
     table = page[page.index("<table>"):page.index("</table>")]
-    assert table.index("smooth") > max(table.index("spliced"), table.index("darker"))
+    assert table.index("smooth") > max(table.index(name) for name in ("spliced", "darker",
+                                                                      "still"))
     assert table.count("class=bad") >= 5  # 2 fails cells + at least 3 metric cells
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert {s["name"]: s["fails"] for s in summary}["smooth"] == []
