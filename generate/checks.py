@@ -46,6 +46,10 @@ Per video:
   pairs that barely move (flow under 0.1 px and difference under 0.5 grey levels).
 - `scene_cuts`: frames where PySceneDetect's AdaptiveDetector starts a new scene, with those
   that fall on a seam counted apart.
+- `repetition`: with T_c the mean 32x32 thumbnail of chunk c and d the mean absolute
+  difference in grey levels, the largest d(c, c+1) - d(c, c+2) over the chunks: positive when
+  a chunk looks more like the one two before it than like the one just before (an A/B/A/B
+  look); None with fewer than 3 chunks.
 - drift: per chunk, the mean CIELAB colour, contrast (std of L) and sharpness (variance of
   the Laplacian); against the first chunk, colour distance (Delta E 1976), contrast ratio and
   sharpness ratio (log2). Without chunk boundaries the video is cut into equal segments.
@@ -96,7 +100,9 @@ THRESHOLDS = {
     "scene_cuts_off_seams": (0, True),  # a content break inside a chunk
     "colour_drift_max": (10.0, True),  # Delta E 10: a clearly visible colour shift
     "sharpness_drift_max": (1.0, True),  # a chunk half or twice as sharp as the first
+    "repetition": (5.0, True),  # chunk c+2 is 5 grey levels closer to c than c+1 is
 }
+REPETITION_THUMB = 32
 
 
 def failing(metrics: dict[str, Any]) -> list[str]:
@@ -250,6 +256,15 @@ def _round(value: Any, digits: int = 6) -> Any:
     return value
 
 
+def repetition(thumbs: Sequence[np.ndarray]) -> float | None:
+    """max over c of d(c, c+1) - d(c, c+2), d the mean absolute difference of the chunks'
+    mean thumbnails (grey levels); None with fewer than 3 chunks."""
+    if len(thumbs) < 3:
+        return None
+    d = lambda a, b: float(np.abs(thumbs[a] - thumbs[b]).mean())  # noqa: E731
+    return max(d(c, c + 1) - d(c, c + 2) for c in range(len(thumbs) - 2))
+
+
 def seam_direction(vectors: Sequence[tuple[float, float]], seam: int,
                    context: int = SEAM_CONTEXT) -> float | None:
     """Cosine between the mean flow vector of the `context` pairs before `seam` (both frames
@@ -312,6 +327,7 @@ def check_video(
     differences, magnitudes, squared, warp_errors, occluded = [], [], [], [], []
     vectors: list[tuple[float, float]] = []
     chunk_stats = [np.zeros(5) for _ in spans]
+    chunk_thumbs = [np.zeros((REPETITION_THUMB, REPETITION_THUMB, 3)) for _ in spans]
     chunk_of = np.zeros(info.frames, dtype=int)
     for row, (a, b) in enumerate(spans):
         chunk_of[a:b] = row
@@ -328,6 +344,8 @@ def check_video(
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         as_float = small.astype(np.float32) / 255
         chunk_stats[chunk_of[index]] += lab_statistics(small)
+        chunk_thumbs[chunk_of[index]] += cv2.resize(small, (REPETITION_THUMB,) * 2,
+                                                    interpolation=cv2.INTER_AREA)
         if previous is not None:
             differences.append(float(np.abs(small.astype(np.int16) - previous).mean()))
             forward, backward = flow(previous_gray, gray), flow(gray, previous_gray)
@@ -379,6 +397,7 @@ def check_video(
         chunk["contrast_ratio"] = chunk["contrast"] / max(first["contrast"], 1e-6)
         chunk["sharpness_log2_ratio"] = math.log2(max(chunk["sharpness"], 1e-6)
                                                   / max(first["sharpness"], 1e-6))
+    thumbs = [total / (b - a) for (a, b), total in zip(spans, chunk_thumbs, strict=False)]
     warp_error = _mean(warp_errors)
     mean_squared_flow = float(np.mean(squared))
     jumps = [s["jump"] for s in seams]
@@ -400,6 +419,7 @@ def check_video(
         "scene_cuts_off_seams": len(cuts) - len(at_seams),
         "colour_drift_max": max(c["colour_delta_e"] for c in per_chunk),
         "sharpness_drift_max": max(abs(c["sharpness_log2_ratio"]) for c in per_chunk),
+        "repetition": repetition(thumbs),
     }
     result = {
         "video": str(video),

@@ -40,6 +40,8 @@ COLUMNS = (
     ("scene_cuts_off_seams", "cuts off seams", "PySceneDetect cuts inside chunks", True),
     ("colour_drift_max", "colour drift (dE)", "largest CIELAB distance of a chunk's mean "
      "colour to the first chunk's", True),
+    ("repetition", "repetition", "largest d(c, c+1) - d(c, c+2) of the chunks' mean "
+     "thumbnails (grey levels): an A/B/A/B look is positive", True),
     ("sharpness_drift_max", "sharpness drift", "largest |log2| ratio of a chunk's sharpness "
      "to the first chunk's", True),
 )

@@ -229,3 +229,15 @@ def test_report_puts_videos_past_a_threshold_first_and_marks_them(videos, tmp_pa
     assert table.count("class=bad") >= 5  # 2 fails cells + at least 3 metric cells
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert {s["name"]: s["fails"] for s in summary}["smooth"] == []
+
+
+def test_repetition_sees_an_a_b_a_b_look(tmp_path):
+    a, b = moving(1, 0, frames=8), moving(1, 0, frames=8, y0=20)
+    alternating = write(tmp_path / "abab.mp4", a + b + a + b)
+    steady = write(tmp_path / "pan.mp4", moving(3, 0, frames=32))
+    abab, _ = check_video(alternating, chunk_starts=[0, 8, 16, 24])
+    pan, _ = check_video(steady, chunk_starts=[0, 8, 16, 24])
+    assert abab["metrics"]["repetition"] > 20 and "repetition" in abab["fails"]
+    assert pan["metrics"]["repetition"] < 1 and "repetition" not in pan["fails"]
+    short, _ = check_video(steady, chunk_starts=[0, 16])
+    assert short["metrics"]["repetition"] is None
