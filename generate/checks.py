@@ -124,7 +124,7 @@ class CheckSettings:
             reads pans about 20% slow).
         max_side: longer side of the analysis size; larger videos are area-downscaled.
         min_scene_frames: shortest scene PySceneDetect may report.
-        thumbnails: frames per chunk in the contact sheet.
+        thumbnails: frames per chunk in the contact sheet (pairs of consecutive frames).
     """
 
     flow: str = "dis"
@@ -256,6 +256,21 @@ def _round(value: Any, digits: int = 6) -> Any:
     return value
 
 
+def contact_frames(start: int, end: int, count: int) -> list[int]:
+    """Frames of [start, end) for the contact sheet: `count // 2` evenly spaced pairs of
+    consecutive frames (an odd `count` adds one more frame), so a flicker that alternates from
+    frame to frame shows in the sheet instead of being sampled in one phase."""
+    pairs = max(1, count // 2)
+    last = max(start, end - 2)
+    picked = set()
+    for i in range(pairs):
+        first = round(start + (last - start) * i / max(1, pairs - 1))
+        picked |= {first, min(first + 1, end - 1)}
+    if count % 2:
+        picked.add(round((start + end - 1) / 2))
+    return sorted(picked)
+
+
 def repetition(thumbs: Sequence[np.ndarray]) -> float | None:
     """max over c of d(c, c+1) - d(c, c+2), d the mean absolute difference of the chunks'
     mean thumbnails (grey levels); None with fewer than 3 chunks."""
@@ -313,8 +328,7 @@ def check_video(
     starts, origin = chunk_starts_for(video, info.frames, chunk_starts, chunk_frames)
     spans = segments(info.frames, starts)
     size = analysis_size(info.width, info.height, settings.max_side)
-    sheet_indices = [sorted({round(a + (b - 1 - a) * i / max(1, settings.thumbnails - 1))
-                             for i in range(settings.thumbnails)}) for a, b in spans]
+    sheet_indices = [contact_frames(a, b, settings.thumbnails) for a, b in spans]
     wanted = {i: (row, col) for row, indices in enumerate(sheet_indices)
               for col, i in enumerate(indices)}
     sheet: list[list[np.ndarray]] = [[] for _ in spans]

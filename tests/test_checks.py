@@ -241,3 +241,17 @@ def test_repetition_sees_an_a_b_a_b_look(tmp_path):
     assert pan["metrics"]["repetition"] < 1 and "repetition" not in pan["fails"]
     short, _ = check_video(steady, chunk_starts=[0, 16])
     assert short["metrics"]["repetition"] is None
+
+
+def test_contact_sheet_shows_alternating_flicker(tmp_path):
+    from generate.checks import contact_frames
+
+    assert contact_frames(0, 12, 6) == [0, 1, 5, 6, 10, 11]
+    assert contact_frames(12, 24, 6) == [12, 13, 17, 18, 22, 23]
+    base = moving(0, 0, frames=1)[0]
+    flicker = [base if i % 2 == 0 else (base * 0.4).astype(np.uint8) for i in range(24)]
+    result, sheet = check_video(write(tmp_path / "flicker.mp4", flicker), chunk_starts=[0, 12])
+    for row in sheet:
+        means = [float(thumb.mean()) for thumb in row]
+        assert max(means) > 1.8 * min(means)  # both phases are in every row
+    assert result["metrics"]["flicker"] < 0.9 and "flicker" in result["fails"]
