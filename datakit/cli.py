@@ -387,8 +387,8 @@ class Flow(str, Enum):
 @command("check")
 def check_command(
     videos: Annotated[list[Path], typer.Argument(
-        help="MP4 files, or folders (every .mp4 inside, not recursive; other files are listed "
-        "as skipped).")],
+        help="MP4 files, WebDataset shards (.tar, every sample's mp4), or folders (every .mp4 "
+        "and .tar inside, not recursive; other files are listed as skipped).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: index.html, "
                                       "NAME.checks.json, contact sheets and plots.")],
     chunk_frames: Annotated[int | None, typer.Option(
@@ -415,22 +415,31 @@ def check_command(
     from generate.report import write_report
 
     paths: list[Path] = []
+    shards: list[Path] = []
     for path in videos:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file())
             found = [p for p in files if p.suffix.lower() == ".mp4"]
-            skipped = [p.name for p in files if p.suffix.lower() not in (".mp4", ".json")]
+            tars = [p for p in files if p.suffix.lower() == ".tar"]
+            skipped = [p.name for p in files if p.suffix.lower() not in (".mp4", ".json", ".tar")]
             if skipped:
-                typer.echo(f"{path}: skipped {len(skipped)} file(s) that are not .mp4: "
+                typer.echo(f"{path}: skipped {len(skipped)} file(s) that are not .mp4 or .tar: "
                            f"{', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}",
                            err=True)
-            if not found:
-                raise UserError(f"{path}: no .mp4 files in this folder")
+            if not found and not tars:
+                raise UserError(f"{path}: no .mp4 files or .tar shards in this folder")
             paths.extend(found)
+            shards.extend(tars)
+        elif path.is_file() and path.suffix.lower() == ".tar":
+            shards.append(path)
         elif path.is_file():
             paths.append(path)
         else:
             raise UserError(f"{path}: no such file or folder")
+    if shards:  # the toolkit's own shards: their videos, unpacked next to the report
+        from generate.checks import videos_from_shards
+
+        paths.extend(videos_from_shards(shards, out / "from_shards"))
     names = [p.stem for p in paths]
     clash = next((n for n in names if names.count(n) > 1), None)
     if clash:

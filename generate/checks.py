@@ -499,6 +499,28 @@ def check_videos(
     return results
 
 
+def videos_from_shards(shards: Sequence[str | os.PathLike], folder: str | os.PathLike
+                       ) -> list[Path]:
+    """Write the `mp4` of every sample in `shards` (the toolkit's WebDataset tars, read as a
+    trainer reads them) to `folder/KEY.mp4`, with the sample's `json` beside it when it has
+    one (its `chunk_starts` then gives the seams); return the video paths."""
+    from datakit.shards import read_shard
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    videos = []
+    for shard in shards:
+        for sample in read_shard(shard):
+            if "mp4" not in sample:
+                continue
+            video = folder / f"{sample['__key__']}.mp4"
+            video.write_bytes(sample["mp4"])
+            if "json" in sample:
+                video.with_suffix(".json").write_bytes(sample["json"])
+            videos.append(video)
+    return videos
+
+
 def load_results(folder: str | os.PathLike) -> list[dict[str, Any]]:
     """Every check result saved in `folder`, by video name."""
     paths = sorted(Path(folder).glob(f"*{RESULT_SUFFIX}"))

@@ -210,7 +210,7 @@ def test_check_folder_lists_skipped_files(videos, tmp_path):
     (folder / "a.json").write_text("{}")
     result = CliRunner().invoke(app, ["check", str(folder), "--out", str(tmp_path / "r"), "-q"])
     assert result.exit_code == 0, result.output
-    assert "skipped 1 file(s) that are not .mp4: b.webm" in result.stderr
+    assert "skipped 1 file(s) that are not .mp4 or .tar: b.webm" in result.stderr
 
 
 def test_report_puts_videos_past_a_threshold_first_and_marks_them(videos, tmp_path):
@@ -255,3 +255,29 @@ def test_contact_sheet_shows_alternating_flicker(tmp_path):
         means = [float(thumb.mean()) for thumb in row]
         assert max(means) > 1.8 * min(means)  # both phases are in every row
     assert result["metrics"]["flicker"] < 0.9 and "flicker" in result["fails"]
+
+
+def test_check_reads_the_toolkits_shards(videos, tmp_path):
+    import tarfile
+
+    from datakit.shards import write_tar_sample
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for index, names in enumerate((("smooth", "spliced"), ("still",))):
+        with tarfile.open(shards / f"{index:05d}.tar", "w") as tar:
+            for name in names:
+                files = {"mp4": Path(videos[name]).read_bytes(), "txt": name.encode()}
+                if name == "spliced":
+                    files["json"] = json.dumps({"chunk_starts": [0, 12]}).encode()
+                write_tar_sample(tar, f"clip_{name}", files)
+    out = tmp_path / "report"
+    runner = CliRunner()
+    result = runner.invoke(app, ["check", str(shards), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    checked = {r["name"]: r for r in load_results(out)}
+    assert set(checked) == {"clip_smooth", "clip_spliced", "clip_still"}
+    assert [s["frame"] for s in checked["clip_spliced"]["seams"]] == [12]  # from its json
+    one = runner.invoke(app, ["check", str(shards / "00001.tar"), "--out", str(tmp_path / "o"),
+                              "-q"])
+    assert one.exit_code == 0 and "clip_still: seam jump" in one.output
