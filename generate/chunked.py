@@ -347,6 +347,12 @@ class ChunkedGenerator:
         if s.continue_mode not in CONTINUE_MODES:
             raise UserError(f"--continue must be one of {', '.join(CONTINUE_MODES)}, "
                             f"got {s.continue_mode!r}")
+        if backbone.patch_t > 1:
+            raise UserError(f"{backbone.source}: {backbone.family.label} with patch_size_t "
+                            f"{backbone.patch_t} (CogVideoX 1.5) is not supported for chunks "
+                            "yet: its transformer needs an even latent count and its VAE an odd "
+                            "one (diffusers pads one latent and drops it before decoding; the "
+                            "chunk loop does not)")
         backbone.check_frames(s.chunk_frames, "--chunk-frames")
         backbone.check_size(s.height, s.width)
         if s.steps < 1:

@@ -102,11 +102,33 @@ class Refiner:
             raise UserError(f"--refine is not supported for {backbone.family.label}")
         backbone.check_frames(self.chunk_frames, "--refine-chunk")
         keep_step_overwrites(backbone.pipe.scheduler)  # refuses second-order schedulers
+        if not self.window_fits(backbone.latent_frames(self.chunk_frames)):
+            fitting = [n for n in range(1, self.chunk_frames + 64 * backbone.temporal)
+                       if backbone.fits(n) and self.window_fits(backbone.latent_frames(n))]
+            lower = max((n for n in fitting if n < self.chunk_frames), default=None)
+            upper = min(n for n in fitting if n > self.chunk_frames)
+            hint = f"{lower} or {upper}" if lower else str(upper)
+            raise UserError(f"--refine-chunk {self.chunk_frames}: {backbone.family.label}'s "
+                            f"video-to-video pipeline with patch_size_t {backbone.patch_t} "
+                            f"needs windows whose (latent frames - 1) // "
+                            f"{backbone.temporal} + 1 is a multiple of {backbone.patch_t} "
+                            f"too (diffusers checks latents= that way): use {hint}")
         check_overlap(backbone, self.overlap, self.chunk_frames, "--refine-overlap",
                       "--refine-chunk")
         if not 0 < self.strength <= 1 or int(self.steps * self.strength) < 1:
             raise UserError(f"--refine-strength {self.strength} runs no step of {self.steps}: "
                             f"use a value in (1/steps, 1]")
+
+    def window_fits(self, latent_frames: int) -> bool:
+        """Whether a window of `latent_frames` passes the V2V pipeline's own frame check.
+
+        CogVideoX 1.5 (`patch_size_t` 2): given `latents=`, diffusers' CogVideoX V2V pipeline
+        takes their frame count for a pixel count and requires (L - 1) // 4 + 1 to be a
+        multiple of `patch_size_t`, besides L itself; windows of 6, 8, 14, 16, ... latent
+        frames pass both. Other backbones: always True.
+        """
+        p, t = self.backbone.patch_t, self.backbone.temporal
+        return p == 1 or (latent_frames % p == 0 and ((latent_frames - 1) // t + 1) % p == 0)
 
     def prepare_windows(self, latent_frames: int) -> tuple[int, list[int]]:
         """Window length and starts, in latent frames, covering `latent_frames`."""
@@ -129,7 +151,9 @@ class Refiner:
         # 1. The finished video, padded (repeating its last frame) to the frames rule
         frames = np.stack(list(generator.replay(state_dir)))
         count = len(frames)
-        padded = next(n for n in range(count, count + 64) if backbone.fits(n))
+        # (a window must keep its full size where the V2V pipeline's frame check needs it)
+        shortest = count if backbone.patch_t == 1 else max(count, self.chunk_frames)
+        padded = next(n for n in range(shortest, shortest + 64) if backbone.fits(n))
         frames = np.concatenate([frames, np.repeat(frames[-1:], padded - count, axis=0)])
         # 2. Encode it once and add one global noise tensor at the starting timestep
         clean = backbone.encode(frames).float().cpu()

@@ -128,3 +128,36 @@ def test_refine_windows_cover_short_videos(latent_frames):
     assert window == min(5, latent_frames)
     assert starts[0] == 0 and starts[-1] + window == latent_frames
     assert all(b - a == 3 for a, b in zip(starts, starts[1:-1], strict=False))
+
+
+def test_cogvideox15_refine_windows_pass_the_pipelines_frame_check(tmp_path):
+    """CogVideoX 1.5 (temporal patch 2): given latents=, diffusers' V2V pipeline checks
+    (L - 1) // 4 + 1 against the patch, so 4-latent windows fail inside diffusers; the refiner
+    refuses such a --refine-chunk up front and 6-latent windows run."""
+    from datakit.errors import UserError
+    from generate.backbones import load_backbone
+
+    backbone = load_backbone(str(build_tiny_pipeline(tmp_path / "c15", "cogvideox15-v2v")),
+                             "v2v")
+    assert backbone.patch_t == 2
+    with pytest.raises(UserError, match=r"--refine-chunk 13: .* use 21$"):
+        Refiner(backbone, chunk_frames=13, overlap=4, steps=4, strength=0.5)
+    refiner = Refiner(backbone, chunk_frames=21, overlap=8, steps=4, strength=0.5)
+    assert refiner.prepare_windows(6) == (6, [0])
+    generator = torch.Generator("cpu").manual_seed(0)
+    with pytest.raises(ValueError, match="patch_size_t"):  # what the check prevents
+        backbone.run("a cat", torch.randn(1, 4, 4, 4, 4), 4, 2.0, generator, 32, 32,
+                     strength=0.5)
+    out = backbone.run("a cat", torch.randn(1, 4, 6, 4, 4), 4, 2.0, generator, 32, 32,
+                       strength=0.5)
+    assert tuple(out.shape) == (1, 4, 6, 4, 4)
+    # its text-to-video chunks are refused in one line (an even latent count decodes to 4L
+    # frames; diffusers' own 1.5 pipeline pads a latent and drops it, the chunk loop does not)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    t2v = build_tiny_pipeline(tmp_path / "c15t2v", "cogvideox15")
+    result = CliRunner().invoke(app, ["generate", "--prompts", str(prompts), "--model", str(t2v),
+                                      "--out", str(tmp_path / "o"), "--chunk-frames", "21",
+                                      "--height", "32", "--width", "32", "--search-k", "1"])
+    assert result.exit_code == 2 and "is not supported for chunks yet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
