@@ -279,8 +279,8 @@ def generate_command(
                                         "whole and the last one trimmed).", min=1)] = 49,
     chunk_frames: Annotated[int | None, typer.Option(
         help="Frames per chunk; must fit the model's rule. Recommended: Wan 2.1/2.2 33 or 81 "
-        "(4k+1), CogVideoX 1.0 49, CogVideoX 1.5 81 or 161 (4k+1, latent frames even), "
-        "LTX-Video 97 or 121 (8k+1), ModelScope 16. Default: the model family's.")] = None,
+        "(4k+1), CogVideoX 1.0 49 (4k+1; 1.5 is not supported as --model yet), LTX-Video 97 "
+        "or 121 (8k+1), ModelScope 16. Default: the model family's.")] = None,
     overlap: Annotated[int | None, typer.Option(
         help="Pixel frames that continue the previous chunk. anchor: its last O frames, "
         "re-encoded (1 + a multiple of the temporal compression: Wan/CogVideoX 5, 9; LTX 9); "
