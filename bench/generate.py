@@ -9,7 +9,11 @@
 2. Search cost: wall time with `--search-k 5 --search-steps 3 --steps 50` against no search,
    measured side by side in one process on the same chunks.
 
-Usage: python bench/generate.py [--quick] [--part memory|search]
+3. The bound with the defaults (`--part bound`): 1 against 16 chunks with `--continue auto`
+   (anchor on Wan) and the search on (k=5, 1-step previews), at 128x128 (the previews' decodes
+   dominate on the CPU).
+
+Usage: python bench/generate.py [--quick] [--part memory|search|bound]
 (--quick: fewer steps, for a smoke run; --part: run one of the two.)
 The figures go to docs/benchmarks.md under "## generate".
 """
@@ -37,7 +41,8 @@ def _rss_mb() -> float:
 
 
 def worker(model: str, frames: int, chunk_frames: int, steps: int, search_k: int,
-           search_steps: int, out: str, bounded_heap: bool = True) -> dict:
+           search_steps: int, out: str, bounded_heap: bool = True, continue_mode: str = "reuse",
+           overlap: int = 8, size: int = SIZE) -> dict:
     """Generate one video in this process; return its timings and peak RSS."""
     import torch
 
@@ -49,9 +54,10 @@ def worker(model: str, frames: int, chunk_frames: int, steps: int, search_k: int
     torch.set_num_threads(2)
     backbone = load_backbone(model)
     loaded_rss = _rss_mb()
-    settings = ChunkSettings(frames=frames, chunk_frames=chunk_frames, overlap=8,
-                             continue_mode="reuse", steps=steps, guidance=5.0, height=SIZE,
-                             width=SIZE, fps=16, search_k=search_k, search_steps=search_steps)
+    settings = ChunkSettings(frames=frames, chunk_frames=chunk_frames, overlap=overlap,
+                             continue_mode=continue_mode, steps=steps, guidance=5.0,
+                             height=size, width=size, fps=16, search_k=search_k,
+                             search_steps=search_steps)
     generator = ChunkedGenerator(backbone, settings, scorer=ContinuityScorer(),
                                  bounded_heap=bounded_heap)
     started = time.perf_counter()
@@ -98,6 +104,20 @@ def bench_memory(model: str, steps: int, counts: tuple[int, ...]) -> list[dict]:
     return rows
 
 
+def bench_bound(model: str, steps: int, size: int) -> list[dict]:
+    """The memory bound with the defaults: `--continue auto` (anchor on Wan, overlap 5, so each
+    chunk after the first adds 28 frames) and the search on (k=5, 1-step previews)."""
+    rows = []
+    for chunks in (1, 16):
+        frames = CHUNK + (chunks - 1) * (CHUNK - 5)
+        row = _in_process(model, frames=frames, chunk_frames=CHUNK, steps=steps, search_k=5,
+                          search_steps=1, continue_mode="auto", overlap=5, size=size)
+        row.update(mode="chunked, defaults, search on")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def bench_search(model: str, steps: int, search_steps: int, k: int, chunks: int) -> dict:
     """Search on vs off, side by side in this process (same model, same chunks)."""
     import torch
@@ -130,7 +150,9 @@ def bench_search(model: str, steps: int, search_steps: int, k: int, chunks: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, for a smoke run")
-    parser.add_argument("--part", choices=("memory", "search"), help="run only this part")
+    parser.add_argument("--part", choices=("memory", "search", "bound"),
+                        help="run only this part (bound: 1 vs 16 chunks with the default "
+                        "continuation and the search on)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -142,7 +164,11 @@ def main() -> None:
         model = str(build_tiny_pipeline(Path(folder) / "wan", "wan"))
         memory_steps, search_total = (2, 10) if args.quick else (4, 50)
         counts = (1, 4) if args.quick else (1, 4, 16)
-        memory = search = None
+        memory = search = bound = None
+        if args.part == "bound":
+            print(f"# bound: tiny Wan, {SIZE // 2}x{SIZE // 2}, defaults (anchor), k=5, s=1, "
+                  "2 steps", flush=True)
+            bound = bench_bound(model, 2, SIZE // 2)
         if args.part in (None, "memory"):
             print(f"# memory: tiny Wan, {SIZE}x{SIZE}, chunks of {CHUNK} frames, "
                   f"{memory_steps} steps, reuse", flush=True)
@@ -150,7 +176,7 @@ def main() -> None:
         if args.part in (None, "search"):
             print(f"# search: k=5, s=3, S={search_total}, 4 chunks", flush=True)
             search = bench_search(model, search_total, 3, 5, 4)
-        print(json.dumps({"memory": memory, "search": search}, indent=2))
+        print(json.dumps({"memory": memory, "search": search, "bound": bound}, indent=2))
 
 
 if __name__ == "__main__":

@@ -680,9 +680,16 @@ def demo_command(
 
 
 class ContinueMode(str, Enum):
+    auto = "auto"
+    anchor = "anchor"
     reuse = "reuse"
     i2v = "i2v"
     none = "none"
+
+
+class SearchScorer(str, Enum):
+    clip = "clip"
+    continuity = "continuity"
 
 
 class Dtype(str, Enum):
@@ -703,16 +710,20 @@ def generate_command(
     frames: Annotated[int, typer.Option(help="Exact frames per video (chunks are generated "
                                         "whole and the last one trimmed).", min=1)] = 49,
     chunk_frames: Annotated[int | None, typer.Option(
-        help="Frames per chunk; must fit the model's rule (Wan/CogVideoX 4k+1, LTX 8k+1). "
-        "Default: the model family's.")] = None,
+        help="Frames per chunk; must fit the model's rule. Recommended: Wan 2.1/2.2 33 or 81 "
+        "(4k+1), CogVideoX 1.0 49 (4k+1; 1.5 is not supported as --model yet), LTX-Video 97 "
+        "or 121 (8k+1), ModelScope 16. Default: the model family's.")] = None,
     overlap: Annotated[int | None, typer.Option(
-        help="--continue reuse: overlap frames pinned to the previous chunk, a multiple of "
-        "the temporal compression (4 for Wan). Default: 2 latent frames (4 for ModelScope).")]
-    = None,
+        help="Pixel frames that continue the previous chunk. anchor: its last O frames, "
+        "re-encoded (1 + a multiple of the temporal compression: Wan/CogVideoX 5, 9; LTX 9); "
+        "reuse: a multiple of the temporal compression. Default: 2 latent frames (Wan 5 "
+        "frames, ModelScope 4).")] = None,
     continue_mode: Annotated[ContinueMode, typer.Option(
-        "--continue", help="How chunk i+1 continues chunk i: reuse (VidRD latent reuse), i2v "
-        "(image-to-video from the last frame, needs --i2v-model), none (independent).")]
-    = ContinueMode.reuse,
+        "--continue", help="How chunk i+1 continues chunk i: anchor (pin its first latents to "
+        "the re-encoded end of chunk i; right for causal VAEs), reuse (VidRD latent reuse, "
+        "exact on ModelScope), i2v (image-to-video from the last frame, needs --i2v-model), "
+        "none (independent); auto = anchor on Wan/CogVideoX/LTX, reuse on ModelScope.")]
+    = ContinueMode.auto,
     i2v_model: Annotated[str | None, typer.Option(
         help="Image-to-video pipeline for --continue i2v.")] = None,
     steps: Annotated[int, typer.Option(help="Denoising steps per chunk.", min=1)] = 50,
@@ -730,11 +741,17 @@ def generate_command(
         help="VidRD beta: overlap frame m is pinned for (O-m)*(T/O)*beta steps.")] = 0.4,
     search_k: Annotated[int, typer.Option(help="Candidate noises per chunk for k-step search "
                                           "(1 = off).", min=1)] = 5,
-    search_steps: Annotated[int, typer.Option(help="Steps of each candidate's preview.",
-                                              min=1)] = 3,
+    search_steps: Annotated[int | None, typer.Option(
+        help="Steps of each candidate's preview (default: 3, or half of --steps when that is "
+        "fewer).", min=1)] = None,
+    search_scorer: Annotated[SearchScorer, typer.Option(
+        help="clip: min over frames of CLIP image similarity to the previous chunk's last "
+        "frame (the paper's; offline without the model it falls back to continuity, with a "
+        "notice); continuity: weights-free, how the chunk's first kept frame joins it.")]
+    = SearchScorer.clip,
     search_clip: Annotated[str | None, typer.Option(
-        help="CLIP model folder: score candidates by CLIP image similarity instead of the "
-        "weights-free continuity score.")] = None,
+        help="CLIP model for --search-scorer clip: hub id or folder (default "
+        "openai/clip-vit-base-patch32).")] = None,
     refine: Annotated[bool, typer.Option(help="SDEdit the whole video in overlapping windows "
                                          "with randomized blending (Wan, CogVideoX).")] = False,
     refine_model: Annotated[str | None, typer.Option(
@@ -743,10 +760,12 @@ def generate_command(
         help="Refinement window in frames (default: --chunk-frames).")] = None,
     refine_overlap: Annotated[int | None, typer.Option(
         help="Refinement window overlap in frames (default: --overlap).")] = None,
-    refine_strength: Annotated[float, typer.Option(
-        help="SDEdit strength: fraction of the schedule re-run.")] = 0.4,
+    refine_strength: Annotated[float | None, typer.Option(
+        help="SDEdit strength: fraction of the schedule re-run (default 0.4).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
-    dtype: Annotated[Dtype, typer.Option(help="Weights dtype.")] = Dtype.float32,
+    dtype: Annotated[Dtype | None, typer.Option(
+        help="Weights dtype (default: bfloat16 on CUDA, float32 elsewhere; Wan's VAE and "
+        "image encoder stay float32).")] = None,
     cpu_offload: Annotated[bool, typer.Option(help="Model CPU offload (less GPU memory).")]
     = False,
     vae_tiling: Annotated[bool, typer.Option(help="Decode in spatial tiles.")] = False,
@@ -765,7 +784,7 @@ def generate_command(
     """Generate long videos chunk by chunk on a diffusers video pipeline.
 
     Example: datakit generate --prompts prompts.txt --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers
-    --frames 241 --chunk-frames 33 --overlap 8 --steps 50 --search-k 5 --search-steps 3
+    --frames 241 --chunk-frames 33 --overlap 5 --steps 50 --search-k 5 --search-steps 3
     --height 480 --width 832 --seed 0 --out samples/
     """
     from generate.runner import GenerateOptions, generate_videos
@@ -778,9 +797,11 @@ def generate_command(
         overlap=overlap, continue_mode=continue_mode.value, i2v_model=i2v_model, steps=steps,
         guidance=guidance, negative_prompt=negative_prompt, height=height, width=width,
         fps=fps, seed=seed, noise_recycle=noise_recycle, reuse_guidance=reuse_guidance,
-        search_k=search_k, search_steps=search_steps, search_clip=search_clip, refine=refine,
+        search_k=search_k, search_steps=search_steps, search_scorer=search_scorer.value,
+        search_clip=search_clip, refine=refine,
         refine_model=refine_model, refine_chunk=refine_chunk, refine_overlap=refine_overlap,
-        refine_strength=refine_strength, device=device, dtype=dtype.value,
+        refine_strength=refine_strength, device=device,
+        dtype=dtype.value if dtype else None,
         cpu_offload=cpu_offload, vae_tiling=vae_tiling, vae_slicing=vae_slicing,
         bounded_heap=bounded_heap, resume=resume, crf=crf, checks=checks,
     ))
@@ -799,14 +820,16 @@ class Flow(str, Enum):
 @command("check")
 def check_command(
     videos: Annotated[list[Path], typer.Argument(
-        help="MP4 files, or folders (every .mp4 inside, not recursive).")],
+        help="MP4 files, WebDataset shards (.tar, every sample's mp4), or folders (every .mp4 "
+        "and .tar inside, not recursive; other files are listed as skipped).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: index.html, "
                                       "NAME.checks.json, contact sheets and plots.")],
     chunk_frames: Annotated[int | None, typer.Option(
         help="Chunk length to assume for videos without a generate json beside them (that "
         "json's chunk_starts wins). Without either, no seam metrics.", min=2)] = None,
-    flow: Annotated[Flow, typer.Option(help="OpenCV optical flow: farneback or dis "
-                                       "(faster).")] = Flow.farneback,
+    flow: Annotated[Flow, typer.Option(help="OpenCV optical flow: dis (default; within 3% of "
+                                       "the true speed on pans) or farneback (reads pans "
+                                       "about 20% slow).")] = Flow.dis,
     max_side: Annotated[int, typer.Option(help="Analyse at most this many pixels on the "
                                           "longer side (area-downscaled).", min=16)] = 512,
     min_scene_frames: Annotated[int, typer.Option(
@@ -825,16 +848,31 @@ def check_command(
     from generate.report import write_report
 
     paths: list[Path] = []
+    shards: list[Path] = []
     for path in videos:
         if path.is_dir():
-            found = sorted(path.glob("*.mp4"))
-            if not found:
-                raise UserError(f"{path}: no .mp4 files in this folder")
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            found = [p for p in files if p.suffix.lower() == ".mp4"]
+            tars = [p for p in files if p.suffix.lower() == ".tar"]
+            skipped = [p.name for p in files if p.suffix.lower() not in (".mp4", ".json", ".tar")]
+            if skipped:
+                typer.echo(f"{path}: skipped {len(skipped)} file(s) that are not .mp4 or .tar: "
+                           f"{', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}",
+                           err=True)
+            if not found and not tars:
+                raise UserError(f"{path}: no .mp4 files or .tar shards in this folder")
             paths.extend(found)
+            shards.extend(tars)
+        elif path.is_file() and path.suffix.lower() == ".tar":
+            shards.append(path)
         elif path.is_file():
             paths.append(path)
         else:
             raise UserError(f"{path}: no such file or folder")
+    if shards:  # the toolkit's own shards: their videos, unpacked next to the report
+        from generate.checks import videos_from_shards
+
+        paths.extend(videos_from_shards(shards, out / "from_shards"))
     names = [p.stem for p in paths]
     clash = next((n for n in names if names.count(n) > 1), None)
     if clash:
@@ -850,7 +888,8 @@ def check_command(
         else:
             m = result["metrics"]
             jump = "-" if m["seam_jump_max"] is None else f"{m['seam_jump_max']:.2f}"
-            typer.echo(f"{result['name']}: seam jump {jump}, warp error {m['warp_error']}, "
+            typer.echo(f"{result['name']}: seam jump {jump}, {m['seam_reversals']} seam "
+                       f"reversal(s), warp error {m['warp_error']}, "
                        f"flicker {m['flicker']:.4f}, motion {m['motion']:.2f} px/frame, "
                        f"{m['scene_cuts']} cut(s), colour drift {m['colour_drift_max']:.2f}")
     typer.echo(f"report: {index}", err=True)

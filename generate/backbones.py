@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,9 +104,34 @@ UNSUPPORTED = {
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the hub's host accepts a connection within `timeout`, else why not (so a
+    missing network fails in seconds instead of the hub client's retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        return f"{host} is not reachable ({error.strerror or type(error).__name__})"
+    return None
+
+
 def _class_of(model: str) -> str:
-    """The `_class_name` in `model_index.json` of a local folder or hub id."""
-    path = Path(model)
+    """The `_class_name` in `model_index.json` of a local folder or hub id.
+
+    A folder is read directly. Anything that is not an existing folder must look like a hub
+    id (`name` or `org/name`); its `model_index.json` comes from the local hub cache, else
+    from the hub (if the hub's host answers within seconds). Every failure is one line
+    saying what was tried.
+    """
+    path = Path(model).expanduser()
     if path.exists():
         index = path / "model_index.json"
         if not index.is_file():
@@ -114,12 +140,28 @@ def _class_of(model: str) -> str:
             return json.loads(index.read_text())["_class_name"]
         except (ValueError, KeyError) as error:
             raise UserError(f"{index}: unreadable model_index.json ({error})") from None
-    from diffusers import DiffusionPipeline
+    if not HUB_ID.match(model) or model.startswith((".", "~")):
+        raise UserError(f"{model}: no such folder (and not a hub id like org/name)")
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
+    cached = try_to_load_from_cache(model, "model_index.json")
+    if not isinstance(cached, str):
+        if constants.HF_HUB_OFFLINE:
+            raise UserError(f"{model}: no such folder, and not in the hub cache "
+                            "(HF_HUB_OFFLINE is set, so the hub was not asked)")
+        unreachable = hub_reachable()
+        if unreachable:
+            raise UserError(f"{model}: no such folder, not in the hub cache, and {unreachable}")
+        try:
+            cached = hf_hub_download(model, "model_index.json")
+        except Exception as error:  # hub errors come in many types; all mean "cannot load"
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UserError(f"{model}: no such folder, and the hub has no model_index.json "
+                            f"for it ({type(error).__name__}: {first})") from None
     try:
-        return DiffusionPipeline.load_config(model)["_class_name"]
-    except Exception as error:  # hub errors come in many types; all mean "cannot load"
-        raise UserError(f"{model}: cannot read model_index.json ({error})") from None
+        return json.loads(Path(cached).read_text())["_class_name"]
+    except (ValueError, KeyError) as error:
+        raise UserError(f"{model}: unreadable model_index.json ({error})") from None
 
 
 def find_family(class_name: str) -> tuple[Family, str]:
@@ -152,26 +194,47 @@ def resolve_device(device: str) -> str:
     return device
 
 
-# Step indices for which a predictor-corrector scheduler's corrector is off: all of them.
-NO_CORRECTOR_STEPS = list(range(10_000))
+def keep_step_overwrites(scheduler, steps: list[int] | range = ()):
+    """The scheduler for one pipeline call in which a step callback overwrites latents.
 
+    VidRD's pinning, the anchor continuation and the refine blend overwrite the latents
+    between steps. A first-order scheduler (Euler, DDIM, CogVideoX's DPM) continues from what
+    it is given. UniPC (the scheduler Wan's checkpoints ship with) runs a corrector at the
+    start of every step that rebuilds the current sample from the previous one, which would
+    undo an overwrite: its corrector is turned off on exactly the steps that follow an
+    overwrite (`disable_corrector` takes the callback's step indices) and stays on elsewhere,
+    so chunk 0, search previews and the steps after the pinning ends are UniPC as shipped. Its
+    multistep predictor keeps its history (the previous step's x0 prediction, made from the
+    latents before the overwrite); see docs/generate.md. Second-order schedulers (Heun, DPM2)
+    call the model twice per step and are refused.
 
-def keep_step_overwrites(scheduler):
-    """A scheduler under which latents that a step callback writes survive the next step.
-
-    VidRD's pinning and the refine blend overwrite the latents between steps. A first-order
-    scheduler continues from what it is given; UniPC (the scheduler Wan's checkpoints ship
-    with) corrects each new sample from the previous one and would undo the overwrite, so
-    its corrector is turned off, leaving its multistep predictor. Second-order schedulers
-    (Heun, DPM2) call the model twice per step and are refused.
+    Args:
+        scheduler: the pipeline's scheduler.
+        steps: callback step indices after which the latents are overwritten.
     """
     if getattr(scheduler, "order", 1) != 1:
         raise UserError(f"{type(scheduler).__name__} is a second-order scheduler; --continue "
-                        "reuse and --refine need a first-order one (Euler, DDIM, UniPC, DPM++)")
+                        "reuse/anchor and --refine need a first-order one (Euler, DDIM, UniPC, "
+                        "DPM++)")
     if "disable_corrector" in scheduler.config:
-        return type(scheduler).from_config(scheduler.config,
-                                           disable_corrector=NO_CORRECTOR_STEPS)
+        return type(scheduler).from_config(scheduler.config, disable_corrector=sorted(steps))
     return scheduler
+
+
+def noise_level(scheduler, index: int) -> tuple[float, float]:
+    """(a, b) with x = a * clean + b * noise the state before step `index` of a set schedule.
+
+    Flow-matching schedulers (FlowMatchEuler, UniPC with flow sigmas): a = 1 - sigma,
+    b = sigma. Diffusion schedulers (DDIM, DPM, CogVideoX's v-prediction ones): a =
+    sqrt(alpha_bar(t)), b = sqrt(1 - alpha_bar(t)); with zero-SNR betas the first step is pure
+    noise (a = 0).
+    """
+    flow = hasattr(scheduler, "scale_noise") or scheduler.config.get("use_flow_sigmas", False)
+    if flow:
+        sigma = float(scheduler.sigmas[index])
+        return 1.0 - sigma, sigma
+    alpha_bar = float(scheduler.alphas_cumprod[int(scheduler.timesteps[index])])
+    return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
 
 
 class Backbone:
@@ -224,6 +287,11 @@ class Backbone:
 
     def pixel_frames(self, latent_frames: int) -> int:
         return (latent_frames - 1) * self.temporal + 1 if self.temporal > 1 else latent_frames
+
+    def pixel_start(self, latent: int) -> int:
+        """Index of the first pixel frame that latent frame `latent` covers (causal VAEs: the
+        first latent is frame 0 alone, latent j >= 1 covers frames (j-1)*t+1 .. j*t)."""
+        return 0 if latent == 0 or self.temporal == 1 else (latent - 1) * self.temporal + 1
 
     def fits(self, frames: int) -> bool:
         if frames < 1:
@@ -308,6 +376,7 @@ class Backbone:
         strength: float = 1.0,
         fps: int | None = None,
         pipe: Any = None,
+        overwrite_steps: list[int] | range = (),
     ):
         """Denoise canonical `latents` (the initial noise) and return canonical final latents.
 
@@ -324,6 +393,8 @@ class Backbone:
             fps: frame rate, for pipelines that condition on it (LTX).
             pipe: run this pipeline object instead of `self.pipe` (a copy with its own
                 scheduler, for refinement windows).
+            overwrite_steps: the steps `i` after which `on_step` replaces the latents; for
+                this call the scheduler keeps those overwrites (`keep_step_overwrites`).
         """
         from PIL import Image
 
@@ -363,7 +434,14 @@ class Backbone:
                 return {"latents": self.to_native(replaced.to(native.device, native.dtype))}
 
             kwargs["callback_on_step_end"] = on_step_end
-        output = pipe(**kwargs).frames
+        shipped = pipe.scheduler
+        if overwrite_steps:  # v2v: the scheduler counts from the first step it runs
+            first = steps - min(int(steps * strength), steps) if self.role == "v2v" else 0
+            pipe.scheduler = keep_step_overwrites(shipped, [first + i for i in overwrite_steps])
+        try:
+            output = pipe(**kwargs).frames
+        finally:
+            pipe.scheduler = shipped
         return self.from_native(output, shape)
 
     def scheduler_noise(self, scheduler, clean, noise, timestep):
@@ -422,14 +500,35 @@ class Backbone:
             if self.family.name == "cogvideox":
                 latents = vae.encode(video).latent_dist.mode().float()
                 return latents * self.pipe.vae_scaling_factor_image
-        raise UserError(f"{self.family.label} cannot encode video for --refine")
+            if self.family.name == "ltx":
+                latents = vae.encode(video).latent_dist.mode().float()
+                return self.pipe._normalize_latents(latents, vae.latents_mean.to(latents),
+                                                    vae.latents_std.to(latents),
+                                                    vae.config.scaling_factor)
+            # ModelScope: an image VAE, frame by frame
+            images = video[0].permute(1, 0, 2, 3)
+            latents = vae.encode(images).latent_dist.mode().float() * vae.config.scaling_factor
+            return latents.permute(1, 0, 2, 3)[None]
+
+
+def share_backbone(backbone: Backbone, role: str) -> Backbone:
+    """`backbone`'s pipeline as its family's `role` class, sharing every component (text
+    encoder, VAE, transformer: no second copy in memory), through diffusers' `from_pipe`."""
+    import diffusers
+
+    cls_name = getattr(backbone.family, role)
+    if cls_name is None:
+        raise UserError(f"{backbone.family.label} has no {role} pipeline in diffusers that we "
+                        "can drive")
+    pipe = getattr(diffusers, cls_name).from_pipe(backbone.pipe)
+    return Backbone(pipe, backbone.family, role, backbone.source)
 
 
 def load_backbone(
     model: str,
     role: str = "t2v",
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str | None = None,
     cpu_offload: bool = False,
     vae_tiling: bool = False,
     vae_slicing: bool = False,
@@ -441,7 +540,9 @@ def load_backbone(
         role: `t2v`, `i2v` or `v2v`. A text-to-video folder asked for `v2v` is loaded as
             its family's video-to-video class (they share every component).
         device: `cpu`, `cuda`, `cuda:N` or `mps`.
-        dtype: `float32`, `bfloat16` or `float16` for the weights.
+        dtype: `float32`, `bfloat16` or `float16` for the weights; None: bfloat16 on CUDA,
+            float32 elsewhere. Wan's VAE and image encoder stay in float32 (their outputs
+            degrade in half precision; diffusers' Wan examples load them so).
         cpu_offload: keep weights on the CPU and move each model to `device` when it runs
             (`enable_model_cpu_offload`); lower GPU memory, slower.
         vae_tiling, vae_slicing: decode/encode in spatial tiles / one sample at a time.
@@ -454,9 +555,11 @@ def load_backbone(
     transformers.utils.logging.disable_progress_bar()
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    device = resolve_device(device)
+    if dtype is None:
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    device = resolve_device(device)
     if cpu_offload and device == "cpu":
         raise UserError("--cpu-offload needs --device cuda (it offloads from the GPU to the CPU)")
     class_name = _class_of(model)
@@ -467,10 +570,13 @@ def load_backbone(
     cls_name = getattr(family, role)
     if cls_name is None:
         raise UserError(f"{family.label} has no {role} pipeline in diffusers that we can drive")
+    torch_dtype: Any = getattr(torch, dtype)
+    if family.name == "wan" and dtype != "float32":  # as diffusers' own Wan examples do
+        torch_dtype = {"default": torch_dtype, "vae": torch.float32,
+                       "image_encoder": torch.float32}
     with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones only know this
         warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
-        pipe = getattr(diffusers, cls_name).from_pretrained(model,
-                                                            torch_dtype=getattr(torch, dtype))
+        pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=torch_dtype)
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:

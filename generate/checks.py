@@ -6,7 +6,14 @@ whatever its length), at an analysis size whose longer side is at most `max_side
 Per pair of consecutive frames:
 
 - frame difference: mean absolute RGB difference, in grey levels (0..255);
-- optical flow both ways with OpenCV (`farneback`, the default, or `dis`), in analysis pixels;
+- optical flow both ways with OpenCV (`dis`, the default, or `farneback`), reported in pixels
+  of the original video (flow at the analysis size times original width / analysis width), so
+  `motion`, `flow_std`, the flow vectors and the seam directions do not depend on `max_side`
+  (tested at two sizes). Tested on pans of known speed and direction: DIS is within 3% of the
+  true speed; Farneback reads about 20% low (0.8x) with these parameters, so it is kept only
+  as an option. The warp error is a per-pixel colour residual at the analysis size; it (and
+  so `mawe`, whose denominator is in original pixels) still grows as frames are downscaled
+  (more texture per pixel): compare runs at one `max_side`;
 - warp error: the next frame warped back along the forward flow, compared with this one:
   mean over non-occluded pixels of the squared RGB difference (channels in [0, 1], summed).
   Occlusions are found by forward-backward consistency (Sundaram et al. 2010): a pixel is
@@ -18,7 +25,14 @@ Per video:
 - `seam_jump`: for a seam at frame s (the first frame of a chunk), the frame difference across
   it (s-1 -> s) over the median frame difference inside chunks (floored at 0.5 grey levels so
   a still video does not divide by zero). About 1 means the seam is invisible; a hard cut
-  between unrelated clips gives tens.
+  between unrelated clips gives tens. A seam whose next frames replay the previous chunk
+  backwards scores about 1 here, which is why each seam also has:
+- `direction`: the cosine between the mean flow vector of the `SEAM_CONTEXT` pairs before the
+  seam and of those after it (None when either side moves less than `MIN_DIRECTION_PX`);
+  `reversal` is true when it is below `REVERSAL_COSINE` (-0.5): the motion turned back at the
+  seam (a rewind). `seam_reversals` counts them per video.
+- `seam_warp_error`: the mean warp error of the pairs from s-2 to s+1 (the seam pair and its
+  neighbours), where a rewind or the release of pinned frames shows.
 - `warp_error`: the mean of the per-pair warp errors (lower is steadier).
 - `mawe`: StreamingT2V's motion-aware warp error as defined in its paper, warp error over
   `c` times the mean squared flow magnitude, with `c = 9.5` as in their code. Our flow is
@@ -32,9 +46,17 @@ Per video:
   pairs that barely move (flow under 0.1 px and difference under 0.5 grey levels).
 - `scene_cuts`: frames where a new shot starts (`datakit.scenes`, PySceneDetect's adaptive
   method), with those that fall on a seam counted apart.
+- `repetition`: with T_c the mean 32x32 thumbnail of chunk c and d the mean absolute
+  difference in grey levels, the largest d(c, c+1) - d(c, c+2) over the chunks: positive when
+  a chunk looks more like the one two before it than like the one just before (an A/B/A/B
+  look); None with fewer than 3 chunks.
 - drift: per chunk, the mean CIELAB colour, contrast (std of L) and sharpness (variance of
   the Laplacian); against the first chunk, colour distance (Delta E 1976), contrast ratio and
   sharpness ratio (log2). Without chunk boundaries the video is cut into equal segments.
+
+Each headline figure has a documented threshold (`THRESHOLDS`); `fails` lists the figures
+of a video that cross theirs, and the report shows those videos first with the failing cells
+marked.
 
 Chunk boundaries come from the caller, else from the `chunk_starts` of the `NAME.json`
 `datakit generate` writes beside `NAME.mp4`, else from `chunk_frames`; a video with none has
@@ -58,7 +80,10 @@ from datakit.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
-FLOWS = ("farneback", "dis")
+FLOWS = ("dis", "farneback")
+SEAM_CONTEXT = 3
+MIN_DIRECTION_PX = 0.25
+REVERSAL_COSINE = -0.5
 MAWE_SCALE = 9.5
 SEAM_FLOOR = 0.5
 STILL_FLOW_PX = 0.1
@@ -66,19 +91,43 @@ STILL_DIFF = 0.5
 DRIFT_SEGMENTS = 4
 RESULT_SUFFIX = ".checks.json"
 
+# metric -> (limit, True when a value above the limit fails, False when one below it fails)
+THRESHOLDS = {
+    "seam_jump_max": (2.0, True),  # a seam changes twice as much as a typical frame pair
+    "seam_reversals": (0, True),  # any seam where the motion turns back (a rewind)
+    "flicker": (0.9, False),  # mean frame difference above 25 grey levels
+    "stagnant_fraction": (0.5, True),  # half the frame pairs barely move
+    "scene_cuts_off_seams": (0, True),  # a content break inside a chunk
+    "colour_drift_max": (10.0, True),  # Delta E 10: a clearly visible colour shift
+    "sharpness_drift_max": (1.0, True),  # a chunk half or twice as sharp as the first
+    "repetition": (5.0, True),  # chunk c+2 is 5 grey levels closer to c than c+1 is
+}
+REPETITION_THUMB = 32
+
+
+def failing(metrics: dict[str, Any]) -> list[str]:
+    """The metrics that cross their `THRESHOLDS` limit (None values never fail)."""
+    fails = []
+    for name, (limit, above) in THRESHOLDS.items():
+        value = metrics.get(name)
+        if value is not None and (value > limit if above else value < limit):
+            fails.append(name)
+    return fails
+
 
 @dataclass(frozen=True)
 class CheckSettings:
     """How videos are analysed.
 
     Args:
-        flow: `farneback` (OpenCV's dense Farneback) or `dis` (OpenCV's DIS, faster).
+        flow: `dis` (OpenCV's DIS, medium preset) or `farneback` (OpenCV's dense Farneback;
+            reads pans about 20% slow).
         max_side: longer side of the analysis size; larger videos are area-downscaled.
         min_scene_frames: shortest scene the cut detector may report.
-        thumbnails: frames per chunk in the contact sheet.
+        thumbnails: frames per chunk in the contact sheet (pairs of consecutive frames).
     """
 
-    flow: str = "farneback"
+    flow: str = "dis"
     max_side: int = 512
     min_scene_frames: int = 8
     thumbnails: int = 6
@@ -206,6 +255,45 @@ def _round(value: Any, digits: int = 6) -> Any:
     return value
 
 
+def contact_frames(start: int, end: int, count: int) -> list[int]:
+    """Frames of [start, end) for the contact sheet: `count // 2` evenly spaced pairs of
+    consecutive frames (an odd `count` adds one more frame), so a flicker that alternates from
+    frame to frame shows in the sheet instead of being sampled in one phase."""
+    pairs = max(1, count // 2)
+    last = max(start, end - 2)
+    picked = set()
+    for i in range(pairs):
+        first = round(start + (last - start) * i / max(1, pairs - 1))
+        picked |= {first, min(first + 1, end - 1)}
+    if count % 2:
+        picked.add(round((start + end - 1) / 2))
+    return sorted(picked)
+
+
+def repetition(thumbs: Sequence[np.ndarray]) -> float | None:
+    """max over c of d(c, c+1) - d(c, c+2), d the mean absolute difference of the chunks'
+    mean thumbnails (grey levels); None with fewer than 3 chunks."""
+    if len(thumbs) < 3:
+        return None
+    d = lambda a, b: float(np.abs(thumbs[a] - thumbs[b]).mean())  # noqa: E731
+    return max(d(c, c + 1) - d(c, c + 2) for c in range(len(thumbs) - 2))
+
+
+def seam_direction(vectors: Sequence[tuple[float, float]], seam: int,
+                   context: int = SEAM_CONTEXT) -> float | None:
+    """Cosine between the mean flow vector of the `context` pairs before `seam` (both frames
+    in the previous chunk) and of the `context` pairs after it (both in the new chunk); None
+    when a side is missing or moves less than `MIN_DIRECTION_PX` per frame."""
+    before = vectors[max(0, seam - 1 - context):max(0, seam - 1)]
+    after = vectors[seam:seam + context]
+    if not before or not after:
+        return None
+    a, b = np.mean(before, axis=0), np.mean(after, axis=0)
+    if min(np.linalg.norm(a), np.linalg.norm(b)) < MIN_DIRECTION_PX:
+        return None
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def check_video(
     video: str | os.PathLike,
     settings: CheckSettings | None = None,
@@ -239,18 +327,20 @@ def check_video(
     starts, origin = chunk_starts_for(video, info.frames, chunk_starts, chunk_frames)
     spans = segments(info.frames, starts)
     size = analysis_size(info.width, info.height, settings.max_side)
-    sheet_indices = [sorted({round(a + (b - 1 - a) * i / max(1, settings.thumbnails - 1))
-                             for i in range(settings.thumbnails)}) for a, b in spans]
+    sheet_indices = [contact_frames(a, b, settings.thumbnails) for a, b in spans]
     wanted = {i: (row, col) for row, indices in enumerate(sheet_indices)
               for col, i in enumerate(indices)}
     sheet: list[list[np.ndarray]] = [[] for _ in spans]
     thumb_height = 96
     thumb_width = max(2, round(thumb_height * info.width / info.height))
 
-    # 2. One pass over the frames
+    # 2. One pass over the frames (flow in original pixels: times `scale`)
     flow = flow_function(settings.flow)
+    scale = info.width / size[0]
     differences, magnitudes, squared, warp_errors, occluded = [], [], [], [], []
+    vectors: list[tuple[float, float]] = []
     chunk_stats = [np.zeros(5) for _ in spans]
+    chunk_thumbs = [np.zeros((REPETITION_THUMB, REPETITION_THUMB, 3)) for _ in spans]
     chunk_of = np.zeros(info.frames, dtype=int)
     for row, (a, b) in enumerate(spans):
         chunk_of[a:b] = row
@@ -267,11 +357,15 @@ def check_video(
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         as_float = small.astype(np.float32) / 255
         chunk_stats[chunk_of[index]] += lab_statistics(small)
+        chunk_thumbs[chunk_of[index]] += cv2.resize(small, (REPETITION_THUMB,) * 2,
+                                                    interpolation=cv2.INTER_AREA)
         if previous is not None:
             differences.append(float(np.abs(small.astype(np.int16) - previous).mean()))
             forward, backward = flow(previous_gray, gray), flow(gray, previous_gray)
-            magnitude = np.sqrt((forward**2).sum(-1))
+            magnitude = np.sqrt((forward**2).sum(-1)) * scale
             magnitudes.append(float(magnitude.mean()))
+            vectors.append((float(forward[..., 0].mean() * scale),
+                            float(forward[..., 1].mean() * scale)))
             squared.append(float((magnitude**2).mean()))
             error, hidden = warp_pair(previous_float, as_float, forward, backward)
             warp_errors.append(error)
@@ -289,8 +383,17 @@ def check_video(
     seam_pairs = {s - 1 for s in starts[1:] if s < frames}
     inside = [d for i, d in enumerate(differences) if i not in seam_pairs] or differences
     typical = max(float(np.median(inside)), SEAM_FLOOR)
-    seams = [{"frame": s, "difference": differences[s - 1], "jump": differences[s - 1] / typical,
-              "flow": magnitudes[s - 1]} for s in starts[1:] if s < frames]
+    seams = []
+    for s in starts[1:]:
+        if s >= frames:
+            continue
+        direction = seam_direction(vectors, s)
+        around = _mean(warp_errors[max(0, s - 2):s + 2])
+        seams.append({"frame": s, "difference": differences[s - 1],
+                      "jump": differences[s - 1] / typical, "flow": magnitudes[s - 1],
+                      "direction": direction,
+                      "reversal": direction is not None and direction < REVERSAL_COSINE,
+                      "seam_warp_error": around})
 
     # 4. Cuts, drift and the summary
     cuts = scene_cuts(video, settings.min_scene_frames)
@@ -307,12 +410,15 @@ def check_video(
         chunk["contrast_ratio"] = chunk["contrast"] / max(first["contrast"], 1e-6)
         chunk["sharpness_log2_ratio"] = math.log2(max(chunk["sharpness"], 1e-6)
                                                   / max(first["sharpness"], 1e-6))
+    thumbs = [total / (b - a) for (a, b), total in zip(spans, chunk_thumbs, strict=False)]
     warp_error = _mean(warp_errors)
     mean_squared_flow = float(np.mean(squared))
     jumps = [s["jump"] for s in seams]
     metrics = {
         "seam_jump_max": max(jumps) if jumps else None,
         "seam_jump_mean": float(np.mean(jumps)) if jumps else None,
+        "seam_reversals": sum(s["reversal"] for s in seams),
+        "seam_warp_error_max": max(_finite(s["seam_warp_error"] for s in seams), default=None),
         "warp_error": warp_error,
         "mawe": None if warp_error is None
         else warp_error / max(MAWE_SCALE * mean_squared_flow, 1e-9),
@@ -326,6 +432,7 @@ def check_video(
         "scene_cuts_off_seams": len(cuts) - len(at_seams),
         "colour_drift_max": max(c["colour_delta_e"] for c in per_chunk),
         "sharpness_drift_max": max(abs(c["sharpness_log2_ratio"]) for c in per_chunk),
+        "repetition": repetition(thumbs),
     }
     result = {
         "video": str(video),
@@ -339,11 +446,12 @@ def check_video(
         "chunk_starts": starts,
         "chunks_from": origin,
         "metrics": metrics,
+        "fails": failing(metrics),
         "seams": seams,
         "scene_cut_frames": cuts,
         "chunks": per_chunk,
         "series": {"difference": differences, "flow": magnitudes, "warp_error": warp_errors,
-                   "occluded": occluded},
+                   "occluded": occluded, "flow_vector": [list(v) for v in vectors]},
     }
     return _round(result), sheet
 
@@ -388,6 +496,28 @@ def check_videos(
             results.append(result)
             bar.remove_task(task)
     return results
+
+
+def videos_from_shards(shards: Sequence[str | os.PathLike], folder: str | os.PathLike
+                       ) -> list[Path]:
+    """Write the `mp4` of every sample in `shards` (the toolkit's WebDataset tars, read as a
+    trainer reads them) to `folder/KEY.mp4`, with the sample's `json` beside it when it has
+    one (its `chunk_starts` then gives the seams); return the video paths."""
+    from datakit.shards import read_shard
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    videos = []
+    for shard in shards:
+        for sample in read_shard(shard):
+            if "mp4" not in sample:
+                continue
+            video = folder / f"{sample['__key__']}.mp4"
+            video.write_bytes(sample["mp4"])
+            if "json" in sample:
+                video.with_suffix(".json").write_bytes(sample["json"])
+            videos.append(video)
+    return videos
 
 
 def load_results(folder: str | os.PathLike) -> list[dict[str, Any]]:

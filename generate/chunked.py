@@ -6,10 +6,22 @@ arguments: the initial noise goes in through `latents=`, per-step overwrites thr
 final latents back, which the loop decodes itself. Latents are handled in the canonical
 (B, C, F, H, W) layout; F counts latent frames (1 + (pixel frames - 1) / 4 for Wan/CogVideoX).
 
-Continuation (`--continue`):
-- `reuse` (VidRD, "Reuse and Diffuse"), on any text-to-video backbone. With O overlap latent
-  frames, T steps, `past[i]` = the previous chunk's state before step i with frame order
-  reversed (only its last O frames are kept, and only for the steps that are pinned):
+Continuation (`--continue`; `auto`, the default, is `anchor` on backbones whose VAE
+compresses time (Wan, CogVideoX, LTX) and `reuse` where one latent is one frame (ModelScope)):
+- `anchor`, right for causal video VAEs. `--overlap` O is a count of pixel frames that map to
+  whole latents of a fresh causal sequence: 1 + k*t (Wan/CogVideoX 1, 5, 9, ...; LTX 1, 9,
+  17; any count when t = 1), L = 1 + (O-1)/t latents. After chunk c is decoded, its last O
+  frames are encoded by the VAE as a sequence of their own (so the first of them gets the
+  single-frame first latent, as at the start of any chunk). Chunk c+1's first L latents are
+  pinned, in forward order, to those clean latents re-noised to each step's noise level
+  (`a_i * clean + b_i * noise`, `noise_level`, with the chunk's own initial noise) before
+  step i while i < p_m, a staged count: latent L-1 (next to the new frames) is pinned longest,
+  `p = reversed(pinned_steps(L, T, beta))`. The new chunk's first O frames re-render the
+  previous chunk's last O frames and are dropped, so no frame is shown twice.
+- `reuse` (VidRD, "Reuse and Diffuse"), exact on per-frame latents (ModelScope), explicit
+  elsewhere. With O overlap latent frames, T steps, `past[i]` = the previous chunk's state
+  before step i with frame order reversed (only its last O frames are kept, and only for the
+  steps that are pinned):
   1. frame-level noise reversion: the new chunk's first O frames start from `past[0][:O]`,
      the previous chunk's last O frames' initial noise in reversed order;
   2. past-dependent noise for the other frames:
@@ -17,14 +29,18 @@ Continuation (`--continue`):
      where past0 is the previous chunk's whole initial noise reversed;
   3. staged guidance: overlap frame m is overwritten with `past[i][m]` before step i while
      `i < (O-m) * (T/O) * beta` (`--reuse-guidance beta`). The pinned values are stored noisy
-     states at the same step, so nothing is re-noised and any first-order scheduler
-     (DDIM-style or flow matching) works; UniPC's corrector is turned off so it keeps them.
-     Chunks are decoded separately and concatenated whole, as VidRD does: the overlap frames
-     are kept (they are the bridge), so `--overlap` does not shorten the video.
+     states at the same step, so nothing is re-noised.
+  The bridge (the new chunk's first O latents, which mirror the end of the previous chunk) is
+  dropped from the video: `pixel_frames(O)` frames per chunk after the first. On causal VAEs
+  the O latents cover O*t frames at the end of chunk c but 1 + (O-1)*t at the start of c+1:
+  the flip reverses 4-frame groups, not the frames in them (why `anchor` is the default there).
 - `i2v`: chunks after the first come from an image-to-video backbone conditioned on the last
   frame of the previous chunk; the new chunk's first frame re-renders that frame and is
   dropped.
 - `none`: independent chunks, concatenated.
+
+Overwriting latents between steps needs a scheduler that continues from what it is given:
+UniPC's corrector is turned off on exactly the overwritten steps (`keep_step_overwrites`).
 
 Before each chunk after the first, `--search-k` candidate noises are tried (`search.py`).
 Chunk 0 has nothing to continue from, so it is not searched: it uses candidate 0.
@@ -33,10 +49,10 @@ Exact length: the loop generates whole chunks, then trims the end of the last on
 `--frames`; the plan (and the sample json) says how many frames were generated and trimmed.
 
 Memory and resume: frames stream into the MP4 as each chunk is decoded; only the current
-chunk, the previous chunk's initial noise, the overlap trajectory and the last frame stay in
-memory. After each chunk its final latents and the loop state are written atomically to
-`state_dir`; a resumed run re-decodes the finished chunks (bit-identical frames, so a
-byte-identical MP4) and continues from the next one.
+chunk, the previous chunk's initial noise, the overlap trajectory (`reuse`) or last O frames
+(`anchor`) and the last frame stay in memory. After each chunk its final latents and the loop
+state are written atomically to `state_dir`; a resumed run re-decodes the finished chunks
+(bit-identical frames, so a byte-identical MP4) and continues from the next one.
 """
 
 from __future__ import annotations
@@ -60,13 +76,13 @@ import numpy as np
 from datakit.atomic import atomic_file, atomic_write
 from datakit.errors import UserError
 from datakit.video import VideoWriter
-from generate.backbones import Backbone, keep_step_overwrites
+from generate.backbones import Backbone, noise_level
 from generate.prompts import Story
-from generate.search import search_noise
+from generate.search import candidate_correlation, search_noise
 
 logger = logging.getLogger(__name__)
 
-CONTINUE_MODES = ("reuse", "i2v", "none")
+CONTINUE_MODES = ("auto", "anchor", "reuse", "i2v", "none")
 SETTINGS_FILE = "settings.json"
 
 
@@ -122,6 +138,12 @@ def release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def record_steps(record: dict, steps: int) -> int:
+    """Denoising steps a saved chunk record stands for (for progress on resume)."""
+    search = record.get("search", {})
+    return steps + len(search.get("scores", ())) * search.get("steps", 0)
 
 
 def pinned_steps(overlap: int, steps: int, beta: float) -> list[int]:
@@ -183,14 +205,16 @@ class ChunkSettings:
     Args:
         frames: exact length of the output video.
         chunk_frames: frames per chunk (must fit the backbone's frames rule).
-        overlap: `reuse` only: overlap in pixel frames, a multiple of the temporal compression.
-        continue_mode: `reuse`, `i2v` or `none`.
+        overlap: `anchor`: pixel frames re-encoded from the end of the previous chunk (1 + k *
+            the temporal compression); `reuse`: pixel frames at the end of the previous chunk
+            whose latents are reused (a multiple of the temporal compression).
+        continue_mode: `auto`, `anchor`, `reuse`, `i2v` or `none`.
         steps: denoising steps per chunk.
         guidance: classifier-free guidance scale.
         negative_prompt: text to steer away from ("" for none).
         height, width, fps: output size and frame rate.
         noise_recycle: VidRD's alpha for past-dependent noise.
-        reuse_guidance: VidRD's beta for staged guidance (0 disables pinning).
+        reuse_guidance: beta for staged pinning (`reuse` and `anchor`; 0 disables pinning).
         search_k: candidate noises per chunk; 1 disables the search.
         search_steps: steps of each candidate's preview trajectory.
         crf: x264 quality of the MP4.
@@ -198,8 +222,8 @@ class ChunkSettings:
 
     frames: int = 49
     chunk_frames: int = 33
-    overlap: int = 8
-    continue_mode: str = "reuse"
+    overlap: int = 5
+    continue_mode: str = "auto"
     steps: int = 50
     guidance: float = 5.0
     negative_prompt: str = ""
@@ -213,16 +237,59 @@ class ChunkSettings:
     crf: int = 18
 
 
+def resolve_mode(mode: str, temporal: int) -> str:
+    """`auto` -> `anchor` on a VAE that compresses time, `reuse` on per-frame latents."""
+    if mode != "auto":
+        return mode
+    return "anchor" if temporal > 1 else "reuse"
+
+
+def check_overlap(backbone: Backbone, overlap: int, frames: int, option: str, chunk_option: str,
+                  causal: bool = False) -> int:
+    """Latent frames of a pixel-frame overlap, or a one-line `UserError`.
+
+    Args:
+        backbone: the backbone whose temporal compression t counts.
+        overlap: the overlap in pixel frames.
+        frames: the window/chunk it must be shorter than, in pixel frames.
+        option, chunk_option: the options named in messages.
+        causal: the overlap starts a fresh causal sequence (1 + k*t frames, `anchor`);
+            otherwise it is a run of whole latents inside a sequence (k*t frames).
+    """
+    t, label = backbone.temporal, backbone.family.label
+    if causal:
+        fits = overlap >= 1 and (overlap - 1) % t == 0
+        latent = backbone.latent_frames(overlap) if fits else 0
+        lower, upper = (max(overlap - 1, 0) // t * t + 1, (max(overlap - 1, 0) // t + 1) * t + 1)
+        rule = f"1 + a multiple of {label}'s temporal compression {t} (a fresh causal sequence)"
+    else:
+        fits = overlap >= 1 and overlap % t == 0
+        latent = overlap // t if fits else 0
+        lower, upper = max(t, overlap // t * t), (overlap // t + 1) * t
+        rule = f"a positive multiple of {label}'s temporal compression {t} (one latent frame " \
+               f"= {t} pixel frames)"
+    if not fits:
+        hint = f"use {lower} or {upper}" if lower != upper else f"use {lower}"
+        raise UserError(f"{option} {overlap} must be {rule}: {hint}")
+    if latent >= backbone.latent_frames(frames):
+        raise UserError(f"{option} {overlap} must be shorter than {chunk_option} {frames} "
+                        f"({backbone.latent_frames(frames)} latent frames)")
+    return latent
+
+
 class ChunkedGenerator:
     """Generate long videos chunk by chunk on a text-to-video backbone.
 
     Args:
-        backbone: the text-to-video backbone (every chunk in `reuse`/`none`, chunk 0 in `i2v`).
+        backbone: the text-to-video backbone (every chunk in `anchor`/`reuse`/`none`, chunk 0
+            in `i2v`).
         settings: the `ChunkSettings`.
         i2v: the image-to-video backbone for `--continue i2v`.
         scorer: the search scorer (see `search.py`); needed when `settings.search_k > 1`.
         bounded_heap: keep host memory flat over chunks (glibc only, see
             `bound_heap_growth`); False trades that for speed when the model runs on the CPU.
+        progress: called with the number of denoising steps just done (after every step of
+            every pipeline call, previews included; finished chunks of a resumed run at once).
     """
 
     def __init__(
@@ -232,34 +299,60 @@ class ChunkedGenerator:
         i2v: Backbone | None = None,
         scorer: Callable[[np.ndarray, np.ndarray], float] | None = None,
         bounded_heap: bool = True,
+        progress: Callable[[int], None] | None = None,
     ):
         self.backbone = backbone
         self.settings = settings
         self.i2v = i2v
         self.scorer = scorer
+        self.progress = progress
+        self.mode = resolve_mode(settings.continue_mode, backbone.temporal)
+        self.overlap_latent = 0
         self.check_inputs()
         self.bounded_heap = bounded_heap
         if bounded_heap:
             bound_heap_growth()
-        try:
-            self.plan = plan_chunks(settings.frames, settings.chunk_frames,
-                                    1 if settings.continue_mode == "i2v" else 0)
-        except ValueError:  # i2v: each chunk after the first drops its first frame
-            raise UserError(f"--continue i2v needs --chunk-frames of at least 2, got "
-                            f"{settings.chunk_frames}") from None
-        self.overlap_latent = 0
+        self.plan = plan_chunks(settings.frames, settings.chunk_frames, self.bridge_frames)
         self.pins: list[int] = []
-        if settings.continue_mode == "reuse":
-            self.overlap_latent = settings.overlap // backbone.temporal
+        if self.mode == "reuse":
             self.pins = pinned_steps(self.overlap_latent, settings.steps, settings.reuse_guidance)
-        if any(self.pins):  # the pinning overwrites latents between steps
-            backbone.pipe.scheduler = keep_step_overwrites(backbone.pipe.scheduler)
+        elif self.mode == "anchor":
+            self.pins = self.anchor_pins(settings.steps)
+
+    @property
+    def bridge_frames(self) -> int:
+        """Frames dropped at the start of every chunk after the first (they re-render or
+        mirror frames the previous chunk already showed)."""
+        if self.mode == "i2v":
+            return 1
+        if self.mode == "anchor":
+            return self.settings.overlap
+        if self.mode == "reuse":
+            return self.backbone.pixel_frames(self.overlap_latent)
+        return 0
+
+    @property
+    def steps_per_video(self) -> int:
+        """Denoising steps of one video (for progress): every chunk, plus the previews."""
+        s = self.settings
+        previews = s.search_k * s.search_steps if s.search_k > 1 else 0
+        return self.plan.chunks * s.steps + (self.plan.chunks - 1) * previews
+
+    def anchor_pins(self, steps: int) -> list[int]:
+        """`anchor`: steps each anchor latent 0..L-1 is pinned; the last one longest."""
+        return pinned_steps(self.overlap_latent, steps, self.settings.reuse_guidance)[::-1]
 
     def check_inputs(self) -> None:
         s, backbone = self.settings, self.backbone
         if s.continue_mode not in CONTINUE_MODES:
             raise UserError(f"--continue must be one of {', '.join(CONTINUE_MODES)}, "
                             f"got {s.continue_mode!r}")
+        if backbone.patch_t > 1:
+            raise UserError(f"{backbone.source}: {backbone.family.label} with patch_size_t "
+                            f"{backbone.patch_t} (CogVideoX 1.5) is not supported for chunks "
+                            "yet: its transformer needs an even latent count and its VAE an odd "
+                            "one (diffusers pads one latent and drops it before decoding; the "
+                            "chunk loop does not)")
         backbone.check_frames(s.chunk_frames, "--chunk-frames")
         backbone.check_size(s.height, s.width)
         if s.steps < 1:
@@ -275,22 +368,17 @@ class ChunkedGenerator:
             raise UserError(f"--reuse-guidance must be in [0, 1], got {s.reuse_guidance}")
         if s.noise_recycle < 0:
             raise UserError(f"--noise-recycle must be >= 0, got {s.noise_recycle}")
-        if s.continue_mode == "i2v":
+        if self.mode == "i2v":
             if self.i2v is None:
                 raise UserError("--continue i2v needs --i2v-model (an image-to-video pipeline)")
+            if s.chunk_frames < 2:
+                raise UserError(f"--continue i2v needs --chunk-frames of at least 2, got "
+                                f"{s.chunk_frames}")
             self.i2v.check_frames(s.chunk_frames, "--chunk-frames")
             self.i2v.check_size(s.height, s.width)
-        if s.continue_mode == "reuse":
-            t, latent = backbone.temporal, backbone.latent_frames(s.chunk_frames)
-            if s.overlap < 1 or s.overlap % t:
-                lower, upper = max(t, s.overlap // t * t), (s.overlap // t + 1) * t
-                hint = f"use {lower} or {upper}" if lower != upper else f"use {lower}"
-                raise UserError(f"--overlap {s.overlap} must be a positive multiple of "
-                                f"{backbone.family.label}'s temporal compression {t} "
-                                f"(one latent frame = {t} pixel frames): {hint}")
-            if s.overlap // t >= latent:
-                raise UserError(f"--overlap {s.overlap} must be shorter than a chunk "
-                                f"({s.chunk_frames} frames = {latent} latent frames)")
+        if self.mode in ("anchor", "reuse"):
+            self.overlap_latent = check_overlap(backbone, s.overlap, s.chunk_frames, "--overlap",
+                                                "--chunk-frames", causal=self.mode == "anchor")
 
     # -- one chunk ---------------------------------------------------------------------------
 
@@ -308,13 +396,40 @@ class ChunkedGenerator:
         seed = derive_seed(seed, story_id, chunk, -1 - candidate)
         return torch.Generator("cpu").manual_seed(seed)
 
+    def _anchor(self, backbone: Backbone, clean, noise, pins: list[int]):
+        """`anchor`: the step callback pinning latents 0..L-1 to `clean` re-noised to each
+        step's level, and the callback steps after which it overwrites."""
+
+        def on_step(step: int, latents):
+            index = step + 1  # the callback sees the state before step `index`
+            if index >= pins[-1]:
+                return None
+            a, b = noise_level(backbone.pipe.scheduler, index)
+            replaced = latents.clone()
+            for m, pinned in enumerate(pins):
+                if index < pinned:
+                    replaced[:, :, m] = (a * clean[:, :, m] + b * noise[:, :, m]).to(latents)
+            return replaced
+
+        return on_step, range(max(pins[-1] - 1, 0))
+
+    def _count(self, on_step):
+        """`on_step` that also reports each step to `progress`."""
+        if self.progress is None:
+            return on_step
+
+        def counted(step: int, latents):
+            self.progress(1)
+            return on_step(step, latents) if on_step is not None else None
+
+        return counted
+
     def _chunk(self, story: Story, seed: int, chunk: int, state: dict) -> tuple[dict, dict]:
         """Generate chunk `chunk`; return its tensors to save and its json record."""
-        import torch
 
         s = self.settings
-        i2v_chunk = s.continue_mode == "i2v" and chunk > 0
-        reuse_chunk = s.continue_mode == "reuse" and chunk > 0
+        i2v_chunk = self.mode == "i2v" and chunk > 0
+        reuse_chunk = self.mode == "reuse" and chunk > 0
         backbone = self.i2v if i2v_chunk else self.backbone
         shape = backbone.noise_shape(s.chunk_frames, s.height, s.width)
         prompt = story.prompt_for(chunk)
@@ -322,6 +437,10 @@ class ChunkedGenerator:
         record: dict[str, Any] = {"chunk": chunk, "prompt": prompt,
                                   "backbone": "i2v" if i2v_chunk else "t2v"}
         started = time.perf_counter()
+        # the clean latents of the previous chunk's last O frames, a causal sequence of its own
+        anchor = None
+        if self.mode == "anchor" and chunk > 0:
+            anchor = backbone.encode(state["tail"]).float().cpu()
 
         # 1. Candidate initial noises and the k-step search (not for chunk 0: no condition)
         previous_initial = state["initial"] if reuse_chunk else None
@@ -330,16 +449,23 @@ class ChunkedGenerator:
                           for j in range(s.search_k)]
 
             def preview(candidate: int, noise) -> np.ndarray:
+                on_step, overwrites = None, ()
+                if anchor is not None:
+                    on_step, overwrites = self._anchor(backbone, anchor, noise,
+                                                       self.anchor_pins(s.search_steps))
                 latents = backbone.run(prompt, noise, s.search_steps, s.guidance,
                                        self._generator(seed, story.id, chunk, candidate),
-                                       s.height, s.width, s.negative_prompt, image=image,
-                                       fps=s.fps)
-                return backbone.decode(latents)
+                                       s.height, s.width, s.negative_prompt,
+                                       on_step=self._count(on_step), image=image, fps=s.fps,
+                                       overwrite_steps=overwrites)
+                return backbone.decode(latents)[self.plan.drop:]  # the frames that are kept
 
             best, scores = search_noise(candidates, preview, self.scorer, state["last_frame"])
             initial = candidates[best]
             record["search"] = {"scorer": self.scorer.name, "steps": s.search_steps,
                                 "scores": [round(x, 6) for x in scores], "winner": best,
+                                "candidate_correlation": round(candidate_correlation(
+                                    candidates), 4),
                                 "seconds": round(time.perf_counter() - started, 3)}
             del candidates
         else:
@@ -348,14 +474,38 @@ class ChunkedGenerator:
             record["search"] = {"skipped": "chunk 0 has no conditioning frame" if chunk == 0
                                 else "--search-k 1"}
 
-        # 2. Denoise with the full schedule, recording (and, for reuse, pinning) the overlap
+        # 2. Denoise with the full schedule, pinning (anchor/reuse) and recording (reuse)
+        on_step, overwrites, trajectory = None, (), None
+        if anchor is not None:
+            on_step, overwrites = self._anchor(backbone, anchor, initial, self.pins)
+        elif self.mode == "reuse" and self.pins and self.pins[0]:
+            on_step, overwrites, trajectory = self._reuse(initial, state["trajectory"]
+                                                          if reuse_chunk else None)
+        denoise_started = time.perf_counter()
+        final = backbone.run(prompt, initial, s.steps, s.guidance,
+                             self._generator(seed, story.id, chunk, best), s.height, s.width,
+                             s.negative_prompt, on_step=self._count(on_step), image=image,
+                             fps=s.fps, overwrite_steps=overwrites)
+        record["denoise_seconds"] = round(time.perf_counter() - denoise_started, 3)
+        if chunk > 0 and self.mode in ("anchor", "reuse"):
+            record["pinned_steps"] = self.pins
+        tensors = {"latents": final.float().cpu().contiguous(),
+                   "initial": initial.float().contiguous()}
+        if trajectory is not None:
+            tensors["trajectory"] = trajectory.contiguous()
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        return tensors, record
+
+    def _reuse(self, initial, past):
+        """`reuse`: the step callback that pins the overlap to the reversed past trajectory
+        (`past`, None for chunk 0) and records this chunk's; the overwritten steps; the
+        trajectory tensor it fills."""
+        import torch
+
         overlap, pins = self.overlap_latent, self.pins
-        keep_steps = pins[0] if pins else 0
-        trajectory = None
-        if s.continue_mode == "reuse" and keep_steps:
-            trajectory = torch.empty((keep_steps,) + initial[:, :, -overlap:].shape)
-            trajectory[0] = initial[:, :, -overlap:].flip(2)
-        past = state["trajectory"] if reuse_chunk else None
+        keep_steps = pins[0]
+        trajectory = torch.empty((keep_steps,) + initial[:, :, -overlap:].shape)
+        trajectory[0] = initial[:, :, -overlap:].flip(2)
 
         def on_step(step: int, latents):
             index = step + 1  # the callback sees the state before step `index`
@@ -366,24 +516,12 @@ class ChunkedGenerator:
                         replaced = latents.clone() if replaced is None else replaced
                         replaced[:, :, m] = past[index][:, :, m].to(latents)
             current = latents if replaced is None else replaced
-            if trajectory is not None and index < keep_steps:
+            if index < keep_steps:
                 trajectory[index] = current[:, :, -overlap:].flip(2).float().cpu()
             return replaced
 
-        denoise_started = time.perf_counter()
-        final = backbone.run(prompt, initial, s.steps, s.guidance,
-                             self._generator(seed, story.id, chunk, best), s.height, s.width,
-                             s.negative_prompt, on_step=on_step if trajectory is not None or
-                             past is not None else None, image=image, fps=s.fps)
-        record["denoise_seconds"] = round(time.perf_counter() - denoise_started, 3)
-        if reuse_chunk:
-            record["pinned_steps"] = pins
-        tensors = {"latents": final.float().cpu().contiguous(),
-                   "initial": initial.float().contiguous()}
-        if trajectory is not None:
-            tensors["trajectory"] = trajectory.contiguous()
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        return tensors, record
+        overwrites = range(max(keep_steps - 1, 0)) if past is not None else ()
+        return on_step, overwrites, trajectory
 
     # -- state on disk ----------------------------------------------------------------------
 
@@ -435,7 +573,7 @@ class ChunkedGenerator:
         return frames[start:start + room]
 
     def _decode(self, chunk: int, latents) -> np.ndarray:
-        uses_i2v = self.settings.continue_mode == "i2v" and chunk > 0
+        uses_i2v = self.mode == "i2v" and chunk > 0
         return (self.i2v if uses_i2v else self.backbone).decode(latents)
 
     def replay(self, state_dir: Path) -> Iterator[np.ndarray]:
@@ -443,6 +581,12 @@ class ChunkedGenerator:
         for chunk in range(self.plan.chunks):
             tensors, _ = self._load(state_dir, chunk)
             yield from self.kept_frames(chunk, self._decode(chunk, tensors["latents"]))
+
+    def _next_state(self, tensors: dict, frames: np.ndarray) -> dict:
+        """What the next chunk continues from."""
+        return {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
+                "last_frame": frames[-1],
+                "tail": frames[-self.settings.overlap:] if self.mode == "anchor" else None}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -480,7 +624,8 @@ class ChunkedGenerator:
                      json.dumps(self._fingerprint(story, seed), sort_keys=True))
         started = time.perf_counter()
         records: list[dict] = []
-        state: dict[str, Any] = {"initial": None, "trajectory": None, "last_frame": None}
+        state: dict[str, Any] = {"initial": None, "trajectory": None, "last_frame": None,
+                                 "tail": None}
         with atomic_file(mp4_path) as handle:
             with VideoWriter(handle, s.width, s.height, s.fps, crf=s.crf) as writer:
                 # 3. Replay the chunks an interrupted run finished
@@ -488,9 +633,10 @@ class ChunkedGenerator:
                     tensors, record = self._load(state_dir, chunk)
                     frames = self._decode(chunk, tensors["latents"])
                     writer.write_many(self.kept_frames(chunk, frames))
-                    state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
-                             "last_frame": frames[-1]}
+                    state = self._next_state(tensors, frames)
                     records.append(record)
+                    if self.progress is not None:
+                        self.progress(record_steps(record, s.steps))
                 # 4. Generate the rest, one chunk at a time
                 for chunk in range(done, plan.chunks):
                     tensors, record = self._chunk(story, seed, chunk, state)
@@ -501,8 +647,7 @@ class ChunkedGenerator:
                     writer.write_many(self.kept_frames(chunk, frames))
                     record["decode_seconds"] = round(time.perf_counter() - decode_started, 3)
                     self._save(state_dir, chunk, tensors, record)
-                    state = {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
-                             "last_frame": frames[-1]}
+                    state = self._next_state(tensors, frames)
                     records.append(record)
                     del tensors, frames
                     if self.bounded_heap:
@@ -518,7 +663,8 @@ class ChunkedGenerator:
             "trimmed_frames": plan.trimmed,
             "trimmed_from": "end of the last chunk",
             "dropped_per_chunk": plan.drop,
-            "overlap_frames": s.overlap if s.continue_mode == "reuse" else 0,
+            "continue_mode": self.mode,
+            "overlap_frames": s.overlap if self.mode in ("anchor", "reuse") else 0,
             "overlap_latent_frames": self.overlap_latent,
             "resumed_from_chunk": done,
             "chunk_details": records,

@@ -2,7 +2,7 @@
 
 No weights are downloaded: a tiny Wan pipeline with random weights is built on the fly and
 loaded back through its folder, exactly as `--model DIR` would load a real one. Its videos
-are noise; the point is to show every moving part (chunks, VidRD reuse, k-step search,
+are noise; the point is to show every moving part (chunks, anchor continuation, k-step search,
 json, manifest, checks report) in a few seconds.
 """
 
@@ -36,5 +36,5 @@ def demo_generate(out: str | Path, checks: bool = True) -> dict:
     )) + "\n")
     return generate_videos(GenerateOptions(
         prompts=stories, model=str(model), out=out / "generate", frames=33, chunk_frames=13,
-        overlap=4, steps=6, height=64, width=64, fps=8, search_k=3, search_steps=2, checks=checks,
+        overlap=5, steps=6, height=64, width=64, fps=8, search_k=3, search_steps=2, checks=checks,
     ))

@@ -3,7 +3,8 @@
 Two formats, chosen by the file's suffix:
 - `.txt` (or anything else): one prompt per line; blank lines and lines starting with `#`
   are skipped. Every chunk of the video gets the same prompt. The id is the prompt's index
-  among kept lines and a short hash of its text (`00003_1f2e3d4c`), stable and dot-free.
+  among kept lines, a readable slug of its first words and a short hash of its whole text
+  (`00003_a-cat-running-on-the-beach_1f2e3d4c`), stable and dot-free.
 - `.jsonl`: one story per line, `{"id": ..., "prompts": ["chunk 1", "chunk 2", ...],
   "seed": ...}`; chunk i uses `prompts[i]` and the last prompt carries on. `id` and `seed`
   are optional (defaults: the line's index and `--seed`).
@@ -15,12 +16,28 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from datakit.errors import UserError
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]+$")
+SLUG_CHARS = 40
+
+
+def slug(text: str, limit: int = SLUG_CHARS) -> str:
+    """Lower-case ASCII words of `text` joined by `-`, cut at a word boundary to `limit`
+    characters (`"A cat, running!"` -> `a-cat-running`); `prompt` when no word is left."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
+    out = ""
+    for word in words:
+        candidate = f"{out}-{word}" if out else word[:limit]
+        if len(candidate) > limit:
+            break
+        out = candidate
+    return out or "prompt"
 
 
 @dataclass(frozen=True)
@@ -50,7 +67,8 @@ def _txt(path: Path, lines: list[str]) -> list[Story]:
         if not text or text.startswith("#"):
             continue
         digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-        stories.append(Story(f"{len(stories):05d}_{digest}", (text,), None, f"{path}:{number}"))
+        story_id = f"{len(stories):05d}_{slug(text)}_{digest}"
+        stories.append(Story(story_id, (text,), None, f"{path}:{number}"))
     return stories
 
 

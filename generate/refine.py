@@ -32,7 +32,7 @@ from datakit.atomic import atomic_write
 from datakit.errors import UserError
 from datakit.video import encode_video
 from generate.backbones import Backbone, keep_step_overwrites
-from generate.chunked import ChunkedGenerator, derive_seed, make_noise
+from generate.chunked import ChunkedGenerator, check_overlap, derive_seed, make_noise
 from generate.prompts import Story
 
 
@@ -95,23 +95,40 @@ class Refiner:
         self.guidance = guidance
         self.negative_prompt = negative_prompt
         self.check_inputs()
-        # the blend overwrites every window's latents between steps
-        backbone.pipe.scheduler = keep_step_overwrites(backbone.pipe.scheduler)
 
     def check_inputs(self) -> None:
-        backbone, t = self.backbone, self.backbone.temporal
+        backbone = self.backbone
         if backbone.family.name not in ("wan", "cogvideox"):
             raise UserError(f"--refine is not supported for {backbone.family.label}")
         backbone.check_frames(self.chunk_frames, "--refine-chunk")
-        if self.overlap < 1 or self.overlap % t:
-            raise UserError(f"--refine-overlap {self.overlap} must be a positive multiple of "
-                            f"{backbone.family.label}'s temporal compression {t}")
-        if self.overlap // t >= backbone.latent_frames(self.chunk_frames):
-            raise UserError(f"--refine-overlap {self.overlap} must be shorter than "
-                            f"--refine-chunk {self.chunk_frames}")
+        keep_step_overwrites(backbone.pipe.scheduler)  # refuses second-order schedulers
+        if not self.window_fits(backbone.latent_frames(self.chunk_frames)):
+            fitting = [n for n in range(1, self.chunk_frames + 64 * backbone.temporal)
+                       if backbone.fits(n) and self.window_fits(backbone.latent_frames(n))]
+            lower = max((n for n in fitting if n < self.chunk_frames), default=None)
+            upper = min(n for n in fitting if n > self.chunk_frames)
+            hint = f"{lower} or {upper}" if lower else str(upper)
+            raise UserError(f"--refine-chunk {self.chunk_frames}: {backbone.family.label}'s "
+                            f"video-to-video pipeline with patch_size_t {backbone.patch_t} "
+                            f"needs windows whose (latent frames - 1) // "
+                            f"{backbone.temporal} + 1 is a multiple of {backbone.patch_t} "
+                            f"too (diffusers checks latents= that way): use {hint}")
+        check_overlap(backbone, self.overlap, self.chunk_frames, "--refine-overlap",
+                      "--refine-chunk")
         if not 0 < self.strength <= 1 or int(self.steps * self.strength) < 1:
             raise UserError(f"--refine-strength {self.strength} runs no step of {self.steps}: "
                             f"use a value in (1/steps, 1]")
+
+    def window_fits(self, latent_frames: int) -> bool:
+        """Whether a window of `latent_frames` passes the V2V pipeline's own frame check.
+
+        CogVideoX 1.5 (`patch_size_t` 2): given `latents=`, diffusers' CogVideoX V2V pipeline
+        takes their frame count for a pixel count and requires (L - 1) // 4 + 1 to be a
+        multiple of `patch_size_t`, besides L itself; windows of 6, 8, 14, 16, ... latent
+        frames pass both. Other backbones: always True.
+        """
+        p, t = self.backbone.patch_t, self.backbone.temporal
+        return p == 1 or (latent_frames % p == 0 and ((latent_frames - 1) // t + 1) % p == 0)
 
     def prepare_windows(self, latent_frames: int) -> tuple[int, list[int]]:
         """Window length and starts, in latent frames, covering `latent_frames`."""
@@ -134,7 +151,9 @@ class Refiner:
         # 1. The finished video, padded (repeating its last frame) to the frames rule
         frames = np.stack(list(generator.replay(state_dir)))
         count = len(frames)
-        padded = next(n for n in range(count, count + 64) if backbone.fits(n))
+        # (a window must keep its full size where the V2V pipeline's frame check needs it)
+        shortest = count if backbone.patch_t == 1 else max(count, self.chunk_frames)
+        padded = next(n for n in range(shortest, shortest + 64) if backbone.fits(n))
         frames = np.concatenate([frames, np.repeat(frames[-1:], padded - count, axis=0)])
         # 2. Encode it once and add one global noise tensor at the starting timestep
         clean = backbone.encode(frames).float().cpu()
@@ -162,13 +181,13 @@ class Refiner:
             picked.append(cuts)
 
         turns = _Turns(len(starts), blend)
-        t, pixel_window = backbone.temporal, backbone.pixel_frames(window)
+        pixel_window = backbone.pixel_frames(window)
         def run_window(k: int) -> None:
             start = starts[k]
             window_pipe = type(pipe)(**{**pipe.components,
                                         "scheduler": copy.deepcopy(pipe.scheduler)})
             window_pipe.set_progress_bar_config(disable=True)
-            middle = min(start * t + pixel_window // 2, count - 1)
+            middle = min(backbone.pixel_start(start) + pixel_window // 2, count - 1)
             chunk = max(c for c, s in enumerate(generator.plan.chunk_starts) if s <= middle)
 
             def on_step(step: int, latents):
@@ -182,7 +201,8 @@ class Refiner:
             backbone.run(story.prompt_for(chunk), state["latents"][:, :, start:start + window],
                          self.steps, self.guidance, torch.Generator("cpu").manual_seed(seed),
                          settings.height, settings.width, self.negative_prompt,
-                         on_step=on_step, strength=self.strength, pipe=window_pipe)
+                         on_step=on_step, strength=self.strength, pipe=window_pipe,
+                         overwrite_steps=range(run_steps - 1))
 
         errors: list[BaseException] = []
 
@@ -211,7 +231,7 @@ class Refiner:
             "window_frames": backbone.pixel_frames(window),
             "window_latent_frames": window,
             "overlap_frames": self.overlap,
-            "window_starts": [s * t for s in starts],
+            "window_starts": [backbone.pixel_start(s) for s in starts],
             "blend_offsets": picked,
             "padded_frames": padded - count,
             "seconds": round(time.perf_counter() - started, 3),

@@ -1,10 +1,11 @@
 """The checks as something to look at: contact sheets, metric plots and one HTML page.
 
-`REPORT/index.html` has a table of every video's headline metrics (worst values first, so
-what needs a look is on top), then per video its contact sheet (a row per chunk, so a seam is
-the step from one row to the next) and its plots, one panel per metric, seams drawn as
-vertical lines. Plots are PNGs drawn with matplotlib's Agg backend; the page links them by
-relative path, so the folder can be copied or served as it is.
+`REPORT/index.html` has a table of every video's headline metrics (videos that fail a
+threshold of `checks.THRESHOLDS` first, most failures first, then by seam jump; failing
+cells in red, each column's threshold on hover), then per video its contact sheet (a row per
+chunk, so a seam is the step from one row to the next) and its plots, one panel per metric,
+seams drawn as vertical lines. Plots are PNGs drawn with matplotlib's Agg backend; the page
+links them by relative path, so the folder can be copied or served as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from datakit.atomic import atomic_file, atomic_write
+from generate.checks import THRESHOLDS
 
 INDEX = "index.html"
 SUMMARY = "summary.json"
@@ -27,6 +29,7 @@ SUMMARY = "summary.json"
 COLUMNS = (
     ("seam_jump_max", "seam jump (max)", "difference across a seam / median inside chunks; "
      "about 1 = invisible", True),
+    ("seam_reversals", "seam reversals", "seams where the motion turns back (a rewind)", True),
     ("warp_error", "warp error", "squared RGB error after flow warping, occlusions excluded",
      True),
     ("mawe", "MAWE", "warp error / (9.5 x mean squared flow), OpenCV flow", True),
@@ -37,6 +40,8 @@ COLUMNS = (
     ("scene_cuts_off_seams", "cuts off seams", "shot cuts inside chunks", True),
     ("colour_drift_max", "colour drift (dE)", "largest CIELAB distance of a chunk's mean "
      "colour to the first chunk's", True),
+    ("repetition", "repetition", "largest d(c, c+1) - d(c, c+2) of the chunks' mean "
+     "thumbnails (grey levels): an A/B/A/B look is positive", True),
     ("sharpness_drift_max", "sharpness drift", "largest |log2| ratio of a chunk's sharpness "
      "to the first chunk's", True),
 )
@@ -121,17 +126,30 @@ def write_report(results: Sequence[dict[str, Any]], folder: str | os.PathLike) -
     folder.mkdir(parents=True, exist_ok=True)
     checked = [r for r in results if "error" not in r]
     failed = [r for r in results if "error" in r]
-    checked.sort(key=lambda r: -(r["metrics"].get("seam_jump_max") or 0))
+    checked.sort(key=lambda r: (-len(r.get("fails", [])),
+                                -(r["metrics"].get("seam_jump_max") or 0)))
     for result in checked:
         write_metric_plots(result, folder / f"{result['name']}_metrics.png")
 
-    head = "".join(f'<th title="{html.escape(help_)}">{html.escape(label)}</th>'
-                   for _, label, help_, _ in COLUMNS)
+    def limit(key: str) -> str:
+        if key not in THRESHOLDS:
+            return ""
+        value, above = THRESHOLDS[key]
+        return f" (fails {'above' if above else 'below'} {value})"
+
+    head = "".join(f'<th title="{html.escape(help_ + limit(key))}">{html.escape(label)}</th>'
+                   for key, label, help_, _ in COLUMNS)
+
+    def cells(r: dict[str, Any]) -> str:
+        fails = r.get("fails", [])
+        return "".join(f'<td{" class=bad" if key in fails else ""}>'
+                       f"{_cell(r['metrics'].get(key))}</td>" for key, *_ in COLUMNS)
+
     rows = "".join(
         f'<tr><td><a href="#{html.escape(r["name"])}">{html.escape(r["name"])}</a></td>'
         f'<td>{r["frames"]}</td><td>{len(r["seams"])}</td>'
-        + "".join(f"<td>{_cell(r['metrics'].get(key))}</td>" for key, *_ in COLUMNS) + "</tr>"
-        for r in checked)
+        f'<td{" class=bad" if r.get("fails") else ""}>{len(r.get("fails", []))}</td>'
+        + cells(r) + "</tr>" for r in checked)
     sections = []
     for r in checked:
         seams = ", ".join(f"{s['frame']} (x{s['jump']:.2f})" for s in r["seams"]) or "none"
@@ -155,13 +173,15 @@ th{{background:#f3f3f3}}td:first-child{{text-align:left}}img{{display:block;marg
 max-width:100%}}.bad{{color:#b00}}</style></head><body>
 <h1>datakit check: {len(checked)} videos</h1>
 <p>Hover a column for its definition; generate/checks.py documents each metric.</p>
-<table><tr><th>video</th><th>frames</th><th>seams</th>{head}</tr>{rows}</table>
+<table><tr><th>video</th><th>frames</th><th>seams</th><th title="figures past their
+threshold">fails</th>{head}</tr>{rows}</table>
 {f'<h2 class="bad">could not be checked</h2><ul class="bad">{errors}</ul>' if failed else ""}
 {"".join(sections)}
 </body></html>
 """
     atomic_write(folder / INDEX, page)
     summary = [{"name": r["name"], "video": r["video"],
-                **({"error": r["error"]} if "error" in r else r["metrics"])} for r in results]
+                **({"error": r["error"]} if "error" in r
+                   else {**r["metrics"], "fails": r.get("fails", [])})} for r in results]
     atomic_write(folder / SUMMARY, json.dumps(summary, indent=1) + "\n")
     return folder / INDEX

@@ -10,6 +10,7 @@ continues a story that was interrupted, from its last finished chunk.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -39,20 +40,25 @@ class GenerateOptions:
         out: output folder.
         frames: exact frames per video.
         chunk_frames: frames per chunk (frames rule of the backbone).
-        overlap: `reuse` overlap in pixel frames (multiple of the temporal compression).
-        continue_mode: `reuse`, `i2v` or `none`.
+        overlap: `anchor`/`reuse` overlap in pixel frames (see `ChunkSettings.overlap`).
+        continue_mode: `auto` (`anchor` on time-compressing VAEs, else `reuse`), `anchor`,
+            `reuse`, `i2v` or `none`.
         i2v_model: image-to-video pipeline for `--continue i2v`.
         steps, guidance, negative_prompt: denoising steps, CFG scale, negative text.
         height, width, fps: output size and frame rate.
         seed: the run's seed (a JSONL story may carry its own).
         noise_recycle, reuse_guidance: VidRD's alpha and beta.
-        search_k, search_steps: k-step search candidates (1 = off) and their preview steps.
-        search_clip: CLIP folder to score candidates (default: weights-free continuity).
+        search_k, search_steps: k-step search candidates (1 = off) and their preview steps
+            (None: `search.default_search_steps(steps)`).
+        search_scorer: `clip` (default; falls back to `continuity` with a warning where no
+            CLIP model can be had) or `continuity` (weights-free).
+        search_clip: CLIP hub id or folder (default: `search.DEFAULT_CLIP`, ViT-B/32).
         refine: run the SDEdit refinement pass over each finished video.
         refine_model: video-to-video pipeline for it (default: `model`'s V2V class).
         refine_chunk, refine_overlap: refinement window and overlap, in pixel frames.
-        refine_strength: SDEdit strength (fraction of the schedule that is re-run).
-        device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run.
+        refine_strength: SDEdit strength (fraction of the schedule that is re-run; None: 0.4).
+        device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run (dtype
+            None: bfloat16 on CUDA, float32 elsewhere).
         bounded_heap: keep host memory flat over chunks (see `chunked.bound_heap_growth`).
         resume: continue interrupted videos from their saved chunks.
         crf: x264 quality of the MP4s.
@@ -65,7 +71,7 @@ class GenerateOptions:
     frames: int = 49
     chunk_frames: int | None = None
     overlap: int | None = None
-    continue_mode: str = "reuse"
+    continue_mode: str = "auto"
     i2v_model: str | None = None
     steps: int = 50
     guidance: float | None = None
@@ -77,15 +83,16 @@ class GenerateOptions:
     noise_recycle: float = 4.0
     reuse_guidance: float = 0.4
     search_k: int = 5
-    search_steps: int = 3
+    search_steps: int | None = None
+    search_scorer: str = "clip"
     search_clip: str | None = None
     refine: bool = False
     refine_model: str | None = None
     refine_chunk: int | None = None
     refine_overlap: int | None = None
-    refine_strength: float = 0.4
+    refine_strength: float | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str | None = None
     cpu_offload: bool = False
     vae_tiling: bool = False
     vae_slicing: bool = False
@@ -95,21 +102,66 @@ class GenerateOptions:
     checks: bool = True
 
 
-def peak_memory() -> dict[str, float | None]:
-    """Peak resident memory of this process so far, and peak GPU memory when on CUDA."""
+def reset_peak_memory() -> None:
+    """Start a new peak for `peak_memory`: Linux resets the process's high-water mark
+    (VmHWM) when 5 is written to /proc/self/clear_refs; CUDA resets its own peak."""
     import torch
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with contextlib.suppress(OSError):  # not Linux: the peak stays the lifetime peak
+        Path("/proc/self/clear_refs").write_text("5")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, float | str | None]:
+    """Peak resident memory since `reset_peak_memory` (per video), and peak GPU memory on CUDA.
+
+    `peak_rss_of` says what the RSS figure covers: `video` where the kernel's high-water mark
+    could be reset (Linux), `process` (the lifetime peak) elsewhere.
+    """
+    import torch
+
+    try:
+        status = Path("/proc/self/status").read_text()
+        rss = int(status.split("VmHWM:")[1].split()[0]) / 1024
+        scope = "video"
+    except (OSError, IndexError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        scope = "process"
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"peak_rss_mb": round(rss, 1), "peak_gpu_mb": round(gpu, 1) if gpu else None}
+    return {"peak_rss_mb": round(rss, 1), "peak_rss_of": scope,
+            "peak_gpu_mb": round(gpu, 1) if gpu else None}
+
+
+def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
+    """Log (and return) one warning per option that the resolved run does not use."""
+    ignored = []
+    if not options.refine:
+        ignored += [f"--{name.replace('_', '-')}" for name in
+                    ("refine_model", "refine_chunk", "refine_overlap", "refine_strength")
+                    if getattr(options, name) is not None]
+    if mode != "i2v" and options.i2v_model:
+        ignored.append("--i2v-model")
+    if options.search_k == 1:
+        ignored += [f"--{name.replace('_', '-')}" for name in ("search_steps", "search_clip")
+                    if getattr(options, name) is not None]
+    if mode not in ("anchor", "reuse") and options.overlap is not None:
+        ignored.append("--overlap")
+    messages = [f"{option} is ignored: " + (
+        "no --refine" if option.startswith("--refine") else
+        f"--continue is {mode}" if option in ("--i2v-model", "--overlap") else "--search-k 1")
+        for option in ignored]
+    for message in messages:
+        logger.warning(message)
+    return messages
 
 
 def _load(options: GenerateOptions):
     """Load the backbones and build the chunk generator and refiner the options ask for."""
-    from generate.backbones import load_backbone
-    from generate.chunked import ChunkedGenerator, ChunkSettings
+    from generate.backbones import load_backbone, share_backbone
+    from generate.chunked import ChunkedGenerator, ChunkSettings, resolve_mode
     from generate.refine import Refiner
-    from generate.search import ClipScorer, ContinuityScorer
+    from generate.search import default_search_steps, load_scorer
 
     load = dict(device=options.device, dtype=options.dtype, cpu_offload=options.cpu_offload,
                 vae_tiling=options.vae_tiling, vae_slicing=options.vae_slicing)
@@ -120,9 +172,16 @@ def _load(options: GenerateOptions):
         if not options.i2v_model:
             raise UserError("--continue i2v needs --i2v-model (an image-to-video pipeline)")
         i2v = load_backbone(options.i2v_model, "i2v", **load)
+    mode = resolve_mode(options.continue_mode, backbone.temporal)
+    warn_ignored(options, mode)
     overlap = options.overlap
-    if overlap is None:
+    if overlap is None and mode == "anchor":  # L latents of a fresh causal sequence
+        overlap = backbone.pixel_frames(family.overlap_latent_frames)
+    elif overlap is None:
         overlap = family.overlap_latent_frames * backbone.temporal
+    search_steps = options.search_steps
+    if search_steps is None:
+        search_steps = default_search_steps(options.steps)
     settings = ChunkSettings(
         frames=options.frames, chunk_frames=options.chunk_frames or family.chunk_frames,
         overlap=overlap, continue_mode=options.continue_mode, steps=options.steps,
@@ -130,25 +189,25 @@ def _load(options: GenerateOptions):
         negative_prompt=options.negative_prompt, height=options.height or family.height,
         width=options.width or family.width, fps=options.fps or family.fps,
         noise_recycle=options.noise_recycle, reuse_guidance=options.reuse_guidance,
-        search_k=options.search_k, search_steps=options.search_steps, crf=options.crf,
+        search_k=options.search_k, search_steps=search_steps, crf=options.crf,
     )
-    if options.search_clip and options.search_k > 1:
-        try:
-            scorer = ClipScorer(options.search_clip, options.device)
-        except OSError as error:
-            raise UserError(f"--search-clip {options.search_clip}: not a CLIP model folder "
-                            f"({str(error).splitlines()[0]})") from None
-    else:
-        scorer = ContinuityScorer()
+    scorer = None
+    if options.search_k > 1:  # loaded only when searching
+        scorer = load_scorer(options.search_scorer, options.search_clip, options.device)
     generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer,
                                  bounded_heap=options.bounded_heap)
     refiner = None
     if options.refine:
-        v2v = load_backbone(options.refine_model or options.model, "v2v", **load)
+        if options.refine_model in (None, options.model):  # no second copy of the weights
+            v2v = share_backbone(backbone, "v2v")
+        else:
+            v2v = load_backbone(options.refine_model, "v2v", **load)
         refiner = Refiner(
             v2v, chunk_frames=options.refine_chunk or settings.chunk_frames,
             overlap=options.refine_overlap if options.refine_overlap is not None
-            else overlap, strength=options.refine_strength, steps=options.steps,
+            else (generator.overlap_latent or family.overlap_latent_frames) * backbone.temporal,
+            steps=options.steps,
+            strength=0.4 if options.refine_strength is None else options.refine_strength,
             guidance=settings.guidance, negative_prompt=options.negative_prompt,
         )
     return backbone, generator, refiner
@@ -156,13 +215,10 @@ def _load(options: GenerateOptions):
 
 def _one_video(options, story, generator, refiner, state_dir: Path) -> dict[str, Any]:
     """Generate (and refine) one story; return its json details."""
-    import torch
-
     out = Path(options.out)
     seed = options.seed if story.seed is None else story.seed
     mp4 = out / f"{story.id}.mp4"
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory()
     started = time.perf_counter()
     details = generator(story, seed, mp4, state_dir, resume=options.resume)
     if refiner is not None:
@@ -190,6 +246,26 @@ def _one_video(options, story, generator, refiner, state_dir: Path) -> dict[str,
     return info
 
 
+def _progress(total: int):
+    """A rich progress bar over every denoising step of the run (previews included), with
+    elapsed time and ETA, on stderr."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=Console(stderr=True))
+    progress.add_task("generate", total=total)
+    return progress
+
+
 def generate_videos(options: GenerateOptions) -> dict[str, Any]:
     """Run `datakit generate`; return the run's stats (also written to `OUT/stats.json`)."""
     from generate.prompts import check_prompt_lengths, load_prompts
@@ -205,40 +281,44 @@ def generate_videos(options: GenerateOptions) -> dict[str, Any]:
     done = store.recorded_keys((Status.OK.value,))
     state_root = out / STATE_DIR / "generate"
     processed = 0
+    todo = [story for story in stories if story.id not in done]
+    progress = _progress(len(todo) * generator.steps_per_video)
+    generator.progress = lambda steps: progress.advance(0, steps)
     # 2. One video per story; a failure is recorded and the others go on
-    for story in stories:
-        if story.id in done:
-            continue
-        processed += 1
-        state_dir = state_root / story.id
-        started = time.perf_counter()
-        try:
-            info = _one_video(options, story, generator, refiner, state_dir)
-        except (UserError, KeyboardInterrupt):
-            raise
-        except Exception as error:  # one story's failure must not stop the others
-            logger.warning("%s failed: %s: %s", story.id, type(error).__name__, error)
-            logger.debug("%s failed", story.id, exc_info=True)
-            store.commit([make_row(
-                story.id, Status.FAILED, source=story.where, error=f"{type(error).__name__}: "
-                f"{error}", caption=" | ".join(story.prompts),
-                seconds=time.perf_counter() - started,
-            )])
-            continue
-        mp4 = out / f"{story.id}.mp4"
-        # 3. Check the video as soon as it is written
-        if options.checks:
-            from generate.checks import check_videos
+    with progress:
+        for number, story in enumerate(todo, 1):
+            processed += 1
+            state_dir = state_root / story.id
+            started = time.perf_counter()
+            progress.update(0, description=f"video {number}/{len(todo)} {story.id}")
+            try:
+                info = _one_video(options, story, generator, refiner, state_dir)
+            except (UserError, KeyboardInterrupt):
+                raise
+            except Exception as error:  # one story's failure must not stop the others
+                logger.warning("%s failed: %s: %s", story.id, type(error).__name__, error)
+                logger.debug("%s failed", story.id, exc_info=True)
+                store.commit([make_row(
+                    story.id, Status.FAILED, source=story.where,
+                    error=f"{type(error).__name__}: {error}", caption=" | ".join(story.prompts),
+                    seconds=time.perf_counter() - started,
+                )])
+                continue
+            mp4 = out / f"{story.id}.mp4"
+            # 3. Check the video as soon as it is written
+            if options.checks:
+                from generate.checks import check_videos
 
-            check_videos([mp4], out / "report")
-        store.commit([make_row(
-            story.id, Status.OK, source=story.where, caption=" | ".join(story.prompts),
-            width=info["width"], height=info["height"], frames=info["frames"], fps=info["fps"],
-            bytes=os.path.getsize(mp4), seconds=info["timings"]["total_seconds"],
-            meta={k: info[k] for k in ("seed", "chunks", "chunk_starts", "trimmed_frames",
-                                       "family", "peak_rss_mb")},
-        )])
-        shutil.rmtree(state_dir, ignore_errors=True)
+                check_videos([mp4], out / "report")
+            store.commit([make_row(
+                story.id, Status.OK, source=story.where, caption=" | ".join(story.prompts),
+                width=info["width"], height=info["height"], frames=info["frames"],
+                fps=info["fps"],
+                bytes=os.path.getsize(mp4), seconds=info["timings"]["total_seconds"],
+                meta={k: info[k] for k in ("seed", "chunks", "chunk_starts", "trimmed_frames",
+                                           "family", "peak_rss_mb")},
+            )])
+            shutil.rmtree(state_dir, ignore_errors=True)
     # 4. Manifest, stats and the report (every video checked in OUT, earlier runs' too)
     store.write_manifest()
     if options.checks:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-FAMILIES = ("wan", "wan-i2v", "wan-v2v", "cogvideox", "cogvideox-i2v", "cogvideox-v2v", "ltx",
-            "modelscope")
+FAMILIES = ("wan", "wan-i2v", "wan-v2v", "cogvideox", "cogvideox-i2v", "cogvideox-v2v",
+            "cogvideox15", "cogvideox15-v2v", "ltx", "modelscope")
 
 WORDS = [
     "a", "an", "the", "of", "in", "on", "at", "with", "and", "or", "to", "from", "by", "is",
@@ -86,7 +86,8 @@ def _wan(kind: str) -> dict:
     )
 
 
-def _cogvideox(kind: str) -> dict:
+def _cogvideox(kind: str, v15: bool = False) -> dict:
+    """CogVideoX 1.0, or 1.5 (`v15`: temporal patch 2 and rotary position embeddings)."""
     from diffusers import (
         AutoencoderKLCogVideoX,
         CogVideoXDDIMScheduler,
@@ -94,12 +95,16 @@ def _cogvideox(kind: str) -> dict:
     )
 
     latent = 4
+    version = dict(num_attention_heads=2, attention_head_dim=16, patch_size_t=2,
+                   use_rotary_positional_embeddings=True,
+                   use_learned_positional_embeddings=False) if v15 else dict(
+        num_attention_heads=4, attention_head_dim=8)
     return dict(
         transformer=CogVideoXTransformer3DModel(
-            num_attention_heads=4, attention_head_dim=8,
             in_channels=2 * latent if kind == "i2v" else latent, out_channels=latent,
             time_embed_dim=2, text_embed_dim=32, num_layers=2, sample_width=4, sample_height=4,
             sample_frames=9, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=16,
+            **version,
         ),
         vae=AutoencoderKLCogVideoX(
             in_channels=3, out_channels=3,
@@ -176,9 +181,10 @@ def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: in
 
     Args:
         folder: where `save_pretrained` writes the pipeline (created if missing).
-        family: one of `FAMILIES`: `wan`, `cogvideox`, `ltx`, `modelscope` (text-to-video),
+        family: one of `FAMILIES`: `wan`, `cogvideox`, `cogvideox15` (1.5: temporal patch
+            2), `ltx`, `modelscope` (text-to-video),
             `wan-i2v`, `cogvideox-i2v` (image-to-video, for `--continue i2v`), `wan-v2v`,
-            `cogvideox-v2v` (video-to-video, for `--refine`).
+            `cogvideox-v2v`, `cogvideox15-v2v` (video-to-video, for `--refine`).
         seed: seeds the random weights, so the same call gives the same pipeline.
     """
     import diffusers
@@ -193,13 +199,15 @@ def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: in
         ("wan", "v2v"): "WanVideoToVideoPipeline", ("cogvideox", ""): "CogVideoXPipeline",
         ("cogvideox", "i2v"): "CogVideoXImageToVideoPipeline",
         ("cogvideox", "v2v"): "CogVideoXVideoToVideoPipeline", ("ltx", ""): "LTXPipeline",
+        ("cogvideox15", ""): "CogVideoXPipeline",
+        ("cogvideox15", "v2v"): "CogVideoXVideoToVideoPipeline",
         ("modelscope", ""): "TextToVideoSDPipeline",
     }
     torch.manual_seed(seed)
     if base == "wan":
         components = _wan(kind)
-    elif base == "cogvideox":
-        components = _cogvideox(kind)
+    elif base.startswith("cogvideox"):
+        components = _cogvideox(kind, v15=base == "cogvideox15")
     elif base == "ltx":
         components = _ltx()
     else:

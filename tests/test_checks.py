@@ -148,3 +148,136 @@ def test_check_command(videos, tmp_path):
     broken = runner.invoke(app, ["check", str(tmp_path / "broken.mp4"), videos["still"],
                                  "--out", str(tmp_path / "r2"), "-q"])
     assert broken.exit_code == 1 and "failed:" in broken.output and "still:" in broken.output
+
+
+# -- flow figures against clips of known motion -----------------------------------------------
+
+def moving(dx: float, dy: float, frames: int = 8, width: int = 256, height: int = 192,
+           x0: float = 120, y0: float = 150) -> list:
+    """A camera moving (dx, dy) px per frame over the astronaut: content moves (-dx, -dy)."""
+    image = skimage.data.astronaut()
+    return [cv2.warpAffine(image, np.float32([[1, 0, -(x0 + dx * i)], [0, 1, -(y0 + dy * i)]]),
+                           (width, height), flags=cv2.INTER_LINEAR) for i in range(frames)]
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(3, 0), (-3, 0), (0, 3), (0, -1), (1, 0), (6, 0),
+                                        (2, -2)])
+def test_motion_matches_known_pans_at_any_analysis_size(tmp_path, dx, dy):
+    video = write(tmp_path / "pan.mp4", moving(dx, dy))
+    speed = float(np.hypot(dx, dy))
+    full, _ = check_video(video, CheckSettings(max_side=256))
+    half, _ = check_video(video, CheckSettings(max_side=128))
+    for result in (full, half):
+        assert result["metrics"]["motion"] == pytest.approx(speed, rel=0.06)
+        # the mean flow vector points where the content moves: against the camera
+        mean = np.mean(result["series"]["flow_vector"], axis=0)
+        assert mean == pytest.approx([-dx, -dy], abs=0.1 * speed + 0.05)
+        # MAWE is the warp error over 9.5 x the mean squared flow: speed^2 for a uniform pan
+        metrics = result["metrics"]
+        assert metrics["mawe"] == pytest.approx(metrics["warp_error"] / (9.5 * speed**2),
+                                                rel=0.15)
+    assert half["metrics"]["motion"] == pytest.approx(full["metrics"]["motion"], rel=0.05)
+
+
+def test_farneback_is_kept_as_an_option_and_reads_pans_slow(tmp_path):
+    video = write(tmp_path / "pan.mp4", moving(3, 0))
+    result, _ = check_video(video, CheckSettings(flow="farneback", max_side=256))
+    assert 0.7 * 3 < result["metrics"]["motion"] < 0.9 * 3  # documented: about 0.8x
+
+
+def test_a_rewind_at_a_seam_is_a_reversal(tmp_path):
+    """A chunk whose first frames replay the end of the previous one backwards (what keeping a
+    mirrored bridge does): the frame pair across the seam is nearly identical, so the jump
+    looks perfect, but the motion turns back."""
+    forward = moving(3, 0, frames=12)
+    rewind = forward + forward[-2:-6:-1] + moving(3, 0, frames=8, x0=120 + 3 * 8)[:8]
+    smooth = moving(3, 0, frames=24)
+    rewound, _ = check_video(write(tmp_path / "rewind.mp4", rewind), chunk_starts=[0, 12])
+    steady, _ = check_video(write(tmp_path / "steady.mp4", smooth), chunk_starts=[0, 12])
+    (seam,) = rewound["seams"]
+    assert seam["reversal"] and seam["direction"] < -0.9
+    assert rewound["metrics"]["seam_reversals"] == 1
+    (calm,) = steady["seams"]
+    assert not calm["reversal"] and calm["direction"] > 0.99
+    assert steady["metrics"]["seam_reversals"] == 0
+
+
+def test_check_folder_lists_skipped_files(videos, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(Path(videos["still"]).read_bytes())
+    (folder / "b.webm").write_bytes(b"x")
+    (folder / "a.json").write_text("{}")
+    result = CliRunner().invoke(app, ["check", str(folder), "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 file(s) that are not .mp4 or .tar: b.webm" in result.stderr
+
+
+def test_report_puts_videos_past_a_threshold_first_and_marks_them(videos, tmp_path):
+    results = check_videos([videos["smooth"], videos["spliced"], videos["darker"],
+                            videos["still"]], tmp_path / "r", chunk_frames=12)
+    by_name = {r["name"]: r for r in results}
+    assert by_name["smooth"]["fails"] == []
+    assert "seam_jump_max" in by_name["spliced"]["fails"]  # a splice: jump > 2
+    assert "colour_drift_max" in by_name["darker"]["fails"]  # Delta E > 10
+    assert "sharpness_drift_max" in by_name["darker"]["fails"]
+    assert by_name["still"]["fails"] == ["stagnant_fraction"]  # no seam, but it fails
+    page = write_report(results, tmp_path / "r").read_text()
+    table = page[page.index("<table>"):page.index("</table>")]
+    assert table.index("smooth") > max(table.index(name) for name in ("spliced", "darker",
+                                                                      "still"))
+    assert table.count("class=bad") >= 5  # 2 fails cells + at least 3 metric cells
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert {s["name"]: s["fails"] for s in summary}["smooth"] == []
+
+
+def test_repetition_sees_an_a_b_a_b_look(tmp_path):
+    a, b = moving(1, 0, frames=8), moving(1, 0, frames=8, y0=20)
+    alternating = write(tmp_path / "abab.mp4", a + b + a + b)
+    steady = write(tmp_path / "pan.mp4", moving(3, 0, frames=32))
+    abab, _ = check_video(alternating, chunk_starts=[0, 8, 16, 24])
+    pan, _ = check_video(steady, chunk_starts=[0, 8, 16, 24])
+    assert abab["metrics"]["repetition"] > 20 and "repetition" in abab["fails"]
+    assert pan["metrics"]["repetition"] < 1 and "repetition" not in pan["fails"]
+    short, _ = check_video(steady, chunk_starts=[0, 16])
+    assert short["metrics"]["repetition"] is None
+
+
+def test_contact_sheet_shows_alternating_flicker(tmp_path):
+    from generate.checks import contact_frames
+
+    assert contact_frames(0, 12, 6) == [0, 1, 5, 6, 10, 11]
+    assert contact_frames(12, 24, 6) == [12, 13, 17, 18, 22, 23]
+    base = moving(0, 0, frames=1)[0]
+    flicker = [base if i % 2 == 0 else (base * 0.4).astype(np.uint8) for i in range(24)]
+    result, sheet = check_video(write(tmp_path / "flicker.mp4", flicker), chunk_starts=[0, 12])
+    for row in sheet:
+        means = [float(thumb.mean()) for thumb in row]
+        assert max(means) > 1.8 * min(means)  # both phases are in every row
+    assert result["metrics"]["flicker"] < 0.9 and "flicker" in result["fails"]
+
+
+def test_check_reads_the_toolkits_shards(videos, tmp_path):
+    import tarfile
+
+    from datakit.shards import write_tar_sample
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for index, names in enumerate((("smooth", "spliced"), ("still",))):
+        with tarfile.open(shards / f"{index:05d}.tar", "w") as tar:
+            for name in names:
+                files = {"mp4": Path(videos[name]).read_bytes(), "txt": name.encode()}
+                if name == "spliced":
+                    files["json"] = json.dumps({"chunk_starts": [0, 12]}).encode()
+                write_tar_sample(tar, f"clip_{name}", files)
+    out = tmp_path / "report"
+    runner = CliRunner()
+    result = runner.invoke(app, ["check", str(shards), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    checked = {r["name"]: r for r in load_results(out)}
+    assert set(checked) == {"clip_smooth", "clip_spliced", "clip_still"}
+    assert [s["frame"] for s in checked["clip_spliced"]["seams"]] == [12]  # from its json
+    one = runner.invoke(app, ["check", str(shards / "00001.tar"), "--out", str(tmp_path / "o"),
+                              "-q"])
+    assert one.exit_code == 0 and "clip_still: seam jump" in one.output
