@@ -87,6 +87,9 @@ EngineOption = Annotated[Engine, typer.Option(
 RayAddressOption = Annotated[str | None, typer.Option(
     help="--engine ray: the cluster to join ('auto' for the one this machine belongs to); "
     "default: start Ray here with --workers CPUs.")]
+SampleTimeoutOption = Annotated[float | None, typer.Option(
+    help="Seconds one input may take (a decoder that hangs): past it the input is failed "
+    "as timed out, its worker killed, and the run goes on. Local engine.", min=0.1)]
 AppendOption = Annotated[bool, typer.Option(
     help="Add this SRC's inputs to an --out made from another SRC (refused without it).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -183,6 +186,9 @@ def engine_options(options, engine: Engine, address: str | None, gpus: float = 0
 
     if engine is Engine.ray:
         require_extra("ray", "--engine ray", "ray")
+        if options.sample_timeout is not None:
+            raise UserError("--sample-timeout works with the local engine (Ray retries and "
+                            "times out tasks with its own settings)")
     elif address or gpus or model_workers != 1:
         raise UserError("--ray-address, --gpus-per-worker and --model-workers need --engine ray")
     return dataclasses.replace(options, engine=engine.value, ray_address=address,
@@ -301,6 +307,7 @@ def pan_zoom_command(
     retry_failed: RetryOption = False,
     overwrite: OverwriteOption = False,
     append: AppendOption = False,
+    sample_timeout: SampleTimeoutOption = None,
     engine: EngineOption = Engine.local,
     ray_address: RayAddressOption = None,
     quiet: QuietOption = False,
@@ -336,7 +343,7 @@ def pan_zoom_command(
     options = RunOptions(
         workers=workers or default_workers(), shard_size=shard_size,
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
-        append=append, progress=not quiet,
+        append=append, progress=not quiet, sample_timeout=sample_timeout,
     )
     options = engine_options(options, engine, ray_address)
     stats = pan_zoom(src, out, config, options)
@@ -433,6 +440,7 @@ def caption_command(
     retry_failed: RetryOption = False,
     overwrite: OverwriteOption = False,
     append: AppendOption = False,
+    sample_timeout: SampleTimeoutOption = None,
     engine: EngineOption = Engine.local,
     ray_address: RayAddressOption = None,
     gpus_per_worker: Annotated[float, typer.Option(
@@ -488,7 +496,7 @@ def caption_command(
     options = RunOptions(
         workers=workers or default_workers(), shard_size=shard_size,
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
-        append=append, progress=not quiet,
+        append=append, progress=not quiet, sample_timeout=sample_timeout,
     )
     options = engine_options(options, engine, ray_address, gpus_per_worker, model_workers)
     stats = caption(src, out, config, captioner_config, options,

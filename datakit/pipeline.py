@@ -94,6 +94,8 @@ class RunOptions:
         ray_address: the Ray cluster to join (None: start Ray on this machine).
         gpus_per_worker: GPUs each model actor asks Ray for.
         model_workers: model actors on Ray (each loads the model once).
+        sample_timeout: seconds one input may take before it is failed as timed out and its
+            worker killed (local engine; None: no limit).
     """
 
     workers: int = 1
@@ -107,6 +109,7 @@ class RunOptions:
     ray_address: str | None = None
     gpus_per_worker: float = 0.0
     model_workers: int = 1
+    sample_timeout: float | None = None
 
 
 def prepare_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: bool) -> Path:
@@ -224,7 +227,7 @@ def run_pipeline(
         os._exit(128 + signum)
 
     todo = (r for r in records if not is_done(r))
-    engine = run_local
+    engine = functools.partial(run_local, sample_timeout=options.sample_timeout)
     if options.engine == "ray":
         from datakit.engine.ray import run_ray
 

@@ -1,6 +1,7 @@
 """Key frames, clip cutting and the two-part model stage of the engine."""
 
 import io
+import time
 
 import av
 import cv2
@@ -213,3 +214,28 @@ def test_model_is_not_loaded_when_no_item_needs_it():
     report = run_local([_Record("bad1"), _Record("bad2")], stage, lambda r, x: None,
                        progress=False)
     assert report.status == {"failed": 2} and report.model.calls == 0
+
+
+def _hangs_on_slow(record):
+    from manifests.schema import make_row
+
+    if record.key == "slow":
+        time.sleep(600)  # a decoder that never returns
+    return [make_row(record.key, "skipped", error="fine")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_hanging_input_times_out_and_the_run_goes_on(workers):
+    seen = []
+    started = time.time()
+    keys = ["a", "slow", "b", "c", "d"]
+    report = run_local([_Record(k) for k in keys], _hangs_on_slow,
+                       lambda record, results: seen.append((record.key, results)),
+                       workers=workers, progress=False, sample_timeout=2.0)
+    assert time.time() - started < 30
+    assert [k for k, _ in seen] == keys  # every input once, in order
+    rows = {k: r[0] for k, r in seen}
+    assert rows["slow"]["status"] == "failed"
+    assert rows["slow"]["error"].startswith("timeout: no result after 2 s")
+    assert all(rows[k]["error"] == "fine" for k in ("a", "b", "c", "d"))  # redone, not failed
+    assert report.status == {"skipped": 4, "failed": 1}

@@ -26,6 +26,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,7 @@ def run_local(
     description: str = "processing",
     progress: bool = True,
     on_abort: Callable[[int], None] | None = None,
+    sample_timeout: float | None = None,
 ) -> EngineReport:
     """Run `stage` on every record and pass `(record, results)` to `consume`, in input order.
 
@@ -157,6 +159,8 @@ def run_local(
         description: label of the progress bar.
         progress: show a rich progress bar (on stderr).
         on_abort: what a second signal does after the workers are killed.
+        sample_timeout: seconds a record may take in a worker before it is failed as timed
+            out and its worker killed (None: no limit).
     """
     report = EngineReport()
 
@@ -170,9 +174,11 @@ def run_local(
     with _progress_bar(description, total, enabled=progress) as advance, \
             StopSignals(on_abort=on_abort) as stop:
         if isinstance(stage, ModelStage):
-            report.model = _run_model_stage(records, stage, deliver, workers, stop)
+            report.model = _run_model_stage(records, stage, deliver, workers, stop,
+                                            sample_timeout)
         else:
-            for record, results in _results(records, stage, workers, stop=stop):
+            for record, results in _results(records, stage, workers, stop=stop,
+                                            timeout=sample_timeout):
                 deliver(record, results)
         report.interrupted = stop.requested
         report.signal = stop.signal
@@ -181,7 +187,7 @@ def run_local(
 
 def _run_model_stage(
     records: Iterable[Any], stage: ModelStage, deliver: Callable[[Any, list], None],
-    workers: int, stop: StopSignals,
+    workers: int, stop: StopSignals, timeout: float | None = None,
 ) -> ModelTiming:
     """Prepare in the pool, batch the items through the model, finish, deliver in order."""
     import time
@@ -219,7 +225,7 @@ def _run_model_stage(
         queued = 0
 
     window = max(workers * 4, 2 * stage.batch_size)
-    for record, results in _results(records, stage.prepare, workers, window, stop):
+    for record, results in _results(records, stage.prepare, workers, window, stop, timeout):
         waiting.append((record, results))
         queued += sum(isinstance(r, ModelItem) for r in results)
         if queued >= stage.batch_size:
@@ -302,23 +308,24 @@ _POOLS: list[ProcessPoolExecutor] = []  # the pools alive now, for a hard stop
 
 def _kill_workers() -> None:
     """SIGKILL every worker of every live pool (a second signal: stop now)."""
+    # ProcessPoolExecutor keeps its workers as {pid: Process} in `_processes`; there is no
+    # public way to kill a pool whose workers are busy.
     for pool in list(_POOLS):
-        # ProcessPoolExecutor keeps its workers as {pid: Process} in `_processes`; there is
-        # no public way to kill a pool whose workers are busy.
-        for pid in list(getattr(pool, "_processes", None) or ()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_pool(pool)
 
 
 def _results(
     records: Iterable[Any], stage: Stage, workers: int, window: int | None = None,
-    stop: StopSignals | None = None,
+    stop: StopSignals | None = None, timeout: float | None = None,
 ) -> Iterator[tuple[Any, list]]:
     """`(record, results)` in input order. Once `stop` is requested no record is started;
     those already running in a worker are finished and yielded, the others dropped (a rerun
-    does them)."""
+    does them). With `timeout`, a record whose result has not come `timeout` seconds after
+    it became the oldest in flight is failed as timed out: the pool is killed (a hung
+    decoder cannot be interrupted otherwise) and the other records in flight are submitted
+    again to a fresh pool (a pool is used even for one worker)."""
     stopping = (lambda: stop.requested) if stop is not None else (lambda: False)
-    if workers <= 1:
+    if workers <= 1 and timeout is None:
         for record in records:
             if stopping():
                 return
@@ -349,7 +356,15 @@ def _results(
                 break
             record, future = pending.popleft()
             try:
-                results = future.result()
+                results = future.result(timeout=timeout)
+            except FutureTimeout:
+                yield record, [_failure_row(record, f"timeout: no result after {timeout:g} s "
+                                            "(--sample-timeout); the worker was stopped")]
+                _kill_pool(pool)
+                pool = _new_pool(workers, context)
+                pending = deque((other, pool.submit(safe_call, stage, other))
+                                for other, _ in pending)
+                continue
             except BrokenProcessPool:
                 # A worker died (segfault, out of memory): everything in flight fails with a
                 # reason, and a fresh pool takes the rest.
@@ -370,6 +385,14 @@ def _new_pool(workers: int, context) -> ProcessPoolExecutor:
                                initargs=(os.getpid(),))
     _POOLS.append(pool)
     return pool
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL a pool's workers (one of them hangs) and forget the pool."""
+    for pid in list(getattr(pool, "_processes", None) or ()):  # see _kill_workers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _close_pool(pool, wait=False)
 
 
 def _close_pool(pool: ProcessPoolExecutor, wait: bool) -> None:
