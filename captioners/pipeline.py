@@ -129,21 +129,12 @@ class CaptionStage:
     """
 
     def __init__(self, config: CaptionConfig, captioner: CaptionerConfig, pixels: bool = True):
+        from synthesize.watermark import LazyClassifier
+
         self.config = config
         self.captioner = captioner
         self.pixels = pixels
-        self._classifier = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_classifier": None}  # each worker loads its own
-
-    def classifier(self):
-        """The watermark classifier, loaded on first use in this process (None without one)."""
-        from synthesize.watermark import load_classifier
-
-        if self._classifier is None and self.config.watermark.model is not None:
-            self._classifier = load_classifier(self.config.watermark)
-        return self._classifier
+        self.classifier = LazyClassifier(config.watermark)  # loaded once per worker
 
     def output_keys(self, record) -> list[str]:
         """The key a finished record leaves: its sample, or its `split` row."""

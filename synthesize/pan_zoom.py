@@ -467,19 +467,10 @@ class PanZoomStage:
     """
 
     def __init__(self, config: PanZoomConfig):
+        from synthesize.watermark import LazyClassifier
+
         self.config = config
-        self._classifier = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_classifier": None}  # each worker loads its own
-
-    def classifier(self):
-        """The watermark classifier, loaded on first use in this process (None without one)."""
-        from synthesize.watermark import load_classifier
-
-        if self._classifier is None and self.config.watermark.model is not None:
-            self._classifier = load_classifier(self.config.watermark)
-        return self._classifier
+        self.classifier = LazyClassifier(config.watermark)  # loaded once per worker
 
     def output_keys(self, record) -> list[str]:
         count = self.config.clips_per_image

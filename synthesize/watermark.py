@@ -649,6 +649,29 @@ def load_classifier(config: WatermarkConfig):
     return WatermarkClassifier(config.model, device=config.device)
 
 
+class LazyClassifier:
+    """The classifier a `WatermarkConfig` names, loaded on first call in each process.
+
+    Stages hold one and call it per sample; it pickles empty, so every worker of an engine
+    loads its own copy once instead of receiving weights. None without a model.
+
+    Args:
+        config: the watermark settings (`model` names the weights).
+    """
+
+    def __init__(self, config: WatermarkConfig):
+        self.config = config
+        self._model = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "_model": None}
+
+    def __call__(self):
+        if self._model is None and self.config.model is not None:
+            self._model = load_classifier(self.config)
+        return self._model
+
+
 def apply_watermark_policy(frames: np.ndarray, config: WatermarkConfig,
                            classifier=None) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Detect, then keep, flag, strip or drop, as `config.action` says.
@@ -769,15 +792,7 @@ class WatermarkStage:
         self.config = config
         self.crf = crf
         self.preset = preset
-        self._classifier = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_classifier": None}
-
-    def classifier(self):
-        if self._classifier is None and self.config.model is not None:
-            self._classifier = load_classifier(self.config)
-        return self._classifier
+        self.classifier = LazyClassifier(config)
 
     @staticmethod
     def output_keys(sample: ShardSample) -> list[str]:
