@@ -35,9 +35,9 @@ def photos(tmp_path_factory):
     return root
 
 
-def _command(photos, out):
+def _command(photos, out, frames=12):
     return [sys.executable, "-m", "datakit.cli", "pan-zoom", str(photos), "--out", str(out),
-            "--workers", "2", "--shard-size", "2", "--size", "192x128", "--frames", "12",
+            "--workers", "2", "--shard-size", "2", "--size", "192x128", "--frames", str(frames),
             "--preset", "veryfast", "--quiet"]
 
 
@@ -66,8 +66,8 @@ def _wait(condition, timeout):
     return False
 
 
-def _start_and_wait_for_progress(photos, out, seed):
-    process = subprocess.Popen(_command(photos, out), start_new_session=True,
+def _start_and_wait_for_progress(photos, out, seed, frames=12):
+    process = subprocess.Popen(_command(photos, out, frames), start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parts = out / ".datakit" / "parts"
     assert _wait(lambda: parts.is_dir() and any(parts.glob("*.parquet")), 90), \
@@ -76,8 +76,9 @@ def _start_and_wait_for_progress(photos, out, seed):
     return process
 
 
-def _rerun_accounts_for_everything(photos, out):
-    rerun = subprocess.run(_command(photos, out), capture_output=True, text=True, timeout=300)
+def _rerun_accounts_for_everything(photos, out, frames=12):
+    rerun = subprocess.run(_command(photos, out, frames), capture_output=True, text=True,
+                           timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert len(manifest) == IMAGES and manifest["key"].is_unique
@@ -122,9 +123,10 @@ def test_signals_to_the_group_stop_cleanly(photos, tmp_path, seed, signals, gap)
 
 def test_workers_exit_when_the_main_process_is_killed(photos, tmp_path):
     out = tmp_path / "out"
-    process = _start_and_wait_for_progress(photos, out, seed=6)
+    process = _start_and_wait_for_progress(photos, out, seed=6, frames=96)  # still running
+    assert process.poll() is None, "the run ended before the kill: give it more work"
     assert len(_live_group(process.pid)) > 1  # main, fork server, workers
     os.kill(process.pid, signal.SIGKILL)  # the main process alone: nothing can clean up
     process.wait()
     assert _wait(lambda: not _live_group(process.pid), 10), _live_group(process.pid)
-    _rerun_accounts_for_everything(photos, out)
+    _rerun_accounts_for_everything(photos, out, frames=96)
