@@ -10,7 +10,10 @@ Contract. Frames are RGB uint8 arrays of shape (T, H, W, 3); a still is a clip o
   on screen; the scene's own gradients carried back along the camera path explain it, and it
   is dropped. The remaining static edges are closed into blobs (holes filled: a logo's flat
   inside has no edges), and each blob is scored in [0, 1] by the share of static pixels among
-  the edges next to them and by how many static edge pixels it holds. When the whole picture
+  the edges next to them and by how many static edge pixels it holds. The mask is then the
+  mark's own pixels: around the chosen blobs, the temporal median of the full-size frames'
+  gradients is integrated (a Poisson solve) into a picture of the overlay, which is
+  thresholded (`matte_mask`). When the whole picture
   is static (a still scene, a tripod shot of a wall) time says nothing, and the still-image
   detector runs on the temporal median frame instead (`kind="still-scene"`).
 - `detect_image(image, config, classifier)` has no motion to use: it looks for text and logo
@@ -288,6 +291,89 @@ def _coherence(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coherent, strength
 
 
+MATTE_GROW = 0.5  # the region searched around a found mark, as a share of its box per side
+MATTE_SIDE = 640  # the matte is integrated at most this many pixels on the region's longer side
+MATTE_LEVEL = 0.3  # of the matte's near-peak |value|: weaker pixels are not the mark
+MATTE_FLOOR = 4.0  # grey levels: a mark fainter than this is not worth a mask pixel
+MATTE_ROUNDS = 3  # regrow the region around the new mask until its box stops changing
+
+
+def _integrate(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """The image whose forward differences best match (gx, gy) in least squares, zero outside
+    the grid: a Poisson equation, solved exactly with the type-I discrete sine transform."""
+    from scipy.fft import dstn, idstn
+
+    divergence = gx.copy()
+    divergence[:, 1:] -= gx[:, :-1]
+    divergence += gy
+    divergence[1:] -= gy[:-1]
+    height, width = divergence.shape
+    ky = 2.0 * np.cos(np.pi * np.arange(1, height + 1) / (height + 1)) - 2.0
+    kx = 2.0 * np.cos(np.pi * np.arange(1, width + 1) / (width + 1)) - 2.0
+    return idstn(dstn(divergence, type=1) / (ky[:, None] + kx[None, :]), type=1)
+
+
+def _matte(frames: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The static overlay's own picture inside `box` (signed grey levels over the scene's
+    mean, float32 at the box's size): the temporal median of the frames' gradients
+    (Dekel et al.'s estimate of the mark's gradients: the overlay's is in every frame, the
+    moving scene's differs from frame to frame), integrated. A median that does not stand out
+    of its frames' spread is the scene's and is left out."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    grey, _ = _shrink(np.ascontiguousarray(frames[:, y0:y1, x0:x1]), MATTE_SIDE)
+    dx = np.zeros_like(grey)
+    dy = np.zeros_like(grey)
+    dx[:, :, :-1] = np.diff(grey, axis=2)
+    dy[:, :-1] = np.diff(grey, axis=1)
+    fields = []
+    for d in (dx, dy):
+        median = np.median(d, axis=0)
+        spread = np.median(np.abs(d - median), axis=0)
+        fields.append(np.where(np.abs(median) > 2.0 * spread + 1.0, median, 0.0))
+    matte = _integrate(*fields).astype(np.float32)
+    return cv2.resize(matte, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+
+
+def _grown(box: tuple[int, int, int, int], shape: tuple[int, int], share: float,
+           pad: int) -> tuple[int, int, int, int]:
+    height, width = shape
+    x0, y0, x1, y1 = box
+    grow_x, grow_y = round((x1 - x0) * share) + pad, round((y1 - y0) * share) + pad
+    return max(0, x0 - grow_x), max(0, y0 - grow_y), min(width, x1 + grow_x), \
+        min(height, y1 + grow_y)
+
+
+def _matte_once(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = region = _grown(_box(mask), mask.shape, MATTE_GROW, 8)
+    matte = np.abs(_matte(frames, region))
+    level = max(MATTE_FLOOR, MATTE_LEVEL * float(np.percentile(matte, 99.5)))
+    refined = np.zeros(mask.shape, bool)
+    refined[y0:y1, x0:x1] = matte > level
+    return refined
+
+
+def matte_mask(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The mark's pixels, at the frames' size, around a rough mask of it (closed edge blobs).
+
+    The static overlay's gradients (temporal median over the frames) are integrated into
+    the mark's own picture, whose non-zero pixels are the mask: strokes without the gaps
+    between them, a logo's flat inside included, a ring's hole left out. The region grows
+    around each new mask until its box settles, so a part the rough mask missed is found
+    when it is near. Falls back to the rough mask when the matte holds nothing.
+    """
+    current = mask
+    for _ in range(MATTE_ROUNDS):
+        refined = _matte_once(frames, current)
+        if not refined.any():
+            return current
+        if _box(refined) == _box(current):
+            return refined
+        current = refined
+    return current
+
+
 def detect_video(frames: np.ndarray, config: WatermarkConfig,
                  classifier=None) -> Detection:
     """Find a static overlay in a clip (see the module docstring for the method).
@@ -370,6 +456,7 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     mask = None
     if chosen and score > 0:
         mask = _to_input_size(_fill_holes(np.isin(labels, chosen)), frames.shape[1:3])
+        mask = matte_mask(frames[indices], mask)
     found = score >= config.threshold or (
         pwatermark is not None and pwatermark >= config.classifier_threshold)
     details.update(blobs=len(scores), analysis_scale=scale)
