@@ -492,7 +492,7 @@ def caption(src, out, config: CaptionConfig, captioner: CaptionerConfig, options
     model_stage = ModelStage(stage.prepare, LoadCaptionBatch(captioner, score_clip),
                              stage.finish, batch_size=captioner.batch_size)
     stage.classifier()  # a bad --watermark-model fails here, once, not in every worker
-    settings = {"pipeline": "caption", **asdict(config),
+    settings = {"pipeline": "caption", **asdict(config), "watermark": config.watermark.settings(),
                 "captioner": {k: v for k, v in asdict(captioner).items()
                               if k not in ("device", "batch_size")},
                 "annotations": [str(a) for a in annotations], "score_clip": score_clip}

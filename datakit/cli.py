@@ -118,10 +118,13 @@ WatermarkThresholdOption = Annotated[float, typer.Option(
 WatermarkClassifierThresholdOption = Annotated[float, typer.Option(
     help="Classifier pwatermark at which an image counts as watermarked (LAION used 0.8; "
     "0.5 flags ordinary text).", min=0.0, max=1.0)]
+WatermarkDeviceOption = Annotated[str, typer.Option(
+    help="Where the watermark classifier runs: auto (CUDA when there is one), cpu, cuda, "
+    "cuda:N. Only used with --watermark-model.")]
 
 
 def watermark_config(action: Watermarks, model: str | None, threshold: float,
-                     classifier_threshold: float):
+                     classifier_threshold: float, device: str = "auto"):
     """The `WatermarkConfig` for the shared watermark options; bad values are UserErrors."""
     from synthesize.watermark import WatermarkConfig
 
@@ -129,7 +132,7 @@ def watermark_config(action: Watermarks, model: str | None, threshold: float,
         require_extra("caption", "--watermark-model", "torch")
     try:
         return WatermarkConfig(action=action.value, model=model, threshold=threshold,
-                               classifier_threshold=classifier_threshold)
+                               classifier_threshold=classifier_threshold, device=device)
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -301,6 +304,7 @@ def pan_zoom_command(
     watermark_model: WatermarkModelOption = None,
     watermark_threshold: WatermarkThresholdOption = 0.5,
     watermark_classifier_threshold: WatermarkClassifierThresholdOption = 0.8,
+    watermark_device: WatermarkDeviceOption = "auto",
     workers: WorkersOption = 0,
     shard_size: ShardSizeOption = 1000,
     shard_bytes: ShardBytesOption = "",
@@ -327,7 +331,7 @@ def pan_zoom_command(
     check_source(src)
     width, height = parse_size(size)
     marks = watermark_config(watermarks, watermark_model, watermark_threshold,
-                             watermark_classifier_threshold)
+                             watermark_classifier_threshold, watermark_device)
     try:
         config = PanZoomConfig(
             width=width, height=height, frames=frames, fps=fps,
@@ -434,6 +438,7 @@ def caption_command(
     watermark_model: WatermarkModelOption = None,
     watermark_threshold: WatermarkThresholdOption = 0.5,
     watermark_classifier_threshold: WatermarkClassifierThresholdOption = 0.8,
+    watermark_device: WatermarkDeviceOption = "auto",
     seed: SeedOption = 0,
     shard_size: ShardSizeOption = 1000,
     shard_bytes: ShardBytesOption = "",
@@ -473,7 +478,7 @@ def caption_command(
             clip_seconds=clip_seconds, min_clip_seconds=min_clip_seconds, max_size=max_size,
             size=parse_size(size) if size else None, fps=fps, crf=crf, preset=preset,
             watermark=watermark_config(watermarks, watermark_model, watermark_threshold,
-                                       watermark_classifier_threshold),
+                                       watermark_classifier_threshold, watermark_device),
         )
         captioner_config = CaptionerConfig(
             captioner=captioner.value, model=model, revision=revision, device=device,
@@ -519,6 +524,7 @@ def watermark_command(
     watermark_model: WatermarkModelOption = None,
     watermark_threshold: WatermarkThresholdOption = 0.5,
     watermark_classifier_threshold: WatermarkClassifierThresholdOption = 0.8,
+    watermark_device: WatermarkDeviceOption = "auto",
     crf: Annotated[int, typer.Option(help="x264 quality for clips whose pixels change.",
                                      min=0, max=51)] = 18,
     preset: Annotated[str, typer.Option(help="x264 preset for clips whose pixels change.")]
@@ -544,7 +550,7 @@ def watermark_command(
 
     check_source(src)
     config = watermark_config(watermarks, watermark_model, watermark_threshold,
-                              watermark_classifier_threshold)
+                              watermark_classifier_threshold, watermark_device)
     if show is not None:
         _show_watermark(src, show, config)
         return

@@ -578,6 +578,7 @@ def pan_zoom(src, out, config: PanZoomConfig, options) -> dict[str, Any]:
     stage = PanZoomStage(config)
     records = read_records(src)
     settings = {"pipeline": "pan-zoom", **asdict(config),
+                "watermark": config.watermark.settings(),
                 "motions": [m.value for m in config.motions]}
     stage.classifier()  # a bad --watermark-model fails here, once, not in every worker
     return run_pipeline(

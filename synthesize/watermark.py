@@ -51,6 +51,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -119,8 +120,16 @@ class WatermarkConfig:
             raise ValueError(f"watermark crop_band must be in [0, 0.5), got {self.crop_band}")
         if self.mask_margin < 0:
             raise ValueError(f"watermark mask_margin must be at least 0, got {self.mask_margin}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"--watermark-device: expected auto, cpu, cuda or cuda:N, got "
+                             f"{self.device!r}")
         if self.model is not None and not os.path.exists(self.model):
             raise ValueError(f"--watermark-model {self.model}: no such file or folder")
+
+    def settings(self) -> dict[str, Any]:
+        """What decides a run's output, for its resume check: where the classifier runs
+        does not, so a run started on a GPU may be finished on the CPU."""
+        return {k: v for k, v in asdict(self).items() if k != "device"}
 
 
 @dataclass
@@ -944,6 +953,6 @@ def watermark_shards(src, out, config: WatermarkConfig, options, crf: int = 18,
     first = next(records, None)  # report a bad SRC now, not from inside the pool
     if first is None:
         raise UserError(f"{src}: the shards hold no samples")
-    settings = {"pipeline": "watermark", **asdict(config), "crf": crf, "preset": preset}
+    settings = {"pipeline": "watermark", **config.settings(), "crf": crf, "preset": preset}
     return run_pipeline(itertools.chain([first], records), stage, stage.output_keys, out,
                         settings, options, description="watermark")

@@ -188,9 +188,13 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError:
-        raise UserError(f"--device: unknown device {device!r}") from None
+        raise UserError(f"--watermark-device: unknown device {device!r}") from None
+    if resolved.type == "cuda" and (not torch.cuda.is_available()
+                                    or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--watermark-device {device}: no such CUDA device here")
+    return resolved
 
 
 class WatermarkClassifier:

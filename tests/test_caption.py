@@ -307,7 +307,12 @@ def test_watermarks_flag_drop_and_strip_in_caption(tmp_path):
     assert flagged.loc["cooking__clean", "watermark_action"] == "clean"
     assert flagged.loc["cooking__marked", "watermark_action"] == "flagged"
     x0, y0, x1, y1 = flagged.loc["cooking__marked", "watermark_box"]
-    assert x0 <= 190 and y0 <= 165 and x1 >= 290 and y1 >= 178  # around the drawn text
+    drawn = cv2.putText(np.zeros((192, 320), np.uint8), "STOCKPIX", (190, 180),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2) > 0
+    ys, xs = np.nonzero(drawn)
+    # around the drawn text, within 2 pixels (H.264 at crf 10 softens the strokes' rims)
+    assert abs(x0 - xs.min()) <= 2 and abs(y0 - ys.min()) <= 2
+    assert abs(x1 - xs.max() - 1) <= 2 and abs(y1 - ys.max() - 1) <= 2
     assert results["drop"].loc["cooking__marked", "status"] == "watermarked"
     assert results["drop"].loc["cooking__clean", "status"] == "ok"
     stripped = _samples(tmp_path / "strip")["cooking__marked"]

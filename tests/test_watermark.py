@@ -406,6 +406,26 @@ def test_pan_zoom_drops_images_the_classifier_flags(tmp_path):
     assert row["watermark_score"] > 0.9
 
 
+def test_watermark_device_is_checked_and_does_not_block_a_resume(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(data.chelsea()).save(tmp_path / "images" / "cat.jpg")
+    _save_random_classifier(tmp_path / "model", 3.0, "safetensors")
+    command = ["pan-zoom", str(tmp_path / "images"), "--out", str(tmp_path / "out"),
+               "--workers", "1", "--frames", "4", "--size", "64x48", "--preset", "ultrafast",
+               "--quiet", "--watermark-model", str(tmp_path / "model")]
+    bad = CliRunner().invoke(app, [*command, "--watermark-device", "gpu0"])
+    assert bad.exit_code == 2 and "--watermark-device" in bad.output
+    if not torch.cuda.is_available():
+        missing = CliRunner().invoke(app, [*command, "--watermark-device", "cuda:1"])
+        assert missing.exit_code == 2 and "no such CUDA device" in missing.output
+    assert CliRunner().invoke(app, [*command, "--watermark-device", "cpu"]).exit_code == 0
+    # the same run asked again with another device is a resume, not "other settings"
+    again = CliRunner().invoke(app, [*command, "--watermark-device", "auto"])
+    assert again.exit_code == 0, again.output
+
+
 def test_pan_zoom_flags_by_default_into_json_and_manifest(tmp_path):
     import pandas as pd
     from PIL import Image
