@@ -638,24 +638,30 @@ MIN_FRAMES_FOR_MATTING = 4
 OPAQUE = 0.9  # estimated alpha above this: nothing of the frame shows through
 
 
-def _unblend(observed: np.ndarray, background: np.ndarray, usable: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fit I = c + k*J per pixel over the frames where J is known (k = 1 - alpha, c = alpha*W,
-    one k for the three channels); return k, c (per channel) and the fit's R^2."""
-    weight = usable[..., None].astype(np.float32)  # (T, h, w, 1)
-    n = np.maximum(weight.sum(0), 1.0)
-    mean_i = (observed * weight).sum(0) / n
-    mean_j = (background * weight).sum(0) / n
-    di = (observed - mean_i) * weight
-    dj = (background - mean_j) * weight
-    var_j = (dj * dj).sum((0, 3))
-    cov = (di * dj).sum((0, 3))
-    k = np.clip(cov / np.maximum(var_j, 1e-6), 0.0, 1.0)
-    c = mean_i - k[..., None] * mean_j
-    residual = ((di - k[..., None] * dj) ** 2).sum((0, 3))
-    total = (di * di).sum((0, 3))
-    r2 = 1.0 - residual / np.maximum(total, 1e-6)
-    return k, c, r2
+def _restore_moments(region: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scene behind a static semi-transparent mark from the frames' own variation.
+
+    Under I_t = a*W + (1-a)*J_t, a pixel's temporal mean is a*W + (1-a)*mean(J) and its
+    temporal spread (1-a)*spread(J), so J_t = mean(J) + (I_t - mean(I)) * spread(J) /
+    spread(I): alpha and the mark's colour are estimated per pixel from all frames at once,
+    given the scene's mean and spread there, which vary smoothly and come from the surround
+    (inpainted over the mask). Returns the region so restored and the pixels where it holds:
+    not where the mark is opaque (its spread under 1 - OPAQUE of the scene's: nothing shows
+    through) or the scene does not move (nothing to measure).
+    """
+    import cv2
+
+    mean, spread = region.mean(0), region.std(0)
+    missing = hole.astype(np.uint8)
+    scene_mean = cv2.inpaint(np.clip(mean, 0, 255).astype(np.uint8), missing, 3,
+                             cv2.INPAINT_TELEA).astype(np.float32)
+    scale = 4.0  # the spread inpainted in quarter grey levels (8-bit images only)
+    scene_spread = cv2.inpaint(np.clip(spread * scale, 0, 255).astype(np.uint8), missing, 3,
+                               cv2.INPAINT_TELEA).astype(np.float32) / scale
+    grey_spread, grey_scene = spread.mean(-1), scene_spread.mean(-1)
+    restored = hole & (grey_scene >= 2.0) & (grey_spread >= (1.0 - OPAQUE) * grey_scene)
+    gain = np.clip(scene_spread / np.maximum(spread, 1e-3), 1.0, 1.0 / (1.0 - OPAQUE))
+    return scene_mean + (region - mean) * gain, restored
 
 
 def remove_watermark(frames: np.ndarray, detection: Detection,
@@ -699,8 +705,15 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
     region = frames[:, y0:y1, x0:x1].astype(np.float32)
     filled = region.copy()
     known = np.zeros(region.shape[:3], bool)
-    # 3. Backgrounds revealed by motion (aligned other frames), and the blend inverted.
-    if len(frames) > 1:
+    # 3. Under a semi-transparent mark: restore the scene's temporal moments from the frame's
+    #    own variation; the scene's moments come from the surround.
+    if len(frames) >= MIN_FRAMES_FOR_MATTING:
+        behind, restored = _restore_moments(region, hole)
+        filled[:, restored] = behind[:, restored]
+        known[:, restored] = True
+    # 4. An opaque mark: what other frames show where camera motion reveals it (aligned on
+    #    the content outside the mask, their median) is all there is.
+    if len(frames) > 1 and not known.all():
         donors = sample_indices(len(frames), config.sample_frames)
         grey, scale = _shrink(frames, config.analysis_size)
         small_mask = cv2.resize(mask.astype(np.uint8), grey.shape[:0:-1],
@@ -710,19 +723,10 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
         transforms = [(to_full @ np.vstack([m, [0, 0, 1]]) @ to_small)[:2]
                       for m in track_camera(grey, small_mask)[0]]
         backgrounds, counts = _revealed(frames, mask, box, transforms, donors, tolerance=12.0)
-        revealed = counts > 0
-        filled[revealed] = backgrounds[revealed]
-        known |= revealed
-        usable = revealed[donors]
-        enough = usable.sum(0) >= MIN_FRAMES_FOR_MATTING
-        if enough.any():
-            k, c, r2 = _unblend(region[donors], backgrounds[donors], usable)
-            k = cv2.medianBlur(k.astype(np.float32), 3)
-            invert = enough & hole & (k >= 1.0 - OPAQUE) & (r2 > 0.5)
-            unblended = (region - c[None]) / np.maximum(k, 1e-3)[None, ..., None]
-            filled[:, invert] = unblended[:, invert]
-            known[:, invert] = True
-    # 4. What no frame reveals: inpaint spatially, per frame, from the surround.
+        take = (counts > 0) & ~known
+        filled[take] = backgrounds[take]
+        known |= take
+    # 5. What is still unknown (an opaque mark no frame reveals): inpaint spatially, per frame.
     for t in range(len(frames)):
         frame_region = np.clip(filled[t], 0, 255).astype(np.uint8)
         missing = (hole & ~known[t]).astype(np.uint8)

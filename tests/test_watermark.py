@@ -188,9 +188,16 @@ def test_fill_from_revealing_frames_restores_the_scene(opacity):
     assert after > 20
     outside = ~cv2.dilate(truth.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
     assert np.array_equal(out[:, outside], marked[:, outside])
-    # steady over time: the fill moves like the clean clip, not like per-frame inpainting
-    step = lambda f: np.abs(np.diff(f[:, truth].astype(float), axis=0)).mean()  # noqa: E731
-    assert abs(step(out) - step(clean)) < 3.0
+    # steady over time: each frame-to-frame change inside the mark follows the clean clip's,
+    # several times closer than inpainting every frame on its own does
+    def temporal_error(frames):
+        return np.abs(np.diff(frames[:, truth].astype(float), axis=0)
+                      - np.diff(clean[:, truth].astype(float), axis=0)).mean()
+
+    hole = cv2.dilate(truth.astype(np.uint8), np.ones((7, 7), np.uint8))
+    per_frame = np.stack([cv2.inpaint(f, hole, 3, cv2.INPAINT_TELEA) for f in marked])
+    assert temporal_error(out) < 0.4 * temporal_error(per_frame)
+    assert temporal_error(out) < 10.0
 
 
 def test_without_motion_the_mark_is_inpainted_from_its_surround():
@@ -444,18 +451,30 @@ def test_pan_zoom_flags_by_default_into_json_and_manifest(tmp_path):
     assert info["watermark_score"] == pytest.approx(row["watermark_score"], abs=1e-4)
 
 
-def test_unblending_recovers_alpha_and_mark_from_revealed_backgrounds():
-    from synthesize.watermark import _unblend
+def test_moments_recover_the_scene_under_a_semi_transparent_mark():
+    """Per pixel alpha and colour from all frames at once: a scene whose temporal mean and
+    spread are smooth (here the same everywhere) comes back exactly under alphas from 0.2 to
+    0.8; an opaque pixel (nothing shows through) is left to the other fills."""
+    from synthesize.watermark import _restore_moments
 
     rng = np.random.default_rng(0)
-    background = rng.uniform(0, 255, (12, 5, 6, 3)).astype(np.float32)
-    alpha = np.linspace(0.2, 0.8, 30, dtype=np.float32).reshape(5, 6)
+    frames, height, width = 12, 30, 40
+    level = rng.uniform(-60, 60, (frames, 1, 1, 1))  # the scene brightens and darkens
+    scene = np.broadcast_to(120 + level, (frames, height, width, 3)).astype(np.float32)
+    scene = scene + rng.normal(0, 0.5, scene.shape).astype(np.float32)
+    hole = np.zeros((height, width), bool)
+    hole[10:20, 8:32] = True
+    alpha = np.zeros((height, width), np.float32)
+    alpha[hole] = np.linspace(0.2, 0.8, hole.sum())
+    alpha[15, 30] = 1.0
     mark = np.array([250.0, 240.0, 10.0], np.float32)
-    observed = alpha[None, ..., None] * mark + (1 - alpha[None, ..., None]) * background
-    usable = np.ones((12, 5, 6), bool)
-    usable[:4, 0, 0] = False  # a pixel seen unmarked in fewer frames still fits
-    k, c, r2 = _unblend(observed, background, usable)
-    np.testing.assert_allclose(k, 1 - alpha, atol=1e-3)
-    np.testing.assert_allclose(c, alpha[..., None] * mark, atol=0.2)
-    assert (r2 > 0.999).all()
+    a = alpha[None, ..., None]
+    observed = a * mark + (1 - a) * scene
+    behind, restored = _restore_moments(observed, hole)
+    opaque = alpha >= 1.0
+    assert not restored[opaque].any() and restored[hole & ~opaque].all()
+    error = np.abs(behind - scene)[:, restored]
+    assert error.mean() < 2.0, error.mean()
+    assert np.abs(observed - scene)[:, restored].mean() > 40  # what the mark did
+
 
