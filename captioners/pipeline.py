@@ -419,7 +419,7 @@ def _video_reason(error: Exception) -> str:
         return "no video stream: the file holds no video (audio only?)"
     if "missing file" in lower or lower.startswith(("unreadable", "corrupt shard", "bad ",
                                                      "empty file", "dangling symlink",
-                                                     "not a video")):
+                                                     "not a video", "not a regular file")):
         return detail
     if "end of file" in lower:
         return f"truncated: the file ends early ({detail})"

@@ -18,6 +18,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from datakit.files import special_kind
+
 logger = logging.getLogger(__name__)
 
 VideoSource = str | os.PathLike | bytes
@@ -200,13 +202,17 @@ STILL_IMAGE_FORMATS = ("image2",)
 
 
 def _check_file(source: VideoSource) -> None:
-    """The two file problems FFmpeg names badly ("Invalid data found", "No such file"):
-    an empty file and a symlink whose target is gone."""
+    """The file problems FFmpeg names badly ("Invalid data found", "No such file") or not at
+    all (it waits forever on a FIFO): an empty file, a symlink whose target is gone, and a
+    path that is not a regular file."""
     if isinstance(source, bytes):
         if not source:
             raise VideoError(f"{_describe(source)}: empty file")
         return
     path = os.fspath(source)
+    kind = special_kind(path)
+    if kind is not None:
+        raise VideoError(f"{_describe(source)}: not a regular file: {kind}")
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
