@@ -8,6 +8,7 @@ input must say. Keys are the paths relative to the folder with `/` turned into `
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ def video_corpus(root: Path) -> None:
     (broken / "png.mp4").write_bytes(png_bytes())
     (broken / "text.mp4").write_text("this is a text file, not a video\n")
     (broken / "gone.mp4").symlink_to(broken / "nowhere.mp4")
+    os.mkfifo(broken / "pipe.mp4")  # opening it for reading would wait for a writer forever
 
 
 def image_corpus(root: Path) -> None:
@@ -110,6 +112,8 @@ def image_corpus(root: Path) -> None:
     (broken / "text.png").write_text("this is a text file, not an image\n")
     encode(broken / "mp4 named.jpg", container="mp4")
     (broken / "gone.jpg").symlink_to(broken / "nowhere.jpg")
+    os.mkfifo(broken / "pipe.jpg")
+    os.mkfifo(root / "good.txt")  # a sidecar caption that would never arrive
 
 
 def huge_header_video(path: Path) -> Path:

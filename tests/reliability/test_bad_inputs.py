@@ -5,8 +5,9 @@ can read, no worker may crash (the run finishes, exit 0: failed inputs are count
 fatal), the summary table printed at the end must give the same counts, and every ok sample
 must decode. The corpus is made on the spot (`corpus.py`): zero bytes, truncated, wrong
 extensions, a decompression bomb, a video header claiming 16000x16000, a dangling symlink,
-unicode and space names, one basename in two folders, odd frame sizes, one frame, audio
-only, AV1 and VP9.
+a FIFO (as an input and as a sidecar: a reader would wait for it forever), unicode and
+space names, one basename in two folders, odd frame sizes, one frame, audio only, AV1 and
+VP9.
 """
 
 import json
@@ -42,6 +43,7 @@ VIDEOS = {
     "broken/png.mp4": ("failed", "not a video: a still image"),
     "broken/text.mp4": ("failed", "not a video: cannot probe"),
     "broken/gone.mp4": ("failed", "dangling symlink: target"),
+    "broken/pipe.mp4": ("failed", "not a regular file: a FIFO"),
 }
 IMAGES = {
     "good.jpg": ("ok", ""),
@@ -58,6 +60,7 @@ IMAGES = {
     "broken/text.png": ("failed", "not an image"),
     "broken/mp4 named.jpg": ("failed", "not an image"),
     "broken/gone.jpg": ("failed", "dangling symlink: target"),
+    "broken/pipe.jpg": ("failed", "not a regular file: a FIFO"),
 }
 
 
@@ -184,3 +187,23 @@ def image_corpus_two(root):
     root.mkdir()
     (root / "good.png").write_bytes(png_bytes(192, 128))
     (root / "locked.jpg").write_bytes(png_bytes(192, 128))
+
+
+def test_a_fifo_among_input_shards_is_a_failed_row_not_a_hang(tmp_path):
+    """Shards are read by the main process: a FIFO there would block the whole run."""
+    import webdataset as wds
+    from corpus import png_bytes
+
+    src = tmp_path / "src"
+    src.mkdir()
+    with wds.TarWriter(str(src / "00000.tar")) as sink:
+        for index in range(2):
+            sink.write({"__key__": f"s{index}", "png": png_bytes(192, 128), "txt": "a photo"})
+    os.mkfifo(src / "00001.tar")
+    out = tmp_path / "out"
+    result = _run("pan-zoom", src, "--out", out, "--workers", "1", "--quiet", *PAN_ZOOM)
+    manifest = assert_accounted_for(out, set(_keys(out)))
+    rows = manifest.set_index("source")
+    assert rows.loc["00001.tar", "error"] == "not a regular file: a FIFO (named pipe)"
+    assert (rows["status"] == "ok").sum() == 2
+    _check_summary(result, manifest)
