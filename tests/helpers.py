@@ -22,6 +22,22 @@ def wait_for(condition, timeout: float = 60.0) -> None:
         time.sleep(0.005)
 
 
+def live_group(pgid: int) -> list[int]:
+    """Processes of the group that are still running (zombies waiting for init don't count)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            alive.append(int(entry.name))
+    return alive
+
+
 def read_samples(out: Path) -> list[dict]:
     """Every sample of OUT's shards, read with webdataset as a trainer would."""
     samples = []

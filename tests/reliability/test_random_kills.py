@@ -17,14 +17,14 @@ import time
 
 import pytest
 from corpus import encode
-from helpers import assert_accounted_for
+from helpers import assert_accounted_for, live_group, wait_for
 from PIL import Image
 from skimage import data
 
 KILLS = 4
 
 
-def _photos(root, count=16):
+def _photos(root, count=24):
     root.mkdir()
     sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
     for i in range(count):
@@ -32,7 +32,7 @@ def _photos(root, count=16):
     return {f"p{i:02d}" for i in range(count)}
 
 
-def _videos(root, count=12):
+def _videos(root, count=16):
     for i in range(count):
         encode(root / ("walking" if i % 2 else "running") / f"v{i:02d}.mp4", count=16,
                size=(128, 96))
@@ -40,36 +40,33 @@ def _videos(root, count=12):
 
 
 def _kill_at_random_moments(command, out, seed):
-    """Run `command` KILLS times, each SIGKILLed after a seeded random delay (a run that
-    ended first is simply done), then once more to the end. Returns, for each kill that hit
-    a running process, the manifest parts committed by then."""
+    """Run `command` KILLS times, each SIGKILLed at a seeded random moment, then once more to
+    the end. A moment is: `grow` more manifest parts committed (0: during start-up or the
+    first shard), then a random `jitter` (mid-shard, between a shard and its part, ...).
+    Returns, for each kill that hit a running process, the parts committed by then."""
     rng = random.Random(seed)
     parts = out / ".datakit" / "parts"
+
+    def committed():
+        return len(list(parts.glob("*.parquet")))
+
     hits = []
     for _ in range(KILLS):
-        delay = rng.uniform(0.5, 4.0)
+        grow, jitter = rng.randint(0, 2), rng.uniform(0.0, 0.5)
+        before = committed()
         process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            hits.append(len(list(parts.glob("*.parquet"))))
+        wait_for(lambda p=process, b=before, g=grow: p.poll() is not None or committed() >= b + g,
+                 timeout=120)
+        time.sleep(jitter)
+        if process.poll() is None:
+            hits.append(committed())
         os.killpg(process.pid, signal.SIGKILL)  # the group: workers and fork server too
         process.wait()
-        _wait_for_group_to_die(process.pid)
+        wait_for(lambda pgid=process.pid: not live_group(pgid), timeout=10)
     final = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     return hits
-
-
-def _wait_for_group_to_die(pgid, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("pipeline,seed", [("pan-zoom", 11), ("caption", 12)])
@@ -80,12 +77,12 @@ def test_sigkill_at_random_moments_then_rerun_loses_and_doubles_nothing(tmp_path
                "--workers", "2", "--shard-size", "2", "--quiet"]
     if pipeline == "pan-zoom":
         inputs = _photos(src)
-        command += ["--size", "192x128", "--frames", "12", "--preset", "veryfast"]
+        command += ["--size", "192x128", "--frames", "24", "--preset", "veryfast"]
     else:
         inputs = _videos(src)
         command += ["--captioner", "label", "--size", "128x96", "--batch-size", "2"]
     hits = _kill_at_random_moments(command, out, seed)
-    # At least one kill came after a commit (with more to do): a real resume, not a restart.
-    assert any(committed > 0 for committed in hits), hits
     manifest = assert_accounted_for(out, inputs)
     assert (manifest["status"] == "ok").all(), manifest[manifest["status"] != "ok"]
+    # Most kills hit a running process, at least one after a commit: real resumes.
+    assert len(hits) >= KILLS - 1 and max(hits) > 0, hits
