@@ -114,3 +114,21 @@ def test_workers_exit_when_the_main_process_is_killed(photos, tmp_path):
     process.wait()
     assert _wait(lambda: not live_group(process.pid), 10), live_group(process.pid)
     _rerun_accounts_for_everything(photos, out, frames=96)
+
+
+def test_a_stopped_watermark_run_exits_like_the_other_pipelines(tmp_path, monkeypatch):
+    """`watermark` re-processes shards through the same pipeline: stopped by a signal, it
+    exits 128 + the signal too (it used to exit 0)."""
+    from typer.testing import CliRunner
+
+    import synthesize.watermark
+    from datakit.cli import app
+
+    stats = {"status": {"ok": 1}, "errors": {}, "run": {"processed": 1, "seconds": 1.0,
+             "per_second": 1.0}, "interrupted": True, "stopped_by": "SIGTERM"}
+    monkeypatch.setattr(synthesize.watermark, "watermark_shards", lambda *a, **k: stats)
+    (tmp_path / "shards").mkdir()
+    result = CliRunner().invoke(app, ["watermark", str(tmp_path / "shards"), "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 143, result.output
+    assert "stopped by SIGTERM" in result.output
