@@ -16,8 +16,9 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
-from corpus import huge_header_video, image_corpus, video_corpus
+from corpus import encode, huge_header_video, image_corpus, png_bytes, video_corpus
 from helpers import assert_accounted_for, read_samples, summary_counts
 
 from datakit.video import read_frames
@@ -128,8 +129,6 @@ def test_pan_zoom_accounts_for_every_broken_and_odd_image(tmp_path):
 
 
 def _keys(out):
-    import pandas as pd
-
     return pd.read_parquet(out / "manifest.parquet")["input_key"]
 
 
@@ -153,10 +152,10 @@ def test_an_unreadable_input_is_a_failed_row(tmp_path, pipeline):
         pytest.skip("running as root without setpriv: chmod 000 cannot stop root's reads")
     src = tmp_path / "src"
     if pipeline == "caption":
-        video_corpus_two(src)
+        _two_videos(src)
         locked, args = src / "walking" / "locked.mp4", ["--quiet"]
     else:
-        image_corpus_two(src)
+        _two_images(src)
         locked, args = src / "locked.jpg", ["--quiet", *PAN_ZOOM]
     locked.chmod(0)
     probe = subprocess.run([*prefix, "cat", str(locked)], capture_output=True)
@@ -174,16 +173,12 @@ def test_an_unreadable_input_is_a_failed_row(tmp_path, pipeline):
     _check_summary(result, manifest)
 
 
-def video_corpus_two(root):
-    from corpus import encode
-
+def _two_videos(root):
     encode(root / "walking" / "good.mp4")
     encode(root / "walking" / "locked.mp4")
 
 
-def image_corpus_two(root):
-    from corpus import png_bytes
-
+def _two_images(root):
     root.mkdir()
     (root / "good.png").write_bytes(png_bytes(192, 128))
     (root / "locked.jpg").write_bytes(png_bytes(192, 128))
@@ -192,7 +187,6 @@ def image_corpus_two(root):
 def test_a_fifo_among_input_shards_is_a_failed_row_not_a_hang(tmp_path):
     """Shards are read by the main process: a FIFO there would block the whole run."""
     import webdataset as wds
-    from corpus import png_bytes
 
     src = tmp_path / "src"
     src.mkdir()
