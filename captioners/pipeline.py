@@ -31,6 +31,9 @@ from captioners.keyframes import KEYFRAME_MODES, shrink, uniform_indices
 from datakit.video import X264_PRESETS
 
 SPLIT_MODES = ("none", "scenes", "fixed")
+MAX_FRAME_PIXELS = 8192 * 8192
+"""Frames larger than this (twice 8K UHD) are refused before any is decoded: one RGB frame
+of a header claiming 16000x16000 is 768 MB, times the frames a worker holds."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,9 @@ class CaptionStage:
             return [row(Status.FAILED, _video_reason(error))]
         if info.frames < 1:
             return [row(Status.FAILED, "no frames: the video stream holds no frame")]
+        if info.width * info.height > MAX_FRAME_PIXELS:
+            return [row(Status.FAILED, f"too large: {info.width}x{info.height} frames, more "
+                        f"than {MAX_FRAME_PIXELS / 1e6:.0f} Mpx (a broken header or a bomb)")]
         # 3. Clips: the whole video, the annotated part of it, or pieces of a long one.
         fps = info.fps or 25.0
         if config.split == "none":
@@ -411,7 +417,9 @@ def _video_reason(error: Exception) -> str:
     lower = detail.lower()
     if "no video stream" in lower:
         return "no video stream: the file holds no video (audio only?)"
-    if "missing file" in lower or lower.startswith(("unreadable", "corrupt shard", "bad ")):
+    if "missing file" in lower or lower.startswith(("unreadable", "corrupt shard", "bad ",
+                                                     "empty file", "dangling symlink",
+                                                     "not a video", "not a regular file")):
         return detail
     if "end of file" in lower:
         return f"truncated: the file ends early ({detail})"

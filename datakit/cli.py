@@ -567,6 +567,7 @@ def watermark_command(
     )
     stats = watermark_shards(src, out, config, options, crf=crf, preset=preset)
     print_summary(stats, out, "watermark")
+    exit_if_stopped(stats)
 
 
 def _show_watermark(src: Path, show: Path, config) -> None:

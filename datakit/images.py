@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from datakit.files import special_kind
+
 logger = logging.getLogger(__name__)
 
 # PIL's own warning threshold (1024**3 / 4 / 3 pixels, about 89 MP). PIL's hard error, at twice
@@ -197,6 +199,9 @@ def _open_source(source: str | os.PathLike | bytes) -> io.BufferedIOBase:
             raise ImageError("empty file")
         return io.BytesIO(source)
     path = os.fspath(source)
+    kind = special_kind(path)
+    if kind is not None and kind != "a folder":  # a folder: open() says it
+        raise ImageError(f"not a regular file: {kind}")
     try:
         file = open(path, "rb")  # noqa: SIM115 - returned to the caller's `with`
     except FileNotFoundError:

@@ -8,6 +8,8 @@ and manifest parts as results arrive, and leaves `manifest.parquet` and `stats.j
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -175,6 +177,36 @@ def run_pipeline(
         description: progress bar label.
         src: the input the records come from (OUT remembers it; see `check_sources`).
     """
+    with out_of_space_is_a_user_error(out):
+        return _run_pipeline(records, stage, output_keys, Path(out), config, options, total,
+                             description, src)
+
+
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def out_of_space_is_a_user_error(out: Path):
+    """A full disk (or quota) under OUT ends the run with one line and exit 1, not a
+    traceback: what was committed stays, and a rerun after freeing space resumes.
+
+    Raises:
+        UserError: an `OSError` ENOSPC or EDQUOT came through.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in OUT_OF_SPACE:
+            raise
+        raise UserError(
+            f"{out}: disk full ({error.strerror or error}); the finished "
+            "shards and their manifest rows are kept; free some space and rerun the same "
+            "command to resume",
+            exit_code=1) from None
+
+
+def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOptions, total,
+                  description, src) -> dict[str, Any]:
     started = time.time()
     out = prepare_out_dir(out, config, options.overwrite)
     sources = check_sources(out, src, options.append)
@@ -240,9 +272,13 @@ def run_pipeline(
             total=None if total is None else max(0, total - recorded["input_key"].nunique()),
             description=description, progress=options.progress, on_abort=abort,
         )
-    except BaseException:
+    except BaseException as error:
         writer.abort()
-        store.write_manifest()
+        try:
+            store.write_manifest()
+        except OSError as late:  # the disk that stopped the run can stop this too
+            if not (isinstance(error, OSError) and late.errno in OUT_OF_SPACE):
+                raise
         raise
     writer.close()
     store.write_manifest()

@@ -9,6 +9,7 @@ committed row names (orphans of a killed run), so a rerun never holds a key twic
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -238,6 +239,10 @@ class ShardWriter:
         """Drop the open shard without committing it (its inputs are redone on resume)."""
         if self._shard is not None:
             shard, self._shard = self._shard, None
+            # Close the tar stream now, whatever it can still write (a full disk: nothing),
+            # or its finalizer writes into the closed file and prints an ignored exception.
+            with contextlib.suppress(OSError, ValueError):
+                shard.tar.close()
             shard.context.__exit__(RuntimeError, RuntimeError("aborted"), None)
         if self._pending_rows:
             self._commit_rows([])

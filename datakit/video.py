@@ -18,6 +18,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from datakit.files import special_kind
+
 logger = logging.getLogger(__name__)
 
 VideoSource = str | os.PathLike | bytes
@@ -163,9 +165,18 @@ def probe(source: VideoSource) -> VideoInfo:
     """Frame count, fps, size and codec of the first video stream.
 
     The frame count is counted by demuxing when the container does not store it.
+
+    Raises:
+        VideoError: the file is empty, a dangling symlink, a still image, holds no video
+            stream, or cannot be read; the message says which.
     """
+    _check_file(source)
     try:
         with _pyav_open(source) as container:
+            if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith(
+                    "_pipe"):
+                raise VideoError(f"{_describe(source)}: not a video: a still image "
+                                 f"({container.format.name})")
             if not container.streams.video:
                 raise VideoError(f"{_describe(source)}: no video stream")
             stream = container.streams.video[0]
@@ -184,6 +195,35 @@ def probe(source: VideoSource) -> VideoInfo:
         raise
     except Exception as error:  # av raises many error types; all mean "unreadable"
         raise VideoError(f"{_describe(source)}: cannot probe ({error})") from error
+
+
+STILL_IMAGE_FORMATS = ("image2",)
+"""FFmpeg demuxers (and every `*_pipe` one) that read a still image as a one-frame video."""
+
+
+def _check_file(source: VideoSource) -> None:
+    """The file problems FFmpeg names badly ("Invalid data found", "No such file") or not at
+    all (it waits forever on a FIFO): an empty file, a symlink whose target is gone, and a
+    path that is not a regular file."""
+    if isinstance(source, bytes):
+        if not source:
+            raise VideoError(f"{_describe(source)}: empty file")
+        return
+    path = os.fspath(source)
+    kind = special_kind(path)
+    if kind is not None:
+        raise VideoError(f"{_describe(source)}: not a regular file: {kind}")
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise VideoError(f"{_describe(source)}: dangling symlink: target "
+                             f"{os.readlink(path)} is missing") from None
+        return  # probe says it
+    except OSError:
+        return
+    if size == 0:
+        raise VideoError(f"{_describe(source)}: empty file")
 
 
 def _count_packets(container, stream) -> int:

@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from datakit.errors import UserError
+from datakit.files import special_kind
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +308,10 @@ def _folder_records(found: _Input) -> Iterator[Record]:
 
 def _read_sidecar(path: Path) -> str | None:
     """A sidecar's text (stripped), or None when absent or unreadable (the image still counts)."""
+    kind = special_kind(path)
+    if kind is not None:
+        logger.warning("ignoring sidecar %s: it is %s, not a regular file", path, kind)
+        return None
     try:
         return path.read_bytes().decode("utf-8", errors="replace").strip()
     except FileNotFoundError:
@@ -369,6 +374,11 @@ def _members(
     """Records of one shard, streamed group by group (a group is consecutive members with one
     key, as webdataset reads them); a shard that breaks part way adds one failed record."""
     count = 0
+    kind = special_kind(tar_path)
+    if kind is not None:
+        yield Record(_claim(tar_key, str(tar_path), seen), relative.as_posix(),
+                     path=str(tar_path), error=f"not a regular file: {kind}")
+        return
     try:
         with tarfile.open(tar_path, mode="r|*") as tar:
             for group_key, members in _groups(tar):

@@ -70,8 +70,8 @@ def test_label_captions_every_input_accounted_for(tree, tmp_path):
     clips = sum(len(names) for names in SAMPLE_CLASSES.values())
     assert len(manifest) == clips + 5  # every file has exactly one row
     status = manifest["status"].to_dict()
-    assert status["bad__empty"] == "failed" and manifest.loc["bad__empty", "error"].startswith(
-        "not a video")
+    assert status["bad__empty"] == "failed" and manifest.loc["bad__empty", "error"] == (
+        "empty file")
     assert manifest.loc["bad__audio_only", "error"].startswith("no video stream")
     assert manifest.loc["broken__notes", "error"].startswith("not a video")
     assert status["broken__truncated"] == "failed"

@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import webdataset as wds
+from helpers import read_samples, wait_for
 from PIL import Image
 from skimage import data
 from test_images import handmade_png
@@ -65,13 +65,6 @@ def _invoke(*args):
     return result
 
 
-def _samples(out):
-    samples = []
-    for tar in sorted((out / "shards").glob("*.tar")):
-        samples.extend(wds.WebDataset(str(tar), shardshuffle=False, empty_check=False))
-    return samples
-
-
 def test_pan_zoom_writes_shards_manifest_and_stats(images, tmp_path):
     out = tmp_path / "out"
     result = _invoke("pan-zoom", images, "--out", out, "--shard-size", "4", "--workers", "1",
@@ -85,7 +78,7 @@ def test_pan_zoom_writes_shards_manifest_and_stats(images, tmp_path):
     assert all(failed["error"].str.len() > 0) and failed["shard"].isna().all()
     assert {"empty.jpg", "notes.png"} == {Path(s).name for s in failed["source"]}
 
-    samples = _samples(out)
+    samples = read_samples(out)
     assert len(samples) == 6
     assert sorted(p.name for p in (out / "shards").iterdir()) == [
         "00000.tar", "00000_stats.json", "00001.tar", "00001_stats.json"]
@@ -136,7 +129,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(images, tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     parts = out / ".datakit" / "parts"
-    _wait_for(lambda: parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 2)
+    wait_for(lambda: parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "stopped by SIGINT" in stderr, stderr
@@ -185,7 +178,7 @@ def test_retry_failed_redoes_only_failures(images, tmp_path):
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert len(manifest) == 8 and manifest["key"].is_unique
     assert manifest.set_index("key").loc["empty", "status"] == "ok"
-    assert len(_samples(out)) == 7
+    assert len(read_samples(out)) == 7
     assert verify_shards(out).ok
 
 
@@ -206,15 +199,8 @@ def test_clips_per_image_and_shard_bytes(images, tmp_path):
         keys = [m.name.split(".", 1)[0] for m in members]
         assert keys == sorted(keys, key=keys.index) and len(members) % 3 == 0
         assert all(m.mtime == 0 for m in members)
-    motions = {json.loads(s["json"])["camera"]["motion"] for s in _samples(out)}
+    motions = {json.loads(s["json"])["camera"]["motion"] for s in read_samples(out)}
     assert motions <= {"zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down"}
-
-
-def _wait_for(condition, timeout=60.0):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "the run never got there"
-        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("committed_parts", [0, 3, 7])
@@ -229,7 +215,7 @@ def test_sigkill_mid_run_then_rerun_accounts_for_every_input_once(images, tmp_pa
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     parts = out / ".datakit" / "parts"
-    _wait_for(lambda: parts.is_dir() and len(list(parts.glob("*.parquet"))) >= committed_parts)
+    wait_for(lambda: parts.is_dir() and len(list(parts.glob("*.parquet"))) >= committed_parts)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "manifest.parquet").exists()  # killed before the end
@@ -239,7 +225,7 @@ def test_sigkill_mid_run_then_rerun_accounts_for_every_input_once(images, tmp_pa
     assert manifest["key"].is_unique
     assert manifest["input_key"].nunique() == 8
     assert (manifest["status"] == "ok").sum() == 12
-    keys = [s["__key__"] for s in _samples(out)]
+    keys = [s["__key__"] for s in read_samples(out)]
     assert len(keys) == len(set(keys)) == 12
     report = verify_shards(out)
     assert report.ok, (report.problems, [s.problems for s in report.shards])
@@ -277,7 +263,7 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(images, tmp_path)
     assert result.exit_code == 2 and "other settings" in result.output
     result = _invoke("pan-zoom", images, "--out", out, "--workers", "1", "--overwrite", *changed)
     assert result.exit_code == 0
-    assert read_frames(_samples(out)[0]["mp4"]).shape[0] == 6
+    assert read_frames(read_samples(out)[0]["mp4"]).shape[0] == 6
 
 
 def test_verify_catches_a_damaged_shard_and_a_missing_one(images, tmp_path):
@@ -381,7 +367,7 @@ def test_laion_shards_and_csv_lists_as_input(tmp_path):
                             "json": json.dumps({"url": f"http://x/{name}.jpg"}).encode()})
     out = tmp_path / "out"
     assert _invoke("pan-zoom", laion, "--out", out, "--workers", "1", *FAST).exit_code == 0
-    samples = _samples(out)
+    samples = read_samples(out)
     assert len(samples) == 4
     info = json.loads(samples[0]["json"])
     assert info["source"].endswith("00000.tar::000000000.jpg")
@@ -396,5 +382,5 @@ def test_laion_shards_and_csv_lists_as_input(tmp_path):
     Image.fromarray(_photo("rocket")).save(tmp_path / "rel.png")
     listed = tmp_path / "listed"
     assert _invoke("pan-zoom", listing, "--out", listed, "--workers", "1", *FAST).exit_code == 0
-    captions = sorted(s["txt"].decode().split(".")[0] for s in _samples(listed))
+    captions = sorted(s["txt"].decode().split(".")[0] for s in read_samples(listed))
     assert captions == ["absolute", "relative"]

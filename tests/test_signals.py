@@ -13,10 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import live_group
 from PIL import Image
 from skimage import data
 
@@ -39,22 +39,6 @@ def _command(photos, out, frames=12):
     return [sys.executable, "-m", "datakit.cli", "pan-zoom", str(photos), "--out", str(out),
             "--workers", "2", "--shard-size", "2", "--size", "192x128", "--frames", str(frames),
             "--preset", "veryfast", "--quiet"]
-
-
-def _live_group(pgid: int) -> list[int]:
-    """Processes of the group that are still running (zombies waiting for init don't count)."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state not in ("Z", "X"):
-            alive.append(int(entry.name))
-    return alive
 
 
 def _wait(condition, timeout):
@@ -109,7 +93,7 @@ def test_signals_to_the_group_stop_cleanly(photos, tmp_path, seed, signals, gap)
         pytest.fail(f"the run did not stop after {[s.name for s in signals]}")
     assert process.returncode in (0, 128 + signals[0]), stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-    assert _wait(lambda: not _live_group(process.pid), 10), _live_group(process.pid)
+    assert _wait(lambda: not live_group(process.pid), 10), live_group(process.pid)
     if "stopped" in stderr:  # else the run had finished when the signal came
         # A second signal stops at once, unless the first one's clean stop was already done.
         said = [f"stopped by {signals[0].name}"]
@@ -125,8 +109,26 @@ def test_workers_exit_when_the_main_process_is_killed(photos, tmp_path):
     out = tmp_path / "out"
     process = _start_and_wait_for_progress(photos, out, seed=6, frames=96)  # still running
     assert process.poll() is None, "the run ended before the kill: give it more work"
-    assert len(_live_group(process.pid)) > 1  # main, fork server, workers
+    assert len(live_group(process.pid)) > 1  # main, fork server, workers
     os.kill(process.pid, signal.SIGKILL)  # the main process alone: nothing can clean up
     process.wait()
-    assert _wait(lambda: not _live_group(process.pid), 10), _live_group(process.pid)
+    assert _wait(lambda: not live_group(process.pid), 10), live_group(process.pid)
     _rerun_accounts_for_everything(photos, out, frames=96)
+
+
+def test_a_stopped_watermark_run_exits_like_the_other_pipelines(tmp_path, monkeypatch):
+    """`watermark` re-processes shards through the same pipeline: stopped by a signal, it
+    exits 128 + the signal too (it used to exit 0)."""
+    from typer.testing import CliRunner
+
+    import synthesize.watermark
+    from datakit.cli import app
+
+    stats = {"status": {"ok": 1}, "errors": {}, "run": {"processed": 1, "seconds": 1.0,
+             "per_second": 1.0}, "interrupted": True, "stopped_by": "SIGTERM"}
+    monkeypatch.setattr(synthesize.watermark, "watermark_shards", lambda *a, **k: stats)
+    (tmp_path / "shards").mkdir()
+    result = CliRunner().invoke(app, ["watermark", str(tmp_path / "shards"), "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 143, result.output
+    assert "stopped by SIGTERM" in result.output
