@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,6 +238,35 @@ def noise_level(scheduler, index: int) -> tuple[float, float]:
     return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
 
 
+class PromptCache:
+    """Text embeddings computed once and handed to every pipeline call that needs them.
+
+    A chunk makes k preview calls and one full call, refinement one call per window, and each
+    pipeline call would run the text encoder on its prompt and negative prompt again. The
+    chunk loop clears the cache at the start of each video (`ChunkedGenerator.__call__`), so
+    each distinct text (a prompt, the negative prompt) is encoded once per video. Refinement through
+    `share_backbone` shares the cache (the same text encoder). Thread-safe: refinement windows
+    run in threads.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._embeds: dict[tuple, dict] = {}
+
+    def get(self, key: tuple, encode: Callable[[], dict]) -> dict:
+        with self._lock:
+            if key not in self._embeds:
+                self._embeds[key] = encode()
+            return self._embeds[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._embeds.clear()
+
+    def __len__(self) -> int:
+        return len(self._embeds)
+
+
 class Backbone:
     """One loaded video pipeline, seen through the public arguments the chunk loop needs.
 
@@ -245,13 +275,17 @@ class Backbone:
         family: its `Family`.
         role: `t2v`, `i2v` or `v2v`.
         source: the hub id or folder it came from (recorded in sample json).
+        prompt_cache: the `PromptCache` to use (shared by backbones that share a text
+            encoder); None: a new one.
     """
 
-    def __init__(self, pipe: Any, family: Family, role: str, source: str):
+    def __init__(self, pipe: Any, family: Family, role: str, source: str,
+                 prompt_cache: PromptCache | None = None):
         self.pipe = pipe
         self.family = family
         self.role = role
         self.source = source
+        self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache()
         self.device = str(pipe._execution_device)
         if family.name == "ltx":
             self.temporal = pipe.vae_temporal_compression_ratio
@@ -334,6 +368,49 @@ class Backbone:
     def prompt_tokens(self, text: str) -> int:
         return len(self.pipe.tokenizer(text).input_ids)
 
+    @property
+    def sequence_length(self) -> int:
+        """`max_sequence_length` as the pipeline's own call uses it (its default; CogVideoX's
+        from the transformer's config, which `run` passes)."""
+        return {"wan": 512, "ltx": 128}.get(self.family.name, self.max_prompt_tokens)
+
+    def prompt_embeds(self, prompt: str, negative_prompt: str, guidance: float,
+                      pipe: Any = None) -> dict:
+        """The pipeline-call arguments that replace `prompt=`/`negative_prompt=`: the text
+        embeddings (and LTX's attention masks), each text encoded once per `prompt_cache`
+        lifetime by the pipeline's own `encode_prompt` with the arguments its `__call__` uses.
+
+        Every supported pipeline encodes the prompt and the negative prompt with the same
+        function (the negative defaults to ""), so each text is encoded on its own and the
+        negative's embeddings are reused for every prompt. The negative embeddings exist only
+        with classifier-free guidance (scale > 1, as every supported pipeline decides it).
+        """
+        prompt_args = self._text_embeds(prompt, pipe or self.pipe)
+        if guidance <= 1.0:
+            return prompt_args
+        negative_args = self._text_embeds(negative_prompt or "", pipe or self.pipe)
+        return {**prompt_args, **{f"negative_{name}": value
+                                  for name, value in negative_args.items()}}
+
+    def _text_embeds(self, text: str, pipe: Any) -> dict:
+        """`{"prompt_embeds": ...}` (LTX: and `prompt_attention_mask`) of one text, cached."""
+        import torch
+
+        def encode() -> dict:
+            device = pipe._execution_device
+            with torch.no_grad():
+                if self.family.name == "modelscope":
+                    return {"prompt_embeds": pipe.encode_prompt(text, device, 1, False)[0]}
+                out = pipe.encode_prompt(prompt=text, do_classifier_free_guidance=False,
+                                         num_videos_per_prompt=1,
+                                         max_sequence_length=self.sequence_length,
+                                         device=device)
+            if self.family.name == "ltx":
+                return {"prompt_embeds": out[0], "prompt_attention_mask": out[1]}
+            return {"prompt_embeds": out[0]}
+
+        return self.prompt_cache.get((text,), encode)
+
     # -- latents ---------------------------------------------------------------------------
 
     def noise_shape(self, frames: int, height: int, width: int) -> tuple[int, ...]:
@@ -402,8 +479,9 @@ class Backbone:
         shape = tuple(latents.shape)
         frames = self.pixel_frames(shape[2])
         kwargs: dict[str, Any] = dict(
-            prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
-            guidance_scale=guidance, generator=generator, output_type="latent",
+            **self.prompt_embeds(prompt, negative_prompt, guidance, pipe),
+            num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+            output_type="latent",
             latents=self.to_native(latents).to(self.device, self.latent_dtype),
         )
         if self.role == "v2v":
@@ -521,7 +599,8 @@ def share_backbone(backbone: Backbone, role: str) -> Backbone:
         raise UserError(f"{backbone.family.label} has no {role} pipeline in diffusers that we "
                         "can drive")
     pipe = getattr(diffusers, cls_name).from_pipe(backbone.pipe)
-    return Backbone(pipe, backbone.family, role, backbone.source)
+    return Backbone(pipe, backbone.family, role, backbone.source,
+                    prompt_cache=backbone.prompt_cache)
 
 
 def load_backbone(

@@ -614,6 +614,10 @@ class ChunkedGenerator:
         if len(story.prompts) > plan.chunks:
             raise ValueError(f"{len(story.prompts)} prompts but --frames {s.frames} makes only "
                              f"{plan.chunks} chunks of {s.chunk_frames}")
+        # each distinct prompt is encoded once per video (see `PromptCache`)
+        for backbone in (self.backbone, self.i2v):
+            if backbone is not None:
+                backbone.prompt_cache.clear()
         # 2. Prepare the state folder (resume from it, or start it over)
         state_dir.mkdir(parents=True, exist_ok=True)
         done = self.finished_chunks(state_dir, story, seed) if resume else 0
