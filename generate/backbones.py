@@ -103,6 +103,8 @@ UNSUPPORTED = {
 }
 
 DTYPES = ("float32", "bfloat16", "float16")
+OFFLOADS = ("none", "model", "sequential", "group")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -304,6 +306,8 @@ class Backbone:
         # latents they are given as is, so those get the denoiser's dtype.
         denoiser = pipe.unet if family.name == "modelscope" else pipe.transformer
         self.latent_dtype = denoiser.dtype if family.name in ("cogvideox", "modelscope") else None
+        self.offload = "none"  # set by `load_backbone`: how the weights are placed
+        self.loras: list[dict] = []
         self.patch_t = 1
         if family.name == "cogvideox":
             self.patch_t = pipe.transformer.config.patch_size_t or 1
@@ -599,8 +603,139 @@ def share_backbone(backbone: Backbone, role: str) -> Backbone:
         raise UserError(f"{backbone.family.label} has no {role} pipeline in diffusers that we "
                         "can drive")
     pipe = getattr(diffusers, cls_name).from_pipe(backbone.pipe)
-    return Backbone(pipe, backbone.family, role, backbone.source,
-                    prompt_cache=backbone.prompt_cache)
+    shared = Backbone(pipe, backbone.family, role, backbone.source,
+                      prompt_cache=backbone.prompt_cache)
+    shared.offload, shared.loras = backbone.offload, backbone.loras
+    return shared
+
+
+def attention_backends() -> list[str]:
+    """The names diffusers' `set_attention_backend` accepts (`AttentionBackendName`)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    return [name.value for name in AttentionBackendName]
+
+
+def denoiser_of(pipe: Any):
+    """The pipeline's denoising network: the transformer (ModelScope: the UNet)."""
+    return getattr(pipe, "transformer", None) or pipe.unet
+
+
+def set_attention_backend(pipe: Any, backend: str, label: str) -> int:
+    """Route the denoiser's attention through diffusers' backend `backend` (`native` is
+    PyTorch's scaled_dot_product_attention; `flash`, `sage`, `xformers`, ... need their
+    packages). Returns how many attention processors now use it; a one-line `UserError` for an
+    unknown name, a backend whose package is missing, or a denoiser whose attention does not go
+    through diffusers' dispatcher (CogVideoX's and ModelScope's processors call PyTorch
+    directly, so a backend would silently do nothing there)."""
+    valid = attention_backends()
+    if backend.lower() not in valid:
+        raise UserError(f"--attention-backend {backend}: unknown; one of {', '.join(valid)}")
+    denoiser = denoiser_of(pipe)
+    processors = [m.processor for m in denoiser.modules()
+                  if hasattr(getattr(m, "processor", None), "_attention_backend")]
+    if not processors:
+        raise UserError(f"--attention-backend {backend}: {label}'s {type(denoiser).__name__} "
+                        "does not dispatch attention through diffusers' backends")
+    try:
+        denoiser.set_attention_backend(backend.lower())
+    except (RuntimeError, ValueError, ImportError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"--attention-backend {backend}: {first}") from None
+    return len(processors)
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """`PATH_OR_ID[:SCALE]` -> (source, scale); the scale defaults to 1.0."""
+    source, _, scale = spec.rpartition(":")
+    if source:
+        try:
+            return source, float(scale)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def load_loras(pipe: Any, specs: list[str], label: str) -> list[dict]:
+    """Load each LoRA (`PATH_OR_ID[:SCALE]`: a `.safetensors` file, a folder holding
+    `pytorch_lora_weights.safetensors`, or a hub id) as its own adapter (`lora0`, `lora1`, ...)
+    with `pipe.load_lora_weights`, then make them all active at their scales with
+    `pipe.set_adapters` (unfused: the weights stay as loaded and each adapter's scale
+    applies). Needs `peft`. Returns what was loaded, for the sample json."""
+    if not specs:
+        return []
+    if not hasattr(pipe, "load_lora_weights"):
+        raise UserError(f"--lora: {label}'s {type(pipe).__name__} cannot load LoRA weights")
+    try:
+        import peft  # noqa: F401 - diffusers needs it for adapters
+    except ImportError:
+        raise UserError("--lora needs the peft package: pip install 'datakit[generate]'") \
+            from None
+    loaded = []
+    for index, spec in enumerate(specs):
+        source, scale = parse_lora(spec)
+        name = f"lora{index}"
+        path = Path(source).expanduser()
+        kwargs: dict[str, Any] = {"adapter_name": name}
+        if path.is_file():
+            kwargs["weight_name"] = path.name
+            where: str = os.fspath(path.parent)
+        elif path.exists() or not HUB_ID.match(source):
+            if not path.is_dir():
+                raise UserError(f"--lora {spec}: no such file or folder")
+            where = os.fspath(path)
+        else:
+            where = source
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pipe.load_lora_weights(where, **kwargs)
+        except Exception as error:  # loader errors come in many types; all mean "cannot load"
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UserError(f"--lora {spec}: cannot load it as a LoRA for {label} "
+                            f"({type(error).__name__}: {first})") from None
+        loaded.append({"source": source, "scale": scale, "adapter": name})
+    pipe.set_adapters([x["adapter"] for x in loaded], [x["scale"] for x in loaded])
+    return loaded
+
+
+def apply_offload(pipe: Any, offload: str, device: str) -> None:
+    """Place the pipeline's weights for `offload`:
+
+    - `none`: everything on `device` (`pipe.to`).
+    - `model`: `enable_model_cpu_offload`: each model (text encoder, transformer, VAE) moves
+      to the GPU whole when it runs and back after; peak = the largest model.
+    - `sequential`: `enable_sequential_cpu_offload`: every leaf module's weights move to the
+      GPU only for its own forward; the lowest memory and by far the slowest.
+    - `group`: `enable_group_offload` at `leaf_level` with a CUDA stream, so the next
+      layers' weights are copied while the current ones compute (block_level would need a
+      blocks-per-group count tuned per model; leaf_level with a stream is diffusers'
+      recommended setting and is close to `none` in speed where PCIe keeps up).
+    """
+    import torch
+
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif offload == "group":
+        onload = torch.device(device)
+        pipe.enable_group_offload(onload_device=onload, offload_device=torch.device("cpu"),
+                                  offload_type="leaf_level", use_stream=onload.type == "cuda")
+    elif offload == "none":
+        pipe.to(device)
+    else:
+        raise UserError(f"--offload must be one of {', '.join(OFFLOADS)}, got {offload!r}")
+
+
+def compile_denoiser(pipe: Any, mode: str = "default") -> None:
+    """`torch.compile` the transformer (ModelScope: the UNet) in place (`nn.Module.compile`,
+    so the pipeline still sees the same module, its config and dtype). The first call of each
+    new shape compiles (minutes on a real model); chunks after that run the compiled code."""
+    if mode not in COMPILE_MODES:
+        raise UserError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, "
+                        f"got {mode!r}")
+    denoiser_of(pipe).compile(mode=None if mode == "default" else mode)
 
 
 def load_backbone(
@@ -611,6 +746,10 @@ def load_backbone(
     cpu_offload: bool = False,
     vae_tiling: bool = False,
     vae_slicing: bool = False,
+    offload: str = "none",
+    attention_backend: str | None = None,
+    loras: list[str] | tuple[str, ...] = (),
+    compile_mode: str | None = None,
 ) -> Backbone:
     """Load a pipeline from a hub id or local folder as a `Backbone` in `role`.
 
@@ -622,9 +761,15 @@ def load_backbone(
         dtype: `float32`, `bfloat16` or `float16` for the weights; None: bfloat16 on CUDA,
             float32 elsewhere. Wan's VAE and image encoder stay in float32 (their outputs
             degrade in half precision; diffusers' Wan examples load them so).
-        cpu_offload: keep weights on the CPU and move each model to `device` when it runs
-            (`enable_model_cpu_offload`); lower GPU memory, slower.
+        cpu_offload: the same as `offload="model"` (kept for `--cpu-offload`).
         vae_tiling, vae_slicing: decode/encode in spatial tiles / one sample at a time.
+        offload: `none`, `model`, `sequential` or `group` (see `apply_offload`); all but
+            `none` need a CUDA device.
+        attention_backend: a diffusers attention backend for the denoiser (see
+            `set_attention_backend`); None leaves diffusers' default.
+        loras: `PATH_OR_ID[:SCALE]` LoRAs to load (see `load_loras`).
+        compile_mode: `torch.compile` the denoiser with this mode (see `compile_denoiser`);
+            None: no compile.
     """
     import diffusers
     import torch
@@ -639,8 +784,21 @@ def load_backbone(
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if cpu_offload and device == "cpu":
-        raise UserError("--cpu-offload needs --device cuda (it offloads from the GPU to the CPU)")
+    if cpu_offload and offload not in ("none", "model"):
+        raise UserError(f"--cpu-offload is --offload model; it cannot go with --offload {offload}")
+    offload = "model" if cpu_offload else offload
+    if offload not in OFFLOADS:
+        raise UserError(f"--offload must be one of {', '.join(OFFLOADS)}, got {offload!r}")
+    if offload != "none" and not device.startswith("cuda"):
+        option = "--cpu-offload" if cpu_offload else f"--offload {offload}"
+        raise UserError(f"{option} needs --device cuda (it keeps weights on the CPU and moves "
+                        f"them to the GPU as they run; on {device} they are already there)")
+    if attention_backend is not None and attention_backend.lower() not in attention_backends():
+        raise UserError(f"--attention-backend {attention_backend}: unknown; one of "
+                        f"{', '.join(attention_backends())}")
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise UserError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, "
+                        f"got {compile_mode!r}")
     class_name = _class_of(model)
     family, found = find_family(class_name)
     if found != role and not (role == "v2v" and found == "t2v" and family.v2v):
@@ -656,12 +814,17 @@ def load_backbone(
     with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones only know this
         warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
         pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=torch_dtype)
-    if cpu_offload:
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
+    lora = load_loras(pipe, list(loras), family.label)
+    if attention_backend is not None:
+        set_attention_backend(pipe, attention_backend, family.label)
+    apply_offload(pipe, offload, device)
+    if compile_mode is not None:
+        compile_denoiser(pipe, compile_mode)
     if vae_tiling:
         pipe.vae.enable_tiling()
     if vae_slicing:
         pipe.vae.enable_slicing()
-    return Backbone(pipe, family, role, os.fspath(model))
+    backbone = Backbone(pipe, family, role, os.fspath(model))
+    backbone.offload = offload
+    backbone.loras = lora
+    return backbone
