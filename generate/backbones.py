@@ -13,6 +13,7 @@ docs/generate.md; `UNSUPPORTED` says why the other video pipelines in diffusers 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -595,14 +596,21 @@ class Backbone:
 
 def share_backbone(backbone: Backbone, role: str) -> Backbone:
     """`backbone`'s pipeline as its family's `role` class, sharing every component (text
-    encoder, VAE, transformer: no second copy in memory), through diffusers' `from_pipe`."""
+    encoder, VAE, transformer: no second copy in memory, each in the dtype it was loaded in)."""
     import diffusers
 
     cls_name = getattr(backbone.family, role)
     if cls_name is None:
         raise UserError(f"{backbone.family.label} has no {role} pipeline in diffusers that we "
                         "can drive")
-    pipe = getattr(diffusers, cls_name).from_pipe(backbone.pipe)
+    cls = getattr(diffusers, cls_name)
+    # the class's own constructor, not `from_pipe`: diffusers 0.42's `from_pipe` casts every
+    # shared model to one dtype (float32 unless told), which turned a bfloat16 transformer
+    # into float32 in place (twice the memory) and would put Wan's VAE in bfloat16
+    accepted = inspect.signature(cls.__init__).parameters
+    pipe = cls(**{name: component for name, component in backbone.pipe.components.items()
+                  if name in accepted})
+    pipe.set_progress_bar_config(disable=True)
     shared = Backbone(pipe, backbone.family, role, backbone.source,
                       prompt_cache=backbone.prompt_cache)
     shared.offload, shared.loras = backbone.offload, backbone.loras

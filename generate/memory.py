@@ -5,7 +5,7 @@ that will not fit is known before it starts rather than after the text encoder a
 chunk's previews.
 
 Weights (exact for what is loaded): the bytes of every parameter and buffer of the pipeline's
-models, each tensor counted once (refinement shares the t2v models through `from_pipe`), at
+models, each tensor counted once (refinement shares the t2v models, `share_backbone`), at
 the dtype it was loaded in (Wan's VAE in float32), resident as the offload mode keeps them:
 - `none`: every model of every pipeline the run loaded;
 - `model`: the largest single model (one model is on the GPU at a time);

@@ -38,6 +38,7 @@ def chunked(backbone, frames=27, chunk=9, **extra) -> ChunkedGenerator:
 
 
 STORY = Story("s", ("a cat running", "a dog in the sea"), None, "test")  # chunks: A, B, B
+ONE = Story("one", ("a cat running",), None, "test")
 
 
 # -- 1. each distinct text encoded once per video ---------------------------------------------
@@ -86,3 +87,161 @@ def test_cached_embeddings_give_the_same_latents(tiny, tmp_path, monkeypatch, fa
         every = generator._load(tmp_path / "every", chunk)[0]["latents"]
         assert torch.equal(cached, every), chunk
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
+# -- 2. offload choices -----------------------------------------------------------------------
+
+def spy_placement(monkeypatch) -> list[tuple[str, dict]]:
+    """Record the placement calls a pipeline gets (they need a GPU, so they only record)."""
+    from diffusers import DiffusionPipeline
+
+    calls: list[tuple[str, dict]] = []
+    for name in ("enable_model_cpu_offload", "enable_sequential_cpu_offload",
+                 "enable_group_offload", "to"):
+        def record(self, *args, _name=name, **kwargs):
+            calls.append((_name, {**kwargs, "args": args}))
+            return self
+
+        monkeypatch.setattr(DiffusionPipeline, name, record)
+    monkeypatch.setattr("generate.backbones.resolve_device", lambda device: device)
+    return calls
+
+
+@pytest.mark.parametrize(("offload", "cpu_offload", "method", "expected"), [
+    ("none", False, "to", {"args": ("cuda",)}),
+    ("model", False, "enable_model_cpu_offload", {"device": "cuda", "args": ()}),
+    ("none", True, "enable_model_cpu_offload", {"device": "cuda", "args": ()}),
+    ("sequential", False, "enable_sequential_cpu_offload", {"device": "cuda", "args": ()}),
+    ("group", False, "enable_group_offload", {
+        "onload_device": torch.device("cuda"), "offload_device": torch.device("cpu"),
+        "offload_type": "leaf_level", "use_stream": True, "args": ()}),
+])
+def test_offload_makes_the_diffusers_call(tiny, monkeypatch, offload, cpu_offload, method,
+                                          expected):
+    calls = spy_placement(monkeypatch)
+    backbone = load_backbone(str(tiny("wan")), device="cuda", dtype="float32", offload=offload,
+                             cpu_offload=cpu_offload)
+    assert calls == [(method, expected)]
+    assert backbone.offload == ("model" if cpu_offload else offload)
+
+
+def test_group_offload_really_runs_on_cpu(tiny, tmp_path):
+    """Group offloading's hooks (onload and offload both on the CPU here, no stream) give the
+    same latents as no offloading: what of it can run without a GPU."""
+    from diffusers.hooks.group_offloading import _get_group_onload_device
+
+    from generate.backbones import apply_offload
+
+    plain = load_backbone(str(tiny("wan")))
+    grouped = load_backbone(str(tiny("wan")))
+    apply_offload(grouped.pipe, "group", "cpu")
+    assert _get_group_onload_device(grouped.pipe.transformer) == torch.device("cpu")
+    latents = []
+    for backbone, name in ((plain, "plain"), (grouped, "group")):
+        generator = chunked(backbone, frames=9, search_k=1)
+        generator(ONE, 1, tmp_path / f"{name}.mp4", tmp_path / name)
+        latents.append(generator._load(tmp_path / name, 0)[0]["latents"])
+    assert torch.equal(latents[0], latents[1])
+
+
+@pytest.mark.parametrize("args", [["--offload", "group"], ["--offload", "sequential"],
+                                  ["--cpu-offload"], ["--cpu-offload", "--offload", "group"],
+                                  ["--offload", "disk"]])
+def test_offload_needs_cuda_in_one_line(tiny, tmp_path, args):
+    result = cli(tiny, tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert "offload" in result.output.splitlines()[-1]
+    assert "Traceback" not in result.output
+
+
+def cli(tiny, tmp_path, *extra, family="wan"):
+    from typer.testing import CliRunner
+
+    from datakit.cli import app
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat running\n")
+    return CliRunner().invoke(app, [
+        "generate", "--prompts", str(prompts), "--model", str(tiny(family)), "--out",
+        str(tmp_path / "out"), "--steps", "2", "--height", "32", "--width", "32",
+        "--frames", "9", "--chunk-frames", "9", "--no-checks", "--search-k", "1", *extra])
+
+
+# -- 3. the pre-run memory estimate -----------------------------------------------------------
+
+def test_memory_estimate_weights_count_what_is_resident(tiny, tmp_path):
+    from generate.backbones import share_backbone
+    from generate.memory import estimate_peak
+
+    backbone = load_backbone(str(tiny("wan")), dtype="bfloat16")  # Wan's VAE stays float32
+    pipe = backbone.pipe
+    per_model = {name: sum(t.numel() * t.element_size() for module in [getattr(pipe, name)]
+                           for t in [*module.parameters(), *module.buffers()])
+                 for name in ("text_encoder", "transformer", "vae")}
+    # the dtype counts: the transformer's weights in bfloat16, the VAE's in float32
+    params = list(pipe.transformer.parameters())
+    assert sum(p.numel() * p.element_size() for p in params) < 3 * sum(p.numel() for p in params)
+    assert per_model["vae"] >= 4 * sum(p.numel() for p in pipe.vae.parameters())
+    estimate = estimate_peak([backbone], "none", 9, 32, 32, 3.0)
+    assert estimate["weights_bytes"] == sum(per_model.values())
+    assert estimate_peak([backbone], "model", 9, 32, 32, 3.0)["weights_bytes"] == \
+        max(per_model.values())
+    # refinement shares the t2v models: nothing counted twice
+    shared = share_backbone(backbone, "v2v")
+    assert estimate_peak([backbone, shared], "none", 9, 32, 32, 3.0)["weights_bytes"] == \
+        sum(per_model.values())
+    # sequential: the largest single layer; group: two of them (one computing, one copied)
+    largest = max(sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+                  + sum(b.numel() * b.element_size() for b in m.buffers(recurse=False))
+                  for name in per_model for m in getattr(pipe, name).modules()
+                  if not list(m.children()))
+    assert estimate_peak([backbone], "sequential", 9, 32, 32, 3.0)["weights_bytes"] == largest
+    assert estimate_peak([backbone], "group", 9, 32, 32, 3.0)["weights_bytes"] == 2 * largest
+    # activations: the documented formula by hand (tiny Wan: 3 latent frames of 4x4, patch
+    # 2 -> 12 tokens; ffn 32, hidden 2 heads * 12; bfloat16; Wan runs CFG as two passes)
+    assert estimate["denoise_activations_bytes"] == 1 * 12 * (32 + 4 * 24) * 2
+    # the VAE decodes 4 frames at once at 32x32 with base_dim 3 channels, 4 maps, float32
+    assert estimate["decode_activations_bytes"] == 4 * 32 * 32 * 3 * 4 * 4
+    assert estimate["peak_bytes"] == estimate["weights_bytes"] + max(
+        estimate["denoise_activations_bytes"], estimate["decode_activations_bytes"])
+
+
+def test_memory_estimate_is_printed_and_recorded(tiny, tmp_path):
+    import json
+
+    result = cli(tiny, tmp_path, "--attention-backend", "native")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("estimated peak"))
+    assert "weights" in line and "--offload none" in line and "activations" in line
+    info = json.loads(next((tmp_path / "out").glob("0*.json")).read_text())
+    backbone = load_backbone(str(tiny("wan")))
+    weights = sum(t.numel() * t.element_size() for name in ("text_encoder", "transformer", "vae")
+                  for module in [getattr(backbone.pipe, name)]
+                  for t in [*module.parameters(), *module.buffers()])
+    assert info["memory_estimate"]["weights_bytes"] == weights
+    assert info["offload"] == "none"
+
+
+# -- 4. attention backend ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["wan", "ltx"])
+def test_attention_backend_native_is_set_and_runs(tiny, tmp_path, family):
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    backbone = load_backbone(str(tiny(family)), attention_backend="native")
+    backends = [m.processor._attention_backend for m in backbone.pipe.transformer.modules()
+                if hasattr(getattr(m, "processor", None), "_attention_backend")]
+    assert backends and set(backends) == {AttentionBackendName.NATIVE}
+    chunked(backbone, frames=9, search_k=1)(ONE, 1, tmp_path / "a.mp4", tmp_path / "st")
+    assert (tmp_path / "a.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("family", "name", "says"), [
+    ("wan", "fastest", "unknown; one of"), ("cogvideox", "native", "does not dispatch")])
+def test_attention_backend_mistakes_are_one_line(tiny, tmp_path, family, name, says):
+    result = cli(tiny, tmp_path, "--attention-backend", name, family=family)
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert says in last and "Traceback" not in result.output
+    if family == "wan":
+        assert "native" in last and "flash" in last
