@@ -245,3 +245,138 @@ def test_attention_backend_mistakes_are_one_line(tiny, tmp_path, family, name, s
     assert says in last and "Traceback" not in result.output
     if family == "wan":
         assert "native" in last and "flash" in last
+
+
+# -- 5. LoRA ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_lora(tiny, tmp_path_factory):
+    """A LoRA for the tiny Wan transformer (random, non-zero B), saved as diffusers saves one."""
+    from diffusers import WanPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(0)
+    transformer = load_backbone(str(tiny("wan"))).pipe.transformer
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    folder = tmp_path_factory.mktemp("lora")
+    WanPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(
+        transformer))
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def one_chunk(backbone, tmp_path, name: str):
+    generator = chunked(backbone, frames=9, search_k=1)
+    generator(ONE, 4, tmp_path / f"{name}.mp4", tmp_path / name)
+    return generator._load(tmp_path / name, 0)[0]["latents"]
+
+
+def test_lora_changes_the_output_and_scale_0_does_not(tiny, tiny_lora, tmp_path):
+    plain = one_chunk(load_backbone(str(tiny("wan"))), tmp_path, "plain")
+    lora = load_backbone(str(tiny("wan")), loras=[str(tiny_lora)])
+    assert lora.loras == [{"source": str(tiny_lora), "scale": 1.0, "adapter": "lora0"}]
+    assert not torch.allclose(one_chunk(lora, tmp_path, "lora"), plain, atol=1e-4)
+    # the folder form, at scale 0: the adapter is loaded and weighs nothing
+    zero = load_backbone(str(tiny("wan")), loras=[f"{tiny_lora.parent}:0"])
+    assert zero.pipe.get_active_adapters() == ["lora0"]
+    assert torch.allclose(one_chunk(zero, tmp_path, "zero"), plain, atol=1e-6)
+
+
+def test_parse_lora():
+    from generate.backbones import parse_lora
+
+    assert parse_lora("org/name") == ("org/name", 1.0)
+    assert parse_lora("a/b.safetensors:0.5") == ("a/b.safetensors", 0.5)
+    assert parse_lora("C:/x/y") == ("C:/x/y", 1.0)
+
+
+def test_bad_lora_is_one_line(tiny, tmp_path):
+    garbage = tmp_path / "bad.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    for spec, says in ((str(tmp_path / "missing.safetensors"), "no such file"),
+                       (str(garbage), "cannot load it as a LoRA")):
+        result = cli(tiny, tmp_path, "--lora", spec)
+        assert result.exit_code == 2, result.output
+        last = result.output.strip().splitlines()[-1]
+        assert "--lora" in last and says in last and "Traceback" not in result.output
+
+
+# -- 6. anchor steps --------------------------------------------------------------------------
+
+def spy_steps(monkeypatch, scheduler_cls) -> list[dict]:
+    """The sample every `scheduler.step` steps from, with the scheduler's sigma for it."""
+    calls: list[dict] = []
+    original = scheduler_cls.step
+
+    def step(self, model_output, timestep, sample, *args, **kwargs):
+        before = sample.clone()
+        output = original(self, model_output, timestep, sample, *args, **kwargs)
+        calls.append({"sample": before, "sigma": float(self.sigmas[self.step_index - 1])})
+        return output
+
+    monkeypatch.setattr(scheduler_cls, "step", step)
+    return calls
+
+
+@pytest.mark.parametrize(("anchor_steps", "pins"), [(None, [2, 3]), (5, [3, 5]), (0, [0, 0])])
+def test_anchor_steps_sets_how_long_anchors_are_pinned(tiny, tmp_path, monkeypatch,
+                                                       anchor_steps, pins):
+    """Read where the scheduler steps: latent m of chunk 1 is its clean anchor re-noised to
+    the step's sigma exactly while step i < pins[m]; the default is --reuse-guidance's
+    staging (beta 0.4 of 6 steps: 3 for the latent next to the new frames)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    backbone = load_backbone(str(tiny("wan")))
+    encoded = []
+    original = Backbone.encode
+    monkeypatch.setattr(Backbone, "encode",
+                        lambda self, frames: encoded.append(original(self, frames)) or encoded[-1])
+    settings = ChunkSettings(frames=13, chunk_frames=9, overlap=5, continue_mode="anchor",
+                             steps=6, guidance=1.0, height=32, width=32, search_k=1,
+                             anchor_steps=anchor_steps)
+    generator = ChunkedGenerator(backbone, settings)
+    calls = spy_steps(monkeypatch, FlowMatchEulerDiscreteScheduler)
+    info = generator(ONE, 2, tmp_path / "a.mp4", tmp_path / "st")
+    assert info["chunk_details"][1]["pinned_steps"] == pins
+    clean = encoded[0].float()
+    noise = generator._load(tmp_path / "st", 1)[0]["initial"]
+    for i, call in enumerate(calls[6:]):
+        sigma = call["sigma"]
+        for m in range(2):
+            expected = (1 - sigma) * clean[:, :, m] + sigma * noise[:, :, m]
+            pinned = torch.allclose(call["sample"][:, :, m].float(), expected, atol=1e-5)
+            if i:  # step 0 steps from the initial noise itself (sigma 1)
+                assert pinned == (i < pins[m]), (i, m)
+
+
+def test_anchor_steps_out_of_range_is_one_line(tiny, tmp_path):
+    result = cli(tiny, tmp_path, "--anchor-steps", "3", "--frames", "13", "--continue",
+                 "anchor", "--overlap", "5")
+    assert result.exit_code == 2 and "--anchor-steps must be in 0..--steps (2), got 3" in \
+        result.output.strip().splitlines()[-1]
+
+
+# -- 7. torch.compile -------------------------------------------------------------------------
+
+def test_compile_wraps_the_transformer_and_keeps_the_output(tiny, tmp_path, monkeypatch):
+    """The real `nn.Module.compile` with Dynamo's `eager` backend: the transformer's calls are
+    traced into graphs (inductor's code generation works here too but takes about a minute on
+    two cores for the tiny model, so the test leaves it out); the latents do not change."""
+    import torch._dynamo
+
+    modes = []
+    original = torch.nn.Module.compile
+
+    def compile_eager(self, *args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return original(self, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eager)
+    plain = one_chunk(load_backbone(str(tiny("wan"))), tmp_path, "plain")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = load_backbone(str(tiny("wan")), compile_mode="max-autotune")
+    assert modes == ["max-autotune"] and compiled.pipe.transformer._compiled_call_impl
+    assert torch.equal(one_chunk(compiled, tmp_path, "compiled"), plain)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    torch._dynamo.reset()
