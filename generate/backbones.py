@@ -309,6 +309,7 @@ class Backbone:
         self.latent_dtype = denoiser.dtype if family.name in ("cogvideox", "modelscope") else None
         self.offload = "none"  # set by `load_backbone`: how the weights are placed
         self.loras: list[dict] = []
+        self.shared: list[str] = []  # components taken from another loaded pipeline
         self.patch_t = 1
         if family.name == "cogvideox":
             self.patch_t = pipe.transformer.config.patch_size_t or 1
@@ -617,6 +618,104 @@ def share_backbone(backbone: Backbone, role: str) -> Backbone:
     return shared
 
 
+SHAREABLE = ("text_encoder", "tokenizer", "vae")
+HASH_CACHE = "file_hashes.json"
+
+
+def _hash_cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "datakit" / HASH_CACHE
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, cached by (real path, size, mtime) in
+    ~/.cache/datakit/file_hashes.json. A hub cache file is a link to `blobs/<sha256>`: that
+    name is used as is (the hub names large files by their sha256), without reading it."""
+    import hashlib
+
+    real = Path(os.path.realpath(path))
+    if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
+        return real.name
+    stat = real.stat()
+    key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_path = _hash_cache_path()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    with open(real, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    cache[key] = digest.hexdigest()
+    try:
+        from datakit.atomic import atomic_write
+
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache_path, json.dumps(cache, indent=0))
+    except OSError:  # a read-only home: the hash is still right, only not remembered
+        pass
+    return cache[key]
+
+
+def _local_folder(model: str) -> Path | None:
+    """The folder of a pipeline: a local folder, or a hub id's snapshot already in the hub
+    cache (None when it is not there: nothing is downloaded to compare)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not cached (or not a hub id): no comparison, no sharing
+        return None
+
+
+def component_fingerprint(folder: Path, name: str) -> tuple | None:
+    """What makes a pipeline component the same as another: its class (model_index.json),
+    its config (without the `_`-prefixed bookkeeping keys such as `_diffusers_version`) and
+    the sha256 of every other file in its folder (weights, tokenizer files). None when the
+    component is missing."""
+    try:
+        entry = json.loads((folder / "model_index.json").read_text()).get(name)
+    except (OSError, ValueError):
+        return None
+    sub = folder / name
+    if not entry or not entry[0] or not sub.is_dir():
+        return None
+    files = []
+    for path in sorted(p for p in sub.rglob("*") if p.is_file()):
+        relative = path.relative_to(sub).as_posix()
+        if path.name == "config.json":
+            config = json.loads(path.read_text())
+            files.append((relative, json.dumps({k: v for k, v in config.items()
+                                                if not k.startswith("_")}, sort_keys=True)))
+        else:
+            files.append((relative, file_sha256(path)))
+    return (tuple(entry), tuple(files))
+
+
+def shared_components(model: str, other: str, pipe: Any,
+                      names: tuple[str, ...] = SHAREABLE) -> dict[str, Any]:
+    """The components of the loaded `pipe` (from `model`) that pipeline `other` has too,
+    identical (same class, config and weight files; see `component_fingerprint`), to pass as
+    `from_pretrained` keyword arguments so that they are not loaded a second time. Empty
+    where either pipeline is not on disk here."""
+    mine, theirs = _local_folder(model), _local_folder(other)
+    if mine is None or theirs is None:
+        return {}
+    shared = {}
+    for name in names:
+        fingerprint = component_fingerprint(mine, name)
+        if fingerprint is not None and fingerprint == component_fingerprint(theirs, name) \
+                and getattr(pipe, name, None) is not None:
+            shared[name] = getattr(pipe, name)
+    return shared
+
+
 def attention_backends() -> list[str]:
     """The names diffusers' `set_attention_backend` accepts (`AttentionBackendName`)."""
     from diffusers.models.attention_dispatch import AttentionBackendName
@@ -758,6 +857,7 @@ def load_backbone(
     attention_backend: str | None = None,
     loras: list[str] | tuple[str, ...] = (),
     compile_mode: str | None = None,
+    components: dict[str, Any] | None = None,
 ) -> Backbone:
     """Load a pipeline from a hub id or local folder as a `Backbone` in `role`.
 
@@ -778,6 +878,8 @@ def load_backbone(
         loras: `PATH_OR_ID[:SCALE]` LoRAs to load (see `load_loras`).
         compile_mode: `torch.compile` the denoiser with this mode (see `compile_denoiser`);
             None: no compile.
+        components: already loaded components to use instead of loading them (see
+            `shared_components`); they are used as they are (dtype, device, offload).
     """
     import diffusers
     import torch
@@ -821,7 +923,8 @@ def load_backbone(
                        "image_encoder": torch.float32}
     with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones only know this
         warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
-        pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=torch_dtype)
+        pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=torch_dtype,
+                                                            **(components or {}))
     lora = load_loras(pipe, list(loras), family.label)
     if attention_backend is not None:
         set_attention_backend(pipe, attention_backend, family.label)
@@ -835,4 +938,5 @@ def load_backbone(
     backbone = Backbone(pipe, family, role, os.fspath(model))
     backbone.offload = offload
     backbone.loras = lora
+    backbone.shared = sorted(components or {})
     return backbone

@@ -176,7 +176,7 @@ def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
 
 def _load(options: GenerateOptions):
     """Load the backbones and build the chunk generator and refiner the options ask for."""
-    from generate.backbones import load_backbone, share_backbone
+    from generate.backbones import load_backbone, share_backbone, shared_components
     from generate.chunked import ChunkedGenerator, ChunkSettings, resolve_mode
     from generate.refine import Refiner
     from generate.search import default_search_steps, load_scorer
@@ -191,7 +191,12 @@ def _load(options: GenerateOptions):
     if options.continue_mode == "i2v":
         if not options.i2v_model:
             raise UserError("--continue i2v needs --i2v-model (an image-to-video pipeline)")
-        i2v = load_backbone(options.i2v_model, "i2v", **load)
+        # the text encoder, tokenizer and VAE are taken from the t2v pipeline where they are
+        # the same files (not with offloading: each pipeline would hook the shared models)
+        shared = {}
+        if backbone.offload == "none":
+            shared = shared_components(options.model, options.i2v_model, backbone.pipe)
+        i2v = load_backbone(options.i2v_model, "i2v", components=shared, **load)
     mode = resolve_mode(options.continue_mode, backbone.temporal)
     warn_ignored(options, mode)
     overlap = options.overlap
@@ -267,6 +272,7 @@ def _one_video(options, story, generator, refiner, state_dir: Path,
         "i2v_model": options.i2v_model,
         "settings": dataclasses.asdict(settings),
         "loras": generator.backbone.loras,
+        "i2v_shared": generator.i2v.shared if generator.i2v else None,
         "offload": generator.backbone.offload,
         "memory_estimate": estimate,
         "frames": settings.frames,

@@ -380,3 +380,40 @@ def test_compile_wraps_the_transformer_and_keeps_the_output(tiny, tmp_path, monk
     assert torch.equal(one_chunk(compiled, tmp_path, "compiled"), plain)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     torch._dynamo.reset()
+
+
+# -- 9. a separate --i2v-model shares what is the same ----------------------------------------
+
+def test_i2v_model_shares_identical_components(tiny, tmp_path, monkeypatch):
+    """The t2v text encoder, tokenizer and VAE are passed to the I2V `from_pretrained` when
+    their class, config and weight files are the same (sha256, cached), so they are loaded
+    once; a component whose weights differ is loaded from its own folder."""
+    import json
+    import shutil
+
+    from generate.backbones import _hash_cache_path
+    from generate.runner import GenerateOptions, _load
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    i2v = tmp_path / "i2v"
+    shutil.copytree(build_tiny_pipeline(tmp_path / "built", "wan-i2v"), i2v)
+    for name in ("text_encoder", "tokenizer", "vae"):  # as Wan's I2V checkpoints ship them
+        shutil.rmtree(i2v / name)
+        shutil.copytree(tiny("wan") / name, i2v / name)
+    options = GenerateOptions(prompts=tmp_path / "p.txt", model=str(tiny("wan")), out=tmp_path,
+                              continue_mode="i2v", i2v_model=str(i2v), search_k=1)
+    backbone, generator, _ = _load(options)
+    for name in ("text_encoder", "tokenizer", "vae"):
+        assert getattr(generator.i2v.pipe, name) is getattr(backbone.pipe, name), name
+    assert generator.i2v.pipe.transformer is not backbone.pipe.transformer
+    assert generator.i2v.shared == ["text_encoder", "tokenizer", "vae"]
+    hashes = json.loads(_hash_cache_path().read_text())
+    assert any("diffusion_pytorch_model.safetensors" in key for key in hashes)
+    # a VAE with other weights (one byte of the file changed) is its own
+    weights = next((i2v / "vae").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    backbone, generator, _ = _load(options)
+    assert generator.i2v.pipe.vae is not backbone.pipe.vae
+    assert generator.i2v.pipe.text_encoder is backbone.pipe.text_encoder
