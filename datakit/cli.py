@@ -713,13 +713,6 @@ class Offload(str, Enum):
     group = "group"
 
 
-class CompileMode(str, Enum):
-    default = "default"
-    reduce_overhead = "reduce-overhead"
-    max_autotune = "max-autotune"
-    max_autotune_no_cudagraphs = "max-autotune-no-cudagraphs"
-
-
 @command("generate")
 def generate_command(
     prompts: Annotated[Path, typer.Option(help="prompts.txt (one prompt per line; blank and # "
@@ -808,8 +801,9 @@ def generate_command(
     compile: Annotated[bool, typer.Option(
         help="torch.compile the transformer (the first chunk compiles: minutes on a real "
         "model).")] = False,
-    compile_mode: Annotated[CompileMode, typer.Option(
-        help="torch.compile mode for --compile.")] = CompileMode.default,
+    compile_mode: Annotated[str, typer.Option(
+        metavar="MODE", help="torch.compile mode for --compile: default, reduce-overhead, "
+        "max-autotune or max-autotune-no-cudagraphs.")] = "default",
     vae_tiling: Annotated[bool, typer.Option(help="Decode in spatial tiles.")] = False,
     vae_slicing: Annotated[bool, typer.Option(help="Decode one sample at a time.")] = False,
     bounded_heap: Annotated[bool, typer.Option(
@@ -847,7 +841,7 @@ def generate_command(
         dtype=dtype.value if dtype else None,
         cpu_offload=cpu_offload, vae_tiling=vae_tiling, vae_slicing=vae_slicing,
         offload=offload.value, attention_backend=attention_backend, lora=tuple(lora or ()),
-        compile=compile, compile_mode=compile_mode.value, bounded_heap=bounded_heap,
+        compile=compile, compile_mode=compile_mode, bounded_heap=bounded_heap,
         resume=resume, crf=crf, checks=checks,
     ))
     status = stats["status"]

@@ -539,6 +539,7 @@ class ChunkedGenerator:
     def _fingerprint(self, story: Story, seed: int) -> dict:
         return {"settings": asdict(self.settings), "prompts": list(story.prompts), "seed": seed,
                 "model": self.backbone.source, "i2v": self.i2v.source if self.i2v else None,
+                "loras": self.backbone.loras,
                 "device": self.backbone.device, "dtype": str(self.backbone.pipe.dtype),
                 "scheduler": type(self.backbone.pipe.scheduler).__name__,
                 "scorer": getattr(self.scorer, "source", getattr(self.scorer, "name", None))}

@@ -197,6 +197,8 @@ def _load(options: GenerateOptions):
         if backbone.offload == "none":
             shared = shared_components(options.model, options.i2v_model, backbone.pipe)
         i2v = load_backbone(options.i2v_model, "i2v", components=shared, **load)
+        if {"text_encoder", "tokenizer"} <= set(shared) and i2v.family is family:
+            i2v.prompt_cache = backbone.prompt_cache  # the same encoder: the same embeddings
     mode = resolve_mode(options.continue_mode, backbone.temporal)
     warn_ignored(options, mode)
     overlap = options.overlap

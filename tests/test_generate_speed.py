@@ -349,10 +349,13 @@ def test_anchor_steps_sets_how_long_anchors_are_pinned(tiny, tmp_path, monkeypat
                 assert pinned == (i < pins[m]), (i, m)
 
 
-def test_anchor_steps_out_of_range_is_one_line(tiny, tmp_path):
+def test_anchor_steps_and_compile_mode_mistakes_are_one_line(tiny, tmp_path):
     result = cli(tiny, tmp_path, "--anchor-steps", "3", "--frames", "13", "--continue",
                  "anchor", "--overlap", "5")
     assert result.exit_code == 2 and "--anchor-steps must be in 0..--steps (2), got 3" in \
+        result.output.strip().splitlines()[-1]
+    result = cli(tiny, tmp_path, "--compile", "--compile-mode", "fastest")
+    assert result.exit_code == 2 and "--compile-mode must be one of default, " in \
         result.output.strip().splitlines()[-1]
 
 
@@ -407,6 +410,7 @@ def test_i2v_model_shares_identical_components(tiny, tmp_path, monkeypatch):
         assert getattr(generator.i2v.pipe, name) is getattr(backbone.pipe, name), name
     assert generator.i2v.pipe.transformer is not backbone.pipe.transformer
     assert generator.i2v.shared == ["text_encoder", "tokenizer", "vae"]
+    assert generator.i2v.prompt_cache is backbone.prompt_cache  # a text is encoded once
     hashes = json.loads(_hash_cache_path().read_text())
     assert any("diffusion_pytorch_model.safetensors" in key for key in hashes)
     # a VAE with other weights (one byte of the file changed) is its own
