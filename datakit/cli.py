@@ -713,6 +713,13 @@ class Dtype(str, Enum):
     float16 = "float16"
 
 
+class Offload(str, Enum):
+    none = "none"
+    model = "model"
+    sequential = "sequential"
+    group = "group"
+
+
 @command("generate")
 def generate_command(
     prompts: Annotated[Path, typer.Option(help="prompts.txt (one prompt per line; blank and # "
@@ -753,7 +760,12 @@ def generate_command(
     noise_recycle: Annotated[float, typer.Option(
         help="VidRD alpha: weight of the past noise in past-dependent noise.")] = 4.0,
     reuse_guidance: Annotated[float, typer.Option(
-        help="VidRD beta: overlap frame m is pinned for (O-m)*(T/O)*beta steps.")] = 0.4,
+        help="VidRD beta: overlap frame m is pinned for (O-m)*(T/O)*beta steps (anchor: the "
+        "same staging unless --anchor-steps is given).")] = 0.4,
+    anchor_steps: Annotated[int | None, typer.Option(
+        help="anchor: steps (of --steps) the anchor latent next to the new frames is pinned; "
+        "the others are staged below it (default: --reuse-guidance's beta * --steps).",
+        min=0)] = None,
     search_k: Annotated[int, typer.Option(help="Candidate noises per chunk for k-step search "
                                           "(1 = off).", min=1)] = 5,
     search_steps: Annotated[int | None, typer.Option(
@@ -781,8 +793,24 @@ def generate_command(
     dtype: Annotated[Dtype | None, typer.Option(
         help="Weights dtype (default: bfloat16 on CUDA, float32 elsewhere; Wan's VAE and "
         "image encoder stay float32).")] = None,
-    cpu_offload: Annotated[bool, typer.Option(help="Model CPU offload (less GPU memory).")]
-    = False,
+    cpu_offload: Annotated[bool, typer.Option(help="The same as --offload model.")] = False,
+    offload: Annotated[Offload, typer.Option(
+        help="Keep weights on the CPU and move them to the GPU as they run (needs --device "
+        "cuda): model = one whole model at a time; sequential = one layer at a time (least "
+        "memory, slowest); group = layers with the next ones copied on a CUDA stream while "
+        "the current ones compute.")] = Offload.none,
+    attention_backend: Annotated[str | None, typer.Option(
+        help="diffusers attention backend for the transformer (Wan, LTX): native (PyTorch "
+        "SDPA), flash, sage, xformers, ... (those need their packages).")] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        help="LoRA for --model: a .safetensors file, a folder or a hub id, with an optional "
+        ":SCALE (default 1.0); repeat for several.")] = None,
+    compile: Annotated[bool, typer.Option(
+        help="torch.compile the transformer (the first chunk compiles: minutes on a real "
+        "model).")] = False,
+    compile_mode: Annotated[str, typer.Option(
+        metavar="MODE", help="torch.compile mode for --compile: default, reduce-overhead, "
+        "max-autotune or max-autotune-no-cudagraphs.")] = "default",
     vae_tiling: Annotated[bool, typer.Option(help="Decode in spatial tiles.")] = False,
     vae_slicing: Annotated[bool, typer.Option(help="Decode one sample at a time.")] = False,
     bounded_heap: Annotated[bool, typer.Option(
@@ -812,13 +840,16 @@ def generate_command(
         overlap=overlap, continue_mode=continue_mode.value, i2v_model=i2v_model, steps=steps,
         guidance=guidance, negative_prompt=negative_prompt, height=height, width=width,
         fps=fps, seed=seed, noise_recycle=noise_recycle, reuse_guidance=reuse_guidance,
-        search_k=search_k, search_steps=search_steps, search_scorer=search_scorer.value,
+        anchor_steps=anchor_steps, search_k=search_k, search_steps=search_steps,
+        search_scorer=search_scorer.value,
         search_clip=search_clip, refine=refine,
         refine_model=refine_model, refine_chunk=refine_chunk, refine_overlap=refine_overlap,
         refine_strength=refine_strength, device=device,
         dtype=dtype.value if dtype else None,
         cpu_offload=cpu_offload, vae_tiling=vae_tiling, vae_slicing=vae_slicing,
-        bounded_heap=bounded_heap, resume=resume, crf=crf, checks=checks,
+        offload=offload.value, attention_backend=attention_backend, lora=tuple(lora or ()),
+        compile=compile, compile_mode=compile_mode, bounded_heap=bounded_heap,
+        resume=resume, crf=crf, checks=checks,
     ))
     status = stats["status"]
     typer.echo(f"generate: {status['ok']} ok, {status['failed']} failed; videos, json and "

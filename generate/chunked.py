@@ -215,6 +215,10 @@ class ChunkSettings:
         height, width, fps: output size and frame rate.
         noise_recycle: VidRD's alpha for past-dependent noise.
         reuse_guidance: beta for staged pinning (`reuse` and `anchor`; 0 disables pinning).
+        anchor_steps: `anchor` only: the anchor latent next to the new frames is pinned for
+            this many of `steps` (the others staged below it as `reuse_guidance` stages them,
+            with beta = anchor_steps / steps; previews pin the same fraction of theirs); None:
+            beta = `reuse_guidance`.
         search_k: candidate noises per chunk; 1 disables the search.
         search_steps: steps of each candidate's preview trajectory.
         crf: x264 quality of the MP4.
@@ -232,6 +236,7 @@ class ChunkSettings:
     fps: int = 16
     noise_recycle: float = 4.0
     reuse_guidance: float = 0.4
+    anchor_steps: int | None = None
     search_k: int = 5
     search_steps: int = 3
     crf: int = 18
@@ -339,8 +344,11 @@ class ChunkedGenerator:
         return self.plan.chunks * s.steps + (self.plan.chunks - 1) * previews
 
     def anchor_pins(self, steps: int) -> list[int]:
-        """`anchor`: steps each anchor latent 0..L-1 is pinned; the last one longest."""
-        return pinned_steps(self.overlap_latent, steps, self.settings.reuse_guidance)[::-1]
+        """`anchor`: steps each anchor latent 0..L-1 is pinned; the last one longest (for
+        `steps` = --steps: `anchor_steps` when set)."""
+        s = self.settings
+        beta = s.reuse_guidance if s.anchor_steps is None else s.anchor_steps / s.steps
+        return pinned_steps(self.overlap_latent, steps, beta)[::-1]
 
     def check_inputs(self) -> None:
         s, backbone = self.settings, self.backbone
@@ -366,6 +374,9 @@ class ChunkedGenerator:
             raise ValueError("a scorer is needed when search_k > 1")
         if not 0 <= s.reuse_guidance <= 1:
             raise UserError(f"--reuse-guidance must be in [0, 1], got {s.reuse_guidance}")
+        if s.anchor_steps is not None and not 0 <= s.anchor_steps <= s.steps:
+            raise UserError(f"--anchor-steps must be in 0..--steps ({s.steps}), "
+                            f"got {s.anchor_steps}")
         if s.noise_recycle < 0:
             raise UserError(f"--noise-recycle must be >= 0, got {s.noise_recycle}")
         if self.mode == "i2v":
@@ -528,6 +539,7 @@ class ChunkedGenerator:
     def _fingerprint(self, story: Story, seed: int) -> dict:
         return {"settings": asdict(self.settings), "prompts": list(story.prompts), "seed": seed,
                 "model": self.backbone.source, "i2v": self.i2v.source if self.i2v else None,
+                "loras": self.backbone.loras,
                 "device": self.backbone.device, "dtype": str(self.backbone.pipe.dtype),
                 "scheduler": type(self.backbone.pipe.scheduler).__name__,
                 "scorer": getattr(self.scorer, "source", getattr(self.scorer, "name", None))}
@@ -614,6 +626,10 @@ class ChunkedGenerator:
         if len(story.prompts) > plan.chunks:
             raise ValueError(f"{len(story.prompts)} prompts but --frames {s.frames} makes only "
                              f"{plan.chunks} chunks of {s.chunk_frames}")
+        # each distinct prompt is encoded once per video (see `PromptCache`)
+        for backbone in (self.backbone, self.i2v):
+            if backbone is not None:
+                backbone.prompt_cache.clear()
         # 2. Prepare the state folder (resume from it, or start it over)
         state_dir.mkdir(parents=True, exist_ok=True)
         done = self.finished_chunks(state_dir, story, seed) if resume else 0

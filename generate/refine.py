@@ -147,6 +147,8 @@ class Refiner:
 
         backbone, pipe = self.backbone, self.backbone.pipe
         settings = generator.settings
+        if backbone.prompt_cache is not generator.backbone.prompt_cache:  # its own encoder
+            backbone.prompt_cache.clear()
         started = time.perf_counter()
         # 1. The finished video, padded (repeating its last frame) to the frames rule
         frames = np.stack(list(generator.replay(state_dir)))

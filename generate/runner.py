@@ -17,6 +17,7 @@ import logging
 import os
 import resource
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ class GenerateOptions:
         height, width, fps: output size and frame rate.
         seed: the run's seed (a JSONL story may carry its own).
         noise_recycle, reuse_guidance: VidRD's alpha and beta.
+        anchor_steps: `anchor`: steps the anchor latent next to the new frames is pinned
+            (None: --reuse-guidance's beta stages it).
         search_k, search_steps: k-step search candidates (1 = off) and their preview steps
             (None: `search.default_search_steps(steps)`).
         search_scorer: `clip` (default; falls back to `continuity` with a warning where no
@@ -58,7 +61,11 @@ class GenerateOptions:
         refine_chunk, refine_overlap: refinement window and overlap, in pixel frames.
         refine_strength: SDEdit strength (fraction of the schedule that is re-run; None: 0.4).
         device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run (dtype
-            None: bfloat16 on CUDA, float32 elsewhere).
+            None: bfloat16 on CUDA, float32 elsewhere; cpu_offload is offload `model`).
+        offload: `none`, `model`, `sequential` or `group` (`backbones.apply_offload`).
+        attention_backend: diffusers attention backend for the denoiser (None: default).
+        lora: `PATH_OR_ID[:SCALE]` LoRAs for `model` (`backbones.load_loras`).
+        compile: `torch.compile` the denoiser(s), with `compile_mode`.
         bounded_heap: keep host memory flat over chunks (see `chunked.bound_heap_growth`).
         resume: continue interrupted videos from their saved chunks.
         crf: x264 quality of the MP4s.
@@ -82,6 +89,7 @@ class GenerateOptions:
     seed: int = 0
     noise_recycle: float = 4.0
     reuse_guidance: float = 0.4
+    anchor_steps: int | None = None
     search_k: int = 5
     search_steps: int | None = None
     search_scorer: str = "clip"
@@ -96,6 +104,11 @@ class GenerateOptions:
     cpu_offload: bool = False
     vae_tiling: bool = False
     vae_slicing: bool = False
+    offload: str = "none"
+    attention_backend: str | None = None
+    lora: tuple[str, ...] = ()
+    compile: bool = False
+    compile_mode: str = "default"
     bounded_heap: bool = True
     resume: bool = False
     crf: int = 18
@@ -147,9 +160,14 @@ def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
                     if getattr(options, name) is not None]
     if mode not in ("anchor", "reuse") and options.overlap is not None:
         ignored.append("--overlap")
+    if mode != "anchor" and options.anchor_steps is not None:
+        ignored.append("--anchor-steps")
+    if not options.compile and options.compile_mode != "default":
+        ignored.append("--compile-mode")
     messages = [f"{option} is ignored: " + (
         "no --refine" if option.startswith("--refine") else
-        f"--continue is {mode}" if option in ("--i2v-model", "--overlap") else "--search-k 1")
+        f"--continue is {mode}" if option in ("--i2v-model", "--overlap", "--anchor-steps")
+        else "no --compile" if option == "--compile-mode" else "--search-k 1")
         for option in ignored]
     for message in messages:
         logger.warning(message)
@@ -158,20 +176,29 @@ def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
 
 def _load(options: GenerateOptions):
     """Load the backbones and build the chunk generator and refiner the options ask for."""
-    from generate.backbones import load_backbone, share_backbone
+    from generate.backbones import load_backbone, share_backbone, shared_components
     from generate.chunked import ChunkedGenerator, ChunkSettings, resolve_mode
     from generate.refine import Refiner
     from generate.search import default_search_steps, load_scorer
 
     load = dict(device=options.device, dtype=options.dtype, cpu_offload=options.cpu_offload,
-                vae_tiling=options.vae_tiling, vae_slicing=options.vae_slicing)
-    backbone = load_backbone(options.model, "t2v", **load)
+                vae_tiling=options.vae_tiling, vae_slicing=options.vae_slicing,
+                offload=options.offload, attention_backend=options.attention_backend,
+                compile_mode=options.compile_mode if options.compile else None)
+    backbone = load_backbone(options.model, "t2v", loras=list(options.lora), **load)
     family = backbone.family
     i2v = None
     if options.continue_mode == "i2v":
         if not options.i2v_model:
             raise UserError("--continue i2v needs --i2v-model (an image-to-video pipeline)")
-        i2v = load_backbone(options.i2v_model, "i2v", **load)
+        # the text encoder, tokenizer and VAE are taken from the t2v pipeline where they are
+        # the same files (not with offloading: each pipeline would hook the shared models)
+        shared = {}
+        if backbone.offload == "none":
+            shared = shared_components(options.model, options.i2v_model, backbone.pipe)
+        i2v = load_backbone(options.i2v_model, "i2v", components=shared, **load)
+        if {"text_encoder", "tokenizer"} <= set(shared) and i2v.family is family:
+            i2v.prompt_cache = backbone.prompt_cache  # the same encoder: the same embeddings
     mode = resolve_mode(options.continue_mode, backbone.temporal)
     warn_ignored(options, mode)
     overlap = options.overlap
@@ -189,7 +216,8 @@ def _load(options: GenerateOptions):
         negative_prompt=options.negative_prompt, height=options.height or family.height,
         width=options.width or family.width, fps=options.fps or family.fps,
         noise_recycle=options.noise_recycle, reuse_guidance=options.reuse_guidance,
-        search_k=options.search_k, search_steps=search_steps, crf=options.crf,
+        anchor_steps=options.anchor_steps, search_k=options.search_k,
+        search_steps=search_steps, crf=options.crf,
     )
     scorer = None
     if options.search_k > 1:  # loaded only when searching
@@ -213,7 +241,19 @@ def _load(options: GenerateOptions):
     return backbone, generator, refiner
 
 
-def _one_video(options, story, generator, refiner, state_dir: Path) -> dict[str, Any]:
+def memory_estimate(generator, refiner) -> dict[str, Any]:
+    """The pre-run peak memory estimate of one chunk (see `generate/memory.py`)."""
+    from generate.memory import estimate_peak
+
+    backbones = [b for b in (generator.backbone, generator.i2v,
+                             refiner.backbone if refiner else None) if b is not None]
+    s = generator.settings
+    return estimate_peak(backbones, generator.backbone.offload, s.chunk_frames, s.height,
+                         s.width, s.guidance)
+
+
+def _one_video(options, story, generator, refiner, state_dir: Path,
+               estimate: dict | None = None) -> dict[str, Any]:
     """Generate (and refine) one story; return its json details."""
     out = Path(options.out)
     seed = options.seed if story.seed is None else story.seed
@@ -233,6 +273,10 @@ def _one_video(options, story, generator, refiner, state_dir: Path) -> dict[str,
         "family": generator.backbone.family.name,
         "i2v_model": options.i2v_model,
         "settings": dataclasses.asdict(settings),
+        "loras": generator.backbone.loras,
+        "i2v_shared": generator.i2v.shared if generator.i2v else None,
+        "offload": generator.backbone.offload,
+        "memory_estimate": estimate,
         "frames": settings.frames,
         "width": settings.width,
         "height": settings.height,
@@ -275,6 +319,10 @@ def generate_videos(options: GenerateOptions) -> dict[str, Any]:
     stories = load_prompts(options.prompts)
     backbone, generator, refiner = _load(options)
     check_prompt_lengths(stories, backbone.prompt_tokens, backbone.max_prompt_tokens)
+    from generate.memory import describe
+
+    estimate = memory_estimate(generator, refiner)
+    print(describe(estimate, backbone.device), file=sys.stderr)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ManifestStore(out)
@@ -292,7 +340,7 @@ def generate_videos(options: GenerateOptions) -> dict[str, Any]:
             started = time.perf_counter()
             progress.update(0, description=f"video {number}/{len(todo)} {story.id}")
             try:
-                info = _one_video(options, story, generator, refiner, state_dir)
+                info = _one_video(options, story, generator, refiner, state_dir, estimate)
             except (UserError, KeyboardInterrupt):
                 raise
             except Exception as error:  # one story's failure must not stop the others

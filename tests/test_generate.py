@@ -583,6 +583,10 @@ def test_refine_shares_the_t2v_components_and_wan_vae_stays_float32(tiny):
     assert type(v2v.pipe).__name__ == "WanVideoToVideoPipeline" and v2v.role == "v2v"
     for name in ("transformer", "vae", "text_encoder"):
         assert getattr(v2v.pipe, name) is getattr(backbone.pipe, name)
+    # sharing leaves each model in its dtype (diffusers' from_pipe casts them all to float32)
+    assert backbone.pipe.transformer.dtype == torch.bfloat16
+    assert backbone.pipe.text_encoder.dtype == torch.bfloat16
+    assert backbone.pipe.vae.dtype == torch.float32
     assert load_backbone(str(tiny("wan"))).pipe.transformer.dtype == torch.float32  # CPU default
 
 

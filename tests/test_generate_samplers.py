@@ -380,3 +380,42 @@ def test_refine_blend_writes_only_after_the_cut(shipped, tmp_path, monkeypatch, 
                 cuts_seen += 1  # frames before the cut came from window k-1, not from k
                 assert not torch.allclose(received[:, :, :cuts[k]], outputs[k][:, :, :cuts[k]])
     assert cuts_seen
+
+
+@pytest.mark.parametrize("name", ["wan-unipc", "cogvideox-ddim", "cogvideox-dpm", "ltx-flow"])
+def test_search_chooses_on_shipped_sampler(shipped, tmp_path, monkeypatch, name):
+    """k-step search read where the scheduler steps: each preview is a full short trajectory
+    from its own candidate noise, the scorer sees that trajectory's decoded end, and the
+    chunk's full run starts from the best-scoring candidate."""
+    backbone = load_backbone(str(shipped(name)))
+    t = backbone.temporal
+    chunk, overlap, steps, k, preview_steps = 1 + 2 * t, 1 + t, 4, 3, 2
+    seen: list[np.ndarray] = []
+
+    class Scorer:  # how close the preview's mean grey is to the conditioning frame's
+        name = "grey"
+
+        def __call__(self, preview, condition):
+            seen.append(preview.copy())
+            return -abs(float(preview.mean()) - float(condition.mean()))
+
+    settings = ChunkSettings(frames=2 * chunk - overlap, chunk_frames=chunk, overlap=overlap,
+                             steps=steps, guidance=2.0, height=32, width=32, search_k=k,
+                             search_steps=preview_steps)
+    generator = ChunkedGenerator(backbone, settings, scorer=Scorer())
+    calls = spy_steps(monkeypatch, type(backbone.pipe.scheduler))
+    info = generator(Story("s", ("a cat",), None, "t"), 2, tmp_path / "s.mp4", tmp_path / "st")
+    _, *previews, final = split_calls(calls, [steps] + [preview_steps] * k + [steps])
+    search = info["chunk_details"][1]["search"]
+    scores, winner = search["scores"], search["winner"]
+    assert len(set(scores)) == k and winner == int(np.argmax(scores))
+    # the scorer saw each preview trajectory's own final latents, decoded (bridge dropped)
+    for preview, frames in zip(previews, seen, strict=True):
+        decoded = backbone.decode(canonical(backbone, preview[-1]["out"], chunk))
+        assert np.array_equal(decoded[generator.plan.drop:], frames)
+    # each preview starts from a different noise; the full run from the winner's
+    initial = generator._load(tmp_path / "st", 1)[0]["initial"]
+    starts = [canonical(backbone, preview[0]["sample"], chunk) for preview in previews]
+    assert [torch.allclose(start, initial, atol=1e-6) for start in starts] == \
+        [j == winner for j in range(k)]
+    assert torch.allclose(canonical(backbone, final[0]["sample"], chunk), initial, atol=1e-6)
