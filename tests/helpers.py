@@ -15,6 +15,19 @@ from datakit.atomic import TEMP_SUFFIX
 from datakit.shards import verify_shards
 
 
+def write_photos(root: Path, count: int) -> set[str]:
+    """`count` JPEGs of scikit-image's sample photos in `root` (made), named p00, p01, ...;
+    returns their keys."""
+    from PIL import Image
+    from skimage import data
+
+    root.mkdir(parents=True, exist_ok=True)
+    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    for i in range(count):
+        Image.fromarray(sources[i % 4]).save(root / f"p{i:02d}.jpg", quality=85)
+    return {f"p{i:02d}" for i in range(count)}
+
+
 def wait_for(condition, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while not condition():

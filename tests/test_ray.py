@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+from helpers import write_photos
 from PIL import Image
 from skimage import data
 from typer.testing import CliRunner
@@ -54,10 +55,7 @@ def test_ray_and_local_write_the_same_bytes(tmp_path):
 
 def test_a_killed_ray_driver_resumes_without_duplicates_or_gaps(tmp_path):
     photos = tmp_path / "photos"
-    photos.mkdir()
-    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    for i in range(24):
-        Image.fromarray(sources[i % 4]).save(photos / f"p{i:02d}.jpg", quality=85)
+    write_photos(photos, 24)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "datakit.cli", "pan-zoom", str(photos), "--out", str(out),
                "--engine", "ray", "--workers", "2", "--shard-size", "2", "--size", "128x80",

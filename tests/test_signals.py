@@ -16,9 +16,7 @@ import time
 
 import pandas as pd
 import pytest
-from helpers import live_group
-from PIL import Image
-from skimage import data
+from helpers import live_group, write_photos
 
 from datakit.shards import verify_shards
 
@@ -28,10 +26,7 @@ IMAGES = 24
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("signals") / "photos"
-    root.mkdir()
-    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    for i in range(IMAGES):
-        Image.fromarray(sources[i % 4]).save(root / f"p{i:02d}.jpg", quality=85)
+    write_photos(root, IMAGES)
     return root
 
 

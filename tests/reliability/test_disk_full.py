@@ -12,9 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import assert_accounted_for
-from PIL import Image
-from skimage import data
+from helpers import assert_accounted_for, write_photos
 from typer.testing import CliRunner
 
 from datakit.atomic import atomic_file
@@ -29,10 +27,7 @@ SETTINGS = ["--workers", "2", "--shard-size", "2", "--size", "256x160", "--frame
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("disk") / "photos"
-    root.mkdir()
-    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    for i in range(IMAGES):
-        Image.fromarray(sources[i % 4]).save(root / f"p{i:02d}.jpg", quality=85)
+    write_photos(root, IMAGES)
     return root
 
 

@@ -17,19 +17,13 @@ import time
 
 import pytest
 from corpus import encode
-from helpers import assert_accounted_for, live_group, wait_for
-from PIL import Image
-from skimage import data
+from helpers import assert_accounted_for, live_group, wait_for, write_photos
 
 KILLS = 4
 
 
 def _photos(root, count=32):
-    root.mkdir()
-    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    for i in range(count):
-        Image.fromarray(sources[i % 4]).save(root / f"p{i:02d}.jpg", quality=85)
-    return {f"p{i:02d}" for i in range(count)}
+    return write_photos(root, count)
 
 
 def _videos(root, count=16):

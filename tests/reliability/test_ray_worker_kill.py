@@ -15,9 +15,7 @@ import sys
 import time
 
 import pytest
-from helpers import assert_accounted_for, wait_for
-from PIL import Image
-from skimage import data
+from helpers import assert_accounted_for, wait_for, write_photos
 
 pytest.importorskip("ray", reason="the ray extra is not installed")
 psutil = pytest.importorskip("psutil", reason="psutil (installed with ray) finds the workers")
@@ -46,10 +44,7 @@ def _task_workers(driver: int) -> list[psutil.Process]:
 @pytest.mark.slow
 def test_a_killed_ray_worker_loses_and_doubles_nothing(tmp_path):
     photos, out = tmp_path / "photos", tmp_path / "out"
-    photos.mkdir()
-    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    for i in range(IMAGES):
-        Image.fromarray(sources[i % 4]).save(photos / f"p{i:02d}.jpg", quality=85)
+    write_photos(photos, IMAGES)
     command = [sys.executable, "-m", "datakit.cli", "pan-zoom", str(photos), "--out", str(out),
                "--engine", "ray", "--workers", "2", "--shard-size", "2", "--size", "192x128",
                "--frames", "24", "--preset", "veryfast", "--quiet"]
