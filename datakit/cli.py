@@ -119,8 +119,8 @@ WatermarkClassifierThresholdOption = Annotated[float, typer.Option(
     help="Classifier pwatermark at which an image counts as watermarked (LAION used 0.8; "
     "0.5 flags ordinary text).", min=0.0, max=1.0)]
 WatermarkDeviceOption = Annotated[str, typer.Option(
-    help="Where the watermark classifier runs: auto (CUDA when there is one), cpu, cuda, "
-    "cuda:N. Only used with --watermark-model.")]
+    metavar="DEVICE", help="Where the watermark classifier runs: auto (CUDA when there is "
+    "one), cpu, cuda, cuda:N. Only used with --watermark-model.")]
 
 
 def watermark_config(action: Watermarks, model: str | None, threshold: float,
@@ -800,11 +800,11 @@ def generate_command(
         "memory, slowest); group = layers with the next ones copied on a CUDA stream while "
         "the current ones compute.")] = Offload.none,
     attention_backend: Annotated[str | None, typer.Option(
-        help="diffusers attention backend for the transformer (Wan, LTX): native (PyTorch "
-        "SDPA), flash, sage, xformers, ... (those need their packages).")] = None,
+        metavar="NAME", help="diffusers attention backend for the transformer (Wan, LTX): "
+        "native (PyTorch SDPA), flash, sage, xformers, ... (those need their packages).")] = None,
     lora: Annotated[list[str] | None, typer.Option(
-        help="LoRA for --model: a .safetensors file, a folder or a hub id, with an optional "
-        ":SCALE (default 1.0); repeat for several.")] = None,
+        metavar="PATH[:SCALE]", help="LoRA for --model: a .safetensors file, a folder or a hub "
+        "id, with an optional :SCALE (default 1.0); repeat for several.")] = None,
     compile: Annotated[bool, typer.Option(
         help="torch.compile the transformer (the first chunk compiles: minutes on a real "
         "model).")] = False,
