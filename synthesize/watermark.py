@@ -13,7 +13,10 @@ Contract. Frames are RGB uint8 arrays of shape (T, H, W, 3); a still is a clip o
   the edges next to them and by how many static edge pixels it holds. The mask is then the
   mark's own pixels: around the chosen blobs, the temporal median of the full-size frames'
   gradients is integrated (a Poisson solve) into a picture of the overlay, which is
-  thresholded (`matte_mask`). When the whole picture
+  thresholded (`matte_mask`). Last, an overlay sits on the same pixels in every frame: the
+  share of frames whose gradient magnitudes on the mask match their temporal median best
+  with no shift (of 7x7 shifts) scales the score down when under 0.75, which rejects scene
+  structures the camera carries that the edge tests took for an overlay. When the whole picture
   is static (a still scene, a tripod shot of a wall) time says nothing, and the still-image
   detector runs on the temporal median frame instead (`kind="still-scene"`).
 - `detect_image(image, config, classifier)` has no motion to use: it looks for text and logo
@@ -384,6 +387,37 @@ def matte_mask(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return current
 
 
+STAYS_PUT = 0.75  # share of frames an overlay's picture must match at zero shift
+STAYS_PUT_REACH = 3  # pixels searched each way for a better match
+
+
+def _stays_put(frames: np.ndarray, mask: np.ndarray) -> float:
+    """The share of frames whose gradient magnitudes on the mask (grown by 2 pixels) match
+    their temporal median best with no shift, searching STAYS_PUT_REACH pixels each way."""
+    import cv2
+
+    reach = STAYS_PUT_REACH
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    x0, y0, x1, y1 = _box(near)
+    ys, xs = np.nonzero(near[y0:y1, x0:x1])
+    magnitudes = []
+    for frame in frames:
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        grey = cv2.copyMakeBorder(grey, reach, reach, reach, reach, cv2.BORDER_REFLECT)
+        grey = grey[y0:y1 + 2 * reach, x0:x1 + 2 * reach]
+        magnitudes.append(np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0),
+                                   cv2.Sobel(grey, cv2.CV_32F, 0, 1)))
+    magnitudes = np.stack(magnitudes)
+    template = np.median(magnitudes, 0)[ys + reach, xs + reach]
+    if float(template.std()) < 1e-3:  # nothing to line up
+        return 0.0
+    shifts = [(dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)]
+    errors = np.stack([np.abs(magnitudes[:, ys + reach + dy, xs + reach + dx] - template).mean(1)
+                       for dy, dx in shifts], axis=1)  # (frames, shifts)
+    centre = shifts.index((0, 0))
+    return float((errors[:, centre] <= errors.min(1)).mean())
+
+
 def detect_video(frames: np.ndarray, config: WatermarkConfig,
                  classifier=None) -> Detection:
     """Find a static overlay in a clip (see the module docstring for the method).
@@ -467,6 +501,12 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     if chosen and score > 0:
         mask = _to_input_size(_fill_holes(np.isin(labels, chosen)), frames.shape[1:3])
         mask = matte_mask(frames[indices], mask)
+        # 6. An overlay sits on the same pixels in every frame; a scene structure the camera
+        #    carries (which the edge tests can take for one) lines up with its median
+        #    picture only a shift away in most frames.
+        still = _stays_put(frames[indices], mask)
+        details["stays_put"] = still
+        score *= min(1.0, still / STAYS_PUT)
     found = score >= config.threshold or (
         pwatermark is not None and pwatermark >= config.classifier_threshold)
     details.update(blobs=len(scores), analysis_scale=scale)
