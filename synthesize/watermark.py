@@ -701,8 +701,10 @@ def _restore_moments(region: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, 
                                cv2.INPAINT_TELEA).astype(np.float32) / scale
     grey_spread, grey_scene = spread.mean(-1), scene_spread.mean(-1)
     restored = hole & (grey_scene >= 2.0) & (grey_spread >= (1.0 - OPAQUE) * grey_scene)
-    gain = np.clip(scene_spread / np.maximum(spread, 1e-3), 1.0, 1.0 / (1.0 - OPAQUE))
-    return scene_mean + (region - mean) * gain, restored
+    # 1 / (1 - alpha), one for the three channels (alpha is): per-channel gains would tint
+    # the fill wherever the channels' spreads are noisy
+    gain = np.clip(grey_scene / np.maximum(grey_spread, 1e-3), 1.0, 1.0 / (1.0 - OPAQUE))
+    return scene_mean + (region - mean) * gain[..., None], restored
 
 
 def remove_watermark(frames: np.ndarray, detection: Detection,
@@ -746,15 +748,9 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
     region = frames[:, y0:y1, x0:x1].astype(np.float32)
     filled = region.copy()
     known = np.zeros(region.shape[:3], bool)
-    # 3. Under a semi-transparent mark: restore the scene's temporal moments from the frame's
-    #    own variation; the scene's moments come from the surround.
-    if len(frames) >= MIN_FRAMES_FOR_MATTING:
-        behind, restored = _restore_moments(region, hole)
-        filled[:, restored] = behind[:, restored]
-        known[:, restored] = True
-    # 4. An opaque mark: what other frames show where camera motion reveals it (aligned on
-    #    the content outside the mask, their median) is all there is.
-    if len(frames) > 1 and not known.all():
+    # 3. What other frames show where camera motion reveals it: aligned on the content
+    #    outside the mask, the median of those that show the spot unmarked.
+    if len(frames) > 1:
         donors = sample_indices(len(frames), config.sample_frames)
         grey, scale = _shrink(frames, config.analysis_size)
         small_mask = cv2.resize(mask.astype(np.uint8), grey.shape[:0:-1],
@@ -764,9 +760,16 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
         transforms = [(to_full @ np.vstack([m, [0, 0, 1]]) @ to_small)[:2]
                       for m in track_camera(grey, small_mask)[0]]
         backgrounds, counts = _revealed(frames, mask, box, transforms, donors, tolerance=12.0)
-        take = (counts > 0) & ~known
-        filled[take] = backgrounds[take]
-        known |= take
+        revealed = counts > 0
+        filled[revealed] = backgrounds[revealed]
+        known |= revealed
+    # 4. Under a semi-transparent mark, where no frame reveals it: restore the scene's
+    #    temporal moments from the frame's own variation.
+    if len(frames) >= MIN_FRAMES_FOR_MATTING and not known.all():
+        behind, restored = _restore_moments(region, hole)
+        restored = restored[None] & ~known
+        filled[restored] = behind[restored]
+        known |= restored
     # 5. What is still unknown (an opaque mark no frame reveals): inpaint spatially, per frame.
     for t in range(len(frames)):
         frame_region = np.clip(filled[t], 0, 255).astype(np.uint8)

@@ -54,8 +54,11 @@ def test_a_killed_ray_worker_loses_and_doubles_nothing(tmp_path):
         parts = out / ".datakit" / "parts"
         wait_for(lambda: process.poll() is not None or any(parts.glob("*.parquet")),
                  timeout=180)
+        # between two tasks every worker may be idle for a moment: look again until one is busy
+        busy = []
+        wait_for(lambda: process.poll() is not None or busy.extend(_task_workers(process.pid))
+                 or busy, timeout=60)
         assert process.poll() is None, "the run ended before a worker could be killed"
-        busy = _task_workers(process.pid)
         assert busy, "no busy Ray worker found under the driver"
         victim = random.Random(21).choice(busy)
         victim.send_signal(signal.SIGKILL)
