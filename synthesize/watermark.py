@@ -25,14 +25,15 @@ Contract. Frames are RGB uint8 arrays of shape (T, H, W, 3); a still is a clip o
   see `synthesize.watermark_classifier`) its `pwatermark` decides and the strokes give the box.
 - `remove_watermark(frames, detection, config)` uses ONE mask for every frame, so the fill is
   stable over time. A mark inside a border band is cropped away (same aspect ratio, resized
-  back to the input size). Otherwise, under a semi-transparent mark, the blend
-  `I = a*W + (1-a)*J` is inverted per pixel from all frames at once: the pixel's temporal
-  mean and spread, against the scene's (inpainted from the surround, where they vary
-  smoothly), give `J_t = mean(J) + (I_t - mean(I)) * spread(J) / spread(I)`, which keeps the
-  frame's own detail and motion. Under an opaque mark, frames are aligned on their content
-  outside the mask (ORB features, a RANSAC similarity per frame) and each frame's masked
-  pixels are the median of the other sampled frames that show that spot unmarked; pixels no
-  frame reveals are inpainted spatially (OpenCV Telea). The output has the input's shape.
+  back to the input size). Otherwise frames are aligned on their content outside the mask
+  (ORB features, a RANSAC similarity per frame) and each frame's masked pixels are the median
+  of the other sampled frames that show that spot unmarked. Where no frame reveals it, under a
+  semi-transparent mark, the blend `I = a*W + (1-a)*J` is inverted per pixel from all frames
+  at once: the pixel's temporal mean and spread, against the scene's (inpainted from the
+  surround, where they vary smoothly), give
+  `J_t = mean(J) + (I_t - mean(I)) * spread(J) / spread(I)`, which keeps the frame's own
+  changes. What is left (an opaque mark no frame reveals) is inpainted spatially (OpenCV
+  Telea). The output has the input's shape.
 - `apply_watermark_policy(frames, config, classifier)` is what a pipeline calls per sample:
   it returns the frames to keep (None when dropped) and the fields for the manifest row and
   the json: `watermark_score` (float or None), `watermark_box` ([x0, y0, x1, y1] in pixels,
