@@ -1,5 +1,7 @@
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -479,6 +481,24 @@ def test_watermark_device_is_checked_and_does_not_block_a_resume(tmp_path):
     # the same run asked again with another device is a resume, not "other settings"
     again = CliRunner().invoke(app, [*command, "--watermark-device", "auto"])
     assert again.exit_code == 0, again.output
+
+
+def test_strip_on_stills_without_a_classifier_warns_in_one_line(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(data.chelsea()).save(tmp_path / "images" / "cat.jpg")
+    command = [sys.executable, "-m", "datakit.cli", "pan-zoom", str(tmp_path / "images"),
+               "--workers", "1", "--frames", "4", "--size", "64x48", "--preset", "ultrafast",
+               "--quiet"]
+    warned = subprocess.run([*command, "--out", str(tmp_path / "a"), "--watermarks", "strip"],
+                            capture_output=True, text=True)
+    assert warned.returncode == 0, warned.stderr
+    lines = [line for line in warned.stderr.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "--watermark-model" in lines[0]
+    quiet = subprocess.run([*command, "--out", str(tmp_path / "b")], capture_output=True,
+                           text=True)
+    assert quiet.returncode == 0 and "warning:" not in quiet.stderr
 
 
 def test_pan_zoom_flags_by_default_into_json_and_manifest(tmp_path):
