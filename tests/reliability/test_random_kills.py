@@ -33,26 +33,33 @@ def _videos(root, count=16):
     return {f"{'walking' if i % 2 else 'running'}__v{i:02d}" for i in range(count)}
 
 
-def _kill_at_random_moments(command, out, seed):
+def _kill_at_random_moments(command, out, seed, parts_total):
     """Run `command` KILLS times, each SIGKILLed at a seeded random moment, then once more to
-    the end. A moment is: `grow` more manifest parts committed (0: during start-up or the
-    first shard), then a random `jitter` (mid-shard, between a shard and its part, ...).
-    Returns, for each kill that hit a running process, the parts committed by then."""
+    the end. A moment is: a seeded number of manifest parts committed in all (increasing from
+    kill to kill and below `parts_total`, so work is always left), then a random fraction of
+    the time one part takes on this machine (mid-shard, between a shard and its part, ...):
+    measured from the run itself, so the moments fall inside the run on fast and slow machines
+    alike. Returns, for each kill that hit a running process, the parts committed by then."""
     rng = random.Random(seed)
     parts = out / ".datakit" / "parts"
 
     def committed():
         return len(list(parts.glob("*.parquet")))
 
-    hits = []
-    for _ in range(KILLS):
-        grow, jitter = rng.randint(0, 2), rng.uniform(0.0, 0.5)
-        before = committed()
+    hits, pace = [], 0.1  # seconds per part, re-measured from each run's commits
+    for target in sorted(rng.sample(range(parts_total - 1), KILLS)):
         process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        wait_for(lambda p=process, b=before, g=grow: p.poll() is not None or committed() >= b + g,
-                 timeout=120)
-        time.sleep(jitter)
+        commits = []  # (time, count) each time the count changed
+        deadline = time.monotonic() + 120
+        while process.poll() is None and (now := committed()) < target:
+            if not commits or commits[-1][1] != now:
+                commits.append((time.monotonic(), now))
+            assert time.monotonic() < deadline, "the run never got there"
+            time.sleep(0.005)
+        if len(commits) >= 3:  # the first change may include the start-up
+            pace = (commits[-1][0] - commits[1][0]) / (commits[-1][1] - commits[1][1])
+        time.sleep(rng.uniform(0.0, 1.0) * pace)
         if process.poll() is None:
             hits.append(committed())
         os.killpg(process.pid, signal.SIGKILL)  # the group: workers and fork server too
@@ -75,9 +82,8 @@ def test_sigkill_at_random_moments_then_rerun_loses_and_doubles_nothing(tmp_path
     else:
         inputs = _videos(src)
         command += ["--captioner", "label", "--size", "128x96", "--batch-size", "2"]
-    hits = _kill_at_random_moments(command, out, seed)
+    hits = _kill_at_random_moments(command, out, seed, len(inputs) // 2)  # shard-size 2
     manifest = assert_accounted_for(out, inputs)
     assert (manifest["status"] == "ok").all(), manifest[manifest["status"] != "ok"]
-    # Kills hit running processes, at least one after a commit: real resumes. (How many hit
-    # depends on the machine's speed: a fast one may finish before the last kills.)
-    assert len(hits) >= 2 and max(hits) > 0, hits
+    # Kills hit running processes, at least one after a commit: real resumes.
+    assert len(hits) >= KILLS - 1 and max(hits) > 0, hits
