@@ -41,12 +41,18 @@ class _Aborted(Exception):
 
 
 class _Turns:
-    """Window threads take turns: window k may step only when `turn == k`."""
+    """Window threads take turns: window k may step only when `turn == k`.
 
-    def __init__(self, count: int, blend):
+    A window whose pipeline call ends (or fails) before its last step would leave the others
+    waiting for a turn that never comes: `finished` turns that into an error for all of them.
+    """
+
+    def __init__(self, count: int, steps: int, blend):
         self.count = count
+        self.steps = steps
         self.blend = blend
         self.turn = 0
+        self.taken = [0] * count
         self.outputs: list[Any] = [None] * count
         self.error: BaseException | None = None
         self.condition = threading.Condition()
@@ -59,11 +65,24 @@ class _Turns:
 
     def stepped(self, window: int, step: int, latents) -> None:
         with self.condition:
+            if step >= self.steps:
+                raise RuntimeError(f"refinement window {window}: the pipeline ran step "
+                                   f"{step + 1} of a planned {self.steps}")
+            if step != self.taken[window]:
+                raise RuntimeError(f"refinement window {window}: the pipeline ran step "
+                                   f"{step + 1} where step {self.taken[window] + 1} was due")
+            self.taken[window] += 1
             self.outputs[window] = latents
             if window == self.count - 1:
                 self.blend(step, self.outputs)
             self.turn = (window + 1) % self.count
             self.condition.notify_all()
+
+    def finished(self, window: int) -> None:
+        """The window's pipeline call returned: it must have taken every step."""
+        if self.taken[window] != self.steps:
+            self.fail(RuntimeError(f"refinement window {window}: the pipeline stopped after "
+                                   f"{self.taken[window]} of {self.steps} steps"))
 
     def fail(self, error: BaseException) -> None:
         with self.condition:
@@ -182,12 +201,16 @@ class Refiner:
             state["latents"] = new
             picked.append(cuts)
 
-        turns = _Turns(len(starts), blend)
+        turns = _Turns(len(starts), run_steps, blend)
         pixel_window = backbone.pixel_frames(window)
+        # (built here, not in the threads: pipeline construction is not meant to be concurrent)
+        window_pipes = [type(pipe)(**{**pipe.components,
+                                      "scheduler": copy.deepcopy(pipe.scheduler)})
+                        for _ in starts]
+
         def run_window(k: int) -> None:
             start = starts[k]
-            window_pipe = type(pipe)(**{**pipe.components,
-                                        "scheduler": copy.deepcopy(pipe.scheduler)})
+            window_pipe = window_pipes[k]
             window_pipe.set_progress_bar_config(disable=True)
             middle = min(backbone.pixel_start(start) + pixel_window // 2, count - 1)
             chunk = max(c for c, s in enumerate(generator.plan.chunk_starts) if s <= middle)
@@ -214,6 +237,8 @@ class Refiner:
             except BaseException as error:  # re-raised in the main thread below
                 turns.fail(error)
                 errors.append(error)
+            else:
+                turns.finished(k)
 
         threads = [threading.Thread(target=guarded, args=(k,), daemon=True)
                    for k in range(len(starts))]
@@ -221,8 +246,8 @@ class Refiner:
             thread.start()
         for thread in threads:
             thread.join()
-        if errors:
-            raise next((e for e in errors if not isinstance(e, _Aborted)), errors[0])
+        if turns.error is not None:
+            raise next((e for e in errors if not isinstance(e, _Aborted)), turns.error)
         # 4. Decode the blended latents once, trim the padding, replace the MP4
         refined = backbone.decode(state["latents"])[:count]
         atomic_write(mp4_path, encode_video(refined, settings.fps, crf=settings.crf))

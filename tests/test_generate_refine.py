@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -161,3 +162,34 @@ def test_cogvideox15_refine_windows_pass_the_pipelines_frame_check(tmp_path):
                                       "--height", "32", "--width", "32", "--search-k", "1"])
     assert result.exit_code == 2 and "is not supported for chunks yet" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_a_window_whose_pipeline_runs_short_or_long_fails_the_video_instead_of_hanging(
+        tiny, tmp_path, monkeypatch, stop_after):
+    """The other windows wait for its turn: without a check they would wait forever."""
+    original = Backbone.run
+
+    def miscounting(self, prompt, latents, steps, *args, on_step=None, **kwargs):
+        if self.role != "v2v" or not calls.append(1) and len(calls) != 2:
+            return original(self, prompt, latents, steps, *args, on_step=on_step, **kwargs)
+        for step in range(stop_after):  # window 1 calls back 1 or 3 times for 2 steps
+            on_step(step, latents)
+        return latents
+
+    calls = []
+    monkeypatch.setattr(Backbone, "run", miscounting)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat running\n")
+    result = CliRunner().invoke(app, [
+        "generate", "--prompts", str(prompts), "--model", str(tiny["wan"]),
+        "--out", str(tmp_path / "out"), "--frames", "30", "--chunk-frames", "9", "--overlap",
+        "5", "--steps", "4", "--search-k", "1", "--height", "32", "--width", "32",
+        "--no-checks", "--refine", "--refine-chunk", "13", "--refine-overlap", "4",
+        "--refine-strength", "0.5"])
+    assert len(calls) == 3 and result.exit_code == 1
+    (reason,) = pd.read_parquet(tmp_path / "out" / "manifest.parquet")["error"]
+    assert reason == ("RuntimeError: refinement window 1: the pipeline stopped after 1 of 2 steps"
+                      if stop_after == 1 else
+                      "RuntimeError: refinement window 1: the pipeline ran step 3 of a planned 2")
