@@ -310,6 +310,7 @@ MATTE_SIDE = 640  # the matte is integrated at most this many pixels on the regi
 MATTE_LEVEL = 0.3  # of the matte's near-peak |value|: weaker pixels are not the mark
 MATTE_FLOOR = 4.0  # grey levels: a mark fainter than this is not worth a mask pixel
 MATTE_ROUNDS = 3  # regrow the region around the new mask until its box stops changing
+MATTE_REACH = 4  # analysis pixels: the matte's pixels lie this near a kept gradient (or inside)
 
 
 def _integrate(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
@@ -327,12 +328,14 @@ def _integrate(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     return idstn(dstn(divergence, type=1) / (ky[:, None] + kx[None, :]), type=1)
 
 
-def _matte(frames: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def _matte(frames: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The static overlay's own picture inside `box` (signed grey levels over the scene's
     mean, float32 at the box's size): the temporal median of the frames' gradients
     (Dekel et al.'s estimate of the mark's gradients: the overlay's is in every frame, the
     moving scene's differs from frame to frame), integrated. A median that does not stand out
-    of its frames' spread is the scene's and is left out."""
+    of its frames' spread is the scene's and is left out. Also returns where the matte has
+    support: pixels within MATTE_REACH of a kept gradient, and what they enclose. Away from
+    them the integrated picture holds only the halo of gradients the test could not keep."""
     import cv2
 
     x0, y0, x1, y1 = box
@@ -347,7 +350,12 @@ def _matte(frames: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         spread = np.median(np.abs(d - median), axis=0)
         fields.append(np.where(np.abs(median) > 2.0 * spread + 1.0, median, 0.0))
     matte = _integrate(*fields).astype(np.float32)
-    return cv2.resize(matte, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    kept = ((fields[0] != 0) | (fields[1] != 0)).astype(np.uint8)
+    reach = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MATTE_REACH + 1,) * 2)
+    support = _fill_holes(cv2.dilate(kept, reach) > 0).astype(np.uint8)
+    size = (x1 - x0, y1 - y0)
+    return (cv2.resize(matte, size, interpolation=cv2.INTER_LINEAR),
+            cv2.resize(support, size, interpolation=cv2.INTER_NEAREST).astype(bool))
 
 
 def _grown(box: tuple[int, int, int, int], shape: tuple[int, int], share: float,
@@ -361,10 +369,13 @@ def _grown(box: tuple[int, int, int, int], shape: tuple[int, int], share: float,
 
 def _matte_once(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = region = _grown(_box(mask), mask.shape, MATTE_GROW, 8)
-    matte = np.abs(_matte(frames, region))
-    level = max(MATTE_FLOOR, MATTE_LEVEL * float(np.percentile(matte, 99.5)))
+    matte, support = _matte(frames, region)
+    if not support.any():  # no gradient stands out of the scene's: nothing to matte
+        return np.zeros(mask.shape, bool)
+    matte = np.abs(matte)
+    level = max(MATTE_FLOOR, MATTE_LEVEL * float(np.percentile(matte[support], 99.5)))
     refined = np.zeros(mask.shape, bool)
-    refined[y0:y1, x0:x1] = matte > level
+    refined[y0:y1, x0:x1] = (matte > level) & support
     return refined
 
 
