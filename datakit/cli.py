@@ -840,7 +840,7 @@ def generate_command(
     require_extra("generate", "datakit generate", "torch", "diffusers", "transformers")
     if not prompts.is_file():
         raise UserError(f"{prompts}: no such prompts file")
-    stats = generate_videos(GenerateOptions(
+    options = GenerateOptions(
         prompts=prompts, model=model, out=out, frames=frames, chunk_frames=chunk_frames,
         overlap=overlap, continue_mode=continue_mode.value, i2v_model=i2v_model, steps=steps,
         guidance=guidance, negative_prompt=negative_prompt, height=height, width=width,
@@ -855,7 +855,15 @@ def generate_command(
         offload=offload.value, attention_backend=attention_backend, lora=tuple(lora or ()),
         compile=compile, compile_mode=compile_mode, bounded_heap=bounded_heap,
         resume=resume, crf=crf, checks=checks,
-    ))
+    )
+    try:
+        stats = generate_videos(options)
+    except KeyboardInterrupt:  # (typer would end the command silently with 130)
+        _ignore_signals_while_exiting()
+        typer.echo(f"generate: stopped by Ctrl-C; finished videos are in {out}. Rerun the "
+                   "same command with --resume to continue the interrupted video from its "
+                   "last saved chunk (without --resume it starts over).", err=True)
+        raise typer.Exit(130) from None
     status = stats["status"]
     typer.echo(f"generate: {status['ok']} ok, {status['failed']} failed; videos, json and "
                f"manifest.parquet in {out}", err=True)

@@ -280,6 +280,34 @@ def test_resume_after_kill_gives_same_bytes(tiny, tmp_path):
     assert not list(state.glob("*/chunk_*"))  # state is removed once the video is done
 
 
+def test_ctrl_c_says_how_to_resume_and_resume_continues(tiny, tmp_path):
+    prompts = prompts_file(tmp_path, "a bird flying over the sea\n")
+    args = [sys.executable, "-m", "datakit.cli", "generate", "--prompts", str(prompts),
+            "--model", str(tiny("wan")), "--frames", "200", "--chunk-frames", "9", "--overlap",
+            "5", "--steps", "3", "--height", "32", "--width", "32", "--search-k", "1",
+            "--no-checks", "--out", str(tmp_path / "out")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                            signal.SIG_DFL))
+    state = tmp_path / "out" / ".datakit" / "generate"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(state.glob("*/chunk_00001.safetensors")):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith(
+        "generate: stopped by Ctrl-C; finished videos are in"), stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".partial")]
+    saved = len(list(state.glob("*/chunk_*.safetensors")))
+    assert saved >= 2
+    subprocess.run([*args, "--resume"], check=True, env=env, capture_output=True)
+    (mp4,) = (tmp_path / "out").glob("*.mp4")
+    assert json.loads(mp4.with_suffix(".json").read_text())["resumed_from_chunk"] == saved
+
+
 # -- i2v and other backbones ------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", ["cogvideox", "wan"])
