@@ -122,8 +122,10 @@ class VideoWriter:
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": preset,
-                                **({"x264-params": x264_params()} if x264_params() else {})}
+        options = {"crf": str(crf), "preset": preset}
+        if x264_params():
+            options["x264-params"] = x264_params()
+        self._stream.options = options
         self._stream.codec_context.thread_count = threads
         self._closed = False
 

@@ -341,7 +341,10 @@ def generate_videos(options: GenerateOptions) -> dict[str, Any]:
             progress.update(0, description=f"video {number}/{len(todo)} {story.id}")
             try:
                 info = _one_video(options, story, generator, refiner, state_dir, estimate)
-            except (UserError, KeyboardInterrupt):
+            except KeyboardInterrupt:
+                store.write_manifest()  # the videos finished so far, for whoever looks now
+                raise
+            except UserError:
                 raise
             except Exception as error:  # one story's failure must not stop the others
                 logger.warning("%s failed: %s: %s", story.id, type(error).__name__, error)

@@ -301,6 +301,7 @@ def test_ctrl_c_says_how_to_resume_and_resume_continues(tiny, tmp_path):
         "generate: stopped by Ctrl-C; finished videos are in"), stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".partial")]
+    assert (tmp_path / "out" / "manifest.parquet").is_file()
     saved = len(list(state.glob("*/chunk_*.safetensors")))
     assert saved >= 2
     subprocess.run([*args, "--resume"], check=True, env=env, capture_output=True)
