@@ -244,8 +244,21 @@ class Refiner:
                    for k in range(len(starts))]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            # The windows stop at their next step; the process must not exit while they
+            # still run torch code (the runtime aborts: "terminate called ..."), so wait for
+            # them, whatever further Ctrl-Cs arrive meanwhile.
+            turns.fail(KeyboardInterrupt())
+            while any(thread.is_alive() for thread in threads):
+                try:
+                    for thread in threads:
+                        thread.join()
+                except KeyboardInterrupt:
+                    continue
+            raise
         if turns.error is not None:
             raise next((e for e in errors if not isinstance(e, _Aborted)), turns.error)
         # 4. Decode the blended latents once, trim the padding, replace the MP4

@@ -260,7 +260,9 @@ def _one_video(options, story, generator, refiner, state_dir: Path,
     mp4 = out / f"{story.id}.mp4"
     reset_peak_memory()
     started = time.perf_counter()
-    details = generator(story, seed, mp4, state_dir, resume=options.resume)
+    # (refined, the chunk loop's MP4 is a step: OUT only ever holds the finished video)
+    looped = state_dir / "unrefined.mp4" if refiner is not None else mp4
+    details = generator(story, seed, looped, state_dir, resume=options.resume)
     if refiner is not None:
         details["refine"] = refiner(generator, state_dir, story, seed, mp4)
     seconds = time.perf_counter() - started
@@ -305,7 +307,8 @@ def _progress(total: int):
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=Console(stderr=True))
+                        TimeRemainingColumn(), console=Console(stderr=True),
+                        disable=not total)  # (nothing left to do: no empty 0/0 bar)
     progress.add_task("generate", total=total)
     return progress
 

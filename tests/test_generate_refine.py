@@ -193,3 +193,38 @@ def test_a_window_whose_pipeline_runs_short_or_long_fails_the_video_instead_of_h
     assert reason == ("RuntimeError: refinement window 1: the pipeline stopped after 1 of 2 steps"
                       if stop_after == 1 else
                       "RuntimeError: refinement window 1: the pipeline ran step 3 of a planned 2")
+
+
+def test_ctrl_c_during_refinement_stops_cleanly(tiny, tmp_path):
+    """The window threads are waited for (no runtime abort), and OUT gets no unrefined MP4."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red kite over snowy hills\n")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "datakit.cli", "generate", "--prompts", str(prompts),
+            "--model", str(tiny["wan"]), "--out", str(out), "--frames", "120",
+            "--chunk-frames", "9", "--steps", "20", "--search-k", "1", "--height", "32",
+            "--width", "48", "--no-checks", "--refine", "--refine-chunk", "13",
+            "--refine-overlap", "4", "--refine-strength", "0.5"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                            signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".datakit/generate/*/unrefined.mp4")):
+        time.sleep(0.01)
+    time.sleep(0.3)  # into the windows
+    for _ in range(2):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "terminate called" not in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("generate: stopped by Ctrl-C")
+    assert not list(out.glob("*.mp4"))
