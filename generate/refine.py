@@ -90,6 +90,24 @@ class _Turns:
             self.condition.notify_all()
 
 
+def _stop_windows(threads: list[threading.Thread], turns: _Turns) -> None:
+    """Stop the window threads at their next step and wait for them, deaf to further signals
+    meanwhile: the process must not exit while they still run torch code (the runtime
+    aborts with "terminate called without an active exception")."""
+    import signal
+
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(number, signal.SIG_IGN) for number in stopping]
+    try:
+        turns.fail(_Aborted("refinement was stopped"))
+        for thread in threads:
+            if thread.is_alive():
+                thread.join()
+    finally:
+        for number, handler in zip(stopping, previous, strict=True):
+            signal.signal(number, handler)
+
+
 class Refiner:
     """SDEdit a finished video in overlapping windows with randomized blending.
 
@@ -242,22 +260,13 @@ class Refiner:
 
         threads = [threading.Thread(target=guarded, args=(k,), daemon=True)
                    for k in range(len(starts))]
-        for thread in threads:
-            thread.start()
         try:
             for thread in threads:
+                thread.start()
+            for thread in threads:
                 thread.join()
-        except KeyboardInterrupt:
-            # The windows stop at their next step; the process must not exit while they
-            # still run torch code (the runtime aborts: "terminate called ..."), so wait for
-            # them, whatever further Ctrl-Cs arrive meanwhile.
-            turns.fail(KeyboardInterrupt())
-            while any(thread.is_alive() for thread in threads):
-                try:
-                    for thread in threads:
-                        thread.join()
-                except KeyboardInterrupt:
-                    continue
+        except BaseException:  # Ctrl-C, or SIGTERM's SystemExit, reaches the main thread here
+            _stop_windows(threads, turns)
             raise
         if turns.error is not None:
             raise next((e for e in errors if not isinstance(e, _Aborted)), turns.error)
