@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import re
 import time
@@ -229,21 +228,16 @@ def _to_input_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _score_blobs(blobs: np.ndarray, evidence: np.ndarray, support: np.ndarray,
-                 unit: float) -> tuple[list[float], np.ndarray]:
-    """Score each connected blob: (share of its edge pixels that are evidence) x
-    (1 - exp(-evidence pixels / unit)); return the scores and the label image."""
-    import cv2
-
-    count, labels = cv2.connectedComponents(blobs.astype(np.uint8), connectivity=8)
-    scores = []
-    for label in range(1, count):
-        inside = labels == label
-        hits = int(np.count_nonzero(evidence & inside))
-        edges = int(np.count_nonzero(support & inside))
-        share = hits / edges if edges else 0.0
-        scores.append(share * (1.0 - math.exp(-hits / unit)))
-    return scores, labels
+def _score_blobs(labels: np.ndarray, count: int, evidence: np.ndarray, support: np.ndarray,
+                 unit: float) -> np.ndarray:
+    """Score blobs 1..count-1 of a label image: (share of their edge pixels that are evidence)
+    x (1 - exp(-evidence pixels / unit)). Returns scores indexed by label (index 0, the
+    background, scores 0)."""
+    hits = np.bincount(labels[evidence], minlength=count).astype(float)
+    edges = np.bincount(labels[support], minlength=count).astype(float)
+    scores = hits / np.maximum(edges, 1.0) * (1.0 - np.exp(-hits / unit))
+    scores[0] = 0.0
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +270,8 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
     corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float).T
     features = [orb.detectAndCompute(np.clip(g, 0, 255).astype(np.uint8), use) for g in grey]
     transforms, moved = [np.eye(2, 3)], 0.0
-    for (keys, desc), (prev_keys, prev_desc) in zip(features[1:], features, strict=False):
+    for index in range(1, len(grey)):
+        (keys, desc), (prev_keys, prev_desc) = features[index], features[index - 1]
         step = None
         matches = matcher.match(desc, prev_desc) if desc is not None and prev_desc is not None \
             else []
@@ -289,10 +284,28 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
             cv2.setRNGSeed(0)
             step, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
                                                   ransacReprojThreshold=1.5)
+        if step is not None and not _fits_better(grey[index], grey[index - 1], step):
+            step = None  # the matches followed something moving across a still shot
         matrix = _compose(transforms[-1], np.eye(2, 3) if step is None else step)
         transforms.append(matrix)
         moved = max(moved, float(np.abs(matrix @ corners - corners[:2]).max()))
     return transforms, moved
+
+
+def _fits_better(frame: np.ndarray, previous: np.ndarray, step: np.ndarray) -> bool:
+    """Whether `step` (frame onto previous) lines up most of the two frames better than no
+    motion does: the median absolute difference over the pixels both show. An object crossing
+    a still shot gives matches of its own, whose motion fits it alone."""
+    import cv2
+
+    height, width = frame.shape
+    warped = cv2.warpAffine(frame, step, (width, height), flags=cv2.INTER_LINEAR)
+    seen = cv2.warpAffine(np.ones_like(frame), step, (width, height)) > 0.999
+    if seen.mean() < 0.25:
+        return True
+    moved = float(np.median(np.abs(warped - previous)[seen]))
+    still = float(np.median(np.abs(frame - previous)[seen]))
+    return moved < still
 
 
 def _coherence(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -430,6 +443,35 @@ def _stays_put(frames: np.ndarray, mask: np.ndarray) -> float:
     return float((errors[:, centre] <= errors.min(1)).mean())
 
 
+HOLD_REACH = 2  # analysis pixels searched each way for a better local match
+HOLD_WINDOW = 5  # side of the window whose pattern is matched
+HOLDS = 0.4  # share of frames a pixel's pattern must match best at zero shift to hold
+
+
+def _holds_in_place(magnitudes: np.ndarray) -> np.ndarray:
+    """Per pixel, the share of frames whose local pattern of gradient magnitudes (a
+    HOLD_WINDOW square) matches the temporal median's best with no shift, searching
+    HOLD_REACH pixels each way. An overlay's strokes never move; a scene that sways or
+    breathes under a still camera moves its edges by a pixel or more in some frames."""
+    import cv2
+
+    reach, window = HOLD_REACH, (HOLD_WINDOW, HOLD_WINDOW)
+    template = np.median(magnitudes, 0)
+    height, width = template.shape
+    padded = np.pad(magnitudes, ((0, 0), (reach, reach), (reach, reach)), mode="edge")
+    centre = None
+    best = np.full(magnitudes.shape, np.inf, np.float32)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            shifted = padded[:, reach + dy:reach + dy + height, reach + dx:reach + dx + width]
+            errors = np.stack([cv2.boxFilter((s - template) ** 2, -1, window) for s in shifted])
+            if (dy, dx) == (0, 0):
+                centre = errors
+            else:
+                np.minimum(best, errors, out=best)
+    return (centre <= best).mean(0)
+
+
 def detect_video(frames: np.ndarray, config: WatermarkConfig,
                  classifier=None) -> Detection:
     """Find a static overlay in a clip (see the module docstring for the method).
@@ -497,7 +539,12 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
                                 and pwatermark >= config.classifier_threshold)
         return Detection(still.score, found, still.mask, still.box, "still-scene",
                          {**details, **still.details})
-    # 5. Close static edges into blobs (a word, a logo) and score each on its edges; the
+    # 5. Under a still camera, a swaying or breathing scene can hold its edges on screen well
+    #    enough for the tests above; an overlay's strokes match their median with no shift,
+    #    the scene's only a pixel or more away in a good share of the frames.
+    if not camera_moved:
+        static &= _holds_in_place(np.hypot(gx, gy)) >= HOLDS
+    # 6. Close static edges into blobs (a word, a logo) and score each on its edges; the
     #    mask fills the blobs' holes (a logo's flat inside has no edges).
     radius = max(2, round(0.012 * max(height, width)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
@@ -505,15 +552,26 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     blobs = cv2.morphologyEx(blobs, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
     unit = max(12.0, 0.0015 * height * width)
     near = cv2.dilate(static.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    scores, labels = _score_blobs(blobs, static, (edges & near) | static, unit)
-    score = max(scores, default=0.0)
+    support = (edges & near) | static
+    count, labels = cv2.connectedComponents(blobs.astype(np.uint8), connectivity=8)
+    scores = _score_blobs(labels, count, static & blobs, support & blobs, unit)
+    #    A faint word breaks into letters; each blob may instead take the score of its
+    #    group (blobs a few closing radii apart), counted on the blobs' own pixels.
+    wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (6 * radius + 1, 6 * radius + 1))
+    groups_count, groups = cv2.connectedComponents(
+        cv2.morphologyEx(blobs.astype(np.uint8), cv2.MORPH_CLOSE, wide), connectivity=8)
+    group_scores = _score_blobs(groups, groups_count, static & blobs, support & blobs, unit)
+    group_of = np.zeros(count, int)
+    group_of[labels[blobs]] = groups[blobs]
+    scores = np.maximum(scores, group_scores[group_of])[1:]
+    score = float(max(scores, default=0.0))
     chosen = [i + 1 for i, s in enumerate(scores) if s >= max(config.threshold, 0.9 * score)
               or s == score]
     mask = None
     if chosen and score > 0:
         mask = _to_input_size(_fill_holes(np.isin(labels, chosen)), frames.shape[1:3])
         mask = matte_mask(frames[indices], mask)
-        # 6. An overlay sits on the same pixels in every frame; a scene structure the camera
+        # 7. An overlay sits on the same pixels in every frame; a scene structure the camera
         #    carries (which the edge tests can take for one) lines up with its median
         #    picture only a shift away in most frames.
         still = _stays_put(frames[indices], mask)
