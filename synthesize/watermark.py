@@ -472,6 +472,27 @@ def _holds_in_place(magnitudes: np.ndarray) -> np.ndarray:
     return (centre <= best).mean(0)
 
 
+CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first
+
+
+def _candidates(own: np.ndarray, grouped: np.ndarray, group_of: np.ndarray
+                ) -> list[tuple[float, tuple[int, ...]]]:
+    """Candidate marks, best first: each blob alone (score `own`, by label), or its whole
+    group where the group scores better (`grouped`, by label); each set once."""
+    candidates, seen = [], set()
+    best = np.maximum(own, grouped)
+    for label in np.argsort(-best[1:], kind="stable") + 1:
+        if best[label] <= 0:
+            break
+        members = (int(label),)
+        if grouped[label] > own[label]:
+            members = tuple(int(m) for m in np.nonzero(group_of == group_of[label])[0] if m)
+        if members not in seen:
+            seen.add(members)
+            candidates.append((float(best[label]), members))
+    return candidates
+
+
 def detect_video(frames: np.ndarray, config: WatermarkConfig,
                  classifier=None) -> Detection:
     """Find a static overlay in a clip (see the module docstring for the method).
@@ -563,23 +584,28 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     group_scores = _score_blobs(groups, groups_count, static & blobs, support & blobs, unit)
     group_of = np.zeros(count, int)
     group_of[labels[blobs]] = groups[blobs]
-    scores = np.maximum(scores, group_scores[group_of])[1:]
-    score = float(max(scores, default=0.0))
-    chosen = [i + 1 for i, s in enumerate(scores) if s >= max(config.threshold, 0.9 * score)
-              or s == score]
-    mask = None
-    if chosen and score > 0:
-        mask = _to_input_size(_fill_holes(np.isin(labels, chosen)), frames.shape[1:3])
-        mask = matte_mask(frames[indices], mask)
-        # 7. An overlay sits on the same pixels in every frame; a scene structure the camera
-        #    carries (which the edge tests can take for one) lines up with its median
-        #    picture only a shift away in most frames.
-        still = _stays_put(frames[indices], mask)
-        details["stays_put"] = still
-        score *= min(1.0, still / STAYS_PUT)
+    candidates = _candidates(scores, group_scores[group_of], group_of)
+    # 7. An overlay sits on the same pixels in every frame; a scene structure the camera
+    #    carries (which the edge tests can take for one) lines up with its median picture
+    #    only a shift away in most frames. The best candidates are judged on their mattes;
+    #    others that pass as well as the best join its mask (two marks).
+    judged = []
+    for pre_score, members in candidates[:CANDIDATES]:
+        if judged and pre_score / STAYS_PUT < config.threshold:
+            break  # could not pass even if it stayed put in every frame
+        rough = _to_input_size(_fill_holes(np.isin(labels, members)), frames.shape[1:3])
+        matte = matte_mask(frames[indices], rough)
+        still = _stays_put(frames[indices], matte)
+        judged.append((min(1.0, pre_score * still / STAYS_PUT), still, matte))
+    score, mask = 0.0, None
+    if judged:
+        score, details["stays_put"], mask = max(judged, key=lambda j: j[0])
+        for other_score, _, other in judged:
+            if other_score >= max(config.threshold, 0.9 * score):
+                mask = mask | other
     found = score >= config.threshold or (
         pwatermark is not None and pwatermark >= config.classifier_threshold)
-    details.update(blobs=len(scores), analysis_scale=scale)
+    details.update(blobs=count - 1, analysis_scale=scale)
     return Detection(score, found, mask, _box(mask) if mask is not None else None,
                      "static-overlay", details)
 
