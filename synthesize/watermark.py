@@ -8,15 +8,20 @@ Contract. Frames are RGB uint8 arrays of shape (T, H, W, 3); a still is a clip o
   there in at least 80% of the frames), while moving content's gradients change and cancel.
   When the camera moves (tracked with ORB), an edge running along the motion also stays put
   on screen; the scene's own gradients carried back along the camera path explain it, and it
-  is dropped. The remaining static edges are closed into blobs (holes filled: a logo's flat
-  inside has no edges), and each blob is scored in [0, 1] by the share of static pixels among
-  the edges next to them and by how many static edge pixels it holds. The mask is then the
-  mark's own pixels: around the chosen blobs, the temporal median of the full-size frames'
-  gradients is integrated (a Poisson solve) into a picture of the overlay, which is
-  thresholded (`matte_mask`). Last, an overlay sits on the same pixels in every frame: the
+  is dropped (a track step counts only when it lines the frames up better than no motion: an
+  object crossing a still shot is not the camera). Under a still camera, a static edge must
+  also hold in place: its local pattern matches the temporal median best at zero shift in
+  enough frames, which a swaying scene's does not. The remaining static edges are closed into
+  blobs (holes filled: a logo's flat inside has no edges), and each blob is scored in [0, 1]
+  by the share of static pixels among the edges next to them and by how many static edge
+  pixels it holds, or by its group's score (a faint word's letters) when that is better.
+  The mask is then the mark's own pixels: around the chosen blobs, the temporal median of the
+  full-size frames' gradients is integrated (a Poisson solve) into a picture of the overlay,
+  which is thresholded (`matte_mask`). Last, an overlay sits on the same pixels in every frame: the
   share of frames whose gradient magnitudes on the mask match their temporal median best
-  with no shift (of 7x7 shifts) scales the score down when under 0.75, which rejects scene
-  structures the camera carries that the edge tests took for an overlay. When the whole picture
+  with no shift (of 7x7 shifts), over 0.75, scales the score (capped at 1): under 0.75 it
+  rejects scene structures the camera carries that the edge tests took for an overlay. Up to
+  CANDIDATES blobs or groups are judged this way, best first. When the whole picture
   is static (a still scene, a tripod shot of a wall) time says nothing, and the still-image
   detector runs on the temporal median frame instead (`kind="still-scene"`).
 - `detect_image(image, config, classifier)` has no motion to use: it looks for text and logo
