@@ -417,7 +417,7 @@ def matte_mask(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return current
 
 
-STAYS_PUT = 0.75  # share of frames an overlay's picture must match at zero shift
+STAYS_PUT = 0.75  # share of frames matching at zero shift that leaves a score as it is
 STAYS_PUT_REACH = 3  # pixels searched each way for a better match
 
 
