@@ -578,15 +578,15 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     blobs = cv2.morphologyEx(blobs, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
     unit = max(12.0, 0.0015 * height * width)
     near = cv2.dilate(static.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    support = (edges & near) | static
+    evidence, support = static & blobs, ((edges & near) | static) & blobs
     count, labels = cv2.connectedComponents(blobs.astype(np.uint8), connectivity=8)
-    scores = _score_blobs(labels, count, static & blobs, support & blobs, unit)
+    scores = _score_blobs(labels, count, evidence, support, unit)
     #    A faint word breaks into letters; each blob may instead take the score of its
     #    group (blobs a few closing radii apart), counted on the blobs' own pixels.
     wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (6 * radius + 1, 6 * radius + 1))
     groups_count, groups = cv2.connectedComponents(
         cv2.morphologyEx(blobs.astype(np.uint8), cv2.MORPH_CLOSE, wide), connectivity=8)
-    group_scores = _score_blobs(groups, groups_count, static & blobs, support & blobs, unit)
+    group_scores = _score_blobs(groups, groups_count, evidence, support, unit)
     group_of = np.zeros(count, int)
     group_of[labels[blobs]] = groups[blobs]
     candidates = _candidates(scores, group_scores[group_of], group_of)
