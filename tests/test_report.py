@@ -387,7 +387,8 @@ def test_the_page_loads_and_plays_in_headless_chromium(known_report, tmp_path):
 
     process = subprocess.Popen(
         [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'profile'}",
+         "--remote-debugging-port=0", "--remote-allow-origins=*",
+         f"--user-data-dir={tmp_path / 'profile'}",
          "--window-size=1280,1600", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
