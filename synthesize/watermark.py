@@ -553,11 +553,17 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
         mean_x, mean_y = gx.mean(0), gy.mean(0)
         along = (explained_x * mean_x + explained_y * mean_y) / np.maximum(on_screen, 1e-6)
         static &= along < EXPLAINED * on_screen
+    # 4. Under a still camera, a swaying or breathing scene, or a hand-held camera's jitter
+    #    (under CAMERA_MOVED), can hold edges on screen well enough for the tests above; an
+    #    overlay's strokes match their median with no shift, the scene's only a pixel or more
+    #    away in a good share of the frames.
+    if not camera_moved:
+        static &= _holds_in_place(np.hypot(gx, gy)) >= HOLDS
     static_share = float(static.sum() / max(1, edges.sum()))
     details: dict[str, Any] = {"frames_used": len(indices), "static_edge_share": static_share,
                                "camera_moved": camera_moved}
     pwatermark = _classify(frames[indices], classifier, details)
-    # 4. No motion: time cannot separate a mark from the scene.
+    # 5. No motion: time cannot separate a mark from the scene.
     if static_share >= STATIC_SCENE:
         median = np.median(frames[indices], axis=0).astype(np.uint8)
         still = detect_image(median, config, None)
@@ -565,11 +571,6 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
                                 and pwatermark >= config.classifier_threshold)
         return Detection(still.score, found, still.mask, still.box, "still-scene",
                          {**details, **still.details})
-    # 5. Under a still camera, a swaying or breathing scene can hold its edges on screen well
-    #    enough for the tests above; an overlay's strokes match their median with no shift,
-    #    the scene's only a pixel or more away in a good share of the frames.
-    if not camera_moved:
-        static &= _holds_in_place(np.hypot(gx, gy)) >= HOLDS
     # 6. Close static edges into blobs (a word, a logo) and score each on its edges; the
     #    mask fills the blobs' holes (a logo's flat inside has no edges).
     radius = max(2, round(0.012 * max(height, width)))
