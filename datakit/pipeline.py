@@ -221,7 +221,10 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
         recorded = recorded[recorded["status"].isin(finished_statuses)]
     done = set(recorded["key"])
     resumed = len(done)
-    written_from = dict(zip(recorded["input_key"], recorded["fingerprint"], strict=True))
+    # (an input without a fingerprint was written with None, which the manifest reads as NaN)
+    written_from = {key: identity for key, identity in
+                    zip(recorded["input_key"], recorded["fingerprint"], strict=True)
+                    if isinstance(identity, str)}
     changed: list[str] = []
 
     def is_done(record: Any) -> bool:

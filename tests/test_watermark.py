@@ -531,6 +531,13 @@ def test_watermark_command_rewrites_shards_with_the_same_keys(tmp_path):
     info = json.loads(out["marked"]["json"])
     assert info["fps"] == 8.0 and len(info["watermark_box"]) == 4
     assert out["marked"]["txt"] == b"a marked clip"
+    # a rerun finds everything done, and nothing changed (a missing fingerprint is NaN in
+    # the manifest: it once read as "2 input(s) changed since they were written")
+    again = CliRunner().invoke(app, ["watermark", str(tmp_path / "in"), "--out",
+                                     str(tmp_path / "out"), "--workers", "1", "--quiet",
+                                     "--preset", "ultrafast"])
+    assert again.exit_code == 0 and "changed since" not in again.output, again.output
+    assert "changed_inputs" not in json.loads((tmp_path / "out" / "stats.json").read_text())
 
 
 def test_watermark_stage_drops_with_status_watermarked():
