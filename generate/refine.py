@@ -11,9 +11,10 @@ no seam stays in one place. The result is decoded once and replaces `OUT/{id}.mp
 Interleaving through public APIs only: each window is an ordinary pipeline call (`latents=`
 the window's slice of the global noisy latents, `callback_on_step_end` to hand the stepped
 latents over and take the blended slice back) on its own shallow copy of the pipeline with a
-deep-copied scheduler (stateful schedulers stay correct), each in its own thread. The threads
-take strict turns (window 0, 1, ..., then the next step), so exactly one denoises at a time:
-the result is deterministic and activation memory is that of one window.
+deep-copied scheduler (stateful schedulers stay correct). The calls run as greenlets in the
+calling thread and take strict turns (window 0, 1, ..., then the next step), each suspended in
+its step callback until its turn comes again: the result is deterministic, activation memory
+is that of one window, and torch never runs in two threads.
 Supported: Wan and CogVideoX video-to-video pipelines (ModelScope's draws its own noise; see
 backbones.UNSUPPORTED). Windows are counted in pixel frames and converted to latent frames.
 """
@@ -21,10 +22,9 @@ backbones.UNSUPPORTED). Windows are counted in pixel frames and converted to lat
 from __future__ import annotations
 
 import copy
-import threading
+import functools
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -36,76 +36,59 @@ from generate.chunked import ChunkedGenerator, check_overlap, derive_seed, make_
 from generate.prompts import Story
 
 
-class _Aborted(Exception):
-    """Raised in a window thread when another window failed."""
+class _Windows:
+    """Run the windows' pipeline calls as greenlets that take strict turns.
 
-
-class _Turns:
-    """Window threads take turns: window k may step only when `turn == k`.
-
-    A window whose pipeline call ends (or fails) before its last step would leave the others
-    waiting for a turn that never comes: `finished` turns that into an error for all of them.
+    Each call is suspended in its step callback (`stepped`) and resumed by `step_all` with
+    the blended slice, so every window runs in this thread, one at a time: torch never runs in
+    two threads, Ctrl-C raises here like anywhere else, and nothing is left running at exit.
+    A window whose pipeline calls back fewer or more times than planned fails the video.
     """
 
-    def __init__(self, count: int, steps: int, blend):
-        self.count = count
+    def __init__(self, count: int, steps: int, run_window):
+        from greenlet import greenlet
+
         self.steps = steps
-        self.blend = blend
-        self.turn = 0
         self.taken = [0] * count
-        self.outputs: list[Any] = [None] * count
-        self.error: BaseException | None = None
-        self.condition = threading.Condition()
+        self.windows = [greenlet(functools.partial(run_window, k)) for k in range(count)]
 
-    def wait(self, window: int) -> None:
-        with self.condition:
-            self.condition.wait_for(lambda: self.turn == window or self.error is not None)
-            if self.error is not None:
-                raise _Aborted("another refinement window failed")
+    def stepped(self, window: int, step: int, latents):
+        """Called from window `window`'s step callback: hand `latents` over, get the blended
+        slice back (None after the last step)."""
+        from greenlet import getcurrent
 
-    def stepped(self, window: int, step: int, latents) -> None:
-        with self.condition:
-            if step >= self.steps:
-                raise RuntimeError(f"refinement window {window}: the pipeline ran step "
-                                   f"{step + 1} of a planned {self.steps}")
-            if step != self.taken[window]:
-                raise RuntimeError(f"refinement window {window}: the pipeline ran step "
-                                   f"{step + 1} where step {self.taken[window] + 1} was due")
-            self.taken[window] += 1
-            self.outputs[window] = latents
-            if window == self.count - 1:
-                self.blend(step, self.outputs)
-            self.turn = (window + 1) % self.count
-            self.condition.notify_all()
+        if step >= self.steps:
+            raise RuntimeError(f"refinement window {window}: the pipeline ran step "
+                               f"{step + 1} of a planned {self.steps}")
+        if step != self.taken[window]:
+            raise RuntimeError(f"refinement window {window}: the pipeline ran step "
+                               f"{step + 1} where step {self.taken[window] + 1} was due")
+        self.taken[window] += 1
+        return getcurrent().parent.switch(latents)
 
-    def finished(self, window: int) -> None:
-        """The window's pipeline call returned: it must have taken every step."""
-        if self.taken[window] != self.steps:
-            self.fail(RuntimeError(f"refinement window {window}: the pipeline stopped after "
-                                   f"{self.taken[window]} of {self.steps} steps"))
+    def step_all(self, blended) -> list:
+        """Run every window to its next step callback; return their stepped latents.
 
-    def fail(self, error: BaseException) -> None:
-        with self.condition:
-            self.error = self.error or error
-            self.condition.notify_all()
+        `blended(k)` is what window k's callback returns (nothing on the first call)."""
+        outputs = []
+        for k, window in enumerate(self.windows):
+            latents = window.switch(blended(k)) if window else window.switch()
+            if window.dead:  # the pipeline call returned before this step
+                raise RuntimeError(f"refinement window {k}: the pipeline stopped after "
+                                   f"{self.taken[k]} of {self.steps} steps")
+            outputs.append(latents)
+        return outputs
 
+    def finish(self) -> None:
+        """Let every window's pipeline call return after its last step."""
+        for window in self.windows:
+            window.switch(None)
 
-def _stop_windows(threads: list[threading.Thread], turns: _Turns) -> None:
-    """Stop the window threads at their next step and wait for them, deaf to further signals
-    meanwhile: the process must not exit while they still run torch code (the runtime
-    aborts with "terminate called without an active exception")."""
-    import signal
-
-    stopping = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(number, signal.SIG_IGN) for number in stopping]
-    try:
-        turns.fail(_Aborted("refinement was stopped"))
-        for thread in threads:
-            if thread.is_alive():
-                thread.join()
-    finally:
-        for number, handler in zip(stopping, previous, strict=True):
-            signal.signal(number, handler)
+    def close(self) -> None:
+        """Unwind the windows still suspended (after an error or Ctrl-C), here and now."""
+        for window in self.windows:
+            if window and not window.dead:
+                window.throw()
 
 
 class Refiner:
@@ -219,9 +202,7 @@ class Refiner:
             state["latents"] = new
             picked.append(cuts)
 
-        turns = _Turns(len(starts), run_steps, blend)
         pixel_window = backbone.pixel_frames(window)
-        # (built here, not in the threads: pipeline construction is not meant to be concurrent)
         window_pipes = [type(pipe)(**{**pipe.components,
                                       "scheduler": copy.deepcopy(pipe.scheduler)})
                         for _ in starts]
@@ -232,44 +213,23 @@ class Refiner:
             window_pipe.set_progress_bar_config(disable=True)
             middle = min(backbone.pixel_start(start) + pixel_window // 2, count - 1)
             chunk = max(c for c, s in enumerate(generator.plan.chunk_starts) if s <= middle)
-
-            def on_step(step: int, latents):
-                turns.stepped(k, step, latents.clone())
-                if step == run_steps - 1:
-                    return None
-                turns.wait(k)
-                return state["latents"][:, :, start:start + window].clone()
-
-            turns.wait(k)
             backbone.run(story.prompt_for(chunk), state["latents"][:, :, start:start + window],
                          self.steps, self.guidance, torch.Generator("cpu").manual_seed(seed),
                          settings.height, settings.width, self.negative_prompt,
-                         on_step=on_step, strength=self.strength, pipe=window_pipe,
+                         on_step=lambda step, latents: windows.stepped(k, step, latents.clone()),
+                         strength=self.strength, pipe=window_pipe,
                          overwrite_steps=range(run_steps - 1))
 
-        errors: list[BaseException] = []
-
-        def guarded(k: int) -> None:
+        windows = _Windows(len(starts), run_steps, run_window)
+        # (no_grad around all windows: grad mode is per thread, and the greenlets share one)
+        with torch.no_grad():
             try:
-                run_window(k)
-            except BaseException as error:  # re-raised in the main thread below
-                turns.fail(error)
-                errors.append(error)
-            else:
-                turns.finished(k)
-
-        threads = [threading.Thread(target=guarded, args=(k,), daemon=True)
-                   for k in range(len(starts))]
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        except BaseException:  # Ctrl-C, or SIGTERM's SystemExit, reaches the main thread here
-            _stop_windows(threads, turns)
-            raise
-        if turns.error is not None:
-            raise next((e for e in errors if not isinstance(e, _Aborted)), turns.error)
+                for step in range(run_steps):
+                    blend(step, windows.step_all(
+                        lambda k: state["latents"][:, :, starts[k]:starts[k] + window].clone()))
+                windows.finish()
+            finally:
+                windows.close()
         # 4. Decode the blended latents once, trim the padding, replace the MP4
         refined = backbone.decode(state["latents"])[:count]
         atomic_write(mp4_path, encode_video(refined, settings.fps, crf=settings.crf))

@@ -56,7 +56,10 @@ def test_refine_windows_share_noise_and_take_turns(tiny, tmp_path, monkeypatch, 
         return original(self, prompt, latents, steps, *args, on_step=on_step, **kwargs)
 
     monkeypatch.setattr(Backbone, "run", spy)
+    assert torch.is_grad_enabled()
     mp4, info = run(tmp_path, model, tmp_path / "out", "--refine-model", str(tiny[v2v]))
+    # the windows' calls (each under no_grad) end out of order: grad mode must come back
+    assert torch.is_grad_enabled()
     refine = info["refine"]
     assert probe(mp4).frames == 30
     # 30 frames padded to 33 = 9 latent frames; windows of 4 latent frames (13 pixel frames)
@@ -196,7 +199,7 @@ def test_a_window_whose_pipeline_runs_short_or_long_fails_the_video_instead_of_h
 
 
 def test_ctrl_c_during_refinement_stops_cleanly(tiny, tmp_path):
-    """The window threads are waited for (no runtime abort), and OUT gets no unrefined MP4."""
+    """No runtime abort, no traceback, exit 130, and OUT gets no unrefined MP4."""
     import os
     import signal
     import subprocess
