@@ -248,6 +248,32 @@ def test_a_hand_held_still_shot_is_not_flagged(name, jitter):
     assert marked.found and _box_iou(marked.box, _box_of(truth)) > 0.5
 
 
+def _pan_into_dark(name, step=20, dark=(150, 600), ramp=30, frames=T):
+    """A camera pan (`step` pixels a frame) over a photo whose band `dark` (with soft
+    `ramp`-pixel edges) is turned nearly black: what sits low-left on screen goes dark."""
+    image = getattr(data, name)()
+    wide = cv2.resize(image, (W + step * (frames - 1), H),
+                      interpolation=cv2.INTER_AREA).astype(np.float32)
+    x = np.arange(wide.shape[1], dtype=np.float32)
+    inside = np.clip((x - dark[0]) / ramp, 0, 1) * np.clip((dark[1] - x) / ramp, 0, 1)
+    wide = (wide * (1 - 0.96 * inside)[None, :, None]).astype(np.uint8)
+    return np.stack([wide[:, step * t:step * t + W] for t in range(frames)])
+
+
+def test_a_mark_that_fades_out_over_dark_content_is_found_under_a_moving_camera():
+    """Black text over a pan into a dark area shows in under half the frames, so its edges
+    fail the presence test (80% of the frames); where it shows it holds in place."""
+    clean = _pan_into_dark("chelsea")
+    alpha, truth = _text_alpha(x=20, y=190)
+    marked = _blend(clean, alpha, 0.7, colour=0.0)
+    shows = (np.abs(marked.astype(int) - clean.astype(int)).max(-1)[:, truth] > 20).mean(1)
+    assert (shows >= 0.3).sum() <= T // 2
+    detection = detect_video(marked, WatermarkConfig())
+    assert detection.found and detection.details["camera_moved"], detection.details
+    assert _box_iou(detection.box, _box_of(truth)) > 0.7
+    assert not detect_video(clean, WatermarkConfig()).found
+
+
 def test_candidates_take_the_better_of_blob_and_group():
     from synthesize.watermark import _candidates
 
