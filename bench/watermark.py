@@ -453,13 +453,16 @@ def summarise(rows: list[dict], args) -> dict:
     return summary
 
 
+def counts(s: dict) -> str:
+    """Recall, precision and the counts behind them, for one line of the report."""
+    return (f"recall {s['recall']:.3f} precision {s['precision']:.3f} ({s['true_pos']}/"
+            f"{s['marked']} marked found, {s['false_pos']}/{s['clean']} clean flagged)")
+
+
 def print_summary(summary: dict) -> None:
     d = summary["detection"]
     for name in ("all", "opacity>=0.3"):
-        s = d[name]
-        print(f"detection {name}: recall {s['recall']:.3f} precision {s['precision']:.3f} "
-              f"({s['true_pos']}/{s['marked']} marked found, {s['false_pos']}/{s['clean']} "
-              f"clean flagged)")
+        print(f"detection {name}: {counts(d[name])}")
     print("recall by opacity:", {k: round(v, 3) for k, v in d["by_opacity"].items()})
     for motion, s in d["by_motion"].items():
         print(f"  {motion}: recall {s['recall']:.3f} precision {s['precision']:.3f}")
@@ -495,25 +498,15 @@ def main() -> None:
     if args.detect_sets:
         summary = run_detection_sets(args)
         for s in summary["sets"]:
-            print(f"seed {s['seed']}: opacity >= 0.3 recall {s['recall']:.3f} precision "
-                  f"{s['precision']:.3f} ({s['true_pos']}/{s['marked']} found, "
-                  f"{s['false_pos']}/{s['clean']} clean flagged) missed {s['missed']} "
+            print(f"seed {s['seed']}: opacity >= 0.3 {counts(s)} missed {s['missed']} "
                   f"flagged {s['flagged']}")
-        s = summary["pooled"]
-        print(f"pooled over {len(summary['sets'])} sets: recall {s['recall']:.3f} precision "
-              f"{s['precision']:.3f} ({s['true_pos']}/{s['marked']} found, "
-              f"{s['false_pos']}/{s['clean']} clean flagged)")
-        if args.json:
-            args.json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        return
-    summary = run(args)
-    width, height = (int(v) for v in args.size.split("x"))
-    summary["stills"] = run_stills(args.stills, width, height, args.seed)
-    print_summary(summary)
-    s = summary["stills"]
-    print(f"stills (heuristic, no classifier): recall {s['recall']:.3f} precision "
-          f"{s['precision']:.3f} ({s['true_pos']}/{s['marked']} marked found, "
-          f"{s['false_pos']}/{s['clean']} clean flagged)")
+        print(f"pooled over {len(summary['sets'])} sets: {counts(summary['pooled'])}")
+    else:
+        summary = run(args)
+        width, height = (int(v) for v in args.size.split("x"))
+        summary["stills"] = run_stills(args.stills, width, height, args.seed)
+        print_summary(summary)
+        print(f"stills (heuristic, no classifier): {counts(summary['stills'])}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
