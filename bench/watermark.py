@@ -21,8 +21,8 @@ Reported (and written with --json):
 Removal is measured on the filling path (`crop_band=0`, so no clip is cropped, since a crop
 changes the geometry and has no pixel truth); how many marks would have been cropped is
 counted separately. Example: python bench/watermark.py --clips 60 --json /tmp/wm.json
-Detection alone on twelve sets (seeds 0-11), the figure the targets are judged on:
-python bench/watermark.py --detect-sets 12 --json /tmp/wm-sets.json
+Detection alone on 18 sets (seeds 0-17), the figure the targets are judged on:
+python bench/watermark.py --detect-sets 18 --json /tmp/wm-sets.json
 """
 
 from __future__ import annotations
@@ -328,6 +328,13 @@ def run(args) -> dict:
     return summarise(rows, args)
 
 
+def detection_counts(true_pos: int, marked: int, false_pos: int, clean: int) -> dict:
+    """Recall and precision with the counts behind them."""
+    return {"marked": marked, "clean": clean, "true_pos": true_pos, "false_pos": false_pos,
+            "recall": true_pos / max(1, marked),
+            "precision": true_pos / max(1, true_pos + false_pos)}
+
+
 def run_stills(count: int, width: int, height: int, seed: int) -> dict:
     """The still-image detector (no classifier) on photos: half get a mark (opacity 0.3 to
     1.0), half stay clean; precision and recall at the default threshold."""
@@ -355,10 +362,8 @@ def run_stills(count: int, width: int, height: int, seed: int) -> dict:
         opacity = float(rng.choice([0.3, 0.5, 0.7, 1.0]))
         marked = blend(still[None], alpha, colour, opacity)[0]
         found["marked"].append(detect_image(marked, WatermarkConfig()).found)
-    tp, fp = sum(found["marked"]), sum(found["clean"])
-    return {"marked": len(found["marked"]), "clean": len(found["clean"]), "true_pos": tp,
-            "false_pos": fp, "recall": tp / max(1, len(found["marked"])),
-            "precision": tp / max(1, tp + fp)}
+    return detection_counts(sum(found["marked"]), len(found["marked"]), sum(found["clean"]),
+                            len(found["clean"]))
 
 
 def detect_set(task: tuple[int, int, int, int, int]) -> dict:
@@ -379,11 +384,8 @@ def detect_set(task: tuple[int, int, int, int, int]) -> dict:
         else:
             marked += 1
             missed += [] if found else [case.name]
-    found_count = marked - len(missed)
-    return {"seed": seed, "marked": marked, "clean": clean, "true_pos": found_count,
-            "false_pos": len(flagged), "missed": missed, "flagged": flagged,
-            "recall": found_count / max(1, marked),
-            "precision": found_count / max(1, found_count + len(flagged))}
+    return {"seed": seed, "missed": missed, "flagged": flagged,
+            **detection_counts(marked - len(missed), marked, len(flagged), clean)}
 
 
 def run_detection_sets(args) -> dict:
@@ -397,12 +399,10 @@ def run_detection_sets(args) -> dict:
              for k in range(args.detect_sets)]
     with get_context("spawn").Pool(args.workers) as pool:
         sets = pool.map(detect_set, tasks, chunksize=1)
-    tp, fp = sum(s["true_pos"] for s in sets), sum(s["false_pos"] for s in sets)
-    marked = sum(s["marked"] for s in sets)
+    total = {key: sum(s[key] for s in sets) for key in ("true_pos", "marked", "false_pos",
+                                                         "clean")}
     return {"settings": vars(args), "platform": platform.platform(), "sets": sets,
-            "pooled": {"marked": marked, "clean": sum(s["clean"] for s in sets),
-                       "true_pos": tp, "false_pos": fp, "recall": tp / max(1, marked),
-                       "precision": tp / max(1, tp + fp)}}
+            "pooled": detection_counts(**total)}
 
 
 def summarise(rows: list[dict], args) -> dict:
@@ -410,12 +410,8 @@ def summarise(rows: list[dict], args) -> dict:
     clean = [r for r in rows if r["kind"] == "none"]
 
     def detection(subset_marked, subset_clean):
-        tp = sum(r["found"] for r in subset_marked)
-        fp = sum(r["found"] for r in subset_clean)
-        return {"marked": len(subset_marked), "clean": len(subset_clean), "true_pos": tp,
-                "false_pos": fp,
-                "recall": tp / max(1, len(subset_marked)),
-                "precision": tp / max(1, tp + fp)}
+        return detection_counts(sum(r["found"] for r in subset_marked), len(subset_marked),
+                                sum(r["found"] for r in subset_clean), len(subset_clean))
 
     summary = {
         "settings": vars(args), "platform": platform.platform(),

@@ -16,16 +16,16 @@ Contract. Frames are RGB uint8 arrays of shape (T, H, W, 3); a still is a clip o
   remaining static edges are closed into blobs (holes filled: a logo's flat inside has no
   edges), and each blob is scored in [0, 1] by the share of static pixels among the edges
   next to them and by how many static edge pixels it holds, or by its group's score (a faint
-  word's letters) when that is better.
-  The mask is then the mark's own pixels: around the chosen blobs, the temporal median of the
-  full-size frames' gradients is integrated (a Poisson solve) into a picture of the overlay,
-  which is thresholded (`matte_mask`). Last, an overlay sits on the same pixels in every frame: the
-  share of frames whose gradient magnitudes on the mask match their temporal median best
-  with no shift (of 7x7 shifts), over 0.75, scales the score (capped at 1): under 0.75 it
-  rejects scene structures the camera carries that the edge tests took for an overlay. Up to
-  CANDIDATES blobs or groups are judged this way, best first. When the whole picture
-  is static (a still scene, a tripod shot of a wall) time says nothing, and the still-image
-  detector runs on the temporal median frame instead (`kind="still-scene"`).
+  word's letters) when that is better. The mask is then the mark's own pixels: around the
+  chosen blobs, the temporal median of the full-size frames' gradients is integrated (a
+  Poisson solve) into a picture of the overlay, which is thresholded (`matte_mask`). Last, an
+  overlay sits on the same pixels in every frame: the share of frames whose gradient
+  magnitudes on the mask match their temporal median best with no shift (of 7x7 shifts),
+  over 0.75, scales the score (capped at 1): under 0.75 it rejects scene structures the
+  camera carries that the edge tests took for an overlay. Up to CANDIDATES blobs or groups
+  are judged this way, best first. When the whole picture is static (a still scene, a tripod
+  shot of a wall) time says nothing, and the still-image detector runs on the temporal
+  median frame instead (`kind="still-scene"`).
 - `detect_image(image, config, classifier)` has no motion to use: it looks for text and logo
   strokes (thin structures found by top-hat and black-hat filtering, closed into lines) of
   one colour, weighted by a prior for corners and the centre. With a classifier (LAION's,

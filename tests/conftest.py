@@ -21,7 +21,10 @@ def pytest_configure(config):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     marker = item.get_closest_marker("timeout")
-    limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout"))
+    try:
+        limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout"))
+    except ValueError:  # pytest-timeout (the dev extra) is not installed: no limit is set
+        limit = 0.0
     if limit > 0:
         faulthandler.dump_traceback_later(limit + HARD_MARGIN_S, exit=True,
                                           file=item.config.stash[_HARD_STDERR])
