@@ -39,7 +39,7 @@ def _ten_second_clips(count: int = 6) -> list[Path]:
     """Camera moves over the sample photos, 10 s at 30 fps, 640x360, x264 defaults."""
     from skimage import data
 
-    from datakit.video import encode_video
+    from datakit.io.video import encode_video
     from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
 
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def bench_keyframes(repeats: int = 2) -> dict:
     import decord
 
     from captioners.keyframes import read_keyframes
-    from datakit.video import probe
+    from datakit.io.video import probe
 
     clips = _ten_second_clips()
     infos = [probe(p) for p in clips]
@@ -96,8 +96,8 @@ def bench_overlap(clips: int = 48, workers: int = 2) -> dict:
     from captioners.base import CaptionerConfig
     from captioners.pipeline import CaptionConfig, caption
     from captioners.tiny import build_tiny_blip2
-    from datakit.pipeline import RunOptions
-    from datakit.samples import write_sample_videos
+    from datakit.cli.samples import write_sample_videos
+    from datakit.run.pipeline import RunOptions
 
     work = Path(tempfile.mkdtemp(prefix="datakit-bench-caption-"))
     try:

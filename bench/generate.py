@@ -55,8 +55,8 @@ def worker(model: str, frames: int, chunk_frames: int, steps: int, search_k: int
     """Generate one video in this process; return its timings and peak RSS."""
     import torch
 
-    from generate.backbones import load_backbone
     from generate.chunked import ChunkedGenerator, ChunkSettings
+    from generate.loading import load_backbone
     from generate.prompts import Story
     from generate.search import ContinuityScorer
 
@@ -196,8 +196,10 @@ def random_wan(config: dict, device: str, offload: str):
     )
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from generate.backbones import FAMILIES, Backbone, apply_offload
-    from generate.tiny import build_tokenizer
+    from datakit.models.tiny import build_tokenizer
+    from generate.backbone import Backbone
+    from generate.families import FAMILIES
+    from generate.loading import apply_offload
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     build_on = "cpu" if offload != "none" else device
@@ -219,8 +221,8 @@ def bench_gpu(steps: int, offload: str, smoke: bool) -> list[dict]:
     """Seconds per frame and peak GPU memory, 1 and 8 chunks, search and refine on/off."""
     import torch
 
-    from generate.backbones import share_backbone
     from generate.chunked import ChunkedGenerator, ChunkSettings
+    from generate.loading import share_backbone
     from generate.memory import estimate_peak
     from generate.prompts import Story
     from generate.refine import Refiner

@@ -254,8 +254,8 @@ def best_of(command: list[str], repeats: int) -> float:
 def startup_times(repeats: int = 5) -> dict:
     python = sys.executable
     # What a forkserver worker imports to run its first clip, and what the parent adds.
-    worker_imports = ("import synthesize.pan_zoom, datakit.engine.local, datakit.images, "
-                      "datakit.shards, datakit.video, manifests.schema, cv2, av")
+    worker_imports = ("import synthesize.pan_zoom, datakit.run.local_engine, datakit.io.images, "
+                      "datakit.run.shards, datakit.io.video, manifests.schema, cv2, av")
     return {
         "python_bare_s": best_of([python, "-c", "pass"], repeats),
         "datakit_help_s": best_of(datakit_command() + ["--help"], repeats),
@@ -270,9 +270,9 @@ def startup_times(repeats: int = 5) -> dict:
 
 def breakdown(src: Path, args, scratch: Path) -> dict:
     """Time each step of the pan-zoom stage on every photo, in this process (one worker)."""
-    from datakit.images import load_image
-    from datakit.shards import Sample, ShardWriter
-    from datakit.video import encode_video
+    from datakit.io.images import load_image
+    from datakit.io.video import encode_video
+    from datakit.run.shards import Sample, ShardWriter
     from manifests.schema import Status, make_row
     from manifests.sources import read_records
     from manifests.store import ManifestStore

@@ -47,7 +47,7 @@ def _clips(count: int) -> list[bytes]:
     import cv2
     import skimage.data
 
-    from datakit.video import encode_video
+    from datakit.io.video import encode_video
 
     clips = []
     for name in PHOTOS[:count]:
@@ -64,7 +64,7 @@ def make_dataset(out: Path, rows: int, seed: int = 0, labels: int = 700) -> dict
     """Write OUT/manifest.parquet, OUT/stats.json and OUT/shards/*.tar; return the counts."""
     import pyarrow.parquet as pq
 
-    from datakit.shards import write_tar_sample
+    from datakit.run.shards import write_tar_sample
     from manifests.schema import make_row, rows_to_table
 
     rng = np.random.default_rng(seed)
@@ -128,7 +128,7 @@ def time_command(out: Path, report: Path, samples: int, repeats: int) -> list[fl
 
 def time_phases(out: Path, report: Path, samples: int) -> dict[str, float]:
     """Seconds of each step of `write_dataset_report`, run one by one in this process."""
-    from datakit.dataset_report import (
+    from datakit.run.dataset_report import (
         MEDIA,
         extract_samples,
         open_dataset,

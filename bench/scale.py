@@ -39,7 +39,7 @@ def _photos(folder: Path, count: int) -> Path:
 
 
 def _videos(folder: Path, count: int) -> Path:
-    from datakit.samples import write_sample_videos
+    from datakit.cli.samples import write_sample_videos
 
     seed = write_sample_videos(folder / "seed", seconds=4, fps=15, size=(320, 192),
                                broken=False)
@@ -55,7 +55,7 @@ def _videos(folder: Path, count: int) -> Path:
 def _run(pipeline: str, src: Path, out: Path, workers: int, engine: str) -> float:
     from captioners.base import CaptionerConfig
     from captioners.pipeline import CaptionConfig, caption
-    from datakit.pipeline import RunOptions
+    from datakit.run.pipeline import RunOptions
     from synthesize.pan_zoom import PanZoomConfig, pan_zoom
 
     options = RunOptions(workers=workers, progress=False, engine=engine, shard_size=1000)

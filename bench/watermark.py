@@ -269,7 +269,7 @@ def delogo(frames: np.ndarray, box, folder: Path) -> np.ndarray:
 
 
 def run(args) -> dict:
-    from datakit.video import encode_video
+    from datakit.io.video import encode_video
     from synthesize.watermark import (
         Detection,
         WatermarkConfig,

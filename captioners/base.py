@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 

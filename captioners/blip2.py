@@ -48,7 +48,7 @@ from captioners.base import (
     resolve_device,
     resolve_dtype,
 )
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from captioners.base import (
     resolve_dtype,
     resolved_revision,
 )
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 OPTION = "--score-clip"
 PROBE = "a photo of a cat"
@@ -100,7 +100,7 @@ class ClipScorer:
         """Unit CLIP text embeddings, one row per caption (truncated to the context)."""
         import torch
 
-        from datakit.clip import unit_features
+        from datakit.models.clip import unit_features
 
         rows = []
         for start in range(0, len(captions), self.batch_size):
@@ -116,7 +116,7 @@ class ClipScorer:
         """Unit CLIP image embeddings of every key frame of every clip, in order."""
         import torch
 
-        from datakit.clip import embed_images
+        from datakit.models.clip import embed_images
 
         images = [frame for clip in frames for frame in np.asarray(clip)]
         return torch.cat([

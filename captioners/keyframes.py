@@ -14,7 +14,7 @@ Three modes (`--keyframe-mode`):
   largest content changes, and the middle frame of each segment is decoded at full size.
   A clip without clear changes falls back to `uniform`.
 
-Indices count presented frames from 0, as decord and `datakit.video.read_frames` do.
+Indices count presented frames from 0, as decord and `datakit.io.video.read_frames` do.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datakit.video import VideoSource, _describe, _pyav_open, read_frames
+from datakit.io.video import VideoSource, describe_source, open_container, read_frames
 
 KEYFRAME_MODES = ("uniform", "iframes", "scene")
 _SIGNAL_WIDTH = 64
@@ -96,7 +96,7 @@ def change_signal(source: VideoSource) -> np.ndarray:
     values = [0.0]
     previous = None
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             width = _SIGNAL_WIDTH
@@ -109,9 +109,9 @@ def change_signal(source: VideoSource) -> np.ndarray:
                     values.append(float(np.abs(small - previous).mean()))
                 previous = small
     except Exception as error:
-        from datakit.video import VideoError
+        from datakit.io.video import VideoError
 
-        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
     if previous is None:
         return np.zeros(0, np.float32)
     return np.asarray(values, dtype=np.float32)
@@ -121,7 +121,7 @@ def iframe_indices(source: VideoSource, fps: float) -> list[int]:
     """Indices of the coded key frames, decoding nothing else."""
     indices = []
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             stream = container.streams.video[0]
             stream.codec_context.skip_frame = "NONKEY"
             start = stream.start_time or 0
@@ -131,9 +131,9 @@ def iframe_indices(source: VideoSource, fps: float) -> list[int]:
                 seconds = float((frame.pts - start) * stream.time_base)
                 indices.append(int(round(seconds * fps)))
     except Exception as error:
-        from datakit.video import VideoError
+        from datakit.io.video import VideoError
 
-        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
     return indices
 
 
@@ -144,7 +144,7 @@ def read_keyframes(
 
     Args:
         source: the clip (path or bytes).
-        frame_count, fps: from `datakit.video.probe`.
+        frame_count, fps: from `datakit.io.video.probe`.
         count: key frames wanted (fewer when the clip is shorter).
         mode: uniform, iframes or scene (see the module docstring).
     """

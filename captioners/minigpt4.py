@@ -67,7 +67,7 @@ from captioners.base import (
     resolve_dtype,
 )
 from captioners.blip2 import hub_commit, split_per_clip
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ Reader -> prepare -> model -> finish -> writer:
 4. `CaptionStage.finish`: `KEY.mp4` + `KEY.txt` + `KEY.json` and the manifest row.
 
 A split video gets one row of status `split` (its clips' `input_key`) and one row per clip
-(`{video_key}__{i:04d}`). Keys, resume and shards are the core's (`datakit.pipeline`).
+(`{video_key}__{i:04d}`). Keys, resume and shards are the core's (`datakit.run.pipeline`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from captioners.base import CaptionerConfig, normalize_label
 from captioners.keyframes import KEYFRAME_MODES, shrink, uniform_indices
-from datakit.video import X264_PRESETS
+from datakit.io.video import X264_PRESETS
 
 SPLIT_MODES = ("none", "scenes", "fixed")
 MAX_FRAME_PIXELS = 8192 * 8192
@@ -50,7 +50,7 @@ class CaptionConfig:
         clip_seconds: longest clip when splitting.
         min_clip_seconds: shortest clip kept when splitting (shorter pieces are dropped and
             counted in the source video's row).
-        scene_threshold: shot detector threshold for `split=scenes` (`datakit.scenes`).
+        scene_threshold: shot detector threshold for `split=scenes` (`datakit.io.scenes`).
         min_frames: a clip with fewer frames is skipped (a one-frame "video" teaches no motion).
         max_size: longest side in pixels; larger inputs are re-encoded down to it (None: no
             limit). H.264 MP4 inputs within it are stream-copied.
@@ -108,7 +108,7 @@ class CaptionConfig:
             raise ValueError(f"keyframe_side must be at least 32, got {self.keyframe_side}")
 
     def output_format(self):
-        from datakit.clips import OutputFormat
+        from datakit.io.clips import OutputFormat
 
         return OutputFormat(size=self.size, max_side=self.max_size, fps=self.fps,
                             crf=self.crf, preset=self.preset)
@@ -146,9 +146,9 @@ class CaptionStage:
     # -- prepare (worker) ----------------------------------------------------------------------
 
     def prepare(self, record) -> list:
-        from datakit.clips import ClipSpec, can_copy, plan_fixed, plan_scenes
-        from datakit.engine.local import ModelItem
-        from datakit.video import VideoError, probe
+        from datakit.io.clips import ClipSpec, can_copy, plan_fixed, plan_scenes
+        from datakit.io.video import VideoError, probe
+        from datakit.run.local_engine import ModelItem
         from manifests.schema import Status, make_row
 
         config = self.config
@@ -239,7 +239,7 @@ class CaptionStage:
         import numpy as np
 
         from captioners.keyframes import Keyframes, read_keyframes
-        from datakit.clips import remux_video
+        from datakit.io.clips import remux_video
 
         mp4 = remux_video(source)
         if self.pixels:
@@ -255,7 +255,7 @@ class CaptionStage:
         import numpy as np
 
         from captioners.keyframes import read_keyframes
-        from datakit.clips import transcode_clips
+        from datakit.io.clips import transcode_clips
 
         config = self.config
         uniform = config.keyframe_mode == "uniform" or not self.pixels
@@ -284,7 +284,7 @@ class CaptionStage:
         re-encodes it and takes the key frames from the cleaned clip."""
         import numpy as np
 
-        from datakit.video import encode_video, read_frames
+        from datakit.io.video import encode_video, read_frames
         from manifests.schema import Status
         from synthesize.watermark import (
             WatermarkAction,
@@ -316,7 +316,7 @@ class CaptionStage:
         return item
 
     def _item(self, key, base, mp4, indices, pictures, mode, **geometry):
-        from datakit.engine.local import ModelItem
+        from datakit.run.local_engine import ModelItem
 
         record = base["record"]
         source_fps = base["info"]["fps"] or 25.0
@@ -335,7 +335,7 @@ class CaptionStage:
     # -- finish (main process) -----------------------------------------------------------------
 
     def finish(self, output: dict[str, Any]) -> list:
-        from datakit.shards import Sample
+        from datakit.run.shards import Sample
         from manifests.schema import Status, make_row
 
         payload = output["payload"]
@@ -397,7 +397,7 @@ class _UniformKeep:
 
 
 def _format_or_empty(source) -> str:
-    from datakit.clips import container_format
+    from datakit.io.clips import container_format
 
     try:
         return container_format(source)
@@ -485,12 +485,12 @@ def caption(src, out, config: CaptionConfig, captioner: CaptionerConfig, options
         out: the output folder (resumed when it holds an earlier run with the same settings).
         config: clips, key frames and encoding.
         captioner: which captioner and how it runs.
-        options: how to run (`datakit.pipeline.RunOptions`).
+        options: how to run (`datakit.run.pipeline.RunOptions`).
         annotations: Kinetics / Moments-in-Time / VideoLT annotation files.
         score_clip: CLIP model for a caption-to-frames similarity column.
     """
-    from datakit.engine.local import ModelStage
-    from datakit.pipeline import run_pipeline
+    from datakit.run.local_engine import ModelStage
+    from datakit.run.pipeline import run_pipeline
     from manifests.videos import count_video_records, detect_videos, read_video_records
 
     found = detect_videos(src, annotations)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from generate.tiny import WORDS
+from datakit.models.tiny import WORDS
 
 BLIP2_VARIANTS = ("opt", "t5")
 MINIGPT4_VARIANTS = ("vicuna", "llama2")

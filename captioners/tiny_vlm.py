@@ -52,7 +52,7 @@ def build_tiny_llava(folder: str | os.PathLike, seed: int = 0) -> Path:
         LlavaProcessor,
     )
 
-    from generate.tiny import build_tokenizer
+    from datakit.models.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, *CHAT_TOKENS]})

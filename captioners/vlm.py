@@ -40,7 +40,7 @@ from captioners.base import (
     resolve_dtype,
     resolved_revision,
 )
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 

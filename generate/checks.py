@@ -44,7 +44,7 @@ Per video:
   ablation measure: jumps at seams raise it).
 - `motion`: mean flow magnitude in pixels per frame, and `stagnant_fraction`, the share of
   pairs that barely move (flow under 0.1 px and difference under 0.5 grey levels).
-- `scene_cuts`: frames where a new shot starts (`datakit.scenes`, PySceneDetect's adaptive
+- `scene_cuts`: frames where a new shot starts (`datakit.io.scenes`, PySceneDetect's adaptive
   method), with those that fall on a seam counted apart.
 - `repetition`: with T_c the mean 32x32 thumbnail of chunk c and d the mean absolute
   difference in grey levels, the largest d(c, c+1) - d(c, c+2) over the chunks: positive when
@@ -76,7 +76,8 @@ from typing import Any
 
 import numpy as np
 
-from datakit.atomic import atomic_write
+from datakit.io.atomic import atomic_write
+from generate.thresholds import failing
 
 logger = logging.getLogger(__name__)
 
@@ -91,28 +92,7 @@ STILL_DIFF = 0.5
 DRIFT_SEGMENTS = 4
 RESULT_SUFFIX = ".checks.json"
 
-# metric -> (limit, True when a value above the limit fails, False when one below it fails)
-THRESHOLDS = {
-    "seam_jump_max": (2.0, True),  # a seam changes twice as much as a typical frame pair
-    "seam_reversals": (0, True),  # any seam where the motion turns back (a rewind)
-    "flicker": (0.9, False),  # mean frame difference above 25 grey levels
-    "stagnant_fraction": (0.5, True),  # half the frame pairs barely move
-    "scene_cuts_off_seams": (0, True),  # a content break inside a chunk
-    "colour_drift_max": (10.0, True),  # Delta E 10: a clearly visible colour shift
-    "sharpness_drift_max": (1.0, True),  # a chunk half or twice as sharp as the first
-    "repetition": (5.0, True),  # chunk c+2 is 5 grey levels closer to c than c+1 is
-}
 REPETITION_THUMB = 32
-
-
-def failing(metrics: dict[str, Any]) -> list[str]:
-    """The metrics that cross their `THRESHOLDS` limit (None values never fail)."""
-    fails = []
-    for name, (limit, above) in THRESHOLDS.items():
-        value = metrics.get(name)
-        if value is not None and (value > limit if above else value < limit):
-            fails.append(name)
-    return fails
 
 
 @dataclass(frozen=True)
@@ -229,8 +209,8 @@ def segments(frames: int, starts: list[int]) -> list[tuple[int, int]]:
 
 
 def scene_cuts(video: Path, min_scene_frames: int) -> list[int]:
-    """Frames where a new shot starts (`datakit.scenes`: PySceneDetect's adaptive method)."""
-    from datakit.scenes import detect_shots
+    """Frames where a new shot starts (`datakit.io.scenes`: PySceneDetect's adaptive method)."""
+    from datakit.io.scenes import detect_shots
 
     return detect_shots(video, min_scene_frames=min_scene_frames)
 
@@ -311,12 +291,12 @@ def check_video(
         on_frame: called after every decoded frame (progress bars).
 
     Raises:
-        datakit.video.VideoError: the video cannot be read.
+        datakit.io.video.VideoError: the video cannot be read.
         ValueError: the video has fewer than 2 frames.
     """
     import cv2
 
-    from datakit.video import iter_frames, probe
+    from datakit.io.video import iter_frames, probe
 
     settings = settings or CheckSettings()
     video = Path(video)
@@ -468,7 +448,7 @@ def check_videos(
     A video that cannot be checked gets a result with its `error` and the others go on.
     Returns the results in order. `report.write_report` turns them into the HTML report.
     """
-    from datakit.video import VideoError, probe
+    from datakit.io.video import VideoError, probe
     from generate.report import write_contact_sheet
 
     folder = Path(folder)
@@ -503,7 +483,7 @@ def videos_from_shards(shards: Sequence[str | os.PathLike], folder: str | os.Pat
     """Write the `mp4` of every sample in `shards` (the toolkit's WebDataset tars, read as a
     trainer reads them) to `folder/KEY.mp4`, with the sample's `json` beside it when it has
     one (its `chunk_starts` then gives the seams); return the video paths."""
-    from datakit.shards import read_shard
+    from datakit.run.shards import read_shard
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -73,10 +73,11 @@ from typing import Any
 
 import numpy as np
 
-from datakit.atomic import atomic_file, atomic_write
-from datakit.errors import UserError
-from datakit.video import VideoWriter
-from generate.backbones import Backbone, noise_level
+from datakit.io.atomic import atomic_file, atomic_write
+from datakit.io.errors import UserError
+from datakit.io.video import VideoWriter
+from generate.backbone import Backbone
+from generate.families import noise_level
 from generate.prompts import Story
 from generate.search import candidate_correlation, search_noise
 

@@ -81,7 +81,7 @@ def resident_weight_bytes(backbones, offload: str = "none") -> int:
 
 def activation_bytes(backbone, frames: int, height: int, width: int, cfg: bool) -> dict:
     """The denoiser's and the VAE decoder's activation estimates for one chunk, in bytes."""
-    from generate.backbones import denoiser_of
+    from generate.loading import denoiser_of
 
     pipe, family = backbone.pipe, backbone.family.name
     denoiser = denoiser_of(pipe)

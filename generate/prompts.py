@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]+$")
 SLUG_CHARS = 40

@@ -16,7 +16,7 @@ calling thread and take strict turns (window 0, 1, ..., then the next step), eac
 its step callback until its turn comes again: the result is deterministic, activation memory
 is that of one window, and torch never runs in two threads.
 Supported: Wan and CogVideoX video-to-video pipelines (ModelScope's draws its own noise; see
-backbones.UNSUPPORTED). Windows are counted in pixel frames and converted to latent frames.
+families.UNSUPPORTED). Windows are counted in pixel frames and converted to latent frames.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from datakit.atomic import atomic_write
-from datakit.errors import UserError
-from datakit.video import encode_video
-from generate.backbones import Backbone, keep_step_overwrites
+from datakit.io.atomic import atomic_write
+from datakit.io.errors import UserError
+from datakit.io.video import encode_video
+from generate.backbone import Backbone
 from generate.chunked import ChunkedGenerator, check_overlap, derive_seed, make_noise
+from generate.families import keep_step_overwrites
 from generate.prompts import Story
 
 

@@ -1,7 +1,7 @@
 """The checks as something to look at: contact sheets, metric plots and one HTML page.
 
 `REPORT/index.html` has a table of every video's headline metrics (videos that fail a
-threshold of `checks.THRESHOLDS` first, most failures first, then by seam jump; failing
+threshold of `thresholds.THRESHOLDS` first, most failures first, then by seam jump; failing
 cells in red, each column's threshold on hover), then per video its contact sheet (a row per
 chunk, so a seam is the step from one row to the next) and its plots, one panel per metric,
 seams drawn as vertical lines. Plots are PNGs drawn with matplotlib's Agg backend; the page
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from datakit.atomic import atomic_file, atomic_write
-from generate.checks import THRESHOLDS
+from datakit.io.atomic import atomic_file, atomic_write
+from generate.thresholds import THRESHOLDS
 
 INDEX = "index.html"
 SUMMARY = "summary.json"

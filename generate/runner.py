@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datakit.atomic import atomic_write
-from datakit.errors import UserError
+from datakit.io.atomic import atomic_write
+from datakit.io.errors import UserError
 from manifests.schema import Status, make_row
 from manifests.store import STATE_DIR, ManifestStore, write_stats
 
@@ -62,9 +62,9 @@ class GenerateOptions:
         refine_strength: SDEdit strength (fraction of the schedule that is re-run; None: 0.4).
         device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run (dtype
             None: bfloat16 on CUDA, float32 elsewhere; cpu_offload is offload `model`).
-        offload: `none`, `model`, `sequential` or `group` (`backbones.apply_offload`).
+        offload: `none`, `model`, `sequential` or `group` (`loading.apply_offload`).
         attention_backend: diffusers attention backend for the denoiser (None: default).
-        lora: `PATH_OR_ID[:SCALE]` LoRAs for `model` (`backbones.load_loras`).
+        lora: `PATH_OR_ID[:SCALE]` LoRAs for `model` (`loading.load_loras`).
         compile: `torch.compile` the denoiser(s), with `compile_mode`.
         bounded_heap: keep host memory flat over chunks (see `chunked.bound_heap_growth`).
         resume: continue interrupted videos from their saved chunks.
@@ -176,8 +176,8 @@ def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
 
 def _load(options: GenerateOptions):
     """Load the backbones and build the chunk generator and refiner the options ask for."""
-    from generate.backbones import load_backbone, share_backbone, shared_components
     from generate.chunked import ChunkedGenerator, ChunkSettings, resolve_mode
+    from generate.loading import load_backbone, share_backbone, shared_components
     from generate.refine import Refiner
     from generate.search import default_search_steps, load_scorer
 

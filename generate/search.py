@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ClipScorer:
         self.device = device
 
     def _embed(self, frames: np.ndarray):
-        from datakit.clip import embed_images
+        from datakit.models.clip import embed_images
 
         return embed_images(self.model, self.processor, list(frames), self.device)
 
@@ -98,7 +98,7 @@ def load_scorer(kind: str = "clip", clip: str | None = None, device: str = "cpu"
             with `ContinuityScorer` after a one-line warning saying so.
         device: where CLIP runs.
     """
-    from generate.backbones import hub_reachable
+    from generate.loading import hub_reachable
 
     if kind not in SCORERS:
         raise UserError(f"--search-scorer must be one of {', '.join(SCORERS)}, got {kind!r}")

@@ -145,7 +145,7 @@ def _shard_row(tar: tarfile.TarFile, key: str, members: dict[str, tarfile.TarInf
     info = info if isinstance(info, dict) else {}
     geometry = {name: info.get(name) for name in ("width", "height", "frames", "fps")}
     if not all(geometry.values()):
-        from datakit.video import probe
+        from datakit.io.video import probe
 
         video = probe(tar.extractfile(members["mp4"]).read())
         geometry = {"width": video.width, "height": video.height, "frames": video.frames,

@@ -48,8 +48,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from datakit.errors import UserError
-from datakit.files import special_kind
+from datakit.io.errors import UserError
+from datakit.io.files import special_kind
 
 logger = logging.getLogger(__name__)
 
@@ -93,25 +93,25 @@ class Record:
     end: float | None = None
 
     def image_input(self) -> str | bytes:
-        """What `datakit.images.load_image` should read: the bytes, else the path.
+        """What `datakit.io.images.load_image` should read: the bytes, else the path.
 
         Raises:
             ImageError: the record carries a listing-time `error`.
         """
         if self.error is not None:
-            from datakit.images import ImageError
+            from datakit.io.images import ImageError
 
             raise ImageError(self.error)
         return self.data if self.data is not None else self.path
 
     def video_input(self) -> str | bytes:
-        """What `datakit.video` should read: the bytes, else the path.
+        """What `datakit.io.video` should read: the bytes, else the path.
 
         Raises:
             VideoError: the record carries a listing-time `error`.
         """
         if self.error is not None:
-            from datakit.video import VideoError
+            from datakit.io.video import VideoError
 
             raise VideoError(self.error)
         return self.data if self.data is not None else self.path
@@ -142,8 +142,8 @@ def read_records(src: str | os.PathLike) -> Iterator[Record]:
         return _folder_records(found)
     if found.kind == "shards":
         if found.root.is_file():
-            _check_tar(found.root)
-        return _shard_records(found.root, found.files)
+            check_tar(found.root)
+        return shard_records(found.root, found.files)
     return _list_records(found.root)
 
 
@@ -192,7 +192,7 @@ def _detect(src: str | os.PathLike) -> _Input:
         )
     if not root.is_dir():
         raise UserError(f"{src}: not a folder, a .tar shard or a .csv/.parquet list")
-    images, tars, unlistable = _scan(root)
+    images, tars, unlistable = scan_folder(root)
     if images and tars:
         raise UserError(
             f"{src}: holds both images ({len(images)}) and .tar shards ({len(tars)}); "
@@ -207,7 +207,7 @@ def _detect(src: str | os.PathLike) -> _Input:
     )
 
 
-def _scan(
+def scan_folder(
     root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
 ) -> tuple[list[Path], list[Path], frozenset[Path]]:
     """Media files (images, or the given `extensions`) and tar files under root, sorted,
@@ -300,7 +300,7 @@ def _folder_records(found: _Input) -> Iterator[Record]:
             yield Record(key, source, path=str(file), error="unreadable: cannot list folder")
             continue
         text = _read_sidecar(file.with_suffix(".txt"))
-        meta = _parse_json(_read_sidecar(file.with_suffix(".json")), file)
+        meta = parse_json(_read_sidecar(file.with_suffix(".json")), file)
         if text is None and isinstance(meta.get("caption"), str):
             text = meta["caption"]
         yield Record(key, source, path=str(file), text=text, meta=meta)
@@ -321,7 +321,7 @@ def _read_sidecar(path: Path) -> str | None:
         return None
 
 
-def _parse_json(text: str | bytes | None, where: Any) -> dict[str, Any]:
+def parse_json(text: str | bytes | None, where: Any) -> dict[str, Any]:
     if not text:
         return {}
     try:
@@ -335,7 +335,7 @@ def _parse_json(text: str | bytes | None, where: Any) -> dict[str, Any]:
 # --- shards ----------------------------------------------------------------------------------
 
 
-def _check_tar(path: Path) -> None:
+def check_tar(path: Path) -> None:
     """A single shard given as SRC must at least open: otherwise the whole input is bad."""
     try:
         with tarfile.open(path, mode="r|*") as tar:
@@ -344,7 +344,7 @@ def _check_tar(path: Path) -> None:
         raise UserError(f"{path}: cannot read shard: {_reason(error)}") from None
 
 
-def _shard_records(
+def shard_records(
     root: Path, tars: list[Path], group_record: GroupRecord | None = None
 ) -> Iterator[Record]:
     """Records of every member group of `tars`; `group_record` turns a group into a record
@@ -357,7 +357,7 @@ def _shard_records(
         yield from _members(tar, tar_key, seen, group_record or _group_record, relative)
 
 
-def _claim(key: str, identity: str, seen: set[str]) -> str:
+def claim_key(key: str, identity: str, seen: set[str]) -> str:
     """`key`, or when already given, `key` with a short (then full) hash of `identity`."""
     digest = hashlib.sha1(identity.encode()).hexdigest()
     for candidate in (key, f"{key}_{digest[:8]}", f"{key}_{digest}"):
@@ -376,7 +376,7 @@ def _members(
     count = 0
     kind = special_kind(tar_path)
     if kind is not None:
-        yield Record(_claim(tar_key, str(tar_path), seen), relative.as_posix(),
+        yield Record(claim_key(tar_key, str(tar_path), seen), relative.as_posix(),
                      path=str(tar_path), error=f"not a regular file: {kind}")
         return
     try:
@@ -390,7 +390,7 @@ def _members(
         kind = "unreadable" if isinstance(error, _ACCESS_ERRORS) else "corrupt shard"
         reason = f"{kind}: {_reason(error)} (after {count} samples)"
         logger.warning("%s: %s", tar_path, reason)
-        key = _claim(tar_key, str(tar_path), seen)
+        key = claim_key(tar_key, str(tar_path), seen)
         yield Record(key, relative.as_posix(), path=str(tar_path), error=reason)
 
 
@@ -430,18 +430,19 @@ def _group_record(
     folder, stem = group_key
     image = next((ext for ext in members if f".{ext}" in IMAGE_EXTENSIONS), None)
     if image is None:
-        return _memberless(tar_path, f"{tar_key}__{path_key(PurePosixPath(folder, stem))}",
+        return memberless_row(tar_path, f"{tar_key}__{path_key(PurePosixPath(folder, stem))}",
                            group_key, members, "image", seen)
     name, data = members[image]
-    key = _claim(f"{tar_key}__{path_key(PurePosixPath(folder, stem))}", f"{tar_path}::{name}", seen)
+    key = claim_key(f"{tar_key}__{path_key(PurePosixPath(folder, stem))}",
+                    f"{tar_path}::{name}", seen)
     text = members["txt"][1].decode("utf-8", errors="replace").strip() if "txt" in members else None
-    meta = _parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}
+    meta = parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}
     if text is None and isinstance(meta.get("caption"), str):
         text = meta["caption"]
     return Record(key, f"{tar_path}::{name}", data=data, text=text, meta=meta)
 
 
-def _memberless(
+def memberless_row(
     tar_path: Path, key: str, group_key: tuple[str, str],
     members: dict[str, tuple[str, bytes]], kind: str, seen: set[str],
 ) -> Record:
@@ -449,7 +450,7 @@ def _memberless(
     folder, stem = group_key
     name = PurePosixPath(folder, stem).as_posix()
     has = ", ".join(sorted(members))
-    return Record(_claim(key, f"{tar_path}::{name}", seen), f"{tar_path.as_posix()}::{name}",
+    return Record(claim_key(key, f"{tar_path}::{name}", seen), f"{tar_path.as_posix()}::{name}",
                   error=f"no {kind}: the shard sample has {has} but no {kind} member")
 
 

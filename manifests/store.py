@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datakit.atomic import atomic_write, remove_partials
+from datakit.io.atomic import atomic_write, remove_partials
 from manifests.schema import COLUMNS, MANIFEST_SCHEMA, Status, rows_to_table
 
 STATE_DIR = ".datakit"

@@ -46,18 +46,18 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 from manifests.sources import (
     SHARD_EXTENSION,
     Record,
-    _check_tar,
-    _claim,
-    _memberless,
-    _parse_json,
-    _scan,
-    _shard_records,
+    check_tar,
+    claim_key,
+    memberless_row,
+    parse_json,
     path_key,
     sanitize,
+    scan_folder,
+    shard_records,
     unique_keys,
 )
 
@@ -96,8 +96,8 @@ def read_video_records(
     found = detect_videos(src, annotations)
     if found.kind == "shards":
         if found.root.is_file():
-            _check_tar(found.root)
-        return _shard_records(found.root, found.files, _video_group_record)
+            check_tar(found.root)
+        return shard_records(found.root, found.files, _video_group_record)
     if found.kind == "annotations":
         return _annotation_records(found)
     return _folder_records(found)
@@ -131,7 +131,7 @@ def detect_videos(
             f"{src}: not a video folder, a video file or a .tar shard (got a "
             f"{suffix or 'file'} file)"
         )
-    videos, tars, unlistable = _scan(root, VIDEO_EXTENSIONS)
+    videos, tars, unlistable = scan_folder(root, VIDEO_EXTENSIONS)
     if annotations:
         if not videos:
             raise UserError(f"{src}: no videos found for the annotations (looked for "
@@ -182,12 +182,12 @@ def _video_group_record(
     folder, stem = group_key
     video = next((ext for ext in members if f".{ext}" in VIDEO_EXTENSIONS), None)
     if video is None:
-        return _memberless(tar_path, path_key(PurePosixPath(folder, stem)), group_key, members,
+        return memberless_row(tar_path, path_key(PurePosixPath(folder, stem)), group_key, members,
                            "video", seen)
     name, data = members[video]
-    key = _claim(path_key(PurePosixPath(folder, stem)), f"{tar_path}::{name}", seen)
+    key = claim_key(path_key(PurePosixPath(folder, stem)), f"{tar_path}::{name}", seen)
     text = members["txt"][1].decode("utf-8", errors="replace").strip() if "txt" in members else None
-    meta = _parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}
+    meta = parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}
     label = meta.get("label")
     return Record(key, f"{tar_path}::{name}", data=data, text=text,
                   label=str(label) if label not in (None, "") else None,

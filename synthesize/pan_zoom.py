@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from datakit.video import X264_PRESETS
+from datakit.io.video import X264_PRESETS
 from synthesize.watermark import WatermarkConfig
 
 
@@ -477,9 +477,9 @@ class PanZoomStage:
         return [record.key] if count == 1 else [f"{record.key}_c{i}" for i in range(count)]
 
     def __call__(self, record) -> list:
-        from datakit.images import ImageError, load_image_info
-        from datakit.shards import Sample
-        from datakit.video import encode_video
+        from datakit.io.images import ImageError, load_image_info
+        from datakit.io.video import encode_video
+        from datakit.run.shards import Sample
         from manifests.schema import Status, make_row
         from synthesize.watermark import apply_watermark_policy
 
@@ -570,9 +570,9 @@ def pan_zoom(src, out, config: PanZoomConfig, options) -> dict[str, Any]:
         src: an image folder, img2dataset/LAION shards, or a CSV/parquet list.
         out: the output folder (resumed if it holds an earlier run with the same settings).
         config: what to make.
-        options: how to run (`datakit.pipeline.RunOptions`).
+        options: how to run (`datakit.run.pipeline.RunOptions`).
     """
-    from datakit.pipeline import run_pipeline
+    from datakit.run.pipeline import run_pipeline
     from manifests.sources import count_records, read_records
 
     stage = PanZoomStage(config)

@@ -1003,7 +1003,7 @@ def read_shard_samples(src: str | os.PathLike):
     import tarfile
     from pathlib import Path
 
-    from datakit.errors import UserError
+    from datakit.io.errors import UserError
 
     src = Path(src)
     tars = [src] if src.is_file() else sorted(src.rglob("*.tar"))
@@ -1050,8 +1050,8 @@ class WatermarkStage:
         return [sample.key]
 
     def __call__(self, sample: ShardSample) -> list:
-        from datakit.shards import Sample
-        from datakit.video import VideoError, encode_video, probe, read_frames
+        from datakit.io.video import VideoError, encode_video, probe, read_frames
+        from datakit.run.shards import Sample
         from manifests.schema import Status, make_row
 
         started = time.perf_counter()
@@ -1096,11 +1096,11 @@ def watermark_shards(src, out, config: WatermarkConfig, options, crf: int = 18,
         src: a `.tar` shard or a folder of them (datakit's or any with KEY.mp4 members).
         out: the output folder (resumed if it holds an earlier run with the same settings).
         config: what to do with marks.
-        options: how to run (`datakit.pipeline.RunOptions`).
+        options: how to run (`datakit.run.pipeline.RunOptions`).
         crf, preset: x264 settings for clips whose pixels change.
     """
-    from datakit.errors import UserError
-    from datakit.pipeline import run_pipeline
+    from datakit.io.errors import UserError
+    from datakit.run.pipeline import run_pipeline
 
     stage = WatermarkStage(config, crf=crf, preset=preset)
     stage.classifier()  # a bad --watermark-model fails here, once, not in every worker

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 IMAGE_SIZE = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import webdataset as wds
 
-from datakit.atomic import TEMP_SUFFIX
-from datakit.shards import verify_shards
+from datakit.io.atomic import TEMP_SUFFIX
+from datakit.run.shards import verify_shards
 
 
 def write_photos(root: Path, count: int) -> set[str]:

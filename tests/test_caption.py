@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 import captioners.base as base
 from captioners.base import CaptionerConfig, CaptionModel, fuse_template, normalize_label
 from datakit.cli import app
-from datakit.samples import SAMPLE_CLASSES, write_sample_videos
-from datakit.shards import verify_shards
-from datakit.video import encode_video, probe, read_frames
+from datakit.cli.samples import SAMPLE_CLASSES, write_sample_videos
+from datakit.io.video import encode_video, probe, read_frames
+from datakit.run.shards import verify_shards
 
 QUIET = ["--quiet", "--workers", "1"]
 
@@ -249,7 +249,7 @@ def test_vlm_captions_mixed_clips_with_clip_scores_through_the_cli(tree, tmp_pat
     """A tiny random LLaVA from a folder, as `--model DIR`; clips of several sizes and
     lengths in batches; CLIP scores in the manifest and json; llm fusion is not needed."""
     from captioners.tiny_vlm import build_tiny_llava
-    from generate.tiny import build_tiny_clip
+    from datakit.models.tiny import build_tiny_clip
 
     model = build_tiny_llava(tmp_path / "llava")
     clip = build_tiny_clip(tmp_path / "clip")

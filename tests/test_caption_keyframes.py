@@ -10,9 +10,9 @@ import pytest
 from skimage import data
 
 import captioners.keyframes as keyframes
-import datakit.video as video
+import datakit.io.video as video
 from captioners.keyframes import read_keyframes, scene_indices, uniform_indices
-from datakit.clips import (
+from datakit.io.clips import (
     ClipSpec,
     OutputFormat,
     plan_fixed,
@@ -20,8 +20,8 @@ from datakit.clips import (
     remux_video,
     transcode_clips,
 )
-from datakit.engine.local import ModelItem, ModelStage, run_local
-from datakit.video import encode_video, probe, read_frames
+from datakit.io.video import encode_video, probe, read_frames
+from datakit.run.local_engine import ModelItem, ModelStage, run_local
 
 GRAY_STEP = 5  # frame i of a counting clip is a flat gray of value 5 * i
 

@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from datakit.errors import UserError
-from datakit.video import encode_video
+from datakit.io.errors import UserError
+from datakit.io.video import encode_video
 from manifests.videos import read_video_records
 
 

@@ -16,7 +16,7 @@ from skimage import data
 
 from captioners.base import CaptionerConfig, CaptionModel, ClipRequest, load_captioner
 from captioners.tiny import build_tiny_blip2, build_tiny_instructblip, install_in_hub_cache
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 
 @pytest.fixture(scope="module")

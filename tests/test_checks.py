@@ -17,7 +17,7 @@ import skimage.data
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.video import encode_video
+from datakit.io.video import encode_video
 from generate.checks import CheckSettings, check_video, check_videos, load_results, warp_pair
 from generate.report import write_report
 
@@ -260,7 +260,7 @@ def test_contact_sheet_shows_alternating_flicker(tmp_path):
 def test_check_reads_the_toolkits_shards(videos, tmp_path):
     import tarfile
 
-    from datakit.shards import write_tar_sample
+    from datakit.run.shards import write_tar_sample
 
     shards = tmp_path / "shards"
     shards.mkdir()

@@ -15,8 +15,8 @@ from transformers import CLIPModel, CLIPProcessor
 
 from captioners.clip_score import ClipScorer
 from captioners.tiny_vlm import build_tiny_llava
-from datakit.errors import UserError
-from generate.tiny import build_tiny_clip
+from datakit.io.errors import UserError
+from datakit.models.tiny import build_tiny_clip
 
 CAPTIONS = ["a man and a woman walking on the beach", "a small red car on the road at night",
             "a cat sitting in the room"]

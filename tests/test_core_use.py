@@ -12,7 +12,8 @@ from PIL import Image
 from skimage import data
 from typer.testing import CliRunner
 
-from datakit.cli import app, print_summary
+from datakit.cli import app
+from datakit.cli.options import print_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--size", "96x64", "--frames", "4", "--fps", "4", "--preset", "ultrafast",
@@ -67,7 +68,7 @@ def test_pan_zoom_and_label_captions_run_without_torch(tmp_path):
     Image.fromarray(data.coffee()).save(src / "coffee.jpg")
     videos = tmp_path / "videos" / "drinking_coffee"
     videos.mkdir(parents=True)
-    from datakit.video import encode_video
+    from datakit.io.video import encode_video
 
     (videos / "a.mp4").write_bytes(encode_video(
         [np.full((64, 96, 3), 10 * i, np.uint8) for i in range(8)], 8, preset="ultrafast"))

@@ -21,9 +21,9 @@ import torch
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.video import probe, read_frames
+from datakit.io.video import probe, read_frames
 from generate import chunked
-from generate.backbones import Backbone, load_backbone
+from generate.backbone import Backbone
 from generate.chunked import (
     ChunkedGenerator,
     ChunkSettings,
@@ -32,6 +32,7 @@ from generate.chunked import (
     pinned_steps,
     plan_chunks,
 )
+from generate.loading import load_backbone
 from generate.prompts import Story
 from generate.search import ContinuityScorer, search_noise
 from generate.tiny import build_tiny_pipeline
@@ -428,8 +429,8 @@ def test_derive_seed_is_stable_and_distinct():
 # -- CLIP scoring and the checks --------------------------------------------------------------
 
 def test_clip_scorer_and_cli(tiny, tmp_path):
+    from datakit.models.tiny import build_tiny_clip
     from generate.search import ClipScorer
-    from generate.tiny import build_tiny_clip
 
     clip = build_tiny_clip(tmp_path / "clip")
     scorer = ClipScorer(clip)
@@ -602,7 +603,7 @@ def test_peak_rss_is_per_video():
 # -- memory: shared components, per-component dtype -------------------------------------------
 
 def test_refine_shares_the_t2v_components_and_wan_vae_stays_float32(tiny):
-    from generate.backbones import share_backbone
+    from generate.loading import share_backbone
 
     backbone = load_backbone(str(tiny("wan")), dtype="bfloat16")
     assert backbone.pipe.transformer.dtype == torch.bfloat16

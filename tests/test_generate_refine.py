@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.video import probe
-from generate.backbones import Backbone
+from datakit.io.video import probe
+from generate.backbone import Backbone
 from generate.refine import Refiner
 from generate.tiny import build_tiny_pipeline
 
@@ -138,8 +138,8 @@ def test_cogvideox15_refine_windows_pass_the_pipelines_frame_check(tmp_path):
     """CogVideoX 1.5 (temporal patch 2): given latents=, diffusers' V2V pipeline checks
     (L - 1) // 4 + 1 against the patch, so 4-latent windows fail inside diffusers; the refiner
     refuses such a --refine-chunk up front and 6-latent windows run."""
-    from datakit.errors import UserError
-    from generate.backbones import load_backbone
+    from datakit.io.errors import UserError
+    from generate.loading import load_backbone
 
     backbone = load_backbone(str(build_tiny_pipeline(tmp_path / "c15", "cogvideox15-v2v")),
                              "v2v")

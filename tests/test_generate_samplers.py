@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from generate.backbones import Backbone, keep_step_overwrites, load_backbone
+from generate.backbone import Backbone
 from generate.chunked import ChunkedGenerator, ChunkSettings
+from generate.families import keep_step_overwrites
+from generate.loading import load_backbone
 from generate.prompts import Story
 from generate.tiny import build_tiny_pipeline
 
@@ -304,7 +306,7 @@ def test_step_overwrites_survive_unipc_and_history_is_kept():
     x0 prediction made before the overwrite, which pulls the step back by a bounded amount."""
     from diffusers import HeunDiscreteScheduler, UniPCMultistepScheduler
 
-    from datakit.errors import UserError
+    from datakit.io.errors import UserError
 
     unipc = UniPCMultistepScheduler.from_config(
         {k: v for k, v in WAN_UNIPC.items() if k != "_class_name"})

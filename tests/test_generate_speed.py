@@ -8,8 +8,9 @@ spies; everything else runs for real on the tiny random pipelines.
 import pytest
 import torch
 
-from generate.backbones import Backbone, load_backbone
+from generate.backbone import Backbone
 from generate.chunked import ChunkedGenerator, ChunkSettings
+from generate.loading import load_backbone
 from generate.prompts import Story
 from generate.search import ContinuityScorer
 from generate.tiny import build_tiny_pipeline
@@ -103,7 +104,7 @@ def spy_placement(monkeypatch) -> list[tuple[str, dict]]:
             return self
 
         monkeypatch.setattr(DiffusionPipeline, name, record)
-    monkeypatch.setattr("generate.backbones.resolve_device", lambda device: device)
+    monkeypatch.setattr("generate.loading.resolve_device", lambda device: device)
     return calls
 
 
@@ -130,7 +131,7 @@ def test_group_offload_really_runs_on_cpu(tiny, tmp_path):
     same latents as no offloading: what of it can run without a GPU."""
     from diffusers.hooks.group_offloading import _get_group_onload_device
 
-    from generate.backbones import apply_offload
+    from generate.loading import apply_offload
 
     plain = load_backbone(str(tiny("wan")))
     grouped = load_backbone(str(tiny("wan")))
@@ -170,7 +171,7 @@ def cli(tiny, tmp_path, *extra, family="wan"):
 # -- 3. the pre-run memory estimate -----------------------------------------------------------
 
 def test_memory_estimate_weights_count_what_is_resident(tiny, tmp_path):
-    from generate.backbones import share_backbone
+    from generate.loading import share_backbone
     from generate.memory import estimate_peak
 
     backbone = load_backbone(str(tiny("wan")), dtype="bfloat16")  # Wan's VAE stays float32
@@ -283,7 +284,7 @@ def test_lora_changes_the_output_and_scale_0_does_not(tiny, tiny_lora, tmp_path)
 
 
 def test_parse_lora():
-    from generate.backbones import parse_lora
+    from generate.loading import parse_lora
 
     assert parse_lora("org/name") == ("org/name", 1.0)
     assert parse_lora("a/b.safetensors:0.5") == ("a/b.safetensors", 0.5)
@@ -394,7 +395,7 @@ def test_i2v_model_shares_identical_components(tiny, tmp_path, monkeypatch):
     import json
     import shutil
 
-    from generate.backbones import _hash_cache_path
+    from generate.loading import _hash_cache_path
     from generate.runner import GenerateOptions, _load
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -1,4 +1,5 @@
-"""datakit.images: every odd file a scraped image set holds becomes correct RGB or a clean error."""
+"""datakit.io.images: every odd file a scraped image set holds becomes correct RGB or a clean
+error."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from datakit.images import (
+from datakit.io.images import (
     ALPHA_BACKGROUND,
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -376,12 +377,12 @@ def test_permission_denied(tmp_path):
 
 
 def test_permission_denied_reason(tmp_path, monkeypatch):
-    import datakit.images
+    import datakit.io.images
 
     def denied(path, mode="r"):  # tests run as root, where chmod 000 does not stop reads
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(datakit.images, "open", denied, raising=False)
+    monkeypatch.setattr(datakit.io.images, "open", denied, raising=False)
     with pytest.raises(ImageError, match="^unreadable: permission denied$"):
         load_image(tmp_path / "any.png")
 

@@ -17,7 +17,7 @@ from skimage import data
 
 from captioners.base import CaptionerConfig, ClipRequest, load_captioner
 from captioners.tiny import build_tiny_minigpt4, install_in_hub_cache
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image "
           "once I provide it to you. Please answer my questions.")

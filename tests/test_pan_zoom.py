@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from datakit.video import read_frames
+from datakit.io.video import read_frames
 from manifests.sources import Record
 from synthesize.pan_zoom import (
     MOTION_GROUPS,

@@ -12,7 +12,7 @@ from skimage import data
 from typer.testing import CliRunner
 
 from datakit.cli import app, split_pairs
-from datakit.video import read_frames
+from datakit.io.video import read_frames
 
 FAST = ["--size", "128x80", "--frames", "6", "--fps", "6", "--preset", "ultrafast", "--quiet",
         "--workers", "1"]

@@ -20,9 +20,9 @@ from test_images import handmade_png
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.engine.local import run_local
-from datakit.shards import Sample, ShardWriter, verify_shards
-from datakit.video import read_frames
+from datakit.io.video import read_frames
+from datakit.run.local_engine import run_local
+from datakit.run.shards import Sample, ShardWriter, verify_shards
 from manifests.schema import make_row
 from manifests.store import ManifestStore
 

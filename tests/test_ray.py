@@ -14,8 +14,8 @@ from skimage import data
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.samples import write_sample_videos
-from datakit.shards import verify_shards
+from datakit.cli.samples import write_sample_videos
+from datakit.run.shards import verify_shards
 
 pytest.importorskip("ray", reason="the ray extra is not installed")
 

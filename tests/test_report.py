@@ -15,10 +15,10 @@ from skimage import data
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.dataset_report import write_dataset_report
-from datakit.errors import UserError
-from datakit.shards import Sample, ShardWriter, write_tar_sample
-from datakit.video import encode_video, probe, read_frames
+from datakit.io.errors import UserError
+from datakit.io.video import encode_video, probe, read_frames
+from datakit.run.dataset_report import write_dataset_report
+from datakit.run.shards import Sample, ShardWriter, write_tar_sample
 from manifests.report import choose_samples, normalize_manifest
 from manifests.schema import make_row, rows_to_table
 from manifests.store import ManifestStore, write_stats
@@ -187,8 +187,8 @@ def test_sample_choice_is_reproducible_and_stratified():
 
 
 def test_pan_zoom_output(tmp_path):
-    from datakit.pipeline import RunOptions
-    from datakit.samples import write_sample_images
+    from datakit.cli.samples import write_sample_images
+    from datakit.run.pipeline import RunOptions
     from synthesize.pan_zoom import PanZoomConfig, pan_zoom
 
     write_sample_images(tmp_path / "images")

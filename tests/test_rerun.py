@@ -11,7 +11,7 @@ from skimage import data
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.shards import verify_shards
+from datakit.run.shards import verify_shards
 
 FAST = ["--size", "96x64", "--frames", "4", "--fps", "4", "--preset", "ultrafast", "--quiet",
         "--workers", "1", "--shard-size", "2"]

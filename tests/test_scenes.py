@@ -3,8 +3,8 @@
 import numpy as np
 from test_caption_keyframes import _three_shots
 
-from datakit.scenes import adaptive_cuts, detect_shots
-from datakit.video import encode_video
+from datakit.io.scenes import adaptive_cuts, detect_shots
+from datakit.io.video import encode_video
 
 
 def test_cuts_between_shots_and_none_inside_a_fast_pan():

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from helpers import live_group, write_photos
 
-from datakit.shards import verify_shards
+from datakit.run.shards import verify_shards
 
 IMAGES = 24
 

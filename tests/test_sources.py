@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datakit.errors import UserError
-from datakit.images import ImageError, load_image
-from datakit.shards import check_key
+from datakit.io.errors import UserError
+from datakit.io.images import ImageError, load_image
+from datakit.run.shards import check_key
 from manifests.sources import Record, count_records, path_key, read_records, unique_keys
 
 

@@ -3,8 +3,8 @@ import io
 import numpy as np
 import pytest
 
-from datakit import video
-from datakit.video import (
+from datakit.io import video
+from datakit.io.video import (
     VideoError,
     VideoWriter,
     encode_video,

@@ -19,7 +19,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from captioners.base import CaptionerConfig, CaptionModel, ClipRequest, fill
 from captioners.tiny_vlm import build_tiny_llava
 from captioners.vlm import VLMCaptioner
-from datakit.errors import UserError
+from datakit.io.errors import UserError
 
 TOKENS_PER_IMAGE = (32 // 8) ** 2  # a 32 px image in 8 px patches, CLS dropped
 MAX_NEW = 6
@@ -166,7 +166,7 @@ def test_vllm_backend_is_one_clear_error(folder):
 def test_folders_that_are_not_chat_vlms(tmp_path, folder):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from generate.tiny import build_tokenizer
+    from datakit.models.tiny import build_tokenizer
 
     text_lm = tmp_path / "llama"
     LlamaForCausalLM(LlamaConfig(vocab_size=90, hidden_size=16, intermediate_size=32,
@@ -202,7 +202,7 @@ def test_qwen2_vl_processor_needs_torchvision_here(tmp_path):
 
     from transformers import Qwen2VLConfig, Qwen2VLImageProcessor
 
-    from generate.tiny import build_tokenizer
+    from datakit.models.tiny import build_tokenizer
 
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed: the Qwen2-VL processor loads")
@@ -266,7 +266,7 @@ def _tiny_qwen2_vl(folder):
         Qwen2VLImageProcessorPil,
     )
 
-    from generate.tiny import build_tokenizer
+    from datakit.models.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     specials = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",

@@ -13,8 +13,8 @@ from skimage import data
 from typer.testing import CliRunner
 
 from datakit.cli import app
-from datakit.errors import UserError
-from datakit.video import encode_video, read_frames
+from datakit.io.errors import UserError
+from datakit.io.video import encode_video, read_frames
 from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
 from synthesize.watermark import (
     Detection,
@@ -143,7 +143,7 @@ def test_the_sample_clips_camera_moves_are_not_flagged(tmp_path):
     """The demo's own clips (slow pans and zooms over the sample photos at 192x128, H.264):
     two of them used to be flagged, from scene structures the edge tests took for an
     overlay; the camera carries those, so they do not stay put."""
-    from datakit.samples import write_sample_videos
+    from datakit.cli.samples import write_sample_videos
 
     for path in write_sample_videos(tmp_path, broken=False):
         detection = detect_video(read_frames(path.read_bytes()), WatermarkConfig())

@@ -21,7 +21,7 @@ import pytest
 from corpus import encode, huge_header_video, image_corpus, png_bytes, video_corpus
 from helpers import assert_accounted_for, read_samples, summary_counts
 
-from datakit.video import read_frames
+from datakit.io.video import read_frames
 
 PAN_ZOOM = ["--size", "96x64", "--frames", "4", "--fps", "4", "--preset", "ultrafast"]
 

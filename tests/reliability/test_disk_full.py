@@ -15,9 +15,9 @@ import pytest
 from helpers import assert_accounted_for, write_photos
 from typer.testing import CliRunner
 
-from datakit.atomic import atomic_file
 from datakit.cli import app
-from datakit.shards import verify_shards
+from datakit.io.atomic import atomic_file
+from datakit.run.shards import verify_shards
 
 IMAGES = 16
 SETTINGS = ["--workers", "2", "--shard-size", "2", "--size", "256x160", "--frames", "16",

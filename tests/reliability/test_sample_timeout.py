@@ -20,9 +20,9 @@ HOOK = '''
 import os
 import time
 
-import datakit.video
+import datakit.io.video
 
-_open = datakit.video._pyav_open
+_open = datakit.io.video.open_container
 
 
 def _hanging_open(source):
@@ -31,7 +31,7 @@ def _hanging_open(source):
     return _open(source)
 
 
-datakit.video._pyav_open = _hanging_open
+datakit.io.video.open_container = _hanging_open
 '''
 
 

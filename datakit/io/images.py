@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from datakit.files import special_kind
+from datakit.io.files import special_kind
 
 logger = logging.getLogger(__name__)
 

@@ -96,7 +96,7 @@ def write_sample_videos(
         broken: also write `broken/truncated.mp4` (cut in half) and `broken/notes.mp4` (text),
             to show failure accounting.
     """
-    from datakit.video import encode_video
+    from datakit.io.video import encode_video
     from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
 
     folder = Path(folder)

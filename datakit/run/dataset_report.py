@@ -36,8 +36,8 @@ from typing import Any
 
 import pandas as pd
 
-from datakit.atomic import atomic_write
-from datakit.errors import UserError
+from datakit.io.atomic import atomic_write
+from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def open_dataset(src: str | os.PathLike) -> Dataset:
     Raises:
         UserError: `src` is not a folder, or holds neither a manifest nor `.tar` shards.
     """
-    from datakit.shards import SHARDS_DIR
+    from datakit.run.shards import SHARDS_DIR
     from manifests.report import load_manifest, manifest_from_shards
     from manifests.store import MANIFEST_NAME, STATS_NAME
 
@@ -133,7 +133,7 @@ def plays_in_browsers(mp4: bytes) -> bool:
 
 def _reencode(mp4: bytes, path: Path) -> None:
     """Decode any video and write it as H.264 yuv420p, frame by frame (even size: cropped)."""
-    from datakit.video import VideoWriter, even_size, iter_frames, probe
+    from datakit.io.video import VideoWriter, even_size, iter_frames, probe
 
     info = probe(mp4)
     width, height = even_size(info.width, info.height)
@@ -147,7 +147,7 @@ def _write_strip(video: Path, path: Path) -> None:
     import cv2
     import numpy as np
 
-    from datakit.video import probe, read_frames
+    from datakit.io.video import probe, read_frames
 
     count = probe(video).frames
     frames = read_frames(video, sorted({0, count // 2, max(0, count - 1)}))

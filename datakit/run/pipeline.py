@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datakit.atomic import atomic_write
-from datakit.engine.local import ModelStage, run_local
-from datakit.errors import UserError
-from datakit.shards import LOST_PREFIX, SHARDS_DIR, Sample, ShardWriter
+from datakit.io.atomic import atomic_write
+from datakit.io.errors import UserError
+from datakit.run.local_engine import ModelStage, run_local
+from datakit.run.shards import LOST_PREFIX, SHARDS_DIR, Sample, ShardWriter
 from manifests.schema import Status
 from manifests.store import MANIFEST_NAME, STATE_DIR, STATS_NAME, ManifestStore, write_stats
 
@@ -92,7 +92,7 @@ class RunOptions:
         overwrite: delete datakit's earlier outputs in OUT first instead of resuming.
         append: let OUT take inputs from another SRC than the one(s) it was made from.
         progress: show a progress bar.
-        engine: local (a process pool here) or ray (Ray Data; `datakit.engine.ray`).
+        engine: local (a process pool here) or ray (Ray Data; `datakit.run.ray_engine`).
         ray_address: the Ray cluster to join (None: start Ray on this machine).
         gpus_per_worker: GPUs each model actor asks Ray for.
         model_workers: model actors on Ray (each loads the model once).
@@ -264,7 +264,7 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
     todo = (r for r in records if not is_done(r))
     engine = functools.partial(run_local, sample_timeout=options.sample_timeout)
     if options.engine == "ray":
-        from datakit.engine.ray import run_ray
+        from datakit.run.ray_engine import run_ray
 
         engine = functools.partial(run_ray, address=options.ray_address,
                                    gpus_per_worker=options.gpus_per_worker,

@@ -1,7 +1,7 @@
 """Run a stage on Ray Data: the same stage objects, the same writer, the same output.
 
-`run_ray` has the contract of `datakit.engine.local.run_local` (records in, `consume(record,
-results)` called in input order, an `EngineReport` out), so `datakit.pipeline` switches
+`run_ray` has the contract of `datakit.run.local_engine.run_local` (records in, `consume(record,
+results)` called in input order, an `EngineReport` out), so `datakit.run.pipeline` switches
 engines with one option and everything else (keys, resume, manifest, shards) stays the same:
 
 - A plain stage runs as Ray Data `map` tasks, one record per row.
@@ -31,16 +31,16 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from datakit.engine.local import (
+from datakit.run.local_engine import (
     EngineReport,
     ModelItem,
     ModelStage,
     ModelTiming,
+    ProgressBar,
     Stage,
     StopSignals,
-    _finish,
-    _progress_bar,
     call_model,
+    finish_output,
     safe_call,
 )
 
@@ -118,7 +118,7 @@ def run_ray(
 
     Args:
         records, stage, consume, total, description, progress, on_abort: as for
-            `datakit.engine.local.run_local`.
+            `datakit.run.local_engine.run_local`.
         workers: CPUs of the local Ray instance started when `address` is None (a cluster's
             own resources otherwise).
         address: a running cluster (`auto`, or `ray://host:10001`); None starts Ray here.
@@ -140,7 +140,7 @@ def run_ray(
     report = EngineReport(model=ModelTiming() if isinstance(stage, ModelStage) else None)
     started = time.perf_counter()
     try:
-        with _progress_bar(description, total, enabled=progress) as advance, \
+        with ProgressBar(description, total, enabled=progress) as advance, \
                 StopSignals(on_abort=on_abort) as stop:
             iterator = iter(records)
             while not stop.requested:
@@ -187,5 +187,6 @@ def _run_chunk(ray, chunk: list, stage, report: EngineReport, gpus_per_worker: f
             timing.calls += bool(items)
             timing.load_seconds += load
             results = [finished for result in results for finished in (
-                _finish(stage, record, result.row) if isinstance(result, _Output) else [result])]
+                finish_output(stage, record, result.row) if isinstance(result, _Output)
+                else [result])]
         yield record, results

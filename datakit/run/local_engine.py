@@ -171,7 +171,7 @@ def run_local(
             report.count(result["status"] if isinstance(result, dict) else "ok")
         advance()
 
-    with _progress_bar(description, total, enabled=progress) as advance, \
+    with ProgressBar(description, total, enabled=progress) as advance, \
             StopSignals(on_abort=on_abort) as stop:
         if isinstance(stage, ModelStage):
             report.model = _run_model_stage(records, stage, deliver, workers, stop,
@@ -216,7 +216,7 @@ def _run_model_stage(
             final = []
             for result in results:
                 if isinstance(result, ModelItem):
-                    final.extend(_finish(stage, record, outputs[position]))
+                    final.extend(finish_output(stage, record, outputs[position]))
                     position += 1
                 else:
                     final.append(result)
@@ -250,7 +250,7 @@ def call_model(model: Callable[[dict[str, list]], dict[str, list]],
             for i in range(len(items))], seconds
 
 
-def _finish(stage: ModelStage, record: Any, output: dict[str, Any]) -> list:
+def finish_output(stage: ModelStage, record: Any, output: dict[str, Any]) -> list:
     """`stage.finish` on one model output; a bug there fails this input, not the run."""
     try:
         return stage.finish(output)
@@ -334,7 +334,7 @@ def _results(
     context = multiprocessing.get_context("forkserver")
     # Import the stage's module once in the fork server, not once per worker, and make the
     # server ignore group signals before it forks anything (a no-op when it already runs).
-    context.set_forkserver_preload(["datakit.engine.forkserver_signals",
+    context.set_forkserver_preload(["datakit.run.forkserver_signals",
                                     getattr(stage, "__module__", None) or __name__])
     window = window or workers * 4  # in flight: enough to keep workers busy, bounded memory
     pending: deque[tuple[Any, Future]] = deque()
@@ -411,7 +411,7 @@ def _result_or_crash(record: Any, future: Future) -> list:
         return [_failure_row(record, _CRASHED)]
 
 
-class _progress_bar:
+class ProgressBar:
     """A rich progress bar with rate and ETA; a no-op when disabled."""
 
     def __init__(self, description: str, total: int | None, enabled: bool):

@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
+
+from datakit.cli.options import (
+    WorkersOption,
+    command,
+    default_workers,
+)
+
+
+@command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes.")]
+    = Path("datakit-demo"),
+    workers: WorkersOption = 0,
+) -> None:
+    """Run the toolkit on embedded sample photos (no arguments, no downloads) and show
+    where to look."""
+    run_demo(out, workers=workers or default_workers())
+
+
 
 
 def _installed(*modules: str) -> bool:
@@ -23,10 +44,10 @@ def run_demo(out: str | Path, workers: int = 1) -> dict[str, Path]:
     """
     from captioners.base import CaptionerConfig
     from captioners.pipeline import CaptionConfig, caption
-    from datakit.dataset_report import write_dataset_report
-    from datakit.pipeline import RunOptions
-    from datakit.samples import write_sample_images, write_sample_videos
-    from datakit.shards import verify_shards
+    from datakit.cli.samples import write_sample_images, write_sample_videos
+    from datakit.run.dataset_report import write_dataset_report
+    from datakit.run.pipeline import RunOptions
+    from datakit.run.shards import verify_shards
     from synthesize.pan_zoom import PanZoomConfig, pan_zoom
 
     console = Console(stderr=True)

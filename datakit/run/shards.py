@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datakit.atomic import atomic_file, atomic_write, remove_partials
+from datakit.io.atomic import atomic_file, atomic_write, remove_partials
 from manifests.schema import Status, make_row
 from manifests.store import ManifestStore
 
@@ -309,7 +309,7 @@ def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyRepo
     """
     import pandas as pd
 
-    from datakit.video import read_frames
+    from datakit.io.video import read_frames
     from manifests.store import MANIFEST_NAME
 
     out_dir = Path(out_dir)

@@ -6,7 +6,7 @@ server and the workers must not die of it. Ignoring both signals here, at the fo
 start, means every worker is born ignoring them: there is no moment between a fork and the
 worker's initializer when a signal could kill it. The fork server still exits when the main
 process does (multiprocessing closes its pipe), and the workers exit when the main process is
-gone (`datakit.engine.local._worker_init`).
+gone (`datakit.run.local_engine._worker_init`).
 
 Never import this module anywhere else: it would make that process ignore Ctrl-C.
 """

@@ -9,7 +9,7 @@ decodes, the pass keeps the frames the caller asks for (the key frames), so re-e
 need no second decode.
 
 Frame numbers are counted from the first decoded frame of the file (index = position in
-decode order of presented frames), the same numbering decord and `datakit.video.read_frames`
+decode order of presented frames), the same numbering decord and `datakit.io.video.read_frames`
 use; a clip covers source frames `[start, end)`.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datakit.video import VideoError, VideoSource, VideoWriter, _describe, _pyav_open
+from datakit.io.video import VideoError, VideoSource, VideoWriter, describe_source, open_container
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +100,10 @@ def can_copy(info, container_format: str, output: OutputFormat) -> bool:
 def container_format(source: VideoSource) -> str:
     """The demuxer's name, e.g. 'mov,mp4,m4a,3gp,3g2,mj2' or 'matroska,webm'."""
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             return container.format.name
     except Exception as error:
-        raise VideoError(f"{_describe(source)}: cannot open ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot open ({error})") from error
 
 
 def remux_video(source: VideoSource) -> bytes:
@@ -113,7 +113,7 @@ def remux_video(source: VideoSource) -> bytes:
 
     buffer = io.BytesIO()
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             stream = container.streams.video[0]
             with av.open(buffer, mode="w", format="mp4") as output:
                 copied = output.add_stream_from_template(stream)
@@ -123,7 +123,8 @@ def remux_video(source: VideoSource) -> bytes:
                     packet.stream = copied
                     output.mux(packet)
     except Exception as error:
-        raise VideoError(f"{_describe(source)}: cannot copy the video stream ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot copy the video stream "
+                         f"({error})") from error
     return buffer.getvalue()
 
 
@@ -156,7 +157,7 @@ def plan_scenes(
 
     Args:
         source: the video (bytes are written to a temporary file for the detector).
-        frames, fps: from `datakit.video.probe`.
+        frames, fps: from `datakit.io.video.probe`.
         clip_seconds: the longest clip.
         min_clip_seconds: the shortest clip kept.
         threshold: how many times a frame's content change must exceed its neighbours'
@@ -174,9 +175,9 @@ def plan_scenes(
 
 
 def detect_scenes(source: VideoSource, threshold: float = 3.0) -> list[tuple[int, int]]:
-    """Shots as `[start, end)` frame ranges (`datakit.scenes`: an adaptive detector, which does
+    """Shots as `[start, end)` frame ranges (`datakit.io.scenes`: an adaptive detector, which does
     not cut steady pans the way a fixed content threshold does); empty for a single shot."""
-    from datakit.scenes import adaptive_cuts, content_changes
+    from datakit.io.scenes import adaptive_cuts, content_changes
 
     changes = content_changes(source)
     cuts = adaptive_cuts(changes, threshold=threshold)
@@ -226,7 +227,7 @@ def transcode_clips(
     current: _OpenClip | None = None
     index = -1
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
@@ -249,9 +250,9 @@ def transcode_clips(
     except VideoError:
         raise
     except Exception as error:
-        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
     if pending:
-        raise VideoError(f"{_describe(source)}: the video ends at frame {index + 1}, before "
+        raise VideoError(f"{describe_source(source)}: the video ends at frame {index + 1}, before "
                          f"clip {pending[0].start}-{pending[0].end}")
 
 

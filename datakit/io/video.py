@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from datakit.files import special_kind
+from datakit.io.files import special_kind
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,8 @@ def encode_video(
     return buffer.getvalue()
 
 
-def _pyav_open(source: VideoSource):
+def open_container(source: VideoSource):
+    """A PyAV container on a path or on bytes held in memory."""
     import av
 
     return av.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source))
@@ -200,13 +201,13 @@ def probe(source: VideoSource) -> VideoInfo:
     """
     _check_file(source)
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith(
                     "_pipe"):
-                raise VideoError(f"{_describe(source)}: not a video: a still image "
+                raise VideoError(f"{describe_source(source)}: not a video: a still image "
                                  f"({container.format.name})")
             if not container.streams.video:
-                raise VideoError(f"{_describe(source)}: no video stream")
+                raise VideoError(f"{describe_source(source)}: no video stream")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             frames = stream.frames
@@ -222,7 +223,7 @@ def probe(source: VideoSource) -> VideoInfo:
     except VideoError:
         raise
     except Exception as error:  # av raises many error types; all mean "unreadable"
-        raise VideoError(f"{_describe(source)}: cannot probe ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot probe ({error})") from error
 
 
 STILL_IMAGE_FORMATS = ("image2",)
@@ -235,23 +236,23 @@ def _check_file(source: VideoSource) -> None:
     path that is not a regular file."""
     if isinstance(source, bytes):
         if not source:
-            raise VideoError(f"{_describe(source)}: empty file")
+            raise VideoError(f"{describe_source(source)}: empty file")
         return
     path = os.fspath(source)
     kind = special_kind(path)
     if kind is not None:
-        raise VideoError(f"{_describe(source)}: not a regular file: {kind}")
+        raise VideoError(f"{describe_source(source)}: not a regular file: {kind}")
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
         if os.path.islink(path):
-            raise VideoError(f"{_describe(source)}: dangling symlink: target "
+            raise VideoError(f"{describe_source(source)}: dangling symlink: target "
                              f"{os.readlink(path)} is missing") from None
         return  # probe says it
     except OSError:
         return
     if size == 0:
-        raise VideoError(f"{_describe(source)}: empty file")
+        raise VideoError(f"{describe_source(source)}: empty file")
 
 
 def _count_packets(container, stream) -> int:
@@ -278,25 +279,25 @@ def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np
     try:
         return _read_frames_decord(source, indices)
     except Exception as error:
-        logger.debug("decord could not read %s (%s); trying PyAV", _describe(source), error)
+        logger.debug("decord could not read %s (%s); trying PyAV", describe_source(source), error)
     try:
         return _read_frames_pyav(source, indices)
     except VideoError:
         raise
     except Exception as error:
-        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
 
 
 def iter_frames(source: VideoSource) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames one by one, so a long video never sits in memory whole."""
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")
     except Exception as error:
-        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
 
 
 def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
@@ -331,10 +332,12 @@ def _read_frames_pyav(source: VideoSource, indices: Sequence[int] | None) -> np.
 def _check_indices(indices: Sequence[int], count: int, source: VideoSource) -> None:
     bad = [i for i in indices if not 0 <= i < count]
     if bad:
-        raise VideoError(f"{_describe(source)}: frame {bad[0]} out of range (video has {count})")
+        raise VideoError(f"{describe_source(source)}: frame {bad[0]} out of range "
+                         f"(video has {count})")
 
 
-def _describe(source: VideoSource) -> str:
+def describe_source(source: VideoSource) -> str:
+    """How error messages name a video: its path, or its size when it is bytes."""
     if isinstance(source, bytes):
         return f"<{len(source)} bytes of video>"
     return str(Path(source))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datakit.video import VideoError, VideoSource, _describe, _pyav_open
+from datakit.io.video import VideoError, VideoSource, describe_source, open_container
 
 ANALYSIS_WIDTH = 256
 
@@ -32,7 +32,7 @@ def content_changes(source: VideoSource) -> np.ndarray:
     changes = []
     previous = None
     try:
-        with _pyav_open(source) as container:
+        with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             width, height = stream.codec_context.width, stream.codec_context.height
@@ -46,7 +46,7 @@ def content_changes(source: VideoSource) -> np.ndarray:
                                else float(np.abs(hsv - previous).mean()))
                 previous = hsv
     except Exception as error:
-        raise VideoError(f"{_describe(source)}: cannot decode ({error})") from error
+        raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
     return np.asarray(changes, dtype=np.float64)
 
 

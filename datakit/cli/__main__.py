@@ -1,0 +1,5 @@
+"""`python -m datakit.cli`."""
+
+from datakit.cli import main
+
+main()

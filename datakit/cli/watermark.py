@@ -1,0 +1,126 @@
+"""`datakit watermark`: find and strip watermarks in existing shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datakit.cli.options import (
+    OverwriteOption,
+    QuietOption,
+    RetryOption,
+    ShardBytesOption,
+    ShardSizeOption,
+    WatermarkClassifierThresholdOption,
+    WatermarkDeviceOption,
+    WatermarkModelOption,
+    Watermarks,
+    WatermarksOption,
+    WatermarkThresholdOption,
+    WorkersOption,
+    check_source,
+    command,
+    default_workers,
+    exit_if_stopped,
+    parse_bytes,
+    print_summary,
+    watermark_config,
+)
+from datakit.io.errors import UserError
+
+
+@command("watermark")
+def watermark_command(
+    src: Annotated[Path, typer.Argument(help="A .tar shard or a folder of shards (KEY.mp4 "
+                                        "samples) to re-process; with --show, one video or "
+                                        "image file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder for the "
+                                             "re-processed shards (same keys).")] = None,
+    show: Annotated[Path | None, typer.Option(help="Write a PNG of what the detector found "
+                                              "in the one file SRC (mask in red, box) and "
+                                              "print the score; writes no shards.")] = None,
+    watermarks: WatermarksOption = Watermarks.strip,
+    watermark_model: WatermarkModelOption = None,
+    watermark_threshold: WatermarkThresholdOption = 0.5,
+    watermark_classifier_threshold: WatermarkClassifierThresholdOption = 0.8,
+    watermark_device: WatermarkDeviceOption = "auto",
+    crf: Annotated[int, typer.Option(help="x264 quality for clips whose pixels change.",
+                                     min=0, max=51)] = 18,
+    preset: Annotated[str, typer.Option(help="x264 preset for clips whose pixels change.")]
+    = "medium",
+    workers: WorkersOption = 0,
+    shard_size: ShardSizeOption = 1000,
+    shard_bytes: ShardBytesOption = "",
+    retry_failed: RetryOption = False,
+    overwrite: OverwriteOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Find watermarks in existing shards and flag, strip or drop them into new shards.
+
+    Each sample keeps its key and files; the json gains watermark_score, watermark_box and
+    watermark_action, and OUT/manifest.parquet gets the same columns. Clips whose pixels
+    change (strip) are re-encoded; the others keep their mp4 bytes.
+
+    Examples: datakit watermark out/shards/ --out clean/ --watermarks strip;
+    datakit watermark clip.mp4 --show mask.png
+    """
+    from datakit.io.video import X264_PRESETS
+    from datakit.run.pipeline import RunOptions
+
+    check_source(src)
+    config = watermark_config(watermarks, watermark_model, watermark_threshold,
+                              watermark_classifier_threshold, watermark_device)
+    if show is not None:
+        _show_watermark(src, show, config)
+        return
+    if out is None:
+        raise UserError("--out is required to re-process shards (or use --show FILE.png)")
+    if preset not in X264_PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+    from synthesize.watermark import watermark_shards
+
+    options = RunOptions(
+        workers=workers or default_workers(), shard_size=shard_size,
+        shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
+        progress=not quiet,
+    )
+    stats = watermark_shards(src, out, config, options, crf=crf, preset=preset)
+    print_summary(stats, out, "watermark")
+    exit_if_stopped(stats)
+
+
+def _show_watermark(src: Path, show: Path, config) -> None:
+    """Detect in one video or image file, write the picture, print the finding."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from datakit.io.atomic import atomic_write
+    from datakit.io.images import ImageError, load_image
+    from datakit.io.video import VideoError, read_frames
+    from manifests.sources import IMAGE_EXTENSIONS
+    from synthesize.watermark import describe, detect_video, load_classifier, show_detection
+
+    if not src.is_file():
+        raise UserError(f"{src}: --show needs one video or image file")
+    try:
+        if src.suffix.lower() in IMAGE_EXTENSIONS:
+            frames = load_image(src)[None]
+        else:
+            frames = read_frames(src)
+    except (ImageError, VideoError) as error:
+        raise UserError(f"{src}: {error}") from None
+    if not len(frames):
+        raise UserError(f"{src}: no frames")
+    detection = detect_video(frames, config, load_classifier(config))
+    buffer = io.BytesIO()
+    Image.fromarray(show_detection(frames, detection)).save(buffer, format="PNG")
+    try:
+        atomic_write(show, buffer.getvalue())
+    except OSError as error:
+        raise UserError(f"{show}: cannot write ({error.strerror or error})") from None
+    typer.echo(json.dumps({"file": str(src), **describe(detection), "picture": str(show)},
+                          default=str))
