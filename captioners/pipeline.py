@@ -158,9 +158,10 @@ class CaptionStage:
             return make_row(key or record.key, status, source=record.source,
                             input_key=record.key, error=error, label=record.label, **columns)
 
-        # 1. The label: the label captioner cannot describe a clip without one.
+        # 1. The label: the label captioner cannot describe a clip without one (an input the
+        #    listing found bad fails with its own reason at step 2).
         label_words = normalize_label(record.label)
-        if label_words is None and self.captioner.captioner == "label":
+        if label_words is None and self.captioner.captioner == "label" and record.error is None:
             return [row(Status.SKIPPED, "no label: the label captioner needs a class label "
                         "(a class-folder tree, --annotations, or a label in the shard json)")]
         # 2. Probe.

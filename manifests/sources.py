@@ -58,6 +58,15 @@ SHARD_EXTENSION = ".tar"
 LIST_EXTENSIONS = (".csv", ".parquet")
 _LIST_COLUMNS = ("path", "url", "text", "caption", "label", "key")
 
+MAX_LABEL_CHARS = 300
+"""A class label longer than this is refused (the record fails with the reason): labels name
+classes ("abseiling", VideoLT's several names joined); 200,000 characters is not a label."""
+MAX_TEXT_CHARS = 1000
+"""Captions read from the input (a shard's `txt`, a sidecar, a list's text column) are cut
+to this many characters, at a word boundary, with a note on the row: LAION's alt texts are
+far shorter, and a 200 KB caption would become a 200 KB training caption."""
+TEXT_CUT_NOTE = f"input caption cut to {MAX_TEXT_CHARS} characters"
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TAR_ERRORS = (tarfile.TarError, OSError, EOFError)
 _ACCESS_ERRORS = (PermissionError, FileNotFoundError, IsADirectoryError)
@@ -79,6 +88,9 @@ class Record:
             shard); the reason reads like an image error, "kind: detail".
         start, end: for a video, the part of the file this record covers, in seconds (None:
             from the start / to the end), e.g. a Kinetics clip inside its whole source video.
+        notes: what the listing changed or ignored in this input (a caption cut to
+            `MAX_TEXT_CHARS`, an unreadable json); the pipeline adds them to every manifest
+            row the record gives.
     """
 
     key: str
@@ -91,6 +103,7 @@ class Record:
     error: str | None = None
     start: float | None = None
     end: float | None = None
+    notes: tuple[str, ...] = ()
 
     def image_input(self) -> str | bytes:
         """What `datakit.io.images.load_image` should read: the bytes, else the path.
@@ -177,7 +190,7 @@ def count_records(src: str | os.PathLike) -> int | None:
 
 def _detect(src: str | os.PathLike) -> _Input:
     """What SRC is and the files it holds, or a UserError saying why it is no input."""
-    root = Path(src)
+    root = Path(src).absolute()  # records carry paths a worker in another folder can open
     if not root.exists():
         raise UserError(f"{src}: no such file or folder")
     if root.is_file():
@@ -303,7 +316,8 @@ def _folder_records(found: _Input) -> Iterator[Record]:
         meta = parse_json(_read_sidecar(file.with_suffix(".json")), file)
         if text is None and isinstance(meta.get("caption"), str):
             text = meta["caption"]
-        yield Record(key, source, path=str(file), text=text, meta=meta)
+        text, notes = bounded_text(text)
+        yield Record(key, source, path=str(file), text=text, meta=meta, notes=notes)
 
 
 def _read_sidecar(path: Path) -> str | None:
@@ -347,8 +361,8 @@ def check_tar(path: Path) -> None:
 def shard_records(
     root: Path, tars: list[Path], group_record: GroupRecord | None = None
 ) -> Iterator[Record]:
-    """Records of every member group of `tars`; `group_record` turns a group into a record
-    (default: an image group), or None for a group without the wanted member."""
+    """Records of every sample of `tars`; `group_record` turns a sample into a record
+    (default: an image sample)."""
     base = root.parent if root.is_file() else root
     relatives = [tar.relative_to(base) for tar in tars]
     tar_keys = unique_keys([(path_key(rel), "", rel.as_posix()) for rel in relatives])
@@ -367,12 +381,80 @@ def claim_key(key: str, identity: str, seen: set[str]) -> str:
     raise ValueError(f"{identity} appears twice")
 
 
+@dataclass
+class ShardSample:
+    """One sample of a shard: consecutive members whose basenames agree up to the first dot,
+    as webdataset groups them.
+
+    Args:
+        tar: the shard, as sources name it (relative to SRC's folder).
+        folder, stem: where the members sit inside the tar, and their common name.
+        members: extension (lower case) -> (member name, bytes), for regular files.
+        refused: extension -> (member name, reason), for members that are links or special
+            files: never followed nor read, but named, so the sample still gets its row.
+    """
+
+    tar: Path
+    folder: str
+    stem: str
+    members: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    refused: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def source(self, member: str) -> str:
+        return f"{self.tar.as_posix()}::{member}"
+
+    def key(self) -> str:
+        """The key of the sample's own name (`folder/stem`)."""
+        return path_key(PurePosixPath(self.folder, self.stem))
+
+    def media(self, extensions: tuple[str, ...], kind: str, key: str,
+              seen: set[str]) -> tuple[str, bytes] | Record:
+        """(member name, bytes) of the sample's first member with one of `extensions`, or a
+        failed record that says why there is none: the member is a link or a special file,
+        or the sample has no such member.
+
+        Args:
+            extensions: e.g. IMAGE_EXTENSIONS; kind: how the reason names them ("image").
+            key: the record's key (claimed in `seen` for a failed record only).
+        """
+        for extension, (name, data) in self.members.items():
+            if f".{extension}" in extensions:
+                return name, data
+        for extension, (name, reason) in self.refused.items():
+            if f".{extension}" in extensions:
+                return Record(claim_key(key, self.source(name), seen), self.source(name),
+                              error=reason)
+        name = PurePosixPath(self.folder, self.stem).as_posix()
+        has = ", ".join(sorted([*self.members, *(f"{e} (refused: {r})"
+                                                 for e, (_, r) in self.refused.items())]))
+        return Record(claim_key(key, self.source(name), seen), self.source(name),
+                      error=f"no {kind}: the shard sample has {has} but no {kind} member")
+
+    def text(self) -> str | None:
+        """The `txt` member, stripped (None without one)."""
+        if "txt" not in self.members:
+            return None
+        return self.members["txt"][1].decode("utf-8", errors="replace").strip()
+
+    def json(self) -> tuple[dict[str, Any], str | None]:
+        """The `json` member as a dict ({} without one), and why it cannot be read (None when
+        it can), naming the member."""
+        if "json" not in self.members:
+            return {}, None
+        name, data = self.members["json"]
+        try:
+            value = json.loads(data)
+        except ValueError as error:
+            return {}, f"unreadable json: {name} does not parse ({error})"
+        return (value if isinstance(value, dict) else {"json": value}), None
+
+
 def _members(
     tar_path: Path, tar_key: str, seen: set[str], group_record: GroupRecord,
     relative: Path,
 ) -> Iterator[Record]:
-    """Records of one shard, streamed group by group (a group is consecutive members with one
-    key, as webdataset reads them); a shard that breaks part way adds one failed record."""
+    """Records of one shard, streamed sample by sample; a shard that breaks part way adds
+    one failed record."""
     count = 0
     kind = special_kind(tar_path)
     if kind is not None:
@@ -381,11 +463,9 @@ def _members(
         return
     try:
         with tarfile.open(tar_path, mode="r|*") as tar:
-            for group_key, members in _groups(tar):
-                record = group_record(relative, tar_key, group_key, members, seen)
-                if record is not None:
-                    count += 1
-                    yield record
+            for sample in _samples(tar, relative):
+                count += 1
+                yield group_record(sample, tar_key, seen)
     except _TAR_ERRORS as error:
         kind = "unreadable" if isinstance(error, _ACCESS_ERRORS) else "corrupt shard"
         reason = f"{kind}: {_reason(error)} (after {count} samples)"
@@ -394,64 +474,75 @@ def _members(
         yield Record(key, relative.as_posix(), path=str(tar_path), error=reason)
 
 
-def _groups(
-    tar: tarfile.TarFile,
-) -> Iterator[tuple[tuple[str, str], dict[str, tuple[str, bytes]]]]:
-    """((folder, stem), {extension: (member name, bytes)}) per run of consecutive members
-    whose basenames agree up to the first dot."""
-    group_key: tuple[str, str] | None = None
-    members: dict[str, tuple[str, bytes]] = {}
+def _samples(tar: tarfile.TarFile, relative: Path) -> Iterator[ShardSample]:
+    """The shard's samples: runs of consecutive members whose basenames agree up to the
+    first dot. Folders are skipped; links and special files are kept as refused members."""
+    sample: ShardSample | None = None
     for member in tar:
-        if not member.isfile():
+        if member.isdir():
             continue
         folder, name = os.path.split(member.name)
         stem, _, extension = name.partition(".")
-        if (folder, stem) != group_key:
-            if members:
-                yield group_key, members
-            group_key, members = (folder, stem), {}
-        members[extension.lower()] = (member.name, tar.extractfile(member).read())
-    if members:
-        yield group_key, members
+        if sample is None or (folder, stem) != (sample.folder, sample.stem):
+            if sample is not None:
+                yield sample
+            sample = ShardSample(relative, folder, stem)
+        if member.isfile():
+            sample.members[extension.lower()] = (member.name, tar.extractfile(member).read())
+        else:
+            sample.refused[extension.lower()] = (member.name, _not_a_file(member))
+    if sample is not None:
+        yield sample
 
 
-GroupRecord = Callable[
-    [Path, str, tuple[str, str], dict[str, tuple[str, bytes]], set[str]], "Record | None"
-]
+def _not_a_file(member: tarfile.TarInfo) -> str:
+    """Why a tar member is not read: what it is, and where a link points."""
+    if member.issym():
+        return f"not a regular file: a symbolic link to {member.linkname} (not followed)"
+    if member.islnk():
+        return f"not a regular file: a hard link to {member.linkname} (not followed)"
+    kind = ("a character device" if member.ischr() else "a block device" if member.isblk()
+            else "a FIFO" if member.isfifo() else "a special member")
+    return f"not a regular file: {kind}"
 
 
-def _group_record(
-    tar_path: Path,
-    tar_key: str,
-    group_key: tuple[str, str],
-    members: dict[str, tuple[str, bytes]],
-    seen: set[str],
-) -> Record | None:
-    folder, stem = group_key
-    image = next((ext for ext in members if f".{ext}" in IMAGE_EXTENSIONS), None)
-    if image is None:
-        return memberless_row(tar_path, f"{tar_key}__{path_key(PurePosixPath(folder, stem))}",
-                           group_key, members, "image", seen)
-    name, data = members[image]
-    key = claim_key(f"{tar_key}__{path_key(PurePosixPath(folder, stem))}",
-                    f"{tar_path}::{name}", seen)
-    text = members["txt"][1].decode("utf-8", errors="replace").strip() if "txt" in members else None
-    meta = parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}
+GroupRecord = Callable[[ShardSample, str, set[str]], Record]
+
+
+def _group_record(sample: ShardSample, tar_key: str, seen: set[str]) -> Record:
+    key = f"{tar_key}__{sample.key()}"
+    image = sample.media(IMAGE_EXTENSIONS, "image", key, seen)
+    if isinstance(image, Record):
+        return image
+    name, data = image
+    meta, problem = sample.json()
+    text = sample.text()
     if text is None and isinstance(meta.get("caption"), str):
         text = meta["caption"]
-    return Record(key, f"{tar_path}::{name}", data=data, text=text, meta=meta)
+    text, notes = bounded_text(text)
+    if problem is not None:  # the image and its caption still make a clip
+        logger.warning("%s: %s; ignored", sample.source(name), problem)
+        notes += ("unreadable json member ignored",)
+    return Record(claim_key(key, sample.source(name), seen), sample.source(name), data=data,
+                  text=text, meta=meta, notes=notes)
 
 
-def memberless_row(
-    tar_path: Path, key: str, group_key: tuple[str, str],
-    members: dict[str, tuple[str, bytes]], kind: str, seen: set[str],
-) -> Record:
-    """A shard sample without the member a pipeline needs: a failed record, not a silence."""
-    folder, stem = group_key
-    name = PurePosixPath(folder, stem).as_posix()
-    has = ", ".join(sorted(members))
-    return Record(claim_key(key, f"{tar_path}::{name}", seen), f"{tar_path.as_posix()}::{name}",
-                  error=f"no {kind}: the shard sample has {has} but no {kind} member")
+def bounded_text(text: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """`text` cut to `MAX_TEXT_CHARS` (at the last space before the bound when there is one
+    in its second half), and the note that says so."""
+    if text is None or len(text) <= MAX_TEXT_CHARS:
+        return text, ()
+    cut = text[:MAX_TEXT_CHARS]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > MAX_TEXT_CHARS // 2 else cut).rstrip(), (TEXT_CUT_NOTE,)
+
+
+def label_error(label: str | None) -> str | None:
+    """Why a class label is refused (longer than `MAX_LABEL_CHARS`), or None."""
+    if label is None or len(label) <= MAX_LABEL_CHARS:
+        return None
+    return (f"bad label: {len(label)} characters, more than {MAX_LABEL_CHARS} (a label names "
+            "a class; put long text in the caption)")
 
 
 def _reason(error: BaseException) -> str:
@@ -524,11 +615,13 @@ def _list_rows(
 ) -> Iterator[Record]:
     for i, (key, (location, error)) in enumerate(zip(keys, resolved, strict=True)):
         file = str(path.parent / location) if location else None
+        text, notes = bounded_text(texts[i] if texts else None)
         yield Record(
             key,
             location or f"{path.name}::row {i}",  # as the list names it
             path=file,
-            text=texts[i] if texts else None,
+            text=text,
+            notes=notes,
             label=labels[i] if labels else None,
             meta={"list": str(path), "row": i},
             error=error,

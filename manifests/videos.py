@@ -37,6 +37,7 @@ collisions are told apart deterministically (`manifests.sources.unique_keys`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import os
@@ -50,10 +51,11 @@ from datakit.io.errors import UserError
 from manifests.sources import (
     SHARD_EXTENSION,
     Record,
+    ShardSample,
+    bounded_text,
     check_tar,
     claim_key,
-    memberless_row,
-    parse_json,
+    label_error,
     path_key,
     sanitize,
     scan_folder,
@@ -97,10 +99,22 @@ def read_video_records(
     if found.kind == "shards":
         if found.root.is_file():
             check_tar(found.root)
-        return shard_records(found.root, found.files, _video_group_record)
-    if found.kind == "annotations":
-        return _annotation_records(found)
-    return _folder_records(found)
+        records = shard_records(found.root, found.files, _video_group_record)
+    elif found.kind == "annotations":
+        records = _annotation_records(found)
+    else:
+        records = _folder_records(found)
+    return _refuse_long_labels(records)
+
+
+def _refuse_long_labels(records: Iterator[Record]) -> Iterator[Record]:
+    """A record whose label is longer than `MAX_LABEL_CHARS` fails with the reason (its
+    label is dropped, so the row does not carry it either)."""
+    for record in records:
+        error = label_error(record.label)
+        if error is not None and record.error is None:
+            record = dataclasses.replace(record, label=None, error=error)
+        yield record
 
 
 def count_video_records(found: VideoInput) -> int | None:
@@ -116,7 +130,7 @@ def detect_videos(
     src: str | os.PathLike, annotations: Sequence[str | os.PathLike] = ()
 ) -> VideoInput:
     """What SRC (with its annotations) is, or a UserError saying why it is no input."""
-    root = Path(src)
+    root = Path(src).absolute()  # records carry paths a worker in another folder can open
     if not root.exists():
         raise UserError(f"{src}: no such file or folder")
     if root.is_file():
@@ -172,26 +186,22 @@ def _folder_records(found: VideoInput) -> Iterator[Record]:
 # --- shards ----------------------------------------------------------------------------------
 
 
-def _video_group_record(
-    tar_path: Path,
-    tar_key: str,
-    group_key: tuple[str, str],
-    members: dict[str, tuple[str, bytes]],
-    seen: set[str],
-) -> Record | None:
-    folder, stem = group_key
-    video = next((ext for ext in members if f".{ext}" in VIDEO_EXTENSIONS), None)
-    if video is None:
-        return memberless_row(tar_path, path_key(PurePosixPath(folder, stem)), group_key, members,
-                           "video", seen)
-    name, data = members[video]
-    key = claim_key(path_key(PurePosixPath(folder, stem)), f"{tar_path}::{name}", seen)
-    text = members["txt"][1].decode("utf-8", errors="replace").strip() if "txt" in members else None
-    meta = parse_json(members["json"][1], f"{tar_path}::{name}") if "json" in members else {}
+def _video_group_record(sample: ShardSample, tar_key: str, seen: set[str]) -> Record:
+    """A shard sample with a video member (re-captioning): its label from the json, its old
+    caption as `text`. A json that does not parse fails the sample: it is where the label is."""
+    video = sample.media(VIDEO_EXTENSIONS, "video", sample.key(), seen)
+    if isinstance(video, Record):
+        return video
+    name, data = video
+    key = claim_key(sample.key(), sample.source(name), seen)
+    meta, problem = sample.json()
+    if problem is not None:
+        return Record(key, sample.source(name), error=problem)
+    text, notes = bounded_text(sample.text())
     label = meta.get("label")
-    return Record(key, f"{tar_path}::{name}", data=data, text=text,
+    return Record(key, sample.source(name), data=data, text=text,
                   label=str(label) if label not in (None, "") else None,
-                  meta={"source_json": meta} if meta else {})
+                  meta={"source_json": meta} if meta else {}, notes=notes)
 
 
 # --- annotations -----------------------------------------------------------------------------

@@ -33,7 +33,13 @@ def test_odd_members_are_read_in_memory_and_links_are_never_followed(tmp_path):
     records = list(read_records(shard))
     assert {p for p in tmp_path.rglob("*")} == before  # nothing written anywhere
     assert not (tmp_path.parent / "escape.jpg").exists()
-    assert len(records) == 3  # the three regular members; the links are not read
-    for record in records:
-        assert record.data == jpeg and record.path is None
+    assert len(records) == 5  # every member has its record; the links are not read
+    read, links = records[:3], records[3:]
+    for record in read:
+        assert record.data == jpeg and record.path is None and record.error is None
         assert "/" not in record.key and ".." not in record.key and "." not in record.key
+    assert [(r.source, r.data, r.error) for r in links] == [
+        ("evil.tar::link.jpg", None,
+         "not a regular file: a symbolic link to /etc/passwd (not followed)"),
+        ("evil.tar::hard.jpg", None,
+         "not a regular file: a hard link to ok/normal.jpg (not followed)")]

@@ -237,9 +237,12 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
 
     def consume(record: Any, results: list) -> None:
         identity = fingerprint(record)
+        listed = list(getattr(record, "notes", ()))  # what the listing changed in the input
         for result in results:
             row = result.row if isinstance(result, Sample) else result
             row["fingerprint"] = identity
+            if listed:
+                row["notes"] = [*(row.get("notes") or []), *listed]
             if isinstance(result, Sample):
                 if result.key not in done:
                     writer.add(result)
