@@ -32,6 +32,7 @@ from datakit.cli.options import (
     command,
     default_workers,
     engine_options,
+    exit_if_every_input_failed,
     exit_if_stopped,
     parse_bytes,
     parse_size,
@@ -194,3 +195,4 @@ def caption_command(
                     annotations=[str(a) for a in annotations or []], score_clip=score_clip)
     print_summary(stats, out, "caption")
     exit_if_stopped(stats)
+    exit_if_every_input_failed(stats)

@@ -254,6 +254,15 @@ def exit_if_stopped(stats: dict) -> None:
         raise typer.Exit(128 + signal.Signals[name].value)
 
 
+def exit_if_every_input_failed(stats: dict) -> None:
+    """A run in which every input failed exits 1 with the cause in one line (the summary above
+    lists the rest); an all-skipped run is not a failure and exits 0."""
+    cause = stats.get("every_input_failed")
+    if cause:
+        typer.echo(f"error: {cause}", err=True)
+        raise typer.Exit(1)
+
+
 def ignore_signals_while_exiting() -> None:
     """Once the command is on its way out, a further Ctrl-C or SIGTERM (a scheduler that
     signals twice) must not interrupt the interpreter's own clean-up."""

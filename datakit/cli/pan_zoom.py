@@ -31,6 +31,7 @@ from datakit.cli.options import (
     command,
     default_workers,
     engine_options,
+    exit_if_every_input_failed,
     exit_if_stopped,
     parse_bytes,
     parse_colour,
@@ -141,3 +142,4 @@ def pan_zoom_command(
     stats = pan_zoom(src, out, config, options)
     print_summary(stats, out, "pan-zoom")
     exit_if_stopped(stats)
+    exit_if_every_input_failed(stats)

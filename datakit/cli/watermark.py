@@ -23,6 +23,7 @@ from datakit.cli.options import (
     check_source,
     command,
     default_workers,
+    exit_if_every_input_failed,
     exit_if_stopped,
     parse_bytes,
     print_summary,
@@ -89,6 +90,7 @@ def watermark_command(
     stats = watermark_shards(src, out, config, options, crf=crf, preset=preset)
     print_summary(stats, out, "watermark")
     exit_if_stopped(stats)
+    exit_if_every_input_failed(stats)
 
 
 def _show_watermark(src: Path, show: Path, config) -> None:

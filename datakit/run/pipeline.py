@@ -29,7 +29,14 @@ from datakit.io.errors import UserError
 from datakit.run.local_engine import ModelStage, run_local
 from datakit.run.shards import LOST_PREFIX, SHARDS_DIR, Sample, ShardWriter
 from manifests.schema import Status
-from manifests.store import MANIFEST_NAME, STATE_DIR, STATS_NAME, ManifestStore, write_stats
+from manifests.store import (
+    MANIFEST_NAME,
+    STATE_DIR,
+    STATS_NAME,
+    ManifestStore,
+    error_kind,
+    write_stats,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +233,7 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
                     zip(recorded["input_key"], recorded["fingerprint"], strict=True)
                     if isinstance(identity, str)}
     changed: list[str] = []
+    failures: dict[str, list] = {}  # this run's failed rows by kind: [count, first reason]
 
     def is_done(record: Any) -> bool:
         finished = record.key in done or all(k in done for k in output_keys(record))
@@ -243,6 +251,8 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
             row["fingerprint"] = identity
             if listed:
                 row["notes"] = [*(row.get("notes") or []), *listed]
+            if row["status"] == Status.FAILED.value:
+                failures.setdefault(error_kind(row["error"]), [0, row["error"]])[0] += 1
             if isinstance(result, Sample):
                 if result.key not in done:
                     writer.add(result)
@@ -292,6 +302,9 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
              "this_run": report.status, "shards": _shard_count(out)}
     if report.signal is not None:
         extra["stopped_by"] = signal.Signals(report.signal).name
+    cause = every_input_failed(report.status, failures, out / MANIFEST_NAME)
+    if cause is not None:
+        extra["every_input_failed"] = cause
     if writer.lost_keys:
         extra["redone_from_damaged_shards"] = len(writer.lost_keys)
     if changed:
@@ -307,6 +320,25 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
                           "load_seconds": round(timing.load_seconds, 3),
                           "busy_share": timing.busy_share}
     return write_stats(store, config, started, report.records, extra=extra)
+
+
+def every_input_failed(status: dict[str, int], failures: dict[str, list],
+                       manifest: Path) -> str | None:
+    """The one-line cause of a run in which every input failed (the CLI exits 1 with it),
+    or None: a run that made something, skipped something, or did nothing is no failure.
+
+    Args:
+        status: this run's rows by status (a split video's own row does not count).
+        failures: this run's failed rows by error kind: [count, first reason].
+        manifest: where each row's reason is.
+    """
+    made = {name for name, count in status.items() if count} - {Status.SPLIT.value}
+    if made != {Status.FAILED.value}:
+        return None
+    count, example = max(failures.values(), key=lambda pair: pair[0])
+    others = f", {len(failures) - 1} other kind(s)" if len(failures) > 1 else ""
+    return (f"every input of this run failed ({status[Status.FAILED.value]} rows; "
+            f"{count} x {example}{others}); each row's reason is in {manifest}")
 
 
 def _shard_count(out: Path) -> int:
