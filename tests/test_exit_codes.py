@@ -69,3 +69,17 @@ def test_caption_and_watermark_runs_that_fail_everything_exit_1(tmp_path):
     result = _invoke("watermark", shard, "--out", tmp_path / "w", *FAST)
     assert result.exit_code == 1 and len(_error_lines(result)) == 1, result.output
     assert "every input of this run failed (1 rows; 1 x " in result.output
+
+
+def test_failures_next_to_finished_samples_are_no_failed_run(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    Image.new("RGB", (200, 150), (20, 120, 200)).save(good / "a.jpg")
+    (bad / "b.jpg").write_text("not a picture")
+    out = tmp_path / "out"
+    args = ["--size", "96x64", "--frames", "4", "--preset", "ultrafast", *FAST]
+    assert _invoke("pan-zoom", good, "--out", out, *args).exit_code == 0
+    appended = _invoke("pan-zoom", bad, "--out", out, "--append", *args)
+    assert appended.exit_code == 0, appended.output  # OUT holds a sample: the job did its work
+    assert json.loads((out / "stats.json").read_text())["this_run"] == {"failed": 1}

@@ -1,16 +1,26 @@
-"""The Ray engine's own guarantees, on a small local Ray: results reach the writer in input
-order however the blocks finish."""
+"""The Ray engine's own guarantees, on one small local Ray: results reach the writer in input
+order however the blocks finish, and a path a node cannot see is refused before any work."""
 
 import sys
 import time
 
 import pytest
 
-from datakit.run.ray_engine import run_ray
+from datakit.io.errors import UserError
+from datakit.run.ray_engine import check_reachable, run_ray
 from manifests.schema import make_row
 from manifests.sources import Record
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One Ray for the module (run_ray leaves a Ray it did not start running)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    yield
+    ray.shutdown()
 
 
 class SlowFirst:
@@ -27,7 +37,6 @@ class SlowFirst:
 
 
 def test_results_are_consumed_in_input_order_when_early_records_are_slow():
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
     records = [Record(f"r{i:02d}", f"in/{i}") for i in range(16)]
     consumed = []
     report = run_ray(records, SlowFirst(slow=1, seconds=2.0),
@@ -35,3 +44,11 @@ def test_results_are_consumed_in_input_order_when_early_records_are_slow():
                      workers=2, progress=False)
     assert consumed == [r.key for r in records]  # 16 blocks; r01..r15 finish first
     assert report.records == 16 and report.status == {"ok": 16}
+
+
+def test_a_path_that_a_node_does_not_see_is_refused_naming_the_node(tmp_path):
+    check_reachable(ray, [str(tmp_path)])  # every node (here: one) sees it
+    node = ray.nodes()[0]["NodeManagerAddress"]
+    with pytest.raises(UserError, match=f"^{tmp_path}/gone: not found on Ray node {node}; "
+                                        "every node must see SRC at the same path"):
+        check_reachable(ray, [str(tmp_path), str(tmp_path / "gone")])

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -41,6 +42,7 @@ from manifests.store import (
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, once a Path, reads s3:/b/x
 SOURCES_NAME = "sources.json"
 
 
@@ -128,6 +130,10 @@ def prepare_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: b
         UserError: OUT cannot be written, or holds a run made with other settings.
     """
     out = Path(out)
+    if _URL.match(str(out)):
+        raise UserError(f"{out}: --out must be a folder of this machine's file system (the "
+                        "driver writes every shard there); mount the bucket and give the "
+                        "mount point")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: --out exists and is not a folder")
     try:
@@ -281,7 +287,8 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
 
         engine = functools.partial(run_ray, address=options.ray_address,
                                    gpus_per_worker=options.gpus_per_worker,
-                                   model_workers=options.model_workers)
+                                   model_workers=options.model_workers,
+                                   shared_paths=[] if src is None else [os.path.abspath(src)])
     try:
         report = engine(
             todo, stage, consume, workers=options.workers,
@@ -302,7 +309,8 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
              "this_run": report.status, "shards": _shard_count(out)}
     if report.signal is not None:
         extra["stopped_by"] = signal.Signals(report.signal).name
-    cause = every_input_failed(report.status, failures, out / MANIFEST_NAME)
+    holds_samples = bool((store.read()["status"] == Status.OK.value).any())
+    cause = every_input_failed(report.status, failures, out / MANIFEST_NAME, holds_samples)
     if cause is not None:
         extra["every_input_failed"] = cause
     if writer.lost_keys:
@@ -323,17 +331,20 @@ def _run_pipeline(records, stage, output_keys, out: Path, config, options: RunOp
 
 
 def every_input_failed(status: dict[str, int], failures: dict[str, list],
-                       manifest: Path) -> str | None:
-    """The one-line cause of a run in which every input failed (the CLI exits 1 with it),
-    or None: a run that made something, skipped something, or did nothing is no failure.
+                       manifest: Path, holds_samples: bool) -> str | None:
+    """The one-line cause of a run in which every input failed and OUT holds no sample (the
+    CLI exits 1 with it), or None: a run that made or skipped something, a run with nothing
+    to do, and a resume whose only leftovers were bad files next to finished samples are no
+    failure.
 
     Args:
         status: this run's rows by status (a split video's own row does not count).
         failures: this run's failed rows by error kind: [count, first reason].
         manifest: where each row's reason is.
+        holds_samples: OUT has ok samples (from this run or an earlier one).
     """
     made = {name for name, count in status.items() if count} - {Status.SPLIT.value}
-    if made != {Status.FAILED.value}:
+    if made != {Status.FAILED.value} or holds_samples:
         return None
     count, example = max(failures.values(), key=lambda pair: pair[0])
     others = f", {len(failures) - 1} other kind(s)" if len(failures) > 1 else ""

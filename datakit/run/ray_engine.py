@@ -27,10 +27,11 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
+from datakit.io.errors import UserError
 from datakit.run.local_engine import (
     EngineReport,
     ModelItem,
@@ -113,6 +114,7 @@ def run_ray(
     gpus_per_worker: float = 0.0,
     model_workers: int = 1,
     window: int = 2048,
+    shared_paths: Sequence[str] = (),
 ) -> EngineReport:
     """Run `stage` on Ray Data and pass `(record, results)` to `consume`, in input order.
 
@@ -125,14 +127,33 @@ def run_ray(
         gpus_per_worker: GPUs each model actor asks for (0: the model runs on CPUs).
         model_workers: model actors (each loads the model once).
         window: records sent to Ray at a time.
+        shared_paths: absolute paths every node of a cluster must see (SRC): refused, before
+            any work, when a node does not.
+
+    Raises:
+        UserError: the cluster cannot be joined, or one of its nodes does not see a path of
+            `shared_paths`.
     """
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, num_cpus=None if address else max(1, workers),
-                 include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 ignore_reinit_error=True)
+        try:
+            ray.init(address=address, num_cpus=None if address else max(1, workers),
+                     include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     ignore_reinit_error=True)
+        except Exception as error:  # Ray raises ConnectionError, RuntimeError, its own
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise UserError(f"cannot join the Ray cluster at {address or 'this machine'}: "
+                            f"{first} (a cluster with token authentication needs "
+                            "RAY_AUTH_MODE=token and its token here too: docs/ray.md)") from None
+    if address is not None:
+        try:
+            check_reachable(ray, shared_paths)
+        except UserError:
+            if started_here:
+                ray.shutdown()
+            raise
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False  # datakit's own bar counts records
@@ -162,6 +183,40 @@ def run_ray(
         if started_here:
             ray.shutdown()
     return report
+
+
+def check_reachable(ray, paths: Sequence[str], timeout: float = 120.0) -> None:
+    """Ask every live node of the cluster whether it sees `paths` (records carry paths, not
+    files, so SRC must be on storage every node mounts at the same path).
+
+    Raises:
+        UserError: a node does not see one of them, or did not answer in `timeout` seconds.
+    """
+    if not paths:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(missing_paths)
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    answers = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(list(paths)) for node in nodes]
+    try:
+        missing = ray.get(answers, timeout=timeout)
+    except Exception as error:  # GetTimeoutError, a node lost meanwhile
+        raise UserError(f"could not ask every Ray node whether it sees {paths[0]} "
+                        f"({type(error).__name__}); is the cluster healthy?") from None
+    for node, gone in zip(nodes, missing, strict=True):
+        if gone:
+            raise UserError(f"{gone[0]}: not found on Ray node {node['NodeManagerAddress']}; "
+                            "every node must see SRC at the same path (shared storage: "
+                            "docs/ray.md)")
+
+
+def missing_paths(paths: list[str]) -> list[str]:
+    """The paths this process cannot see (run on each node by `check_reachable`)."""
+    import os
+
+    return [path for path in paths if not os.path.exists(path)]
 
 
 def _run_chunk(ray, chunk: list, stage, report: EngineReport, gpus_per_worker: float,
