@@ -23,9 +23,13 @@ raw here (`playing_guitar`, `makingApplePie`); the caption stage turns them into
   - a CSV with a path column (`path`, `video`, `file`, `filename`, `video_path`) and a label
     column (`label`, `class`, `category`), or Moments-in-Time's header-less
     `LABEL/FILE.mp4,LABEL,...` rows: paths are resolved against SRC, then by file name.
-  - VideoLT: a video list (`VIDEO_ID LABEL_ID[,LABEL_ID...]` per line) and its label list
-    (`NAME ID [COUNT]` per line, e.g. `count-labels-train.lst`); a label list beside the
-    video list is found by itself. Several labels become `"a, b"` (all kept in `meta`).
+  - VideoLT: a video list (`VIDEO_ID LABEL_ID[,LABEL_ID...]` per line, `train.lst`, or
+    `CLASS/VIDEO_ID FRAMES LABEL_IDS,` per line, `labels/*_videofolder.txt`) and its label
+    list (`NAME ID [COUNT]` per line, e.g. `count-labels-train.lst`); a label list beside
+    the video list is found by itself. Several labels become `"a, b"` (all kept in `meta`).
+  - mmaction2: a video list (`PATH.mp4 LABEL_ID [LABEL_ID...]` per line, paths relative to
+    SRC) and its class-index file (one class name per line, line 0 is class 0, e.g.
+    `label_map_k400.txt`), passed too or found beside the list.
   With annotations, the inputs are the annotation rows: a row whose file is missing, or
   whose label is empty, is still a record (failed, or without a label), never dropped.
 
@@ -223,6 +227,7 @@ def _resolve_rows(
             raise UserError(f"--annotations {file}: no such file")
     kinds = {file: _annotation_kind(file) for file in files}
     label_lists = [f for f in files if kinds[f] == "videolt-labels"]
+    class_lists = [f for f in files if kinds[f] == "class-names"]
     rows: list[dict[str, Any]] = []
     for file in files:
         kind = kinds[file]
@@ -230,14 +235,17 @@ def _resolve_rows(
             rows.extend(_kinetics_rows(file, root, by_stem))
         elif kind == "paths":
             rows.extend(_path_rows(file, root, by_name))
-        elif kind == "videolt":
-            names = _videolt_names(label_lists or _sibling_label_lists(file), file)
+        elif kind in ("videolt", "videolt-folder"):
+            names = _videolt_names(label_lists or _siblings(file, "videolt-labels"), file)
             rows.extend(_videolt_rows(file, names, by_stem))
+        elif kind == "mmaction":
+            names = _class_names(class_lists or _siblings(file, "class-names"), file)
+            rows.extend(_mmaction_rows(file, names, root, by_name))
     if not rows:
         raise UserError(
             "--annotations: no video rows in "
             + ", ".join(str(f) for f in files)
-            + " (a VideoLT label list needs its video list too)"
+            + " (a VideoLT label list or a class-index file needs its video list too)"
         )
     keys = unique_keys([(row.pop("key_base"), "", f"{i}:{row['source']}")
                         for i, row in enumerate(rows)])
@@ -279,13 +287,22 @@ def _annotation_kind(file: Path) -> str:
     fields = [line.split() for line in lines]
     if all(len(f) >= 2 and f[1].isdigit() and (len(f) == 2 or _is_number(f[2]))
            for f in fields) and any(len(f) == 3 for f in fields):
-        return "videolt-labels"
+        return "videolt-labels"  # NAME ID COUNT (count-labels-train.lst)
+    if all(len(f) == 3 and f[1].isdigit() and re.fullmatch(r"(\d+,)+", f[2]) for f in fields):
+        return "videolt-folder"  # CLASS/VIDEO_ID FRAMES IDS, (labels/*_videofolder.txt)
+    if all(len(f) >= 2 and f[0].lower().endswith(VIDEO_EXTENSIONS)
+           and all(x.isdigit() for x in f[1:]) for f in fields):
+        return "mmaction"  # PATH.mp4 LABEL_ID [LABEL_ID...] (mmaction2's VideoDataset)
     if all(len(f) == 2 and re.fullmatch(r"\d+(,\d+)*", f[1]) for f in fields):
-        return "videolt"
+        return "videolt"  # VIDEO_ID IDS (train.lst)
+    if all("," not in line and "\t" not in line and not line.split()[-1].isdigit()
+           for line in lines):
+        return "class-names"  # one class name per line, line i is class i (label_map_k400.txt)
     raise UserError(
         f"--annotations {file}: not a known annotation file (expected a Kinetics CSV with "
         "label,youtube_id,time_start,time_end; a CSV with path and label columns; Moments in "
-        "Time's csv; or VideoLT's video and label lists)"
+        "Time's csv; VideoLT's video, videofolder and label lists; or an mmaction2 video list "
+        "with its class-index file)"
     )
 
 
@@ -352,11 +369,8 @@ def _path_rows(file: Path, root: Path, by_name: dict[str, list[Path]]) -> list[d
         row: dict[str, Any] = {"label": label or None,
                                "meta": {"annotations": str(file), "line": number},
                                "key_base": path_key(relative) if relative else f"row_{number}"}
-        candidate = root / relative if relative else None
-        if candidate is not None and candidate.is_file():
-            rows.append({**row, "path": str(candidate), "source": relative})
-        elif relative and len(by_name.get(PurePosixPath(relative).name, [])) == 1:
-            path = by_name[PurePosixPath(relative).name][0]
+        path = _find_video(relative, root, by_name) if relative else None
+        if path is not None:
             rows.append({**row, "path": str(path), "source": _relative(path, root)})
         else:
             rows.append({**row, "source": relative or f"{file.name}:{number}",
@@ -365,10 +379,13 @@ def _path_rows(file: Path, root: Path, by_name: dict[str, list[Path]]) -> list[d
     return rows
 
 
-def _sibling_label_lists(video_list: Path) -> list[Path]:
+def _siblings(video_list: Path, kind: str) -> list[Path]:
+    """Files beside a video list, named like a label list ("label", "class" in the name),
+    whose content is of `kind` (its label list or class-index file, found by itself)."""
     return sorted(p for p in video_list.parent.iterdir()
-                  if p != video_list and p.is_file() and "label" in p.name.lower()
-                  and _annotation_kind_or_none(p) == "videolt-labels")
+                  if p != video_list and p.is_file()
+                  and any(word in p.name.lower() for word in ("label", "class"))
+                  and _annotation_kind_or_none(p) == kind)
 
 
 def _annotation_kind_or_none(file: Path) -> str | None:
@@ -391,21 +408,38 @@ def _videolt_names(label_lists: list[Path], video_list: Path) -> dict[int, str]:
     return names
 
 
+def _class_names(class_lists: list[Path], video_list: Path) -> dict[int, str]:
+    if not class_lists:
+        raise UserError(f"--annotations {video_list}: an mmaction2 video list needs its "
+                        "class-index file (one class name per line, line 0 is class 0, e.g. "
+                        "label_map_k400.txt); pass it too")
+    lines = [line.strip() for line in _read_text(class_lists[0]).splitlines() if line.strip()]
+    return dict(enumerate(lines))
+
+
+def _labelled(ids: list[int], names: dict[int, str], file: Path, number: int) -> dict:
+    """A row's label (several names joined by ", ") and meta from class ids."""
+    labels = [names.get(i, f"class {i}") for i in ids]
+    row: dict[str, Any] = {"label": ", ".join(labels) or None,
+                           "meta": {"annotations": str(file), "line": number,
+                                    "labels": labels, "label_ids": ids}}
+    unknown = [i for i in ids if i not in names]
+    if unknown:
+        row["meta"]["unknown_label_ids"] = unknown
+    return row
+
+
 def _videolt_rows(file: Path, names: dict[int, str], by_stem: dict[str, list[Path]]) -> list:
+    """Rows of a VideoLT video list, `VIDEO_ID IDS` (train.lst) or `CLASS/VIDEO_ID FRAMES
+    IDS,` (videofolder): the video is found by its id, the label by the ids."""
     rows = []
     for number, line in enumerate(_read_text(file).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
-        video_id = fields[0]
-        ids = [int(i) for i in fields[1].split(",")] if len(fields) > 1 else []
-        labels = [names.get(i, f"class {i}") for i in ids]
-        unknown = [i for i in ids if i not in names]
-        row: dict[str, Any] = {"label": ", ".join(labels) or None, "key_base": sanitize(video_id),
-                               "meta": {"annotations": str(file), "line": number,
-                                        "labels": labels, "label_ids": ids}}
-        if unknown:
-            row["meta"]["unknown_label_ids"] = unknown
+        video_id = PurePosixPath(fields[0]).name  # the class folder is "multiple" for several
+        ids = [int(i) for i in fields[-1].split(",") if i] if len(fields) > 1 else []
+        row = {**_labelled(ids, names, file, number), "key_base": sanitize(video_id)}
         if video_id in by_stem:
             path = by_stem[video_id][0]
             rows.append({**row, "path": str(path), "source": path.name})
@@ -413,6 +447,36 @@ def _videolt_rows(file: Path, names: dict[int, str], by_stem: dict[str, list[Pat
             rows.append({**row, "source": f"{file.name}:{number}",
                          "error": f"missing file: no {video_id}.* under SRC"})
     return rows
+
+
+def _mmaction_rows(file: Path, names: dict[int, str], root: Path,
+                   by_name: dict[str, list[Path]]) -> list:
+    """Rows of an mmaction2 video list, `PATH LABEL_ID [LABEL_ID...]`: the path relative to
+    SRC (or found by its file name), the label from the class-index file."""
+    rows = []
+    for number, line in enumerate(_read_text(file).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        relative = fields[0]
+        row = {**_labelled([int(i) for i in fields[1:]], names, file, number),
+               "key_base": path_key(relative)}
+        path = _find_video(relative, root, by_name)
+        if path is not None:
+            rows.append({**row, "path": str(path), "source": _relative(path, root)})
+        else:
+            rows.append({**row, "source": relative,
+                         "error": f"missing file: {relative} is not under SRC"})
+    return rows
+
+
+def _find_video(relative: str, root: Path, by_name: dict[str, list[Path]]) -> Path | None:
+    """The video a list names: SRC/relative, else the only video under SRC of that name."""
+    candidate = root / relative
+    if candidate.is_file():
+        return candidate
+    same_name = by_name.get(PurePosixPath(relative).name, [])
+    return same_name[0] if len(same_name) == 1 else None
 
 
 def _relative(path: Path, root: Path) -> str:
