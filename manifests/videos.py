@@ -285,14 +285,14 @@ def _annotation_kind(file: Path) -> str:
     if "," in lines[0] and first[0].strip().lower().endswith(VIDEO_EXTENSIONS):
         return "paths"
     fields = [line.split() for line in lines]
-    if all(len(f) >= 2 and f[1].isdigit() and (len(f) == 2 or _is_number(f[2]))
-           for f in fields) and any(len(f) == 3 for f in fields):
-        return "videolt-labels"  # NAME ID COUNT (count-labels-train.lst)
-    if all(len(f) == 3 and f[1].isdigit() and re.fullmatch(r"(\d+,)+", f[2]) for f in fields):
-        return "videolt-folder"  # CLASS/VIDEO_ID FRAMES IDS, (labels/*_videofolder.txt)
     if all(len(f) >= 2 and f[0].lower().endswith(VIDEO_EXTENSIONS)
            and all(x.isdigit() for x in f[1:]) for f in fields):
         return "mmaction"  # PATH.mp4 LABEL_ID [LABEL_ID...] (mmaction2's VideoDataset)
+    if all(len(f) == 3 and f[1].isdigit() and re.fullmatch(r"(\d+,)+", f[2]) for f in fields):
+        return "videolt-folder"  # CLASS/VIDEO_ID FRAMES IDS, (labels/*_videofolder.txt)
+    if all(len(f) >= 2 and f[1].isdigit() and (len(f) == 2 or _is_number(f[2]))
+           for f in fields) and any(len(f) == 3 for f in fields):
+        return "videolt-labels"  # NAME ID COUNT (count-labels-train.lst)
     if all(len(f) == 2 and re.fullmatch(r"\d+(,\d+)*", f[1]) for f in fields):
         return "videolt"  # VIDEO_ID IDS (train.lst)
     if all("," not in line and "\t" not in line and not line.split()[-1].isdigit()
