@@ -175,46 +175,41 @@ class CaptionStage:
         if info.width * info.height > MAX_FRAME_PIXELS:
             return [row(Status.FAILED, f"too large: {info.width}x{info.height} frames, more "
                         f"than {MAX_FRAME_PIXELS / 1e6:.0f} Mpx (a broken header or a bomb)")]
-        # 3. Clips: the whole video, the annotated part of it, or pieces of a long one.
+        # 3. Clips, in seconds of the source: the whole video, the annotated part of it, or
+        #    pieces of a long one; cut by timestamps (`datakit.io.clips`), since a header's
+        #    frame count can hold empty slots (AVI) or vary in rate (phone footage).
         fps = info.fps or 25.0
+        duration = info.frames / fps
         if config.split == "none":
-            start = int(round((record.start or 0) * fps))
-            end = info.frames if record.end is None else min(info.frames,
-                                                             int(round(record.end * fps)))
+            start = record.start or 0.0
+            end = duration if record.end is None else min(duration, record.end)
             if end <= start:
                 return [row(Status.FAILED, f"bad clip: {record.start}-{record.end} s is outside "
-                            f"the video ({info.frames / fps:.2f} s)")]
+                            f"the video ({duration:.2f} s)")]
             clips = [ClipSpec(start, end)]
         else:
             try:
-                clips = (plan_scenes(source, info.frames, fps, config.clip_seconds,
-                                     config.min_clip_seconds, config.scene_threshold)
+                clips = (plan_scenes(source, fps, config.clip_seconds, config.min_clip_seconds,
+                                     config.scene_threshold)
                          if config.split == "scenes" else
-                         plan_fixed(info.frames, fps, config.clip_seconds,
-                                    config.min_clip_seconds))
+                         plan_fixed(duration, fps, config.clip_seconds, config.min_clip_seconds))
             except VideoError as error:
                 return [row(Status.FAILED, _video_reason(error))]
             if not clips:
-                return [row(Status.SKIPPED, f"too short: {info.frames / fps:.2f} s, no clip of "
+                return [row(Status.SKIPPED, f"too short: {duration:.2f} s, no clip of "
                             f"at least --min-clip-seconds {config.min_clip_seconds}")]
         split = config.split != "none"
         keys = [f"{record.key}__{i:04d}" for i in range(len(clips))] if split else [record.key]
         base = {"record": record, "info": asdict(info), "label_words": label_words,
                 "started": started}
-        # 4. Each clip's mp4 and key frames.
-        results: list = []
-        copy = (not split and clips[0] == ClipSpec(0, info.frames)
+        # 4. Each clip's mp4 and key frames; a clip that cannot be cut fails on its own.
+        copy = (not split and record.start is None and record.end is None
                 and can_copy(info, _format_or_empty(source), config.output_format()))
         try:
-            if copy:
-                results.append(self._copied_item(source, info, keys[0], base))
-            else:
-                results.extend(self._encoded_items(source, info, clips, keys, base))
+            results = ([self._copied_item(source, info, duration, keys[0], base)] if copy
+                       else self._encoded_items(source, info, clips, keys, base, row))
         except VideoError as error:
-            done = {r.row["key"] for r in results if isinstance(r, ModelItem)}
-            for key in keys:
-                if key not in done:
-                    results.append(row(Status.FAILED, _video_reason(error), key=key))
+            results = [row(Status.FAILED, _video_reason(error))]
         for index, item in enumerate(results):
             if not isinstance(item, ModelItem):
                 continue
@@ -228,15 +223,15 @@ class CaptionStage:
             except VideoError as error:
                 results[index] = row(Status.FAILED, _video_reason(error), key=item.row["key"])
         if split:
-            dropped = info.frames - sum(c.frames for c in clips)
+            uncovered = duration - sum(c.end - c.start for c in clips)
             results.insert(0, row(Status.SPLIT, "", frames=info.frames, fps=info.fps,
                                   width=info.width, height=info.height,
                                   seconds=time.perf_counter() - started,
                                   meta={"clips": len(clips), "split": config.split,
-                                        "uncovered_seconds": round(dropped / fps, 3)}))
+                                        "uncovered_seconds": round(max(0.0, uncovered), 3)}))
         return results
 
-    def _copied_item(self, source, info, key, base):
+    def _copied_item(self, source, info, duration, key, base):
         import numpy as np
 
         from captioners.keyframes import Keyframes, read_keyframes
@@ -250,28 +245,37 @@ class CaptionStage:
             keyframes = Keyframes([], np.zeros((0, 1, 1, 3), np.uint8), "none")
         return self._item(key, base, mp4, keyframes.indices, keyframes.frames, keyframes.mode,
                           frames=info.frames, fps=info.fps, width=info.width,
-                          height=info.height, start=0, end=info.frames, encoded="copy")
+                          height=info.height, start=0.0, end=duration, encoded="copy")
 
-    def _encoded_items(self, source, info, clips, keys, base):
+    def _encoded_items(self, source, info, clips, keys, base, row):
         import numpy as np
 
         from captioners.keyframes import read_keyframes
-        from datakit.io.clips import transcode_clips
+        from datakit.io.clips import ClipFailure, transcode_clips
+        from datakit.io.video import VideoError
+        from manifests.schema import Status
 
         config = self.config
         uniform = config.keyframe_mode == "uniform" or not self.pixels
         keep = _UniformKeep(config.keyframes) if self.pixels and uniform else None
         items = []
         encoded = transcode_clips(source, clips, info.fps or 25.0, config.output_format(), keep)
-        for key, clip in zip(keys, encoded, strict=False):
+        for key, clip in zip(keys, encoded, strict=True):
+            if isinstance(clip, ClipFailure):
+                items.append(row(Status.FAILED, f"cannot cut: {clip.reason}", key=key))
+                continue
             if uniform:
                 indices = sorted(clip.kept)
                 frames = (np.stack([clip.kept[i] for i in indices]) if indices
                           else np.zeros((0, 1, 1, 3), np.uint8))
                 mode = "uniform" if self.pixels else "none"
             else:
-                chosen = read_keyframes(clip.mp4, clip.frames, clip.fps, config.keyframes,
-                                        config.keyframe_mode)
+                try:
+                    chosen = read_keyframes(clip.mp4, clip.frames, clip.fps, config.keyframes,
+                                            config.keyframe_mode)
+                except VideoError as error:
+                    items.append(row(Status.FAILED, _video_reason(error), key=key))
+                    continue
                 indices, frames, mode = chosen.indices, chosen.frames, chosen.mode
             items.append(self._item(key, base, clip.mp4, indices, frames, mode,
                                     frames=clip.frames, fps=clip.fps, width=clip.width,
@@ -320,13 +324,12 @@ class CaptionStage:
         from datakit.run.local_engine import ModelItem
 
         record = base["record"]
-        source_fps = base["info"]["fps"] or 25.0
         payload = {
             "source": record.source, "input_key": record.key, "raw_label": record.label,
             "text": record.text, "meta": record.meta, "mp4": mp4, "keyframe_indices": indices,
             "keyframe_mode": mode, "source_info": base["info"],
-            "clip_start": round(geometry["start"] / source_fps, 3),  # in the source file
-            "clip_end": round(geometry["end"] / source_fps, 3),
+            "clip_start": round(geometry["start"], 3),  # seconds in the source file
+            "clip_end": round(geometry["end"], 3),
             "prepare_seconds": round(time.perf_counter() - base["started"], 3),
             **geometry,
         }

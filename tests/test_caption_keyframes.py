@@ -13,6 +13,7 @@ import captioners.keyframes as keyframes
 import datakit.io.video as video
 from captioners.keyframes import read_keyframes, scene_indices, uniform_indices
 from datakit.io.clips import (
+    ClipFailure,
     ClipSpec,
     OutputFormat,
     plan_fixed,
@@ -108,27 +109,31 @@ def test_scene_key_frames_sit_in_each_shot_and_fall_back_without_cuts():
 
 
 def test_split_plans_scenes_at_the_cuts_and_fixed_pieces():
-    assert plan_scenes(_three_shots(), 48, 8.0, clip_seconds=10, min_clip_seconds=1) == [
-        ClipSpec(0, 16), ClipSpec(16, 32), ClipSpec(32, 48)]
+    # cuts at frames 16 and 32 of an 8 fps video: 2 s and 4 s; it ends after frame 47 (6 s)
+    assert plan_scenes(_three_shots(), 8.0, clip_seconds=10, min_clip_seconds=1) == [
+        ClipSpec(0, 2), ClipSpec(2, 4), ClipSpec(4, 6)]
     # a scene longer than --clip-seconds is cut into pieces; short pieces dropped
-    assert plan_fixed(48, 8.0, 2.5, 1.0) == [ClipSpec(0, 20), ClipSpec(20, 40), ClipSpec(40, 48)]
-    assert plan_fixed(48, 8.0, 2.5, 1.5) == [ClipSpec(0, 20), ClipSpec(20, 40)]
+    assert plan_fixed(6.0, 8.0, 2.5, 1.0) == [ClipSpec(0, 2.5), ClipSpec(2.5, 5), ClipSpec(5, 6)]
+    assert plan_fixed(6.0, 8.0, 2.5, 1.5) == [ClipSpec(0, 2.5), ClipSpec(2.5, 5)]
 
 
 def test_one_pass_transcode_cuts_resamples_crops_and_keeps_frames():
-    clip = _counting_clip(48, size=(64, 48))
+    clip = _counting_clip(48, size=(64, 48))  # 8 fps: frame i at i/8 s
     output = OutputFormat(size=(48, 48), fps=4.0, crf=0, preset="ultrafast")
-    clips = list(transcode_clips(clip, [ClipSpec(4, 20), ClipSpec(30, 48)], 8.0, output,
+    clips = list(transcode_clips(clip, [ClipSpec(0.5, 2.5), ClipSpec(3.75, 6)], 8.0, output,
                                  keep=lambda spec, count: [0, count - 1]))
     first, second = clips
-    assert (first.frames, second.frames) == (8, 9)  # 16 and 18 source frames at half the rate
+    assert (first.frames, second.frames) == (8, 9)  # 2 s and 2.25 s at 4 fps
     assert (first.width, first.height) == (48, 48)
     # output frame j shows source frame start + 2j
     assert _frame_numbers(read_frames(first.mp4)) == [4 + 2 * j for j in range(8)]
     assert _frame_numbers([first.kept[0], first.kept[7]]) == [4, 18]
     assert _frame_numbers(read_frames(second.mp4))[0] == 30
-    with pytest.raises(video.VideoError, match="ends at frame 48"):
-        list(transcode_clips(clip, [ClipSpec(40, 60), ClipSpec(70, 80)], 8.0, output))
+    # Clips after the last frame fail, each naming its own range; the one before is cut.
+    late = list(transcode_clips(clip, [ClipSpec(5, 7.5), ClipSpec(8.75, 10)], 8.0, output))
+    assert late[0].frames == 4  # 5.0 .. 5.75 s: the video ends at 6 s
+    assert late[1] == ClipFailure(ClipSpec(8.75, 10),
+                                  "clip 8.75-10.00 s: the video ends at 6.00 s")
 
 
 def test_remux_copies_the_video_stream_and_drops_audio():

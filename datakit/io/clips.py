@@ -8,9 +8,15 @@ so memory holds one frame plus the clips' encoded bytes, never the decoded video
 decodes, the pass keeps the frames the caller asks for (the key frames), so re-encoded clips
 need no second decode.
 
-Frame numbers are counted from the first decoded frame of the file (index = position in
-decode order of presented frames), the same numbering decord and `datakit.io.video.read_frames`
-use; a clip covers source frames `[start, end)`.
+Clips are planned and cut by time, not by frame number: a clip covers seconds `[start, end)`
+of the source, counted from its first decoded frame. A re-encoded clip has a constant frame
+rate (`--fps`, else the source's nominal rate); its frame j, at `start + j / rate`, shows the
+latest source frame whose timestamp is at most half a source frame later. So an AVI whose
+header counts 444 frame slots but which codes 68 frames (empty packets repeat the frame
+before, as AVI writers store still stretches) and variable-frame-rate footage are cut where
+their pictures are, and a constant-rate video gives the same frames as counting would. The
+video ends where its last decoded frame ends (as FFmpeg's constant-rate output does): a clip
+after that fails with its own range, a clip that runs past it is cut short.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datakit.io.video import VideoError, VideoSource, VideoWriter, describe_source, open_container
+from datakit.io.video import (
+    VideoError,
+    VideoSource,
+    VideoWriter,
+    describe_source,
+    open_container,
+    timed_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +45,21 @@ REMUX_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm")
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """Source frames `[start, end)` of one clip."""
+    """Seconds `[start, end)` of the source (from its first frame) that one clip covers."""
 
-    start: int
-    end: int
+    start: float
+    end: float
 
-    @property
-    def frames(self) -> int:
-        return self.end - self.start
+    def describe(self) -> str:
+        return f"clip {self.start:.2f}-{self.end:.2f} s"
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    """A clip that could not be cut, and why (the reason names the clip's own range)."""
+
+    spec: ClipSpec
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -128,76 +148,71 @@ def remux_video(source: VideoSource) -> bytes:
     return buffer.getvalue()
 
 
-def plan_fixed(frames: int, fps: float, clip_seconds: float, min_clip_seconds: float) -> list:
-    """Consecutive clips of `clip_seconds`; a last piece shorter than `min_clip_seconds` is
-    dropped (the caller records it), a longer one kept."""
-    if frames <= 0 or fps <= 0:
+def plan_fixed(seconds: float, fps: float, clip_seconds: float, min_clip_seconds: float,
+               offset: float = 0.0) -> list[ClipSpec]:
+    """Consecutive clips of `clip_seconds` over `seconds` (from `offset`), their bounds on the
+    `fps` frame grid; a last piece shorter than `min_clip_seconds` is dropped (the caller
+    records it), a longer one kept."""
+    if seconds <= 0 or fps <= 0:
         return []
+    slots = int(math.floor(seconds * fps + 1e-6))  # whole frame slots of the grid
     length = max(1, int(round(clip_seconds * fps)))
-    shortest = max(1, int(math.ceil(min_clip_seconds * fps)))
+    shortest = max(1, int(math.ceil(min_clip_seconds * fps - 1e-6)))
     clips = []
-    for start in range(0, frames, length):
-        end = min(frames, start + length)
+    for start in range(0, slots, length):
+        end = min(slots, start + length)
         if end - start >= shortest:
-            clips.append(ClipSpec(start, end))
+            clips.append(ClipSpec(offset + start / fps, offset + end / fps))
     return clips
 
 
 def plan_scenes(
     source: VideoSource,
-    frames: int,
     fps: float,
     clip_seconds: float,
     min_clip_seconds: float,
     threshold: float = 3.0,
 ) -> list[ClipSpec]:
-    """Clips at shot boundaries (`detect_scenes`); a scene longer than
-    `clip_seconds` is cut into pieces of about that length, scenes shorter than
-    `min_clip_seconds` are dropped.
+    """Clips at shot boundaries (`detect_scenes`); a scene longer than `clip_seconds` is cut
+    into pieces of about that length, scenes shorter than `min_clip_seconds` are dropped.
 
     Args:
-        source: the video (bytes are written to a temporary file for the detector).
-        frames, fps: from `datakit.io.video.probe`.
+        source: the video (decoded once here to find the shots).
+        fps: the source's nominal frame rate (the grid the pieces are cut on).
         clip_seconds: the longest clip.
         min_clip_seconds: the shortest clip kept.
         threshold: how many times a frame's content change must exceed its neighbours'
             average to be a cut (3, as PySceneDetect's AdaptiveDetector).
     """
-    scenes = detect_scenes(source, threshold)
-    if not scenes:
-        scenes = [(0, frames)]
     clips = []
-    for start, end in scenes:
-        end = min(end, frames)
-        for piece in plan_fixed(end - start, fps, clip_seconds, min_clip_seconds):
-            clips.append(ClipSpec(start + piece.start, start + piece.end))
+    for start, end in detect_scenes(source, fps, threshold):
+        clips += plan_fixed(end - start, fps, clip_seconds, min_clip_seconds, offset=start)
     return clips
 
 
-def detect_scenes(source: VideoSource, threshold: float = 3.0) -> list[tuple[int, int]]:
-    """Shots as `[start, end)` frame ranges (`datakit.io.scenes`: an adaptive detector, which does
-    not cut steady pans the way a fixed content threshold does); empty for a single shot."""
+def detect_scenes(source: VideoSource, fps: float,
+                  threshold: float = 3.0) -> list[tuple[float, float]]:
+    """Shots as `[start, end)` seconds (`datakit.io.scenes`: an adaptive detector, which does
+    not cut steady pans the way a fixed content threshold does); one shot when there is no
+    cut. The video ends where its last frame ends (its time plus 1/`fps`)."""
     from datakit.io.scenes import adaptive_cuts, content_changes
 
-    changes = content_changes(source)
-    cuts = adaptive_cuts(changes, threshold=threshold)
-    if not cuts:
+    changes, times = content_changes(source, fps)
+    if not len(times):
         return []
-    bounds = [0, *cuts, len(changes)]
+    bounds = [0.0, *(float(times[cut]) for cut in adaptive_cuts(changes, threshold=threshold)),
+              float(times[-1]) + 1.0 / fps]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def output_frame_count(spec: ClipSpec, source_fps: float, output: OutputFormat) -> int:
-    """Frames of the clip once resampled to `output.fps`."""
-    if not output.fps or not source_fps:
-        return spec.frames
-    return max(1, int(math.floor(spec.frames / source_fps * output.fps + 1e-6)))
+def output_rate(source_fps: float, output: OutputFormat) -> float:
+    """Frames per second of a re-encoded clip: `output.fps`, else the source's."""
+    return output.fps or source_fps or 25.0
 
 
-def _source_index(out_index: int, spec: ClipSpec, source_fps: float, output: OutputFormat) -> int:
-    if not output.fps or not source_fps:
-        return spec.start + out_index
-    return min(spec.end - 1, spec.start + int(round(out_index * source_fps / output.fps)))
+def output_frame_count(spec: ClipSpec, rate: float) -> int:
+    """Frames of a clip at `rate`: one per 1/rate seconds from its start, before its end."""
+    return max(1, int(math.ceil((spec.end - spec.start) * rate - 1e-6)))
 
 
 def transcode_clips(
@@ -206,94 +221,124 @@ def transcode_clips(
     source_fps: float,
     output: OutputFormat,
     keep: Callable[[ClipSpec, int], list[int]] | None = None,
-) -> Iterator[EncodedClip]:
+) -> Iterator[EncodedClip | ClipFailure]:
     """Encode each clip of `clips` (sorted, not overlapping) in one pass over `source`.
 
     Args:
         source: the video.
-        clips: source frame ranges.
-        source_fps: the source's frame rate.
+        clips: source time ranges.
+        source_fps: the source's nominal frame rate (times of frames without a timestamp,
+            and the half-frame tolerance with which output times pick source frames).
         output: size, frame rate and encoder settings.
         keep: given a clip and its output frame count, the output indices whose RGB frames
             (at the output size) to keep in `EncodedClip.kept`.
 
-    Yields each clip as soon as its last frame is encoded.
+    Yields one result per clip, in order, as soon as it is known: its `EncodedClip`, or a
+    `ClipFailure` naming the clip's range (the video ends before it, or stops decoding).
     """
     import cv2
 
-    if not clips:
-        return
-    pending = list(clips)
-    current: _OpenClip | None = None
-    index = -1
+    fps = source_fps or 25.0
+    cutter = _Cutter(list(clips), output_rate(fps, output), 0.5 / fps, output, keep, cv2)
     try:
         with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                index += 1
-                while current is None or index >= current.spec.end:
-                    if current is not None:
-                        yield current.finish()
-                        current = None
-                    if not pending:
-                        return
-                    if index < pending[0].start:
-                        break
-                    current = _OpenClip(pending.pop(0), source_fps, output, keep,
-                                        frame.width, frame.height)
-                if current is None or index < current.spec.start:
-                    continue
-                current.add(index, frame, cv2)
-            if current is not None:
-                yield current.finish()
-    except VideoError:
-        raise
+            last = None
+            for time, frame in timed_frames(container, stream, fps):
+                yield from cutter.until(time)
+                cutter.shown, last = frame, time
+                if cutter.done:
+                    return
     except Exception as error:
-        raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
-    if pending:
-        raise VideoError(f"{describe_source(source)}: the video ends at frame {index + 1}, before "
-                         f"clip {pending[0].start}-{pending[0].end}")
+        reason = str(error) if isinstance(error, VideoError) else f"cannot decode ({error})"
+        yield from cutter.fail(reason)
+        return
+    if last is None:
+        yield from cutter.fail("no frame decoded")
+        return
+    end = last + 1.0 / fps
+    yield from cutter.until(end)
+    yield from cutter.fail(f"the video ends at {end:.2f} s")
 
+
+class _Cutter:
+    """Output frames of the clips, in time order: every output time earlier than a newly
+    decoded frame (less the tolerance) shows the frame decoded before it (`shown`)."""
+
+    def __init__(self, pending: list[ClipSpec], rate: float, tolerance: float,
+                 output: OutputFormat, keep, cv2):
+        self.pending, self.rate, self.tolerance = pending, rate, tolerance
+        self.output, self.keep, self.cv2 = output, keep, cv2
+        self.current: _OpenClip | None = None
+        self.shown = None  # the latest decoded frame
+
+    @property
+    def done(self) -> bool:
+        return self.current is None and not self.pending
+
+    def until(self, time: float) -> Iterator[EncodedClip]:
+        """Write every output frame whose time is before `time` (less the tolerance)."""
+        while not self.done:
+            if self.current is None:
+                if self.pending[0].start + self.tolerance >= time:
+                    return
+                spec = self.pending.pop(0)
+                self.current = _OpenClip(spec, self.rate, self.output, self.keep,
+                                         self.shown.width, self.shown.height)
+            clip = self.current
+            while clip.next_out < clip.count and clip.next_time() + self.tolerance < time:
+                clip.add(self.shown, self.cv2)
+            if clip.next_out < clip.count:
+                return
+            yield clip.finish()
+            self.current = None
+
+    def fail(self, reason: str) -> Iterator[EncodedClip | ClipFailure]:
+        """The video has no more frames: the open clip ends short, the others fail."""
+        if self.current is not None and self.current.next_out:
+            yield self.current.finish()
+        elif self.current is not None:
+            self.pending.insert(0, self.current.spec)
+        self.current = None
+        for spec in self.pending:
+            yield ClipFailure(spec, f"{spec.describe()}: {reason}")
+        self.pending = []
 
 
 class _OpenClip:
-    """The clip being encoded: maps source frames to output frames, keeps the asked ones."""
+    """The clip being encoded: writes its output frames, keeps the asked ones."""
 
-    def __init__(self, spec, source_fps, output: OutputFormat, keep, width, height):
-        self.spec, self.source_fps, self.output = spec, source_fps, output
-        self.count = output_frame_count(spec, source_fps, output)
+    def __init__(self, spec: ClipSpec, rate: float, output: OutputFormat, keep, width, height):
+        self.spec, self.fps, self.output = spec, rate, output
+        self.count = output_frame_count(spec, rate)
         self.width, self.height = output.target_size(width, height)
         self.buffer = io.BytesIO()
-        self.fps = output.fps or source_fps or 25.0
-        self.writer: VideoWriter | None = None  # opened at the first frame
+        self.writer = VideoWriter(self.buffer, self.width, self.height, self.fps,
+                                  crf=output.crf, preset=output.preset, threads=1)
         self.wanted = set(keep(spec, self.count)) if keep else set()
         self.kept: dict[int, np.ndarray] = {}
         self.iframes: list[int] = []
         self.next_out = 0  # the next output frame to write
+        self._last: tuple[object, np.ndarray] | None = None  # (source frame, its RGB)
 
-    def add(self, index: int, frame, cv2) -> None:
-        # An output frame j shows the source frame nearest its time; one source frame may
-        # feed several output frames (slower output rate: none).
-        rgb = None
-        while (self.next_out < self.count
-               and _source_index(self.next_out, self.spec, self.source_fps, self.output) == index):
-            if rgb is None:
-                rgb = _resized(frame.to_ndarray(format="rgb24"), self.width, self.height, cv2)
-                if frame.key_frame:
-                    self.iframes.append(self.next_out)
-            if self.writer is None:
-                self.writer = VideoWriter(self.buffer, self.width, self.height, self.fps,
-                                          crf=self.output.crf, preset=self.output.preset,
-                                          threads=1)
-            self.writer.write(rgb)
-            if self.next_out in self.wanted:
-                self.kept[self.next_out] = rgb
-            self.next_out += 1
+    def next_time(self) -> float:
+        return self.spec.start + self.next_out / self.fps
+
+    def add(self, frame, cv2) -> None:
+        """Write `frame` as the next output frame (converted once however often it shows)."""
+        if self._last is None or self._last[0] is not frame:
+            rgb = _resized(frame.to_ndarray(format="rgb24"), self.width, self.height, cv2)
+            if frame.key_frame:
+                self.iframes.append(self.next_out)
+            self._last = (frame, rgb)
+        rgb = self._last[1]
+        self.writer.write(rgb)
+        if self.next_out in self.wanted:
+            self.kept[self.next_out] = rgb
+        self.next_out += 1
 
     def finish(self) -> EncodedClip:
-        if self.writer is None:
-            raise VideoError(f"clip {self.spec.start}-{self.spec.end}: no frames decoded")
         self.writer.close()
         return EncodedClip(self.spec, self.buffer.getvalue(), self.next_out, self.fps,
                            self.width, self.height, self.kept, self.iframes)

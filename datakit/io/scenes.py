@@ -20,16 +20,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from datakit.io.video import VideoError, VideoSource, describe_source, open_container
+from datakit.io.video import (
+    VideoError,
+    VideoSource,
+    describe_source,
+    open_container,
+    timed_frames,
+)
 
 ANALYSIS_WIDTH = 256
 
 
-def content_changes(source: VideoSource) -> np.ndarray:
-    """HSV content change of every frame against the one before (the first frame: 0)."""
+def content_changes(source: VideoSource, fps: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+    """HSV content change of every decoded frame against the one before (the first frame:
+    0), and each frame's time in seconds from the first (`datakit.io.video.timed_frames`;
+    `fps` only times frames without a timestamp)."""
     import cv2
 
-    changes = []
+    changes, times = [], []
     previous = None
     try:
         with open_container(source) as container:
@@ -39,15 +47,16 @@ def content_changes(source: VideoSource) -> np.ndarray:
             if width > ANALYSIS_WIDTH:
                 height = max(2, int(round(height * ANALYSIS_WIDTH / width / 2)) * 2)
                 width = ANALYSIS_WIDTH
-            for frame in container.decode(stream):
+            for time, frame in timed_frames(container, stream, fps):
                 rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
                 hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL).astype(np.int16)
                 changes.append(0.0 if previous is None
                                else float(np.abs(hsv - previous).mean()))
+                times.append(time)
                 previous = hsv
     except Exception as error:
         raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
-    return np.asarray(changes, dtype=np.float64)
+    return np.asarray(changes, dtype=np.float64), np.asarray(times, dtype=np.float64)
 
 
 def adaptive_cuts(
@@ -86,5 +95,5 @@ def detect_shots(
     source: VideoSource, threshold: float = 3.0, min_scene_frames: int = 15
 ) -> list[int]:
     """Frames where a new shot starts (not counting frame 0)."""
-    return adaptive_cuts(content_changes(source), threshold=threshold,
+    return adaptive_cuts(content_changes(source)[0], threshold=threshold,
                          min_scene_frames=min_scene_frames)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -298,6 +299,27 @@ def iter_frames(source: VideoSource) -> Iterator[np.ndarray]:
                 yield frame.to_ndarray(format="rgb24")
     except Exception as error:
         raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
+
+
+def timed_frames(container, stream, fps: float) -> Iterator[tuple[float, object]]:
+    """(seconds since the first frame, PyAV frame) for each decoded frame of `stream`.
+
+    Times come from the frames' timestamps, not their count: an AVI that stores a still
+    stretch as empty packets, or variable-frame-rate phone footage, decodes fewer frames than
+    its header's frame count, spread over the whole duration. A frame without a timestamp
+    follows the one before by 1/`fps`; times never go backwards.
+    """
+    first = None
+    last = -math.inf
+    for frame in container.decode(stream):
+        if frame.pts is None or frame.time_base is None:
+            time = last + 1.0 / fps if last > -math.inf else 0.0
+        else:
+            stamp = float(frame.pts * frame.time_base)
+            first = stamp if first is None else first
+            time = stamp - first
+        last = max(last, time)
+        yield last, frame
 
 
 def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
