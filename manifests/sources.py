@@ -26,6 +26,9 @@ first by the file extension (`x.jpg`, `x.png` -> `x_jpg`, `x_png`), then by a sh
 the relative path. Keys therefore stay stable across runs as long as the input does not gain
 a file that collides with an existing one.
 
+Record paths are absolute (SRC is made absolute first): a worker on a Ray node runs in
+another folder than the command that typed `photos/`.
+
 Nothing readable is dropped: dangling symlinks, empty and unreadable files become records like
 any other and fail when a worker loads them. An input the listing already knows to be broken
 (a corrupt or unreadable shard, a folder that cannot be listed, a list row without a local

@@ -12,6 +12,10 @@ engines with one option and everything else (keys, resume, manifest, shards) sta
   local engine's writer: shard numbers cannot collide, the manifest is the same parquet
   store, and the same inputs and seed give byte-identical shards on either engine.
 
+On a cluster (`address` given), the driver first asks every live node whether it sees SRC
+(`check_reachable`): records carry absolute paths (`manifests.sources` makes them so in the
+driver), and a node without the shared storage would fail every input it gets.
+
 Records are sent in windows of `window` records, so a driver never holds a huge input's
 records (or a shard's image bytes) at once, and a first Ctrl-C stops at the end of the
 records in flight. Every row crosses the object store pickled: samples are bytes, whatever
