@@ -83,3 +83,16 @@ def test_failures_next_to_finished_samples_are_no_failed_run(tmp_path):
     appended = _invoke("pan-zoom", bad, "--out", out, "--append", *args)
     assert appended.exit_code == 0, appended.output  # OUT holds a sample: the job did its work
     assert json.loads((out / "stats.json").read_text())["this_run"] == {"failed": 1}
+
+
+def test_an_out_that_is_a_url_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (200, 150), (20, 120, 200)).save(photos / "a.jpg")
+    result = _invoke("pan-zoom", photos, "--out", "s3://bucket/out", *FAST)
+    assert result.exit_code == 2
+    assert _error_lines(result) == ["error: s3:/bucket/out: --out must be a folder of this "
+                                    "machine's file system (the driver writes every shard "
+                                    "there); mount the bucket and give the mount point"]
+    assert not (tmp_path / "s3:").exists()  # no local folder made from the URL

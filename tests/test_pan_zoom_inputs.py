@@ -103,12 +103,12 @@ def test_max_pixels_raises_the_bomb_limit(tmp_path):
     src.mkdir()
     (src / "big.png").write_bytes(handmade_png(12000, 10000, 8, 0, b"\0" * 64))  # 120 MP
     out = tmp_path / "out"
-    assert _invoke("pan-zoom", src, "--out", out, *FAST).exit_code == 0
+    assert _invoke("pan-zoom", src, "--out", out, *FAST).exit_code == 1  # its only input failed
     error = pd.read_parquet(out / "manifest.parquet").iloc[0]["error"]
     assert error.startswith("decompression bomb: 120000000 pixels > limit 100000000")
     assert "--max-pixels" in error
     raised = tmp_path / "raised"
     assert _invoke("pan-zoom", src, "--out", raised, "--max-pixels", "200000000",
-                   *FAST).exit_code == 0
+                   *FAST).exit_code == 1
     error = pd.read_parquet(raised / "manifest.parquet").iloc[0]["error"]
     assert not error.startswith("decompression bomb")  # decoded (and found broken) instead

@@ -42,8 +42,8 @@ from manifests.store import (
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, once a Path, reads s3:/b/x
 SOURCES_NAME = "sources.json"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, once a Path, reads s3:/b/x
 
 
 def check_sources(out: Path, src: str | os.PathLike | None, append: bool) -> list[str]:
