@@ -63,3 +63,21 @@ def test_links_bad_json_and_huge_labels_become_rows_that_say_why(tmp_path):
     assert kept == words[:len(kept)] and words[len(kept)] == " "  # cut between words
     stats = json.loads((out / "stats.json").read_text())
     assert stats["notes"] == {TEXT_CUT_NOTE: 1}
+
+
+def test_an_image_sample_keeps_its_picture_when_its_json_is_unreadable(tmp_path):
+    from PIL import Image
+
+    from manifests.sources import read_records
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, "JPEG")
+    shard = tmp_path / "laion.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "000.jpg", buffer.getvalue())
+        _add(tar, "000.txt", ("a red square " * 100).encode())
+        _add(tar, "000.json", b"{oops")
+    [record] = read_records(shard)
+    assert record.error is None and record.data == buffer.getvalue()
+    assert record.notes == (TEXT_CUT_NOTE, "unreadable json member ignored")
+    assert len(record.text) <= MAX_TEXT_CHARS and record.text.endswith("square")
