@@ -80,4 +80,5 @@ def test_an_image_sample_keeps_its_picture_when_its_json_is_unreadable(tmp_path)
     [record] = read_records(shard)
     assert record.error is None and record.data == buffer.getvalue()
     assert record.notes == (TEXT_CUT_NOTE, "unreadable json member ignored")
-    assert len(record.text) <= MAX_TEXT_CHARS and record.text.endswith("square")
+    assert len(record.text) <= MAX_TEXT_CHARS
+    assert ("a red square " * 100).startswith(record.text + " ")  # cut between words
