@@ -4,7 +4,8 @@
 (Salesforce/instructblip-vicuna-7b, -vicuna-13b, -flan-t5-xl, -flan-t5-xxl, or a local folder)
 with exactly the BLIP-2 machinery of captioners/blip2.py: every key frame of every clip in one
 `generate` call, `num_query_tokens` image tokens per prompt (repaired for old checkpoints),
-left padding for Vicuna, Flan-T5 kept out of float16, greedy decoding.
+left padding for Vicuna, Flan-T5 kept out of float16, LAVIS's decoding (5 beams, 256 new
+tokens, repetition penalty 1.5).
 
 What differs:
 - The prompt is a plain instruction ("This is a video of {label}. Describe ..."), not
@@ -18,7 +19,8 @@ What differs:
 from __future__ import annotations
 
 from captioners.base import Captioner
-from captioners.blip2 import Blip2Captioner
+from captioners.blip2 import LAVIS_INSTRUCTBLIP, Blip2Captioner
+from captioners.decoding import Decoding
 
 
 class InstructBlipCaptioner(Blip2Captioner):
@@ -35,3 +37,9 @@ class InstructBlipCaptioner(Blip2Captioner):
     model_class = "InstructBlipForConditionalGeneration"
     processor_class = "InstructBlipProcessor"
     example = "Salesforce/instructblip-vicuna-7b"
+    default_model = None
+
+    def reference_decoding(self) -> Decoding:
+        """LAVIS's InstructBLIP `generate` defaults (Vicuna and Flan-T5 alike)."""
+        return Decoding(num_beams=5, max_new_tokens=256, min_new_tokens=1,
+                        repetition_penalty=1.5, length_penalty=1.0, reference=LAVIS_INSTRUCTBLIP)

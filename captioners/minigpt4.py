@@ -42,9 +42,10 @@ image once I provide it to you. Please answer my questions.". The text before `<
 tokenized with the tokenizer's special tokens (BOS), the text after without; the image
 embeddings are spliced in between, and every frame of every clip goes through one left-padded
 `generate` call on `inputs_embeds`. Generation stops at "###" (vicuna) or the end token
-(llama2); the caption is the text before any "###". The official demo samples (top_p 0.9,
-repetition_penalty 1.05, 300 new tokens); captions here are greedy with `max_new_tokens`, so the
-same frame always gets the same caption.
+(llama2); the caption is the text before any "###". Decoding (`--decoding reference`) is the
+official demo's: sampling with top-p 0.9, temperature 1.0, repetition penalty 1.05 and 300 new
+tokens, each frame drawing from its own generator seeded from `--seed`, the clip's key and the
+frame, so a rerun gives the same captions (captioners.decoding).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import json
 import logging
 import pickle
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ from captioners.base import (
     resolve_dtype,
 )
 from captioners.blip2 import hub_commit, split_per_clip
+from captioners.decoding import Decoding, capped_rows, finished
 from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,10 @@ TEMPLATES = {  # one user turn; describe() puts SYSTEM before it, --fuse llm doe
 }
 STOP = {"vicuna": "###", "llama2": None}
 PATCHES_PER_TOKEN = 4  # the Llama-2 variant projects 4 consecutive ViT tokens at once
+OFFICIAL_DEMO = ("Vision-CAIR/MiniGPT-4 demo.py:116 (max_new_tokens=300), :143 and :152 (num_beams "
+                 "1, temperature 1.0), minigpt4/conversation/conversation.py:158-159, 176 "
+                 "(do_sample=True, top_p=0.9, repetition_penalty=1.05, min_length=1, "
+                 "length_penalty=1)")
 LAYOUT_EXAMPLE = ('{"vision": "Salesforce/blip2-flan-t5-xxl", "lm": "path/to/vicuna-13b", '
                   '"projection": "pretrained_minigpt4.pth"}')
 
@@ -402,21 +409,32 @@ class MiniGPT4Captioner(Captioner):
                             for row in rows]).long()
         return inputs, mask
 
-    def _generate(self, **inputs) -> list[str]:
+    def reference_decoding(self) -> Decoding:
+        """The official demo's sampling; Vicuna answers end at "###"."""
+        stop = STOP[self.template]
+        return Decoding(do_sample=True, top_p=0.9, temperature=1.0, repetition_penalty=1.05,
+                        max_new_tokens=300, min_new_tokens=1, length_penalty=1.0,
+                        stop=(stop,) if stop else (), reference=OFFICIAL_DEMO)
+
+    def _generate(self, seeds: Sequence[int], **inputs) -> list[str]:
         from transformers import StoppingCriteriaList
 
         stop = STOP[self.template]
         prompt_length = inputs["input_ids"].shape[1] if "input_ids" in inputs else 0
-        output = self.lm.generate(
-            **inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False, num_beams=1,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList(
-                [StopAtText(stop, self.tokenizer, prompt_length)] if stop else []),
-        )
+        with warnings.catch_warnings():  # the penalty sees only new tokens, as in the demo
+            warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with")
+            output = self.lm.generate(
+                **inputs, **self.decoding.generate_kwargs(seeds),
+                pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList(
+                    [StopAtText(stop, self.tokenizer, prompt_length)] if stop else []),
+            )
         output = output[:, prompt_length:]
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
-        return [" ".join(text.split(stop)[0].split()) if stop else " ".join(text.split())
-                for text in texts]
+        capped = capped_rows(output, [self.tokenizer.eos_token_id], self.decoding.max_new_tokens,
+                             texts, self.decoding.stop)
+        return [finished(text.split(stop)[0] if stop else text, cap)
+                for text, cap in zip(texts, capped, strict=True)]
 
     def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
         """One caption per key frame: all frames of all clips in one generate call."""
@@ -428,10 +446,11 @@ class MiniGPT4Captioner(Captioner):
         prompts = [request.prompt for request in requests for _ in request.frames]
         with torch.inference_mode():
             inputs_embeds, attention_mask = self.embed_batch(prompts, self.encode_images(images))
-            texts = self._generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+            texts = self._generate(self.row_seeds(requests), inputs_embeds=inputs_embeds,
+                                   attention_mask=attention_mask)
         return split_per_clip(texts, requests)
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
         """Text-only generation with the LM: one user turn of the template, no system text."""
         import torch
 
@@ -441,4 +460,4 @@ class MiniGPT4Captioner(Captioner):
         inputs = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
         inputs.pop("token_type_ids", None)
         with torch.inference_mode():
-            return self._generate(**inputs)
+            return self._generate(self.text_seeds(prompts, keys), **inputs)

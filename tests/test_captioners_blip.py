@@ -33,6 +33,7 @@ def photos():
 
 def load(folder, captioner="blip2", **options):
     options.setdefault("max_new_tokens", 5)
+    options.setdefault("decoding", "greedy")  # random tiny weights: beams may hide the image
     return load_captioner(CaptionerConfig(captioner=captioner, model=str(folder), **options))
 
 
