@@ -146,6 +146,7 @@ class Blip2Captioner(Captioner):
     processor_class: ClassVar[str] = "Blip2Processor"
     example: ClassVar[str] = DEFAULT_MODEL
     default_model: ClassVar[str | None] = DEFAULT_MODEL  # without --model
+    question_format = "Question: {question} Answer:"
 
     def __init__(self, config: CaptionerConfig):
         import transformers

@@ -38,6 +38,7 @@ class InstructBlipCaptioner(Blip2Captioner):
     processor_class = "InstructBlipProcessor"
     example = "Salesforce/instructblip-vicuna-7b"
     default_model = None
+    question_format = "{question}"
 
     def reference_decoding(self) -> Decoding:
         """LAVIS's InstructBLIP `generate` defaults (Vicuna and Flan-T5 alike)."""

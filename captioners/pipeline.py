@@ -335,6 +335,7 @@ class CaptionStage:
     # -- finish (main process) -----------------------------------------------------------------
 
     def finish(self, output: dict[str, Any]) -> list:
+        from captioners.checks import caption_checks
         from datakit.run.shards import Sample
         from manifests.schema import Status, make_row
 
@@ -346,6 +347,15 @@ class CaptionStage:
                              label=payload["raw_label"])]
         fps = payload["fps"]
         indices = payload["keyframe_indices"]
+        answers = output.get("answers") or [output["frame_captions"]]
+        model_texts = [text for question in answers for text in question]
+        if self.captioner.fuse == "llm":
+            model_texts.append(output["caption"])
+        truncated = bool(output.get("truncated"))
+        checks = caption_checks(output.get("label"), model_texts, truncated,
+                                payload.get("watermark_action"),
+                                scored=self.captioner.captioner != "label")
+        captioner_info = output.get("captioner_info") or {}
         info = {
             "key": key,
             "input_key": payload["input_key"],
@@ -358,9 +368,14 @@ class CaptionStage:
                           "mode": payload["keyframe_mode"]},
             "frame_captions": output["frame_captions"],
             "prompt": output["prompt"],
+            "questions": output.get("questions"),
+            "answers": answers if output.get("questions") else None,
             "fuse": self.captioner.fuse,
             "fuse_prompt": output.get("fuse_prompt"),
             "captioner": output.get("captioner_info"),
+            "decoding": captioner_info.get("decoding"),
+            "truncated": truncated,
+            **checks,
             "clip_start": payload["clip_start"],
             "clip_end": payload["clip_end"],
             "width": payload["width"], "height": payload["height"],
@@ -378,6 +393,7 @@ class CaptionStage:
             caption=output["caption"], label=payload["raw_label"], width=payload["width"],
             height=payload["height"], frames=payload["frames"], fps=fps,
             seconds=payload["prepare_seconds"], clip_score=output.get("clip_score"), **marks,
+            **checks,
             meta={"keyframes": indices, "encoded": payload["encoded"],
                   "clip": [payload["clip_start"], payload["clip_end"]]},
         )

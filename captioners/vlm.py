@@ -76,6 +76,7 @@ class VLMCaptioner(Captioner):
         "sentences what happens in the video."
     )
     per_frame = False
+    question_format = "These are frames from one video. {question}"
 
     def __init__(self, config: CaptionerConfig):
         super().__init__(config)

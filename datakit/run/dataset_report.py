@@ -254,6 +254,7 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[tuple[str, str]]:
         ("camera motion (pan-zoom)", "motion", tally["motion"], "bar"),
         ("watermark score", "watermark_score", ok["watermark_score"].dropna(), "hist"),
         ("CLIP score", "clip_score", ok["clip_score"].dropna(), "hist"),
+        ("caption label agreement", "label_agreement", ok["label_agreement"].dropna(), "hist"),
     ]
     written = []
     for title, name, values, kind in panels:
@@ -444,7 +445,8 @@ def _plots_section(stats: dict[str, Any], plots: list[tuple[str, str]]) -> str:
                                                    labels["least"].items()]) + "</div>")
     described = [(name, stats[key]) for name, key in
                  (("caption words", "caption_words"), ("duration (s)", "duration"),
-                  ("watermark score", "watermark_score"), ("CLIP score", "clip_score"))
+                  ("watermark score", "watermark_score"), ("CLIP score", "clip_score"),
+                  ("caption label agreement", "label_agreement"))
                  if stats[key]]
     if described:
         parts.append(_table(["", "clips", "mean", "min", "median", "max"],
@@ -453,6 +455,14 @@ def _plots_section(stats: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     if stats["watermark_action"]:
         parts.append(_table(["watermark action", "rows"],
                             [[k, f"{v:,}"] for k, v in stats["watermark_action"].items()]))
+    if stats["caption_flags"]:
+        parts.append(
+            '<h3>Flagged captions</h3><p id="caption-flags">Caption checks (docs/caption.md): '
+            "filter them with the manifest's <code>caption_flags</code> and "
+            "<code>label_agreement</code> columns.</p>"
+            + _table(["flag", "clips", "example keys"],
+                     [[flag, f"{found['count']:,}", " ".join(found["keys"])]
+                      for flag, found in stats["caption_flags"].items()]))
     duplicates = stats["duplicate_captions"]
     parts.append(
         f'<h3>Near-duplicate captions</h3><p id="duplicates">{duplicates["duplicated"]:,} of '
