@@ -10,7 +10,9 @@ template, so the captioner carries no per-model prompt format.
 - Frames are always sent as images, never as a video: scene-aware key frames are unevenly
   spaced, which a video input (Qwen2.5-VL encodes absolute time from the frame rate) would
   misrepresent, and transformers' video processors need torchvision.
-- A batch of clips is one padded `generate` call: the tokenizer pads on the left (so every
+- A batch of clips is one padded `generate` call: the processor tokenizes the chats itself
+  (`apply_chat_template(tokenize=True)`, each clip's frames as its own list of images, no
+  second BOS after a template that writes one), the tokenizer pads on the left (so every
   row's new tokens start at the same column), and only the new tokens are decoded.
 - Decoding (`--decoding reference`): what the checkpoint's own `generation_config.json` asks
   (sampling, temperature, top-k, top-p, repetition penalty, end tokens; transformers' defaults
@@ -168,22 +170,30 @@ class VLMCaptioner(Captioner):
             min_new_tokens=int(value("min_new_tokens", 0)),
             reference=f"{self.model_id} generation_config.json")
 
-    def chat_text(self, request: ClipRequest) -> str:
-        """The rendered chat prompt for one clip: one image placeholder per key frame, then
-        the prompt, then the assistant's turn."""
+    def conversation(self, request: ClipRequest) -> list[dict]:
+        """One user turn for one clip: its key frames as images, in time order, then the
+        prompt."""
         if not request.frames:
             raise ValueError(f"clip {request.key}: no key frames to describe")
-        parts = [{"type": "image"} for _ in request.frames]
+        parts = [{"type": "image", "image": frame} for frame in request.frames]
         parts.append({"type": "text", "text": request.prompt})
-        return self._render(parts)
+        return [{"role": "user", "content": parts}]
+
+    def chat_text(self, request: ClipRequest) -> str:
+        """The rendered chat prompt for one clip, up to the assistant's turn."""
+        return self.processor.apply_chat_template(
+            self.conversation(request), add_generation_prompt=True, tokenize=False)
 
     def prepare_inputs(self, requests: Sequence[ClipRequest]):
         """The processor's padded batch for `requests` (ids, attention mask, pixel values, and
-        whatever else the model takes, such as Qwen's image grid), on the model's device."""
-        texts = [self.chat_text(request) for request in requests]
-        images = [frame for request in requests for frame in request.frames]
-        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
-        return inputs.to(self.device, dtype=self.dtype)
+        whatever else the model takes, such as Qwen's image grid), on the model's device.
+
+        The processor tokenizes the chats itself (`apply_chat_template(tokenize=True)`), so a
+        template that writes its own BOS (Gemma-3) gets no second one, and each clip's frames
+        reach it as that clip's own list of images: Gemma-3 and SmolVLM need that for a batch,
+        and LLaVA-OneVision reads several images of one clip as one tile each instead of
+        tiling every frame as a lone high-resolution image."""
+        return self._tokenize([self.conversation(request) for request in requests])
 
     def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
         if not requests:
@@ -194,15 +204,15 @@ class VLMCaptioner(Captioner):
     def generate(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
         if not prompts:
             return []
-        texts = [self._render([{"type": "text", "text": prompt}]) for prompt in prompts]
-        inputs = self.processor(text=texts, padding=True, return_tensors="pt")
-        return self._generate(inputs.to(self.device), self.text_seeds(prompts, keys))
+        conversations = [[{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+                         for prompt in prompts]
+        return self._generate(self._tokenize(conversations), self.text_seeds(prompts, keys))
 
-    def _render(self, parts: list[dict]) -> str:
-        conversation = [{"role": "user", "content": parts}]
-        return self.processor.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=False
-        )
+    def _tokenize(self, conversations: list[list[dict]]):
+        inputs = self.processor.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="pt", processor_kwargs={"padding": True})
+        return inputs.to(self.device, dtype=self.dtype)
 
     def _generate(self, inputs, seeds: list[int]) -> list[str]:
         """Generation for a padded batch; only the tokens after the prompt decoded, capped
