@@ -422,6 +422,12 @@ def load_failure(model: str, what: str, error: BaseException,
         option: the option that named the model (`--model`, `--score-clip`).
     """
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    missing = missing_tokenizer_packages(model)
+    if missing and re.search(r"tiktoken|sentencepiece|protobuf", reason, re.IGNORECASE):
+        return UserError(
+            f"{option} {model}: its tokenizer is a SentencePiece model (tokenizer.model, no "
+            f"tokenizer.json), which transformers reads with {' and '.join(missing)}, not "
+            "installed here: pip install 'datakit[caption]'")
     local = Path(model).expanduser().is_dir()
     where = "the local folder" if local else (
         "the hub id (not in the local Hugging Face cache, and the hub could not be reached)"
@@ -429,6 +435,37 @@ def load_failure(model: str, what: str, error: BaseException,
         or "resolve" in reason.lower() or "not found" in reason.lower()
         or "does not appear to have" in reason.lower() else "the hub id")
     return UserError(f"{option} {model}: could not load {what} from {where}: {reason[:300]}")
+
+
+def missing_tokenizer_packages(model: str) -> list[str]:
+    """The packages transformers needs, and that are not installed, to read the tokenizer of
+    `model` (a folder, or a hub id in the local cache): a SentencePiece `tokenizer.model`
+    without a `tokenizer.json` (Vicuna v0 as FastChat's apply_delta writes it) is converted
+    with `sentencepiece` and `protobuf`; without them transformers falls back to, and names,
+    tiktoken."""
+    import importlib.util
+
+    from transformers.utils import cached_file
+
+    def present(filename: str) -> bool:
+        try:
+            return cached_file(model, filename, local_files_only=True,
+                               _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False) is not None
+        except (OSError, ValueError):
+            return False
+
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    if not present("tokenizer.model") or present("tokenizer.json"):
+        return []
+    return [package for package, module in (("sentencepiece", "sentencepiece"),
+                                            ("protobuf", "google.protobuf"))
+            if not installed(module)]
 
 
 def resolved_revision(model: str, revision: str | None) -> str | None:

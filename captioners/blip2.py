@@ -18,10 +18,10 @@ local folder, and captions every key frame of every clip in ONE `generate` call:
   attention mask) match an unpadded run; encoder-decoders (Flan-T5) are padded on the right.
   Generation pads finished rows with the tokenizer's pad id, never the model config's (they
   disagree in InstructBLIP-Vicuna, transformers #25426).
-- Dtype: `--dtype float16` is honoured for OPT, but Flan-T5 produces garbage in float16 (its
-  activations overflow): a T5-based checkpoint runs in bfloat16 on CUDA with bf16, else float32,
-  and says so in the log. The Q-Former stays float32 whatever the dtype (transformers'
-  `_keep_in_fp32_modules`).
+- Dtype: `--dtype` as asked, for OPT and Flan-T5 alike. Flan-T5's feed-forward output layers
+  (`wo`) overflow in float16; transformers keeps them, the Q-Former and the query tokens in
+  float32 whatever the dtype (`_keep_in_fp32_modules`), so blip2-flan-t5-xxl runs in float16
+  on a GPU without bfloat16 instead of doubling its memory in float32.
 - Decoding (`--decoding reference`): LAVIS's `Blip2OPT.generate` / `Blip2T5.generate`, 5 beams
   and at most 30 new tokens; OPT answers end at the newline token, as LAVIS trained and decodes
   them. InstructBLIP: LAVIS's 5 beams, 256 new tokens, repetition penalty 1.5. A caption is the
@@ -126,8 +126,8 @@ class Blip2Captioner(Captioner):
     """BLIP-2 (OPT or Flan-T5) through transformers' `Blip2ForConditionalGeneration`.
 
     Args:
-        config: `model` (hub id or folder; required), `revision`, `device`, `dtype` (float16
-            is replaced for Flan-T5), `prompt` (per frame, with `{label}`), `max_new_tokens`,
+        config: `model` (hub id or folder; default `DEFAULT_MODEL`), `revision`, `device`,
+            `dtype`, `prompt` (per frame, with `{label}`), `max_new_tokens`,
             `trust_remote_code`.
 
     Raises:
@@ -158,7 +158,7 @@ class Blip2Captioner(Captioner):
         location = model_location(self.model_id)
         model_config = self._load_config(location)
         self.encoder_decoder = bool(model_config.text_config.is_encoder_decoder)
-        self.dtype = self._choose_dtype(resolve_dtype(config.dtype, self.device))
+        self.dtype = resolve_dtype(config.dtype, self.device)
 
         # 2. Processor and model
         try:
@@ -208,18 +208,6 @@ class Blip2Captioner(Captioner):
             raise UserError(f"--model {self.config.model}: is a {found!r} checkpoint, not "
                             f"{self.model_type!r}; use {instead}")
         return model_config
-
-    def _choose_dtype(self, dtype):
-        """`dtype`, except float16 for an encoder-decoder (Flan-T5) language model."""
-        import torch
-
-        if not (self.encoder_decoder and dtype == torch.float16):
-            return dtype
-        bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        chosen = torch.bfloat16 if bf16 else torch.float32
-        logger.warning("--dtype float16: Flan-T5 produces garbage in float16; running %s in %s "
-                       "instead", self.config.model, chosen)
-        return chosen
 
     def _repair_image_tokens(self) -> None:
         """Give checkpoints saved before transformers 4.45 the image-token expansion."""
@@ -274,6 +262,14 @@ class Blip2Captioner(Captioner):
                              self.decoding.stop)
         return [finished(first_line(text), cap) for text, cap in zip(texts, capped, strict=True)]
 
+    def prepare_inputs(self, prompts: Sequence[str], images: Sequence[Any]):
+        """The processor's batch for one prompt per image, on the device: `num_query_tokens`
+        image tokens, then the prompt, each row padded on the language model's side."""
+        inputs = self.processor(images=list(images), text=list(prompts), padding=True,
+                                return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
     def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
         """One caption per key frame: all frames of all clips in one generate call."""
         import torch
@@ -282,9 +278,7 @@ class Blip2Captioner(Captioner):
         if not images:
             return [[] for _ in requests]
         prompts = [request.prompt for request in requests for _ in request.frames]
-        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        inputs = self.prepare_inputs(prompts, images)
         with torch.inference_mode():
             output = self.model.generate(**inputs,
                                          **self._generation_kwargs(self.row_seeds(requests)))

@@ -40,12 +40,19 @@ the question (`--prompt`, label filled in) where the user's message goes:
 `{system}` is "Give the following image: <Img>ImageContent</Img>. You will be able to see the
 image once I provide it to you. Please answer my questions.". The text before `<ImageHere>` is
 tokenized with the tokenizer's special tokens (BOS), the text after without; the image
-embeddings are spliced in between, and every frame of every clip goes through one left-padded
-`generate` call on `inputs_embeds`. Generation stops at "###" (vicuna) or the end token
-(llama2); the caption is the text before any "###". Decoding (`--decoding reference`) is the
-official demo's: sampling with top-p 0.9, temperature 1.0, repetition penalty 1.05 and 300 new
-tokens, each frame drawing from its own generator seeded from `--seed`, the clip's key and the
-frame, so a rerun gives the same captions (captioners.decoding).
+embeddings are spliced in between. The tokenizer runs in Llama's legacy mode, as the official
+`LlamaTokenizer(use_fast=False)` of transformers 4.30 did: every text after a special token
+starts a new word, so Llama-2's `<s>[INST]` is `<s>`, "▁[", "INST", "]", the ids MiniGPT-4 was
+trained on (transformers 5 defaults to `legacy=False`, which drops the "▁"). `--fuse llm`
+puts no second BOS before a template that starts with `<s>`. A Vicuna v0 folder made by
+FastChat's apply_delta has only `tokenizer.model`: reading it needs `sentencepiece` and
+`protobuf` (the `caption` extra), and a missing one is named in one line. Every frame of
+every clip goes through one left-padded `generate` call on `inputs_embeds`. Generation
+stops at "###" (vicuna) or the end token (llama2); the caption is the text before any
+"###". Decoding (`--decoding reference`) is the official demo's: sampling with top-p 0.9,
+temperature 1.0, repetition penalty 1.05 and 300 new tokens, each frame drawing from its own
+generator seeded from `--seed`, the clip's key and the frame, so a rerun gives the same
+captions (captioners.decoding).
 """
 
 from __future__ import annotations
@@ -337,9 +344,10 @@ class MiniGPT4Captioner(Captioner):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         lm = self.layout["lm"]
-        try:
+        try:  # legacy: as the official LlamaTokenizer(use_fast=False) of transformers 4.30
             self.tokenizer = AutoTokenizer.from_pretrained(
-                lm, revision=self.config.revision, trust_remote_code=self.config.trust_remote_code)
+                lm, revision=self.config.revision, trust_remote_code=self.config.trust_remote_code,
+                legacy=True)
             self.lm = AutoModelForCausalLM.from_pretrained(
                 lm, revision=self.config.revision, dtype=self.dtype,
                 trust_remote_code=self.config.trust_remote_code)
@@ -387,6 +395,13 @@ class MiniGPT4Captioner(Captioner):
         before, after = text.split(IMAGE_HERE)
         return before, after
 
+    def prompt_ids(self, question: str) -> tuple[list[int], list[int]]:
+        """The token ids before and after the image embeddings, as the official
+        `get_context_emb` makes them: BOS only on the first segment."""
+        before, after = self.layout_prompt(question)
+        return (self.tokenizer(before, add_special_tokens=True).input_ids,
+                self.tokenizer(after, add_special_tokens=False).input_ids)
+
     def embed_batch(self, prompts: Sequence[str], image_embeds):
         """Left-padded `inputs_embeds` and `attention_mask` with each frame's image embeddings
         spliced in at `<ImageHere>`."""
@@ -395,9 +410,7 @@ class MiniGPT4Captioner(Captioner):
         embed = self.lm.get_input_embeddings()
         rows = []
         for prompt, image in zip(prompts, image_embeds, strict=True):
-            before, after = self.layout_prompt(prompt)
-            ids_before = self.tokenizer(before, add_special_tokens=True).input_ids
-            ids_after = self.tokenizer(after, add_special_tokens=False).input_ids
+            ids_before, ids_after = self.prompt_ids(prompt)
             rows.append(torch.cat([
                 embed(torch.tensor(ids_before, device=self.device)), image.to(embed.weight.dtype),
                 embed(torch.tensor(ids_after, device=self.device))]))
@@ -457,7 +470,9 @@ class MiniGPT4Captioner(Captioner):
         if not prompts:
             return []
         texts = [TEMPLATES[self.template].format(message=prompt) for prompt in prompts]
-        inputs = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        starts_with_bos = texts[0].startswith(str(self.tokenizer.bos_token))  # llama2: "<s>[INST]"
+        inputs = self.tokenizer(texts, padding=True, add_special_tokens=not starts_with_bos,
+                                return_tensors="pt").to(self.device)
         inputs.pop("token_type_ids", None)
         with torch.inference_mode():
             return self._generate(self.text_seeds(prompts, keys), **inputs)
