@@ -249,8 +249,11 @@ class Blip2Captioner(Captioner):
                 ends.append(ids[0])
         return ends
 
-    def _generation_kwargs(self, seeds: Sequence[int]) -> dict[str, Any]:
-        return dict(**self.decoding.generate_kwargs(seeds, eos_token_id=self.end_ids),
+    def _generation_kwargs(self, seeds: Sequence[int], prompt_length: int) -> dict[str, Any]:
+        """`generate`'s settings; the prompt's ids (a decoder-only model gets them too) are
+        kept out of the repetition penalty, as LAVIS generating from embeddings had it."""
+        prompt_length = 0 if self.encoder_decoder else prompt_length
+        return dict(**self.decoding.generate_kwargs(seeds, prompt_length, self.end_ids),
                     pad_token_id=self.pad_token_id)
 
     def _decode(self, output, prompt_length: int) -> list[str]:
@@ -280,8 +283,8 @@ class Blip2Captioner(Captioner):
         prompts = [request.prompt for request in requests for _ in request.frames]
         inputs = self.prepare_inputs(prompts, images)
         with torch.inference_mode():
-            output = self.model.generate(**inputs,
-                                         **self._generation_kwargs(self.row_seeds(requests)))
+            output = self.model.generate(**inputs, **self._generation_kwargs(
+                self.row_seeds(requests), inputs["input_ids"].shape[1]))
         return split_per_clip(self._decode(output, inputs["input_ids"].shape[1]), requests)
 
     def generate(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
@@ -294,7 +297,7 @@ class Blip2Captioner(Captioner):
         inputs = inputs.to(self.device)
         inputs.pop("token_type_ids", None)
         with torch.inference_mode():
-            output = self.model.language_model.generate(
-                **inputs, **self._generation_kwargs(self.text_seeds(prompts, keys)))
+            output = self.model.language_model.generate(**inputs, **self._generation_kwargs(
+                self.text_seeds(prompts, keys), inputs["input_ids"].shape[1]))
         return self._decode(output, inputs["input_ids"].shape[1])
 

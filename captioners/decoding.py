@@ -17,6 +17,14 @@ here, as the last logits processor of a greedy `generate`: it applies temperatur
 top-p as transformers' sampler does, draws each row's token from that row's generator, and
 leaves only that token for the greedy step to take.
 
+The repetition penalty counts only the generated tokens for BLIP-2, InstructBLIP and
+MiniGPT-4, as their reference code did (it generated from `inputs_embeds` alone, so the prompt
+was never in `input_ids`). transformers' BLIP-2 classes pass the prompt ids, and its own
+penalty, given left padding with `inputs_embeds` alone, exempts each row's first generated
+tokens as many as the row has pads, which makes a caption depend on its batch; so that penalty
+is applied here (`GeneratedTokensPenalty`). A chat VLM keeps transformers' own penalty over
+prompt and answer, as its reference (transformers' `generate`) has it.
+
 A caption that stops because it reached `max_new_tokens` is cut back to its last whole
 sentence and marked `truncated`; one that ends by itself (an end token or a stop text) is kept
 as written, full stop or not (BLIP-2 OPT answers are short phrases).
@@ -48,6 +56,8 @@ class Decoding:
         do_sample: draw tokens (seeded per row) instead of taking the most likely.
         temperature, top_p, top_k: the sampling distribution (top_k 0: off).
         repetition_penalty: > 1 makes tokens already in the text less likely.
+        penalize_prompt: the repetition penalty also counts the prompt's tokens (transformers'
+            `generate`); False: only the generated ones (LAVIS, MiniGPT-4).
         length_penalty: beam search's length exponent.
         stop: texts that end a caption besides the end token ("\\n" for BLIP-2 OPT, "###"
             for MiniGPT-4 on Vicuna).
@@ -64,6 +74,7 @@ class Decoding:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    penalize_prompt: bool = False
     length_penalty: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int = 0
@@ -90,28 +101,35 @@ class Decoding:
         """The settings as json values."""
         return {**dataclasses.asdict(self), "stop": list(self.stop)}
 
-    def generate_kwargs(self, seeds: Sequence[int], eos_token_id=None) -> dict[str, Any]:
+    def generate_kwargs(self, seeds: Sequence[int], prompt_length: int = 0,
+                        eos_token_id=None) -> dict[str, Any]:
         """Keyword arguments for transformers' `generate`, one seed per batch row.
 
         Args:
             seeds: each row's sampling seed (see `row_seed`); unused without sampling.
+            prompt_length: how many columns of `input_ids` are prompt (0 when generating from
+                `inputs_embeds` alone, or for an encoder-decoder's decoder).
             eos_token_id: the end token(s), when the model's generation config is not to be
                 trusted (BLIP-2 OPT also ends at its newline token).
         """
         from transformers import LogitsProcessorList
 
+        processors = LogitsProcessorList()
+        penalty = self.repetition_penalty
+        if penalty != 1.0 and not self.penalize_prompt:
+            processors.append(GeneratedTokensPenalty(penalty, prompt_length))
+            penalty = 1.0
+        if self.do_sample:
+            processors.append(SeededSampling(seeds, self.temperature, self.top_p, self.top_k))
         kwargs: dict[str, Any] = dict(
             max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
-            num_beams=self.num_beams, do_sample=False,
-            repetition_penalty=self.repetition_penalty,
+            num_beams=self.num_beams, do_sample=False, repetition_penalty=penalty,
+            logits_processor=processors,
         )
         if self.num_beams > 1:
             kwargs["length_penalty"] = self.length_penalty
         if eos_token_id is not None:
             kwargs["eos_token_id"] = eos_token_id
-        if self.do_sample:
-            kwargs["logits_processor"] = LogitsProcessorList([SeededSampling(
-                seeds, self.temperature, self.top_p, self.top_k)])
         return kwargs
 
 
@@ -120,6 +138,25 @@ def row_seed(seed: int, key: str, question: int = 0, frame: int = 0) -> int:
     question and the key frame only (never from the batch or the worker)."""
     digest = hashlib.blake2b(f"{seed}:{key}:{question}:{frame}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") >> 1
+
+
+class GeneratedTokensPenalty:
+    """transformers' repetition penalty over each row's generated tokens only (the columns of
+    `input_ids` after `prompt_length`): a logit of a token already generated is divided by
+    `penalty` when positive, multiplied when negative."""
+
+    def __init__(self, penalty: float, prompt_length: int = 0):
+        self.penalty, self.prompt_length = penalty, prompt_length
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        generated = input_ids[:, self.prompt_length:]
+        if generated.shape[1] == 0:
+            return scores
+        seen = scores.gather(1, generated)
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return scores.scatter(1, generated, seen)
 
 
 class SeededSampling:

@@ -61,7 +61,6 @@ import json
 import logging
 import pickle
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -434,14 +433,12 @@ class MiniGPT4Captioner(Captioner):
 
         stop = STOP[self.template]
         prompt_length = inputs["input_ids"].shape[1] if "input_ids" in inputs else 0
-        with warnings.catch_warnings():  # the penalty sees only new tokens, as in the demo
-            warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with")
-            output = self.lm.generate(
-                **inputs, **self.decoding.generate_kwargs(seeds),
-                pad_token_id=self.tokenizer.pad_token_id,
-                stopping_criteria=StoppingCriteriaList(
-                    [StopAtText(stop, self.tokenizer, prompt_length)] if stop else []),
-            )
+        output = self.lm.generate(
+            **inputs, **self.decoding.generate_kwargs(seeds, prompt_length),
+            pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList(
+                [StopAtText(stop, self.tokenizer, prompt_length)] if stop else []),
+        )
         output = output[:, prompt_length:]
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
         capped = capped_rows(output, [self.tokenizer.eos_token_id], self.decoding.max_new_tokens,

@@ -163,7 +163,7 @@ class VLMCaptioner(Captioner):
         return Decoding(
             do_sample=sample, temperature=float(value("temperature", 1.0)),
             top_p=float(value("top_p", 1.0)), top_k=int(value("top_k", 50)),
-            repetition_penalty=float(value("repetition_penalty", 1.0)),
+            repetition_penalty=float(value("repetition_penalty", 1.0)), penalize_prompt=True,
             num_beams=1 if sample else int(value("num_beams", 1)),
             length_penalty=float(value("length_penalty", 1.0)),
             max_new_tokens=int(value("max_new_tokens", REFERENCE_NEW_TOKENS)),
