@@ -95,7 +95,8 @@ TEMPLATES = {  # one user turn; describe() puts SYSTEM before it, --fuse llm doe
 STOP = {"vicuna": "###", "llama2": None}
 PATCHES_PER_TOKEN = 4  # the Llama-2 variant projects 4 consecutive ViT tokens at once
 OFFICIAL_DEMO = ("Vision-CAIR/MiniGPT-4 demo.py:116 (max_new_tokens=300), :143 and :152 (num_beams "
-                 "1, temperature 1.0), minigpt4/conversation/conversation.py:158-159, 176 "
+                 "1, temperature 1.0), :72 (stop at ###), "
+                 "minigpt4/conversation/conversation.py:158-159, 176 "
                  "(do_sample=True, top_p=0.9, repetition_penalty=1.05, min_length=1, "
                  "length_penalty=1)")
 LAYOUT_EXAMPLE = ('{"vision": "Salesforce/blip2-flan-t5-xxl", "lm": "path/to/vicuna-13b", '
