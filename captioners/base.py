@@ -625,6 +625,8 @@ class CaptionModel:
                     logger.warning("out of memory: captioning in batches of %d from now on", size)
                     continue
                 if len(chunk) > 1:  # find the clip that breaks the batch: one at a time
+                    logger.warning("a batch of %d clips failed (%s): captioning them one at a "
+                                   "time", len(chunk), _caption_failure(error))
                     for offset, request in enumerate(chunk):
                         captions[start + offset], truncated[start + offset], \
                             errors[start + offset] = self._one(request)

@@ -214,7 +214,7 @@ class FakeCaptioner(base.Captioner):
                  for f in r.frames] for r in requests]
 
 
-def test_batched_model_halves_on_oom_and_isolates_a_bad_clip(monkeypatch):
+def test_batched_model_halves_on_oom_and_isolates_a_bad_clip(monkeypatch, caplog):
     monkeypatch.setitem(base.CAPTIONERS, "vlm", "test_caption:FakeCaptioner")
     FakeCaptioner.calls = []
     model = CaptionModel(CaptionerConfig(captioner="vlm", model="x", batch_size=8))
@@ -225,6 +225,8 @@ def test_batched_model_halves_on_oom_and_isolates_a_bad_clip(monkeypatch):
     assert FakeCaptioner.calls[:3] == [5, 4, 2]  # 8 -> 4 -> 2 after two out-of-memory errors
     assert model.stats.oom_halvings == 2
     assert out["caption_error"][2] == "caption failed: RuntimeError: bad pixels"
+    assert ("a batch of 2 clips failed (caption failed: RuntimeError: bad pixels): captioning "
+            "them one at a time") in caplog.text  # the fallback is never silent
     assert [e for i, e in enumerate(out["caption_error"]) if i != 2] == [""] * 4
     assert out["frame_captions"][1] == ["96x64 brightness 50"] * 3  # sizes kept per clip
     assert out["caption"][0] == "X: 48x32 brightness 0."
