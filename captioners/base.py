@@ -13,6 +13,8 @@ and the label into one caption, with a template or with the captioner's own lang
   returning columns, exactly the shape Ray Data's `map_batches` wants. It never raises for
   one bad clip: a clip that cannot be captioned gets a `caption_error`, and a CUDA
   out-of-memory halves the batch and retries, so nothing is lost.
+- How a captioner generates is its `decoding` (captioners.decoding: the reference settings
+  under `--decoding`); fusion is captioners.fusion; `--questions` is captioners.questions.
 
 Weights come from a hub id or a local folder (safetensors preferred); `trust_remote_code` is
 off unless the user asks. A model that cannot be loaded is a `UserError`: one line naming
@@ -35,6 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from captioners.decoding import DECODING_MODES, Decoding, row_seed
+from captioners.fusion import as_sentence, dedupe_captions, fuse_answers
 from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -258,104 +261,6 @@ def check_template(text: str, option: str, fields: Sequence[str]) -> None:
 def fill(template: str, label: str | None, **more: str) -> str:
     """A template with `{label}` (and any `more` fields) filled in."""
     return template.format(label=label or NO_LABEL, **more)
-
-
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def normalize_label(label: str | None) -> str | None:
-    """Class names as words: `playing_guitar` -> "playing guitar", `makingApplePie` -> "making
-    apple pie", `adult+female+singing` -> "adult female singing"; acronyms stay (`ATM`)."""
-    if label is None:
-        return None
-    text = _CAMEL.sub(" ", str(label).strip())
-    words = re.sub(r"[_+\s]+", " ", text).strip().split(" ")
-    words = [w.lower() if w[:1].isupper() and w[1:].islower() else w for w in words if w]
-    return " ".join(words) or None
-
-
-def _sentence(text: str) -> str:
-    text = text.strip().rstrip(".").strip()
-    return text[:1].upper() + text[1:] if text else text
-
-
-def _comparable(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
-
-
-def _mentions(text: str, label: str) -> bool:
-    """Whether `text` names `label` as whole words ("cat" is not in "scattered")."""
-    words = _comparable(label)
-    return bool(words) and re.search(rf"\b{re.escape(words)}\b", _comparable(text)) is not None
-
-
-def dedupe_captions(captions: Sequence[str]) -> list[str]:
-    """Drop empty captions, repeats, and captions contained in another one (order kept)."""
-    kept: list[str] = []
-    for caption in captions:
-        text = caption.strip().rstrip(".").strip()
-        norm = _comparable(text)
-        if not norm:
-            continue
-        if any(norm == _comparable(k) or norm in _comparable(k) for k in kept):
-            continue
-        kept = [k for k in kept if _comparable(k) not in norm]
-        kept.append(text)
-    return kept
-
-
-def lower_first(text: str) -> str:
-    """A caption as the middle of a sentence: "A man runs" -> "a man runs"; an acronym
-    ("TV", "ATM") and the pronoun "I" keep their capitals."""
-    first = text.split(" ", 1)[0]
-    letters = re.sub(r"[^A-Za-z]", "", first)
-    if first == "I" or first.startswith("I'") or (len(letters) > 1 and letters.isupper()):
-        return text
-    return text[:1].lower() + text[1:]
-
-
-def fuse_template(label: str | None, captions: Sequence[str]) -> str:
-    """One sentence from the label and the de-duplicated frame captions.
-
-    "playing guitar", ["a man plays a guitar", "close up of hands on a guitar"] ->
-    "Playing guitar: a man plays a guitar, then close up of hands on a guitar."
-    """
-    parts = dedupe_captions(captions)
-    body = ", then ".join(lower_first(p) for p in parts)
-    if label and body:
-        if _mentions(body, label):
-            return _sentence(body) + "."
-        return f"{_sentence(label)}: {body}."
-    if body:
-        return _sentence(body) + "."
-    return f"{_sentence(label)}." if label else ""
-
-
-def majority_answer(answers: Sequence[str]) -> str:
-    """The answer most key frames gave (compared without case and punctuation); the earliest
-    one on a tie; "" when none has words."""
-    kept = [(answer.strip().rstrip(".").strip(), _comparable(answer)) for answer in answers]
-    kept = [(text, norm) for text, norm in kept if norm]
-    if not kept:
-        return ""
-    votes: dict[str, int] = {}
-    for _, norm in kept:
-        votes[norm] = votes.get(norm, 0) + 1
-    best = max(votes.values())
-    return next(text for text, norm in kept if votes[norm] == best)
-
-
-def fuse_answers(label: str | None, answers: Sequence[Sequence[str]]) -> str:
-    """One caption from the answers to `--questions` (one list per question, one answer per
-    key frame): the first question's answers fused with the label by `fuse_template`, then
-    one sentence per other question, its majority answer, unless an earlier sentence already
-    holds it."""
-    sentences = [fuse_template(label, answers[0])] if answers else []
-    for question_answers in answers[1:]:
-        answer = majority_answer(question_answers)
-        if answer and not any(_comparable(answer) in _comparable(s) for s in sentences):
-            sentences.append(_sentence(answer) + ".")
-    return " ".join(s for s in sentences if s)
 
 
 # --- loading helpers shared by the model captioners ------------------------------------------
@@ -659,7 +564,7 @@ class CaptionModel:
             if errors[i]:
                 continue
             if self.config.fuse == "llm":
-                listing = " ".join(f"{_sentence(c)}." for question in clip_answers
+                listing = " ".join(f"{as_sentence(c)}." for question in clip_answers
                                    for c in dedupe_captions(question))
                 prompts[i] = fill(self.captioner.fuse_template, request.label, captions=listing)
                 llm_rows.append(i)

@@ -26,7 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from captioners.base import CaptionerConfig, normalize_label
+from captioners.base import CaptionerConfig
+from captioners.fusion import normalize_label
 from captioners.keyframes import KEYFRAME_MODES, shrink, uniform_indices
 from datakit.io.video import X264_PRESETS
 

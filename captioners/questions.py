@@ -12,7 +12,7 @@ Each captioner wraps a question in its own prompt form (`Captioner.question_form
 "Question: ... Answer:", the VLM's "These are frames from one video. ..."). `--question TEXT`
 (repeated) asks your own set instead; the first question plays the action's part.
 
-Fusion (`captioners.base.fuse_answers`): the first question's answers are fused with the label
+Fusion (`captioners.fusion.fuse_answers`): the first question's answers are fused with the label
 in time order, as `--fuse template` does with frame captions; each other question adds one
 sentence, the answer most key frames gave (the earliest frame's on a tie), left out when an
 earlier sentence already holds it. `--fuse llm` lists every answer in the fusion prompt.

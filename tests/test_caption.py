@@ -17,7 +17,8 @@ from test_caption_keyframes import _three_shots
 from typer.testing import CliRunner
 
 import captioners.base as base
-from captioners.base import CaptionerConfig, CaptionModel, fuse_template, normalize_label
+from captioners.base import CaptionerConfig, CaptionModel
+from captioners.fusion import fuse_template, normalize_label
 from datakit.cli import app
 from datakit.cli.samples import SAMPLE_CLASSES, write_sample_videos
 from datakit.io.video import encode_video, probe, read_frames

@@ -16,9 +16,10 @@ from helpers import read_samples
 from typer.testing import CliRunner
 
 import captioners.base as base
-from captioners.base import CaptionerConfig, CaptionModel, fuse_answers, fuse_template
+from captioners.base import CaptionerConfig, CaptionModel
 from captioners.checks import caption_flags, has_loop, label_agreement
 from captioners.decoding import Decoding, finished
+from captioners.fusion import fuse_answers, fuse_template
 from datakit.cli import app
 
 SCRIPT = {  # label words -> what the "model" says about every frame
