@@ -78,8 +78,10 @@ def hub_availability(model: str, revision: str | None = None, timeout: float = 1
 
     if Path(model).expanduser().is_dir():
         return ""
-    if isinstance(huggingface_hub.try_to_load_from_cache(model, "config.json",
-                                                         revision=revision), str):
+    cached = [isinstance(huggingface_hub.try_to_load_from_cache(model, name, revision=revision),
+                         str)
+              for name in ("config.json", "model.safetensors.index.json", "model.safetensors")]
+    if cached[0] and any(cached[1:]):
         return ""
     if constants.HF_HUB_OFFLINE:
         return "not in the Hugging Face cache, and HF_HUB_OFFLINE is set"

@@ -210,8 +210,15 @@ def videos(tmp_path_factory):
     return root
 
 
+@pytest.mark.parametrize("cached", [(), ("config.json",)])  # nothing, or no weights
 def test_no_captioner_and_no_cached_blip2_is_one_line_naming_the_label_captioner(
-        videos, tmp_path, offline_cache):
+        videos, tmp_path, offline_cache, cached):
+    from captioners.tiny import install_in_hub_cache
+
+    if cached:
+        (tmp_path / "part").mkdir()
+        (tmp_path / "part" / "config.json").write_text("{}")
+        install_in_hub_cache(tmp_path / "part", "Salesforce/blip2-opt-2.7b", offline_cache)
     result = CliRunner().invoke(app, ["caption", str(videos), "--out", str(tmp_path / "o"),
                                       "--quiet"])
 
