@@ -178,13 +178,14 @@ def test_checks_reach_the_json_the_manifest_and_the_report(scripted, tmp_path):
     rocket = next(info for info in infos if info["label"] == "launching_rocket")
     assert rocket["watermark_action"] == "clean"  # looked, found none: the mention is made up
 
-    report = write_dataset_report(out, samples=0)
+    report = write_dataset_report(out, samples=6)
     stats = json.loads((report.parent / "report.json").read_text())["statistics"]
     assert stats["caption_flags"]["repetition"] == {
         "count": 1, "keys": list(ok.loc[ok["label"] == "drinking_coffee", "key"])}
     assert stats["label_agreement"]["count"] == len(ok) and stats["label_agreement"]["min"] == 0
     page = report.read_text()
     assert "Flagged captions" in page and "mentions_watermark" in page
+    assert page.count('<span class="flag">') == 4  # coffee, rocket, both space-walking clips
 
 
 # --- the default captioner -------------------------------------------------------------------
