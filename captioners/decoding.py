@@ -190,10 +190,10 @@ class SeededSampling:
                              f"{len(self.generators)} seeds")
         for warper in self.warpers:
             scores = warper(input_ids, scores)
-        cumulative = scores.float().softmax(dim=-1).cumsum(dim=-1).cpu()
+        cumulative = scores.float().softmax(dim=-1).cumsum(dim=-1)
         draws = torch.stack([torch.rand((), generator=g) for g in self.generators])
-        tokens = torch.searchsorted(cumulative, (draws * cumulative[:, -1]).unsqueeze(1))
-        tokens = tokens.clamp(max=scores.shape[1] - 1).to(scores.device)
+        draws = draws.to(cumulative.device).unsqueeze(1) * cumulative[:, -1:]
+        tokens = torch.searchsorted(cumulative, draws).clamp(max=scores.shape[1] - 1)
         chosen = torch.full_like(scores, float("-inf"))
         return chosen.scatter_(1, tokens, 0.0)
 
