@@ -64,7 +64,7 @@ def _run(pipeline: str, src: Path, out: Path, workers: int, engine: str) -> floa
         stats = pan_zoom(src, out, PanZoomConfig(width=384, height=240, frames=16, seed=0),
                          options)
     else:
-        stats = caption(src, out, CaptionConfig(), CaptionerConfig(), options)
+        stats = caption(src, out, CaptionConfig(), CaptionerConfig(captioner="label"), options)
     return stats["status"]["ok"] / (time.perf_counter() - started)
 
 

@@ -13,6 +13,8 @@ and the label into one caption, with a template or with the captioner's own lang
   returning columns, exactly the shape Ray Data's `map_batches` wants. It never raises for
   one bad clip: a clip that cannot be captioned gets a `caption_error`, and a CUDA
   out-of-memory halves the batch and retries, so nothing is lost.
+- How a captioner generates is its `decoding` (captioners.decoding: the reference settings
+  under `--decoding`); fusion is captioners.fusion; `--questions` is captioners.questions.
 
 Weights come from a hub id or a local folder (safetensors preferred); `trust_remote_code` is
 off unless the user asks. A model that cannot be loaded is a `UserError`: one line naming
@@ -21,6 +23,7 @@ what was tried and what to pass instead.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -33,6 +36,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from captioners.decoding import DECODING_MODES, Decoding, row_seed
+from captioners.fusion import as_sentence, dedupe_captions, fuse_answers
 from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -55,9 +60,10 @@ class CaptionerConfig:
     """Which captioner, and how it runs.
 
     Args:
-        captioner: one of `CAPTIONERS` (label, blip2, instructblip, minigpt4, vlm).
-        model: hub id or local folder of the weights (None: the captioner's default; `label`
-            needs none).
+        captioner: one of `CAPTIONERS` (label, blip2, instructblip, minigpt4, vlm); blip2 by
+            default, as `datakit caption` with no `--captioner`.
+        model: hub id or local folder of the weights (None: the captioner's default, e.g.
+            Salesforce/blip2-opt-2.7b for blip2; `label` needs none).
         revision: hub revision (branch, tag or commit) when `model` is a hub id.
         device: auto (cuda if available, else cpu), cpu, cuda or cuda:N.
         dtype: auto (bfloat16 on CUDA where supported, else float16 on CUDA, float32 on CPU),
@@ -69,13 +75,17 @@ class CaptionerConfig:
         fuse: template (label + de-duplicated frame captions in one sentence) or llm (the
             captioner's language model summarises the frame captions with the label).
         fuse_prompt: the llm fusion prompt with `{label}` and `{captions}`; None: default.
-        max_new_tokens: generation length for each caption.
+        max_new_tokens: longest caption, in tokens (None: the captioner's reference length).
         trust_remote_code: allow a checkpoint's own Python code (off by default).
         backend: transformers, or vllm (vlm only, when vLLM is installed).
-        seed: for sampling-free decoding this only picks label templates; kept for the record.
+        seed: seeds sampling per clip (captioners.decoding.row_seed) and picks label templates.
+        decoding: reference (each captioner's reference settings), greedy or beam (see
+            captioners.decoding).
+        questions: questions asked of every key frame (with `{label}`), whose answers are
+            fused into the caption (captioners.questions); None: the one `prompt`.
     """
 
-    captioner: str = "label"
+    captioner: str = "blip2"
     model: str | None = None
     revision: str | None = None
     device: str = "auto"
@@ -84,10 +94,12 @@ class CaptionerConfig:
     prompt: str | None = None
     fuse: str = "template"
     fuse_prompt: str | None = None
-    max_new_tokens: int = 40
+    max_new_tokens: int | None = None
     trust_remote_code: bool = False
     backend: str = "transformers"
     seed: int = 0
+    decoding: str = "reference"
+    questions: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.captioner not in CAPTIONERS:
@@ -107,8 +119,11 @@ class CaptionerConfig:
             raise ValueError("--backend vllm works with --captioner vlm only")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: must be at least 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens: must be at least 1, got {self.max_new_tokens}")
+        if self.decoding not in DECODING_MODES:
+            raise ValueError(f"--decoding: expected one of {', '.join(DECODING_MODES)}, got "
+                             f"{self.decoding!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(
                 f"--device: expected auto, cpu, cuda or cuda:N, got {self.device!r}"
@@ -117,9 +132,19 @@ class CaptionerConfig:
             raise ValueError("--fuse llm needs a captioner with a language model; the label "
                              "captioner has none (use --fuse template)")
         for name, text, fields in (("--prompt", self.prompt, ("label",)),
-                                   ("--fuse-prompt", self.fuse_prompt, ("label", "captions"))):
+                                   ("--fuse-prompt", self.fuse_prompt, ("label", "captions")),
+                                   *(("--question", q, ("label",)) for q in self.questions or ())):
             if text is not None:
                 check_template(text, name, fields)
+        if self.questions is not None:
+            if self.captioner == "label":
+                raise ValueError("--questions needs a captioner with a model; the label "
+                                 "captioner has none")
+            if not self.questions:
+                raise ValueError("--questions: the question set is empty")
+            if self.prompt is not None:
+                raise ValueError("--prompt and --questions exclude each other: ask your own "
+                                 "questions with --question")
 
 
 @dataclass
@@ -131,12 +156,15 @@ class ClipRequest:
         frames: key frames, RGB PIL images, in time order.
         label: the class label in words ("playing guitar"), or None.
         prompt: the prompt for each frame (or for the clip), label already filled in.
+        question: which question of `--questions` the prompt asks (0 without them); with the
+            key it seeds the request's sampling.
     """
 
     key: str
     frames: list[Any]
     label: str | None
     prompt: str
+    question: int = 0
 
 
 class Captioner(ABC):
@@ -154,6 +182,7 @@ class Captioner(ABC):
         "Write one sentence describing the whole video."
     )
     per_frame: ClassVar[bool] = True  # False: one caption per clip from all its key frames
+    question_format: ClassVar[str] = "{question}"  # a --questions question as this one's prompt
 
     def __init__(self, config: CaptionerConfig):
         self.config = config
@@ -164,10 +193,36 @@ class Captioner(ABC):
     def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
         """Captions for each request: one per key frame when `per_frame`, else one."""
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
-        """Text-only generation with the captioner's language model (for `--fuse llm`)."""
+    def generate(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
+        """Text-only generation with the captioner's language model (for `--fuse llm`); `keys`
+        (the clips') seed the sampling, else the prompts do."""
         raise UserError(f"--fuse llm: the {self.name} captioner has no language model to fuse "
                         "with; use --fuse template")
+
+    def reference_decoding(self) -> Decoding | None:
+        """The reference code's generation settings (None: no language model generates)."""
+        return None
+
+    @functools.cached_property
+    def decoding(self) -> Decoding | None:
+        """The reference settings under `--decoding`, `--max-new-tokens` and `--seed`."""
+        reference = self.reference_decoding()
+        if reference is None:
+            return None
+        return reference.resolved(self.config.decoding, self.config.max_new_tokens,
+                                  self.config.seed)
+
+    def row_seeds(self, requests: Sequence[ClipRequest]) -> list[int]:
+        """One sampling seed per generated row, in `describe`'s row order: per key frame, or
+        per clip when not `per_frame`."""
+        return [row_seed(self.config.seed, request.key, request.question, frame)
+                for request in requests
+                for frame in range(len(request.frames) if self.per_frame else 1)]
+
+    def text_seeds(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[int]:
+        """The sampling seeds of `generate`'s rows (question -1: fusion)."""
+        return [row_seed(self.config.seed, key, -1)
+                for key in (keys if keys is not None else prompts)]
 
     @property
     def prompt_template(self) -> str:
@@ -180,7 +235,8 @@ class Captioner(ABC):
     def describe_json(self) -> dict[str, Any]:
         """What goes into each sample's json about the captioner."""
         return {"captioner": self.name, "model": self.model_id, "revision": self.revision,
-                "backend": self.config.backend}
+                "backend": self.config.backend,
+                "decoding": self.decoding.record() if self.decoding else None}
 
 
 # --- prompts and fusion ----------------------------------------------------------------------
@@ -205,67 +261,6 @@ def check_template(text: str, option: str, fields: Sequence[str]) -> None:
 def fill(template: str, label: str | None, **more: str) -> str:
     """A template with `{label}` (and any `more` fields) filled in."""
     return template.format(label=label or NO_LABEL, **more)
-
-
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def normalize_label(label: str | None) -> str | None:
-    """Class names as words: `playing_guitar` -> "playing guitar", `makingApplePie` -> "making
-    apple pie", `adult+female+singing` -> "adult female singing"; acronyms stay (`ATM`)."""
-    if label is None:
-        return None
-    text = _CAMEL.sub(" ", str(label).strip())
-    words = re.sub(r"[_+\s]+", " ", text).strip().split(" ")
-    words = [w.lower() if w[:1].isupper() and w[1:].islower() else w for w in words if w]
-    return " ".join(words) or None
-
-
-def _sentence(text: str) -> str:
-    text = text.strip().rstrip(".").strip()
-    return text[:1].upper() + text[1:] if text else text
-
-
-def _comparable(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
-
-
-def _mentions(text: str, label: str) -> bool:
-    """Whether `text` names `label` as whole words ("cat" is not in "scattered")."""
-    words = _comparable(label)
-    return bool(words) and re.search(rf"\b{re.escape(words)}\b", _comparable(text)) is not None
-
-
-def dedupe_captions(captions: Sequence[str]) -> list[str]:
-    """Drop empty captions, repeats, and captions contained in another one (order kept)."""
-    kept: list[str] = []
-    for caption in captions:
-        text = caption.strip().rstrip(".").strip()
-        norm = _comparable(text)
-        if not norm:
-            continue
-        if any(norm == _comparable(k) or norm in _comparable(k) for k in kept):
-            continue
-        kept = [k for k in kept if _comparable(k) not in norm]
-        kept.append(text)
-    return kept
-
-
-def fuse_template(label: str | None, captions: Sequence[str]) -> str:
-    """One sentence from the label and the de-duplicated frame captions.
-
-    "playing guitar", ["a man plays a guitar", "close up of hands on a guitar"] ->
-    "Playing guitar: a man plays a guitar, then close up of hands on a guitar."
-    """
-    parts = dedupe_captions(captions)
-    body = ", then ".join(p[:1].lower() + p[1:] if p[:2] != p[:2].upper() else p for p in parts)
-    if label and body:
-        if _mentions(body, label):
-            return _sentence(body) + "."
-        return f"{_sentence(label)}: {body}."
-    if body:
-        return _sentence(body) + "."
-    return f"{_sentence(label)}." if label else ""
 
 
 # --- loading helpers shared by the model captioners ------------------------------------------
@@ -332,6 +327,12 @@ def load_failure(model: str, what: str, error: BaseException,
         option: the option that named the model (`--model`, `--score-clip`).
     """
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    missing = missing_tokenizer_packages(model)
+    if missing and re.search(r"tiktoken|sentencepiece|protobuf", reason, re.IGNORECASE):
+        return UserError(
+            f"{option} {model}: its tokenizer is a SentencePiece model (tokenizer.model, no "
+            f"tokenizer.json), which transformers reads with {' and '.join(missing)}, not "
+            "installed here: pip install 'datakit[caption]'")
     local = Path(model).expanduser().is_dir()
     where = "the local folder" if local else (
         "the hub id (not in the local Hugging Face cache, and the hub could not be reached)"
@@ -339,6 +340,37 @@ def load_failure(model: str, what: str, error: BaseException,
         or "resolve" in reason.lower() or "not found" in reason.lower()
         or "does not appear to have" in reason.lower() else "the hub id")
     return UserError(f"{option} {model}: could not load {what} from {where}: {reason[:300]}")
+
+
+def missing_tokenizer_packages(model: str) -> list[str]:
+    """The packages transformers needs, and that are not installed, to read the tokenizer of
+    `model` (a folder, or a hub id in the local cache): a SentencePiece `tokenizer.model`
+    without a `tokenizer.json` (Vicuna v0 as FastChat's apply_delta writes it) is converted
+    with `sentencepiece` and `protobuf`; without them transformers falls back to, and names,
+    tiktoken."""
+    import importlib.util
+
+    from transformers.utils import cached_file
+
+    def present(filename: str) -> bool:
+        try:
+            return cached_file(model, filename, local_files_only=True,
+                               _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False) is not None
+        except (OSError, ValueError):
+            return False
+
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    if not present("tokenizer.model") or present("tokenizer.json"):
+        return []
+    return [package for package, module in (("sentencepiece", "sentencepiece"),
+                                            ("protobuf", "google.protobuf"))
+            if not installed(module)]
 
 
 def resolved_revision(model: str, revision: str | None) -> str | None:
@@ -412,9 +444,15 @@ class CaptionModel:
 
     Call it with a column batch: `key` (list of str), `frames` (list of uint8 arrays
     (N, H, W, 3) or lists of PIL images) and `label` (list of str or None, as words). It
-    returns the same number of rows: `key`, `frame_captions` (list of str per clip), `caption`
-    (the fused caption), `prompt`, `fuse_prompt` (None unless llm fusion ran) and
-    `caption_error` ("" when fine). Any other input column is passed through unchanged.
+    returns the same number of rows: `key`, `frame_captions` (list of str per clip: the
+    answers to the prompt, or to the first of `--questions`), `caption` (the fused caption),
+    `prompt`, `questions` (the prompts asked, None without `--questions`), `answers` (one list
+    per question, one answer per key frame), `truncated` (a generation of the clip reached
+    `max_new_tokens`), `fuse_prompt` (None unless llm fusion ran) and `caption_error` (""
+    when fine). Any other input column is passed through unchanged.
+
+    With `--questions`, each question of a clip is one request, and `--batch-size` counts
+    requests, so a model call holds as many rows as without questions.
     """
 
     def __init__(self, config: CaptionerConfig):
@@ -426,35 +464,57 @@ class CaptionModel:
         self.stats = BatchStats()
         self.load_seconds = time.perf_counter() - started
 
+    def prompt_templates(self) -> list[str]:
+        """The prompts each clip is asked (with `{label}`): the one prompt, or every question
+        in the captioner's question form."""
+        if self.config.questions is None:
+            return [self.captioner.prompt_template]
+        form = self.captioner.question_format
+        return [form.replace("{question}", question) for question in self.config.questions]
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         import time
 
         started = time.perf_counter()
         keys = list(batch["key"])
         labels = list(batch.get("label") or [None] * len(keys))
-        prompt = self.captioner.prompt_template
-        requests = [
-            ClipRequest(key, [_to_image(f) for f in frames], label, fill(prompt, label))
-            for key, frames, label in zip(keys, batch["frames"], labels, strict=True)
-        ]
-        captions, errors = self._describe_all(requests)
-        fused, fuse_prompts = self._fuse(requests, captions, errors)
+        templates = self.prompt_templates()
+        asked = len(templates)
+        requests = []
+        for key, frames, label in zip(keys, batch["frames"], labels, strict=True):
+            images = [_to_image(f) for f in frames]
+            requests += [ClipRequest(key, images, label, fill(template, label), question=index)
+                         for index, template in enumerate(templates)]
+        texts, truncated, errors = self._describe_all(requests)
+        clips = range(len(keys))
+        answers = [texts[i * asked:(i + 1) * asked] for i in clips]
+        clip_errors = [next((e for e in errors[i * asked:(i + 1) * asked] if e), "") for i in clips]
+        firsts = [requests[i * asked] for i in clips]
+        fused, fuse_prompts, fuse_truncated = self._fuse(firsts, answers, clip_errors)
         out = {name: list(values) for name, values in batch.items() if name != "frames"}
         out.update(
-            frame_captions=captions,
+            frame_captions=[a[0] for a in answers],
             caption=fused,
-            prompt=[r.prompt for r in requests],
+            prompt=[r.prompt for r in firsts],
+            questions=[None if self.config.questions is None else
+                       [r.prompt for r in requests[i * asked:(i + 1) * asked]] for i in clips],
+            answers=answers,
+            truncated=[any(truncated[i * asked:(i + 1) * asked]) or fuse_truncated[i]
+                       for i in clips],
             fuse_prompt=fuse_prompts,
-            caption_error=errors,
+            caption_error=clip_errors,
         )
         self.stats.calls += 1
         self.stats.clips += len(keys)
         self.stats.seconds += time.perf_counter() - started
         return out
 
-    def _describe_all(self, requests: list[ClipRequest]) -> tuple[list[list[str]], list[str]]:
-        """Describe in chunks of `batch_size`; halve on out-of-memory; isolate a bad clip."""
+    def _describe_all(self, requests: list[ClipRequest]
+                      ) -> tuple[list[list[str]], list[bool], list[str]]:
+        """Describe in chunks of `batch_size`; halve on out-of-memory; isolate a bad clip.
+        Returns the captions, whether any caption of a request was capped, and the errors."""
         captions: list[list[str]] = [[] for _ in requests]
+        truncated = [False] * len(requests)
         errors = [""] * len(requests)
         size = max(1, self.config.batch_size)
         start = 0
@@ -470,52 +530,68 @@ class CaptionModel:
                     logger.warning("out of memory: captioning in batches of %d from now on", size)
                     continue
                 if len(chunk) > 1:  # find the clip that breaks the batch: one at a time
+                    logger.warning("a batch of %d clips failed (%s): captioning them one at a "
+                                   "time", len(chunk), _caption_failure(error))
                     for offset, request in enumerate(chunk):
-                        captions[start + offset], errors[start + offset] = self._one(request)
+                        captions[start + offset], truncated[start + offset], \
+                            errors[start + offset] = self._one(request)
                     start += len(chunk)
                     continue
                 errors[start] = _caption_failure(error)
                 start += 1
                 continue
             for offset, result in enumerate(results):
-                captions[start + offset] = [str(c).strip() for c in result]
+                captions[start + offset], truncated[start + offset] = _texts(result)
             start += len(chunk)
-        return captions, errors
+        return captions, truncated, errors
 
-    def _one(self, request: ClipRequest) -> tuple[list[str], str]:
+    def _one(self, request: ClipRequest) -> tuple[list[str], bool, str]:
         try:
-            return [str(c).strip() for c in self.captioner.describe([request])[0]], ""
+            return *_texts(self.captioner.describe([request])[0]), ""
         except Exception as error:
             if _is_out_of_memory(error):
                 _empty_cache()
-            return [], _caption_failure(error)
+            return [], False, _caption_failure(error)
 
-    def _fuse(self, requests, captions, errors) -> tuple[list[str], list[str | None]]:
+    def _fuse(self, requests, answers, errors
+              ) -> tuple[list[str], list[str | None], list[bool]]:
+        """Each clip's caption from its answers (`answers[clip][question][frame]`)."""
         fused = ["" for _ in requests]
         prompts: list[str | None] = [None for _ in requests]
+        truncated = [False for _ in requests]
         llm_rows = []
-        for i, (request, frame_captions) in enumerate(zip(requests, captions, strict=True)):
+        for i, (request, clip_answers) in enumerate(zip(requests, answers, strict=True)):
             if errors[i]:
                 continue
             if self.config.fuse == "llm":
-                listing = " ".join(f"{_sentence(c)}." for c in dedupe_captions(frame_captions))
+                listing = " ".join(f"{as_sentence(c)}." for question in clip_answers
+                                   for c in dedupe_captions(question))
                 prompts[i] = fill(self.captioner.fuse_template, request.label, captions=listing)
                 llm_rows.append(i)
             else:
-                fused[i] = fuse_template(request.label, frame_captions)
+                fused[i] = fuse_answers(request.label, clip_answers)
         if llm_rows:
             try:
-                outputs = self.captioner.generate([prompts[i] for i in llm_rows])
+                outputs = self.captioner.generate([prompts[i] for i in llm_rows],
+                                                  keys=[requests[i].key for i in llm_rows])
             except Exception as error:
                 for i in llm_rows:
                     errors[i] = f"fusion failed: {_caption_failure(error)}"
-                return fused, prompts
+                return fused, prompts, truncated
             for i, text in zip(llm_rows, outputs, strict=True):
-                fused[i] = text.strip() or fuse_template(requests[i].label, captions[i])
+                truncated[i] = bool(getattr(text, "truncated", False))
+                fused[i] = text.strip() or fuse_answers(requests[i].label, answers[i])
         for i in range(len(requests)):
             if not errors[i] and not fused[i]:
                 errors[i] = "empty caption: the model produced no text"
-        return fused, prompts
+        return fused, prompts, truncated
+
+
+def _texts(result: Sequence[str]) -> tuple[list[str], bool]:
+    """A request's captions as plain strings, and whether generation capped any of them
+    (captioners.decoding.Generated)."""
+    return ([str(c).strip() for c in result],
+            any(getattr(c, "truncated", False) for c in result))
 
 
 def _caption_failure(error: BaseException) -> str:

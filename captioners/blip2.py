@@ -18,12 +18,17 @@ local folder, and captions every key frame of every clip in ONE `generate` call:
   attention mask) match an unpadded run; encoder-decoders (Flan-T5) are padded on the right.
   Generation pads finished rows with the tokenizer's pad id, never the model config's (they
   disagree in InstructBLIP-Vicuna, transformers #25426).
-- Dtype: `--dtype float16` is honoured for OPT, but Flan-T5 produces garbage in float16 (its
-  activations overflow): a T5-based checkpoint runs in bfloat16 on CUDA with bf16, else float32,
-  and says so in the log. The Q-Former stays float32 whatever the dtype (transformers'
-  `_keep_in_fp32_modules`).
-- Decoding: greedy, `max_new_tokens` from the config; a caption is the first line of the
-  generated text, stripped.
+- Dtype: `--dtype` as asked, for OPT and Flan-T5 alike. Flan-T5's feed-forward output layers
+  (`wo`) overflow in float16; transformers keeps them, the Q-Former and the query tokens in
+  float32 whatever the dtype (`_keep_in_fp32_modules`), so blip2-flan-t5-xxl runs in float16
+  on a GPU without bfloat16 instead of doubling its memory in float32.
+- Decoding (`--decoding reference`): LAVIS's `Blip2OPT.generate` / `Blip2T5.generate`, 5 beams
+  and at most 30 new tokens; OPT answers end at the newline token, as LAVIS trained and decodes
+  them. InstructBLIP: LAVIS's 5 beams, 256 new tokens, repetition penalty 1.5. A caption is the
+  first line of the generated text; one capped at the limit is cut back to its last whole
+  sentence and marked truncated (captioners.decoding).
+- No `--model`: blip2 loads `DEFAULT_MODEL` (Salesforce/blip2-opt-2.7b), the captioner
+  `datakit caption` uses when no `--captioner` is given.
 - `generate` (for `--fuse llm`) runs the language model alone on text prompts.
 
 `InstructBlipCaptioner` (captioners/instructblip.py) is the same machinery over the InstructBLIP
@@ -48,12 +53,45 @@ from captioners.base import (
     resolve_device,
     resolve_dtype,
 )
+from captioners.decoding import Decoding, capped_rows, finished
 from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
+LAVIS_BLIP2 = ("LAVIS lavis/models/blip2_models/blip2_opt.py:165-176 (generate: num_beams=5, "
+               "max_length=30, min_length=1) and :91-93, 241 (eos_token_id: the newline token); "
+               "blip2_t5.py:159-170, 235 (max_new_tokens=30)")
+LAVIS_INSTRUCTBLIP = ("LAVIS lavis/models/blip2_models/blip2_vicuna_instruct.py:249-260 and "
+                      "blip2_t5_instruct.py:280-291 (generate: num_beams=5, max_length=256, "
+                      "min_length=1, repetition_penalty=1.5, length_penalty=1)")
+
 # config.model_type -> the --captioner that loads it (for "pass this instead" hints)
 CAPTIONER_FOR_MODEL_TYPE = {"blip-2": "blip2", "instructblip": "instructblip"}
+
+
+def hub_availability(model: str, revision: str | None = None, timeout: float = 10.0) -> str:
+    """Why the weights of hub id `model` cannot load now ("" when they can): neither in the
+    local Hugging Face cache nor reachable on the hub."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    if Path(model).expanduser().is_dir():
+        return ""
+    cached = [isinstance(huggingface_hub.try_to_load_from_cache(model, name, revision=revision),
+                         str)
+              for name in ("config.json", "model.safetensors.index.json", "model.safetensors")]
+    if cached[0] and any(cached[1:]):
+        return ""
+    if constants.HF_HUB_OFFLINE:
+        return "not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+    try:
+        huggingface_hub.get_hf_file_metadata(
+            huggingface_hub.hf_hub_url(model, "config.json", revision=revision), timeout=timeout)
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        return f"not in the Hugging Face cache, and the hub could not be reached ({reason})"
+    return ""
 
 
 def hub_commit(model: str, revision: str | None, filename: str = "config.json") -> str | None:
@@ -90,8 +128,8 @@ class Blip2Captioner(Captioner):
     """BLIP-2 (OPT or Flan-T5) through transformers' `Blip2ForConditionalGeneration`.
 
     Args:
-        config: `model` (hub id or folder; required), `revision`, `device`, `dtype` (float16
-            is replaced for Flan-T5), `prompt` (per frame, with `{label}`), `max_new_tokens`,
+        config: `model` (hub id or folder; default `DEFAULT_MODEL`), `revision`, `device`,
+            `dtype`, `prompt` (per frame, with `{label}`), `max_new_tokens`,
             `trust_remote_code`.
 
     Raises:
@@ -108,7 +146,9 @@ class Blip2Captioner(Captioner):
     model_type: ClassVar[str] = "blip-2"
     model_class: ClassVar[str] = "Blip2ForConditionalGeneration"
     processor_class: ClassVar[str] = "Blip2Processor"
-    example: ClassVar[str] = "Salesforce/blip2-opt-2.7b"
+    example: ClassVar[str] = DEFAULT_MODEL
+    default_model: ClassVar[str | None] = DEFAULT_MODEL  # without --model
+    question_format = "Question: {question} Answer:"
 
     def __init__(self, config: CaptionerConfig):
         import transformers
@@ -116,10 +156,11 @@ class Blip2Captioner(Captioner):
         super().__init__(config)
         # 1. Where it runs, what it loads
         self.device = resolve_device(config.device)
-        location = model_location(config.model)
+        self.model_id = config.model or self.default_model
+        location = model_location(self.model_id)
         model_config = self._load_config(location)
         self.encoder_decoder = bool(model_config.text_config.is_encoder_decoder)
-        self.dtype = self._choose_dtype(resolve_dtype(config.dtype, self.device))
+        self.dtype = resolve_dtype(config.dtype, self.device)
 
         # 2. Processor and model
         try:
@@ -127,13 +168,14 @@ class Blip2Captioner(Captioner):
                 location, revision=config.revision, trust_remote_code=config.trust_remote_code
             )
         except Exception as error:
-            raise load_failure(config.model, f"the {self.processor_class}", error) from error
+            raise load_failure(self.model_id, f"the {self.processor_class}", error) from error
         try:
             self.model = getattr(transformers, self.model_class).from_pretrained(
                 location, revision=config.revision, dtype=self.dtype
             )
         except Exception as error:
-            raise load_failure(config.model, f"the {self.model_class} weights", error) from error
+            raise load_failure(self.model_id, f"the {self.model_class} weights",
+                               error) from error
         self.model.to(self.device).eval()
         self.revision = hub_commit(location, config.revision)
 
@@ -144,6 +186,7 @@ class Blip2Captioner(Captioner):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id: int = tokenizer.pad_token_id
+        self.end_ids = self._end_ids()
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -167,18 +210,6 @@ class Blip2Captioner(Captioner):
             raise UserError(f"--model {self.config.model}: is a {found!r} checkpoint, not "
                             f"{self.model_type!r}; use {instead}")
         return model_config
-
-    def _choose_dtype(self, dtype):
-        """`dtype`, except float16 for an encoder-decoder (Flan-T5) language model."""
-        import torch
-
-        if not (self.encoder_decoder and dtype == torch.float16):
-            return dtype
-        bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        chosen = torch.bfloat16 if bf16 else torch.float32
-        logger.warning("--dtype float16: Flan-T5 produces garbage in float16; running %s in %s "
-                       "instead", self.config.model, chosen)
-        return chosen
 
     def _repair_image_tokens(self) -> None:
         """Give checkpoints saved before transformers 4.45 the image-token expansion."""
@@ -205,16 +236,44 @@ class Blip2Captioner(Captioner):
 
     # --- captioning --------------------------------------------------------------------------
 
-    def _generation_kwargs(self) -> dict[str, Any]:
-        return dict(max_new_tokens=self.config.max_new_tokens, do_sample=False, num_beams=1,
+    def reference_decoding(self) -> Decoding:
+        """LAVIS's BLIP-2 `generate` defaults; OPT stops at its newline token."""
+        return Decoding(num_beams=5, max_new_tokens=30, min_new_tokens=1, length_penalty=1.0,
+                        stop=() if self.encoder_decoder else ("\n",), reference=LAVIS_BLIP2)
+
+    def _end_ids(self) -> list[int]:
+        """The ids that end a caption: the end token, and a stop text that is one token."""
+        tokenizer = self.processor.tokenizer
+        ends = [tokenizer.eos_token_id]
+        for text in self.decoding.stop:
+            ids = tokenizer(text, add_special_tokens=False).input_ids
+            if len(ids) == 1 and ids[0] != tokenizer.unk_token_id:
+                ends.append(ids[0])
+        return ends
+
+    def _generation_kwargs(self, seeds: Sequence[int], prompt_length: int) -> dict[str, Any]:
+        """`generate`'s settings; the prompt's ids (a decoder-only model gets them too) are
+        kept out of the repetition penalty, as LAVIS generating from embeddings had it."""
+        prompt_length = 0 if self.encoder_decoder else prompt_length
+        return dict(**self.decoding.generate_kwargs(seeds, prompt_length, self.end_ids),
                     pad_token_id=self.pad_token_id)
 
     def _decode(self, output, prompt_length: int) -> list[str]:
-        """Generated text only: a decoder-only model's output starts with the prompt ids."""
-        if not self.encoder_decoder:
-            output = output[:, prompt_length:]
+        """Generated text only (a decoder-only model's output starts with the prompt ids, an
+        encoder-decoder's with the decoder start token); capped rows trimmed."""
+        output = output[:, 1:] if self.encoder_decoder else output[:, prompt_length:]
         texts = self.processor.tokenizer.batch_decode(output, skip_special_tokens=True)
-        return [first_line(text) for text in texts]
+        capped = capped_rows(output, self.end_ids, self.decoding.max_new_tokens, texts,
+                             self.decoding.stop)
+        return [finished(first_line(text), cap) for text, cap in zip(texts, capped, strict=True)]
+
+    def prepare_inputs(self, prompts: Sequence[str], images: Sequence[Any]):
+        """The processor's batch for one prompt per image, on the device: `num_query_tokens`
+        image tokens, then the prompt, each row padded on the language model's side."""
+        inputs = self.processor(images=list(images), text=list(prompts), padding=True,
+                                return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
 
     def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
         """One caption per key frame: all frames of all clips in one generate call."""
@@ -224,14 +283,13 @@ class Blip2Captioner(Captioner):
         if not images:
             return [[] for _ in requests]
         prompts = [request.prompt for request in requests for _ in request.frames]
-        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        inputs = self.prepare_inputs(prompts, images)
         with torch.inference_mode():
-            output = self.model.generate(**inputs, **self._generation_kwargs())
+            output = self.model.generate(**inputs, **self._generation_kwargs(
+                self.row_seeds(requests), inputs["input_ids"].shape[1]))
         return split_per_clip(self._decode(output, inputs["input_ids"].shape[1]), requests)
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
         """Text-only generation with the language model (for `--fuse llm`)."""
         import torch
 
@@ -241,6 +299,7 @@ class Blip2Captioner(Captioner):
         inputs = inputs.to(self.device)
         inputs.pop("token_type_ids", None)
         with torch.inference_mode():
-            output = self.model.language_model.generate(**inputs, **self._generation_kwargs())
+            output = self.model.language_model.generate(**inputs, **self._generation_kwargs(
+                self.text_seeds(prompts, keys), inputs["input_ids"].shape[1]))
         return self._decode(output, inputs["input_ids"].shape[1])
 

@@ -40,11 +40,19 @@ the question (`--prompt`, label filled in) where the user's message goes:
 `{system}` is "Give the following image: <Img>ImageContent</Img>. You will be able to see the
 image once I provide it to you. Please answer my questions.". The text before `<ImageHere>` is
 tokenized with the tokenizer's special tokens (BOS), the text after without; the image
-embeddings are spliced in between, and every frame of every clip goes through one left-padded
-`generate` call on `inputs_embeds`. Generation stops at "###" (vicuna) or the end token
-(llama2); the caption is the text before any "###". The official demo samples (top_p 0.9,
-repetition_penalty 1.05, 300 new tokens); captions here are greedy with `max_new_tokens`, so the
-same frame always gets the same caption.
+embeddings are spliced in between. The tokenizer runs in Llama's legacy mode, as the official
+`LlamaTokenizer(use_fast=False)` of transformers 4.30 did: every text after a special token
+starts a new word, so Llama-2's `<s>[INST]` is `<s>`, "▁[", "INST", "]", the ids MiniGPT-4 was
+trained on (transformers 5 defaults to `legacy=False`, which drops the "▁"). `--fuse llm`
+puts no second BOS before a template that starts with `<s>`. A Vicuna v0 folder made by
+FastChat's apply_delta has only `tokenizer.model`: reading it needs `sentencepiece` and
+`protobuf` (the `caption` extra), and a missing one is named in one line. Every frame of
+every clip goes through one left-padded `generate` call on `inputs_embeds`. Generation
+stops at "###" (vicuna) or the end token (llama2); the caption is the text before any
+"###". Decoding (`--decoding reference`) is the official demo's: sampling with top-p 0.9,
+temperature 1.0, repetition penalty 1.05 and 300 new tokens, each frame drawing from its own
+generator seeded from `--seed`, the clip's key and the frame, so a rerun gives the same
+captions (captioners.decoding).
 """
 
 from __future__ import annotations
@@ -67,6 +75,7 @@ from captioners.base import (
     resolve_dtype,
 )
 from captioners.blip2 import hub_commit, split_per_clip
+from captioners.decoding import Decoding, capped_rows, finished
 from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -85,6 +94,11 @@ TEMPLATES = {  # one user turn; describe() puts SYSTEM before it, --fuse llm doe
 }
 STOP = {"vicuna": "###", "llama2": None}
 PATCHES_PER_TOKEN = 4  # the Llama-2 variant projects 4 consecutive ViT tokens at once
+OFFICIAL_DEMO = ("Vision-CAIR/MiniGPT-4 demo.py:116 (max_new_tokens=300), :143 and :152 (num_beams "
+                 "1, temperature 1.0), :72 (stop at ###), "
+                 "minigpt4/conversation/conversation.py:158-159, 176 "
+                 "(do_sample=True, top_p=0.9, repetition_penalty=1.05, min_length=1, "
+                 "length_penalty=1)")
 LAYOUT_EXAMPLE = ('{"vision": "Salesforce/blip2-flan-t5-xxl", "lm": "path/to/vicuna-13b", '
                   '"projection": "pretrained_minigpt4.pth"}')
 
@@ -330,9 +344,10 @@ class MiniGPT4Captioner(Captioner):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         lm = self.layout["lm"]
-        try:
+        try:  # legacy: as the official LlamaTokenizer(use_fast=False) of transformers 4.30
             self.tokenizer = AutoTokenizer.from_pretrained(
-                lm, revision=self.config.revision, trust_remote_code=self.config.trust_remote_code)
+                lm, revision=self.config.revision, trust_remote_code=self.config.trust_remote_code,
+                legacy=True)
             self.lm = AutoModelForCausalLM.from_pretrained(
                 lm, revision=self.config.revision, dtype=self.dtype,
                 trust_remote_code=self.config.trust_remote_code)
@@ -380,6 +395,13 @@ class MiniGPT4Captioner(Captioner):
         before, after = text.split(IMAGE_HERE)
         return before, after
 
+    def prompt_ids(self, question: str) -> tuple[list[int], list[int]]:
+        """The token ids before and after the image embeddings, as the official
+        `get_context_emb` makes them: BOS only on the first segment."""
+        before, after = self.layout_prompt(question)
+        return (self.tokenizer(before, add_special_tokens=True).input_ids,
+                self.tokenizer(after, add_special_tokens=False).input_ids)
+
     def embed_batch(self, prompts: Sequence[str], image_embeds):
         """Left-padded `inputs_embeds` and `attention_mask` with each frame's image embeddings
         spliced in at `<ImageHere>`."""
@@ -388,9 +410,7 @@ class MiniGPT4Captioner(Captioner):
         embed = self.lm.get_input_embeddings()
         rows = []
         for prompt, image in zip(prompts, image_embeds, strict=True):
-            before, after = self.layout_prompt(prompt)
-            ids_before = self.tokenizer(before, add_special_tokens=True).input_ids
-            ids_after = self.tokenizer(after, add_special_tokens=False).input_ids
+            ids_before, ids_after = self.prompt_ids(prompt)
             rows.append(torch.cat([
                 embed(torch.tensor(ids_before, device=self.device)), image.to(embed.weight.dtype),
                 embed(torch.tensor(ids_after, device=self.device))]))
@@ -402,21 +422,30 @@ class MiniGPT4Captioner(Captioner):
                             for row in rows]).long()
         return inputs, mask
 
-    def _generate(self, **inputs) -> list[str]:
+    def reference_decoding(self) -> Decoding:
+        """The official demo's sampling; Vicuna answers end at "###"."""
+        stop = STOP[self.template]
+        return Decoding(do_sample=True, top_p=0.9, temperature=1.0, repetition_penalty=1.05,
+                        max_new_tokens=300, min_new_tokens=1, length_penalty=1.0,
+                        stop=(stop,) if stop else (), reference=OFFICIAL_DEMO)
+
+    def _generate(self, seeds: Sequence[int], **inputs) -> list[str]:
         from transformers import StoppingCriteriaList
 
         stop = STOP[self.template]
         prompt_length = inputs["input_ids"].shape[1] if "input_ids" in inputs else 0
         output = self.lm.generate(
-            **inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False, num_beams=1,
+            **inputs, **self.decoding.generate_kwargs(seeds, prompt_length),
             pad_token_id=self.tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList(
                 [StopAtText(stop, self.tokenizer, prompt_length)] if stop else []),
         )
         output = output[:, prompt_length:]
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
-        return [" ".join(text.split(stop)[0].split()) if stop else " ".join(text.split())
-                for text in texts]
+        capped = capped_rows(output, [self.tokenizer.eos_token_id], self.decoding.max_new_tokens,
+                             texts, self.decoding.stop)
+        return [finished(text.split(stop)[0] if stop else text, cap)
+                for text, cap in zip(texts, capped, strict=True)]
 
     def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
         """One caption per key frame: all frames of all clips in one generate call."""
@@ -428,17 +457,20 @@ class MiniGPT4Captioner(Captioner):
         prompts = [request.prompt for request in requests for _ in request.frames]
         with torch.inference_mode():
             inputs_embeds, attention_mask = self.embed_batch(prompts, self.encode_images(images))
-            texts = self._generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+            texts = self._generate(self.row_seeds(requests), inputs_embeds=inputs_embeds,
+                                   attention_mask=attention_mask)
         return split_per_clip(texts, requests)
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
         """Text-only generation with the LM: one user turn of the template, no system text."""
         import torch
 
         if not prompts:
             return []
         texts = [TEMPLATES[self.template].format(message=prompt) for prompt in prompts]
-        inputs = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        starts_with_bos = texts[0].startswith(str(self.tokenizer.bos_token))  # llama2: "<s>[INST]"
+        inputs = self.tokenizer(texts, padding=True, add_special_tokens=not starts_with_bos,
+                                return_tensors="pt").to(self.device)
         inputs.pop("token_type_ids", None)
         with torch.inference_mode():
-            return self._generate(**inputs)
+            return self._generate(self.text_seeds(prompts, keys), **inputs)

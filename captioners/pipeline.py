@@ -26,7 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from captioners.base import CaptionerConfig, normalize_label
+from captioners.base import CaptionerConfig
+from captioners.fusion import normalize_label
 from captioners.keyframes import KEYFRAME_MODES, shrink, uniform_indices
 from datakit.io.video import X264_PRESETS
 
@@ -339,6 +340,7 @@ class CaptionStage:
     # -- finish (main process) -----------------------------------------------------------------
 
     def finish(self, output: dict[str, Any]) -> list:
+        from captioners.checks import caption_checks
         from datakit.run.shards import Sample
         from manifests.schema import Status, make_row
 
@@ -350,6 +352,15 @@ class CaptionStage:
                              label=payload["raw_label"])]
         fps = payload["fps"]
         indices = payload["keyframe_indices"]
+        answers = output.get("answers") or [output["frame_captions"]]
+        model_texts = [text for question in answers for text in question]
+        if self.captioner.fuse == "llm":
+            model_texts.append(output["caption"])
+        truncated = bool(output.get("truncated"))
+        checks = caption_checks(output.get("label"), model_texts, truncated,
+                                payload.get("watermark_action"),
+                                scored=self.captioner.captioner != "label")
+        captioner_info = output.get("captioner_info") or {}
         info = {
             "key": key,
             "input_key": payload["input_key"],
@@ -362,9 +373,14 @@ class CaptionStage:
                           "mode": payload["keyframe_mode"]},
             "frame_captions": output["frame_captions"],
             "prompt": output["prompt"],
+            "questions": output.get("questions"),
+            "answers": answers if output.get("questions") else None,
             "fuse": self.captioner.fuse,
             "fuse_prompt": output.get("fuse_prompt"),
             "captioner": output.get("captioner_info"),
+            "decoding": captioner_info.get("decoding"),
+            "truncated": truncated,
+            **checks,
             "clip_start": payload["clip_start"],
             "clip_end": payload["clip_end"],
             "width": payload["width"], "height": payload["height"],
@@ -382,6 +398,7 @@ class CaptionStage:
             caption=output["caption"], label=payload["raw_label"], width=payload["width"],
             height=payload["height"], frames=payload["frames"], fps=fps,
             seconds=payload["prepare_seconds"], clip_score=output.get("clip_score"), **marks,
+            **checks,
             meta={"keyframes": indices, "encoded": payload["encoded"],
                   "clip": [payload["clip_start"], payload["clip_end"]]},
         )

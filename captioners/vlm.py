@@ -10,9 +10,14 @@ template, so the captioner carries no per-model prompt format.
 - Frames are always sent as images, never as a video: scene-aware key frames are unevenly
   spaced, which a video input (Qwen2.5-VL encodes absolute time from the frame rate) would
   misrepresent, and transformers' video processors need torchvision.
-- A batch of clips is one padded `generate` call: the tokenizer pads on the left (so every
-  row's new tokens start at the same column), decoding is greedy (sampling off; the model's
-  repetition penalty and end tokens kept), and only the new tokens are decoded.
+- A batch of clips is one padded `generate` call: the processor tokenizes the chats itself
+  (`apply_chat_template(tokenize=True)`, each clip's frames as its own list of images, no
+  second BOS after a template that writes one), the tokenizer pads on the left (so every
+  row's new tokens start at the same column), and only the new tokens are decoded.
+- Decoding (`--decoding reference`): what the checkpoint's own `generation_config.json` asks
+  (sampling, temperature, top-k, top-p, repetition penalty, end tokens; transformers' defaults
+  where it is silent), with its `max_new_tokens` or `REFERENCE_NEW_TOKENS`. Sampling is seeded
+  per clip (captioners.decoding), so a rerun gives the same caption.
 - `generate(prompts)` is text-only chat with the same model, for `--fuse llm`.
 - A folder that is not a chat VLM (a text-only LM, a BLIP-2 folder without a chat template),
   a processor that needs a missing package, or weights that are not there are `UserError`s:
@@ -40,11 +45,13 @@ from captioners.base import (
     resolve_dtype,
     resolved_revision,
 )
+from captioners.decoding import Decoding, capped_rows, finished
 from datakit.io.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+REFERENCE_NEW_TOKENS = 128  # transformers' Qwen2.5-VL usage example (docs/captioners.md)
 VLLM_UNAVAILABLE = (
     "--backend vllm: not available: the vLLM releases on torch 2.13 (0.31, 0.32) need "
     "transformers<5.20 and torchvision, and 0.33 pins torch 2.14, so none installs beside "
@@ -71,6 +78,7 @@ class VLMCaptioner(Captioner):
         "sentences what happens in the video."
     )
     per_frame = False
+    question_format = "These are frames from one video. {question}"
 
     def __init__(self, config: CaptionerConfig):
         super().__init__(config)
@@ -138,54 +146,85 @@ class VLMCaptioner(Captioner):
         except (OSError, ValueError) as error:
             raise load_failure(self.model_id, "the model weights (safetensors)", error) from None
         self.revision = resolved_revision(self.model_id, config.revision)
-        defaults = self.model.generation_config
-        self.generation = GenerationConfig(
-            max_new_tokens=config.max_new_tokens, do_sample=False, num_beams=1,
-            repetition_penalty=defaults.repetition_penalty, eos_token_id=defaults.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        self.end_ids = self.model.generation_config.eos_token_id
+        self.generation = GenerationConfig(eos_token_id=self.end_ids,
+                                           pad_token_id=self.tokenizer.pad_token_id)
 
-    def chat_text(self, request: ClipRequest) -> str:
-        """The rendered chat prompt for one clip: one image placeholder per key frame, then
-        the prompt, then the assistant's turn."""
+    def reference_decoding(self) -> Decoding:
+        """The checkpoint's generation_config (transformers' defaults where it says nothing);
+        sampling draws with one beam."""
+        saved = self.model.generation_config
+
+        def value(name: str, default):
+            found = getattr(saved, name, None)
+            return default if found is None else found
+
+        sample = bool(value("do_sample", False))
+        return Decoding(
+            do_sample=sample, temperature=float(value("temperature", 1.0)),
+            top_p=float(value("top_p", 1.0)), top_k=int(value("top_k", 50)),
+            repetition_penalty=float(value("repetition_penalty", 1.0)), penalize_prompt=True,
+            num_beams=1 if sample else int(value("num_beams", 1)),
+            length_penalty=float(value("length_penalty", 1.0)),
+            max_new_tokens=int(value("max_new_tokens", REFERENCE_NEW_TOKENS)),
+            min_new_tokens=int(value("min_new_tokens", 0)),
+            reference=f"{self.model_id} generation_config.json")
+
+    def conversation(self, request: ClipRequest) -> list[dict]:
+        """One user turn for one clip: its key frames as images, in time order, then the
+        prompt."""
         if not request.frames:
             raise ValueError(f"clip {request.key}: no key frames to describe")
-        parts = [{"type": "image"} for _ in request.frames]
+        parts = [{"type": "image", "image": frame} for frame in request.frames]
         parts.append({"type": "text", "text": request.prompt})
-        return self._render(parts)
+        return [{"role": "user", "content": parts}]
+
+    def chat_text(self, request: ClipRequest) -> str:
+        """The rendered chat prompt for one clip, up to the assistant's turn."""
+        return self.processor.apply_chat_template(
+            self.conversation(request), add_generation_prompt=True, tokenize=False)
 
     def prepare_inputs(self, requests: Sequence[ClipRequest]):
         """The processor's padded batch for `requests` (ids, attention mask, pixel values, and
-        whatever else the model takes, such as Qwen's image grid), on the model's device."""
-        texts = [self.chat_text(request) for request in requests]
-        images = [frame for request in requests for frame in request.frames]
-        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
-        return inputs.to(self.device, dtype=self.dtype)
+        whatever else the model takes, such as Qwen's image grid), on the model's device.
+
+        The processor tokenizes the chats itself (`apply_chat_template(tokenize=True)`), so a
+        template that writes its own BOS (Gemma-3) gets no second one, and each clip's frames
+        reach it as that clip's own list of images: Gemma-3 and SmolVLM need that for a batch,
+        and LLaVA-OneVision reads several images of one clip as one tile each instead of
+        tiling every frame as a lone high-resolution image."""
+        return self._tokenize([self.conversation(request) for request in requests])
 
     def describe(self, requests: Sequence[ClipRequest]) -> list[list[str]]:
         if not requests:
             return []
-        return [[caption] for caption in self._generate(self.prepare_inputs(requests))]
+        return [[caption] for caption in self._generate(self.prepare_inputs(requests),
+                                                         self.row_seeds(requests))]
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
         if not prompts:
             return []
-        texts = [self._render([{"type": "text", "text": prompt}]) for prompt in prompts]
-        inputs = self.processor(text=texts, padding=True, return_tensors="pt")
-        return self._generate(inputs.to(self.device))
+        conversations = [[{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+                         for prompt in prompts]
+        return self._generate(self._tokenize(conversations), self.text_seeds(prompts, keys))
 
-    def _render(self, parts: list[dict]) -> str:
-        conversation = [{"role": "user", "content": parts}]
-        return self.processor.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=False
-        )
+    def _tokenize(self, conversations: list[list[dict]]):
+        inputs = self.processor.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="pt", processor_kwargs={"padding": True})
+        return inputs.to(self.device, dtype=self.dtype)
 
-    def _generate(self, inputs) -> list[str]:
-        """Greedy generation for a padded batch; only the tokens after the prompt decoded."""
+    def _generate(self, inputs, seeds: list[int]) -> list[str]:
+        """Generation for a padded batch; only the tokens after the prompt decoded, capped
+        rows trimmed to whole sentences."""
         import torch
 
         with torch.inference_mode():
-            output = self.model.generate(**inputs, generation_config=self.generation)
+            output = self.model.generate(**inputs, generation_config=self.generation,
+                                         **self.decoding.generate_kwargs(seeds))
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-        return [text.strip() for text in texts]
+        ends = self.end_ids if isinstance(self.end_ids, list) else [self.end_ids]
+        capped = capped_rows(new_tokens, [e for e in ends if e is not None],
+                             self.decoding.max_new_tokens)
+        return [finished(text, cap) for text, cap in zip(texts, capped, strict=True)]

@@ -10,8 +10,8 @@ never touches the shards; only the clips `choose_samples` picks are read from sh
   manifest, from each sample's json (and the mp4's own header where the json says nothing).
 - `dataset_statistics` sums a manifest up as plain JSON values: counts by status, the top
   failure reasons with an example source each, duration and size, geometry, labels (head
-  and tail of a long-tailed distribution), pan-zoom motions, watermark and CLIP scores, and
-  near-duplicate captions.
+  and tail of a long-tailed distribution), pan-zoom motions, watermark and CLIP scores, caption
+  checks (label agreement, flagged captions) and near-duplicate captions.
 - `choose_samples` picks the clips to look at, reproducibly: the choice depends on the seed
   and the keys only (not on row order), and rotates over labels so a long tail is seen.
 
@@ -39,7 +39,7 @@ from manifests.schema import COLUMNS, Status
 from manifests.store import error_kind
 
 NUMERIC_COLUMNS = ("width", "height", "frames", "fps", "bytes", "seconds", "clip_score",
-                   "watermark_score")
+                   "watermark_score", "label_agreement")
 NOT_FAILURES = (Status.OK.value, Status.SPLIT.value)
 
 
@@ -162,6 +162,7 @@ def _shard_row(tar: tarfile.TarFile, key: str, members: dict[str, tarfile.TarInf
         label=info.get("label"), bytes=sum(m.size for m in members.values()), **geometry,
         clip_score=info.get("clip_score"), watermark_score=info.get("watermark_score"),
         watermark_action=info.get("watermark_action"),
+        label_agreement=info.get("label_agreement"), caption_flags=info.get("caption_flags"),
         meta=json.dumps({"motion": motion}) if motion else None,
     )
     return row
@@ -273,6 +274,18 @@ def duplicate_captions(frame: pd.DataFrame, groups: int = 10, keys: int = 5) -> 
             "worst": worst}
 
 
+def flagged_captions(frame: pd.DataFrame, keys: int = 5) -> dict[str, dict[str, Any]]:
+    """Ok rows per caption flag (captioners.checks): `count` and up to `keys` example keys,
+    the most frequent flag first."""
+    ok = frame[(frame["status"] == Status.OK.value) & frame["caption_flags"].notna()]
+    flagged: dict[str, list[str]] = {}
+    for key, flags in zip(ok["key"], ok["caption_flags"], strict=True):
+        for flag in flags:
+            flagged.setdefault(str(flag), []).append(str(key))
+    ranked = sorted(flagged.items(), key=lambda item: (-len(item[1]), item[0]))
+    return {flag: {"count": len(found), "keys": found[:keys]} for flag, found in ranked}
+
+
 def _describe(values: pd.Series) -> dict[str, float] | None:
     values = values.dropna()
     if values.empty:
@@ -328,5 +341,7 @@ def dataset_statistics(frame: pd.DataFrame, top: int = 10) -> dict[str, Any]:
         "watermark_action": {str(k): int(v) for k, v in frame["watermark_action"].dropna()
                              .value_counts().items()},
         "clip_score": _describe(ok["clip_score"]),
+        "label_agreement": _describe(ok["label_agreement"]),
+        "caption_flags": flagged_captions(frame),
         "duplicate_captions": duplicate_captions(frame, groups=top),
     }

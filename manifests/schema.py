@@ -54,6 +54,8 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("watermark_action", pa.string()),
         pa.field("fingerprint", pa.string()),
         pa.field("notes", pa.list_(pa.string())),
+        pa.field("label_agreement", pa.float32()),
+        pa.field("caption_flags", pa.list_(pa.string())),
     ]
 )
 COLUMNS = tuple(MANIFEST_SCHEMA.names)

@@ -17,13 +17,15 @@ from test_caption_keyframes import _three_shots
 from typer.testing import CliRunner
 
 import captioners.base as base
-from captioners.base import CaptionerConfig, CaptionModel, fuse_template, normalize_label
+from captioners.base import CaptionerConfig, CaptionModel
+from captioners.fusion import fuse_template, normalize_label
 from datakit.cli import app
 from datakit.cli.samples import SAMPLE_CLASSES, write_sample_videos
 from datakit.io.video import encode_video, probe, read_frames
 from datakit.run.shards import verify_shards
 
 QUIET = ["--quiet", "--workers", "1"]
+LABEL = ["--captioner", "label"]  # weights-free; with no --captioner, blip2 would load
 
 
 def _invoke(*args):
@@ -64,7 +66,7 @@ def tree(tmp_path_factory):
 
 def test_label_captions_every_input_accounted_for(tree, tmp_path):
     out = tmp_path / "out"
-    result = _invoke("caption", tree, "--out", out, *QUIET)
+    result = _invoke("caption", tree, "--out", out, *LABEL, *QUIET)
     assert result.exit_code == 0, result.output
     manifest = pd.read_parquet(out / "manifest.parquet").set_index("key")
     clips = sum(len(names) for names in SAMPLE_CLASSES.values())
@@ -97,11 +99,11 @@ def test_label_captions_every_input_accounted_for(tree, tmp_path):
 
 def test_rerun_resumes_and_other_settings_are_refused(tree, tmp_path):
     out = tmp_path / "out"
-    assert _invoke("caption", tree, "--out", out, *QUIET).exit_code == 0
-    again = _invoke("caption", tree, "--out", out, *QUIET)
+    assert _invoke("caption", tree, "--out", out, *LABEL, *QUIET).exit_code == 0
+    again = _invoke("caption", tree, "--out", out, *LABEL, *QUIET)
     assert again.exit_code == 0
     assert json.loads((out / "stats.json").read_text())["run"]["processed"] == 0
-    changed = _invoke("caption", tree, "--out", out, "--keyframes", "5", *QUIET)
+    changed = _invoke("caption", tree, "--out", out, "--keyframes", "5", *LABEL, *QUIET)
     assert changed.exit_code == 2 and "other settings (keyframes" in changed.output
 
 
@@ -111,7 +113,7 @@ def test_scene_split_gives_one_sample_per_shot(tmp_path):
     (root / "long.mp4").write_bytes(_three_shots())  # cuts at frames 16 and 32, 8 fps
     out = tmp_path / "out"
     result = _invoke("caption", root.parent, "--out", out, "--split", "scenes",
-                     "--min-clip-seconds", "1", "--preset", "ultrafast", *QUIET)
+                     "--min-clip-seconds", "1", "--preset", "ultrafast", *LABEL, *QUIET)
     assert result.exit_code == 0, result.output
     manifest = pd.read_parquet(out / "manifest.parquet").set_index("key")
     parent = manifest.loc["cooking__long"]
@@ -137,7 +139,7 @@ def test_kinetics_annotations_cut_whole_videos_and_keep_missing_rows(tmp_path):
                    "juggling balls,CCC,1,3,train\n")
     out = tmp_path / "out"
     result = _invoke("caption", root, "--annotations", csv, "--out", out, "--crf", "0",
-                     "--preset", "ultrafast", *QUIET)
+                     "--preset", "ultrafast", *LABEL, *QUIET)
     assert result.exit_code == 0, result.output
     manifest = pd.read_parquet(out / "manifest.parquet").set_index("key")
     assert manifest.loc["juggling_balls__CCC_000001_000003", "error"].startswith("missing file")
@@ -150,10 +152,11 @@ def test_kinetics_annotations_cut_whole_videos_and_keep_missing_rows(tmp_path):
 
 def test_bad_options_are_one_line_errors(tree, tmp_path):
     for args, expected in (
-        (["--captioner", "blip2"], "needs --model"),
+        (["--captioner", "instructblip"], "needs --model"),
         (["--keyframe-mode", "random"], "--keyframe-mode: expected one of"),
         (["--split", "halves"], "--split: expected one of"),
-        (["--fuse", "llm"], "--fuse llm needs a captioner with a language model"),
+        (["--captioner", "label", "--fuse", "llm"],
+         "--fuse llm needs a captioner with a language model"),
         (["--prompt", "describe {lable}"], "unknown field {lable}"),
         (["--captioner", "blip2", "--model", str(tmp_path / "nowhere/")], "no such folder"),
     ):
@@ -172,7 +175,7 @@ def test_a_killed_run_resumes_without_duplicates(tmp_path):
             (root / label / f"clip{i:02d}.mp4").write_bytes(clip)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "datakit.cli", "caption", str(root), "--out", str(out),
-               "--shard-size", "4", "--workers", "2", "--quiet", "--split", "fixed",
+               "--shard-size", "4", "--workers", "2", "--quiet", "--split", "fixed", *LABEL,
                "--clip-seconds", "1", "--min-clip-seconds", "0.5", "--preset", "ultrafast"]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -212,7 +215,7 @@ class FakeCaptioner(base.Captioner):
                  for f in r.frames] for r in requests]
 
 
-def test_batched_model_halves_on_oom_and_isolates_a_bad_clip(monkeypatch):
+def test_batched_model_halves_on_oom_and_isolates_a_bad_clip(monkeypatch, caplog):
     monkeypatch.setitem(base.CAPTIONERS, "vlm", "test_caption:FakeCaptioner")
     FakeCaptioner.calls = []
     model = CaptionModel(CaptionerConfig(captioner="vlm", model="x", batch_size=8))
@@ -223,6 +226,8 @@ def test_batched_model_halves_on_oom_and_isolates_a_bad_clip(monkeypatch):
     assert FakeCaptioner.calls[:3] == [5, 4, 2]  # 8 -> 4 -> 2 after two out-of-memory errors
     assert model.stats.oom_halvings == 2
     assert out["caption_error"][2] == "caption failed: RuntimeError: bad pixels"
+    assert ("a batch of 2 clips failed (caption failed: RuntimeError: bad pixels): captioning "
+            "them one at a time") in caplog.text  # the fallback is never silent
     assert [e for i, e in enumerate(out["caption_error"]) if i != 2] == [""] * 4
     assert out["frame_captions"][1] == ["96x64 brightness 50"] * 3  # sizes kept per clip
     assert out["caption"][0] == "X: 48x32 brightness 0."
@@ -300,7 +305,8 @@ def test_watermarks_flag_drop_and_strip_in_caption(tmp_path):
     results = {}
     for action in ("flag", "drop", "strip"):
         out = tmp_path / action
-        result = _invoke("caption", root.parent, "--out", out, "--watermarks", action, *QUIET)
+        result = _invoke("caption", root.parent, "--out", out, "--watermarks", action, *LABEL,
+                         *QUIET)
         assert result.exit_code == 0, result.output
         results[action] = pd.read_parquet(out / "manifest.parquet").set_index("key")
     flagged = results["flag"]

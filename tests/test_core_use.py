@@ -75,7 +75,7 @@ def test_pan_zoom_and_label_captions_run_without_torch(tmp_path):
     run = [sys.executable, "-m", "datakit.cli"]
     for args in (["pan-zoom", str(src), "--out", str(tmp_path / "p"), "--quiet", *FAST],
                  ["caption", str(videos.parent), "--out", str(tmp_path / "c"), "--quiet",
-                  "--workers", "1"]):
+                  "--workers", "1", "--captioner", "label"]):
         result = subprocess.run(run + args, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
     model = subprocess.run(run + ["caption", str(videos.parent), "--out", str(tmp_path / "m"),

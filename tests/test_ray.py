@@ -40,8 +40,9 @@ def test_ray_and_local_write_the_same_bytes(tmp_path):
     videos = tmp_path / "videos"
     write_sample_videos(videos, seconds=1, size=(96, 64))
     for command, src, extra in (("pan-zoom", photos, FAST),
-                                ("caption", videos, ["--quiet", "--workers", "2",
-                                                     "--shard-size", "3", "--batch-size", "2"])):
+                                ("caption", videos, ["--quiet", "--workers", "2", "--captioner",
+                                                     "label", "--shard-size", "3",
+                                                     "--batch-size", "2"])):
         local, ray = tmp_path / f"{command}-local", tmp_path / f"{command}-ray"
         assert _invoke(command, src, "--out", local, *extra).exit_code == 0
         result = _invoke(command, src, "--out", ray, "--engine", "ray", *extra)

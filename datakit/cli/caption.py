@@ -50,6 +50,15 @@ class CaptionerName(str, Enum):
     vlm = "vlm"
 
 
+class Decoding(str, Enum):
+    reference = "reference"
+    greedy = "greedy"
+    beam = "beam"
+
+
+WEIGHTS_FREE = "pass --captioner label for weights-free captions (the label in a sentence)"
+
+
 class CaptionDtype(str, Enum):
     auto = "auto"
     float32 = "float32"
@@ -64,10 +73,11 @@ def caption_command(
                                         "--annotations, one video file, or .tar shards with "
                                         "video members (re-caption).")],
     out: OutOption,
-    captioner: Annotated[CaptionerName, typer.Option(
-        help="label (no weights, the offline default), blip2, instructblip, minigpt4, or vlm "
-        "(any transformers image-text-to-text chat model: Qwen2.5-VL, LLaVA ...).")]
-    = CaptionerName.label,
+    captioner: Annotated[CaptionerName | None, typer.Option(
+        help="blip2 (the default; Salesforce/blip2-opt-2.7b unless --model), instructblip, "
+        "minigpt4, vlm (any transformers image-text-to-text chat model: Qwen2.5-VL, LLaVA "
+        "...), or label (no weights: the label in a sentence, offline).",
+        show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
         help="Weights: a hub id or a local folder (for minigpt4, the folder described in "
         "docs/captioners.md).")] = None,
@@ -101,8 +111,20 @@ def caption_command(
         "captioner's.")] = None,
     fuse_prompt: Annotated[str | None, typer.Option(
         help="Prompt for --fuse llm, with {label} and {captions}.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest caption, in tokens.", min=1)]
-    = 40,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="Longest caption, in tokens; default: the captioner's reference length (blip2 30, "
+        "instructblip 256, minigpt4 300, vlm the model's or 128).", min=1)] = None,
+    decoding: Annotated[Decoding, typer.Option(
+        help="reference (each captioner's reference settings: LAVIS's beams for BLIP-2 and "
+        "InstructBLIP, the MiniGPT-4 demo's sampling, the VLM's generation_config; sampling is "
+        "seeded per clip), greedy, or beam (5 beams).")] = Decoding.reference,
+    questions: Annotated[bool, typer.Option(
+        "--questions", help="Ask every key frame several questions (the action, naming the "
+        "label; the scene; the subjects; the camera) and fuse the answers (docs/caption.md).")]
+    = False,
+    question: Annotated[list[str] | None, typer.Option(
+        help="Your own question, with {label} (repeat the option; implies --questions).")]
+    = None,
     trust_remote_code: Annotated[bool, typer.Option(
         help="Allow the checkpoint's own Python code (off: only transformers' classes).")]
     = False,
@@ -151,14 +173,20 @@ def caption_command(
     OUT/shards/NNNNN.tar (KEY.mp4, KEY.txt, KEY.json), OUT/manifest.parquet (a row per input,
     failures included) and OUT/stats.json; a rerun resumes.
 
-    Example: datakit caption kinetics/ --out out/ --captioner blip2 --model
-    Salesforce/blip2-opt-2.7b --keyframes 3 --batch-size 16 --device cuda --dtype float16
+    With no --captioner, BLIP-2 (Salesforce/blip2-opt-2.7b) captions on --device auto;
+    --captioner label needs no weights.
+
+    Example: datakit caption kinetics/ --out out/ --keyframes 3 --batch-size 16 --dtype float16
     """
-    from captioners.base import CaptionerConfig
+    from captioners.base import CaptionerConfig, captioner_class
     from captioners.pipeline import CaptionConfig, caption
+    from captioners.questions import default_questions
     from datakit.run.pipeline import RunOptions
 
     check_source(src)
+    name = (captioner or CaptionerName.blip2).value
+    asked = tuple(question) if question else (
+        default_questions(captioner_class(name).per_frame) if questions else None)
     try:
         config = CaptionConfig(
             keyframes=keyframes, keyframe_mode=keyframe_mode, split=split,
@@ -168,23 +196,25 @@ def caption_command(
                                        watermark_classifier_threshold, watermark_device),
         )
         captioner_config = CaptionerConfig(
-            captioner=captioner.value, model=model, revision=revision, device=device,
+            captioner=name, model=model, revision=revision, device=device,
             dtype=dtype.value, batch_size=batch_size, prompt=prompt, fuse=fuse,
             fuse_prompt=fuse_prompt, max_new_tokens=max_new_tokens,
             trust_remote_code=trust_remote_code, backend=backend, seed=seed,
+            decoding=decoding.value, questions=asked,
         )
     except ValueError as error:
         raise UserError(str(error)) from None
-    if captioner_config.captioner != "label" or score_clip:
-        require_extra("caption", f"--captioner {captioner.value}" if captioner.value != "label"
-                      else "--score-clip", "torch", "transformers")
-    if captioner_config.captioner != "label":
-        from captioners.base import model_location
-
-        if not model:
-            raise UserError(f"--captioner {captioner.value} needs --model (a hub id or a "
-                            "local folder)")
-        model_location(model)  # a missing folder fails now, not at the first batch
+    if name != "label" or score_clip:
+        try:
+            require_extra("caption", f"--captioner {name}" if name != "label"
+                          else "--score-clip", "torch", "transformers")
+        except UserError as error:
+            if captioner is None:
+                raise UserError(f"no --captioner: the default, {error}; or {WEIGHTS_FREE}") \
+                    from None
+            raise
+    if name != "label":
+        check_weights(name, model, revision, defaulted=captioner is None)
     options = RunOptions(
         workers=workers or default_workers(), shard_size=shard_size,
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
@@ -196,3 +226,22 @@ def caption_command(
     print_summary(stats, out, "caption")
     exit_if_stopped(stats)
     exit_if_every_input_failed(stats)
+
+
+def check_weights(name: str, model: str | None, revision: str | None, defaulted: bool) -> None:
+    """Fail now, in one line, when the weights cannot load: a missing folder, or (no --model)
+    a default hub id that is neither cached nor reachable, naming the weights-free mode."""
+    from captioners.base import captioner_class, model_location
+    from captioners.blip2 import hub_availability
+
+    if model:
+        model_location(model)
+        return
+    default = getattr(captioner_class(name), "default_model", None)
+    if default is None:
+        raise UserError(f"--captioner {name} needs --model (a hub id or a local folder)")
+    reason = hub_availability(default, revision)
+    if reason:
+        which = "no --captioner: the default, blip2," if defaulted else f"--captioner {name}"
+        raise UserError(f"{which} loads {default} when no --model is given, and it is "
+                        f"{reason}; {WEIGHTS_FREE}, or give --model a local folder")

@@ -79,7 +79,8 @@ def run_demo(out: str | Path, workers: int = 1) -> dict[str, Path]:
     write_sample_videos(videos)
     label_out = folders["caption"] = out / "caption"
     options = RunOptions(workers=workers, shard_size=8, progress=False)
-    stats = caption(videos, label_out, CaptionConfig(), CaptionerConfig(), options)
+    stats = caption(videos, label_out, CaptionConfig(), CaptionerConfig(captioner="label"),
+                    options)
     console.print(f"[bold]4. caption[/] (label): {stats['status']['ok']} clips captioned, "
                   f"{stats['status']['failed']} bad files recorded -> {label_out / 'shards'}")
     if _installed("torch", "transformers"):

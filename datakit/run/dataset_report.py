@@ -179,7 +179,9 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
     media.mkdir(parents=True, exist_ok=True)
     clips = [{"key": str(row.key), "name": _file_name(i, row.key),
               **{name: None if pd.isna(value) else str(value) for name, value in
-                 (("label", row.label), ("caption", row.caption), ("shard", row.shard))}}
+                 (("label", row.label), ("caption", row.caption), ("shard", row.shard))},
+              "flags": [] if row.caption_flags is None or isinstance(row.caption_flags, float)
+              else [str(flag) for flag in row.caption_flags]}
              for i, row in enumerate(chosen.itertuples())]
     by_shard: dict[str | None, list[dict[str, Any]]] = {}
     for clip in clips:
@@ -254,6 +256,7 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[tuple[str, str]]:
         ("camera motion (pan-zoom)", "motion", tally["motion"], "bar"),
         ("watermark score", "watermark_score", ok["watermark_score"].dropna(), "hist"),
         ("CLIP score", "clip_score", ok["clip_score"].dropna(), "hist"),
+        ("caption label agreement", "label_agreement", ok["label_agreement"].dropna(), "hist"),
     ]
     written = []
     for title, name, values, kind in panels:
@@ -413,11 +416,12 @@ def _contact_sheet(clips: list[dict[str, Any]], samples: int, seed: int) -> str:
         if "error" in clip:
             continue
         label = f'<span class="label">{_e(clip["label"])}</span> ' if clip["label"] else ""
+        flags = "".join(f' <span class="flag">{_e(f)}</span>' for f in clip.get("flags", ()))
         cards.append(
             f'<figure class="clip"><img src="{_e(clip["strip"])}" alt="first, middle and last '
             f'frame of {_e(clip["key"])}" title="click to play">'
             f'<video controls muted loop preload="none" hidden src="{_e(clip["video"])}">'
-            f"</video><figcaption>{label}{_e(clip['caption'])}"
+            f"</video><figcaption>{label}{_e(clip['caption'])}{flags}"
             f'<br><code>{_e(clip["key"])}</code></figcaption></figure>')
     if not cards:
         body = "<p>No clips to show: the dataset has no ok samples.</p>" if not clips else \
@@ -444,7 +448,8 @@ def _plots_section(stats: dict[str, Any], plots: list[tuple[str, str]]) -> str:
                                                    labels["least"].items()]) + "</div>")
     described = [(name, stats[key]) for name, key in
                  (("caption words", "caption_words"), ("duration (s)", "duration"),
-                  ("watermark score", "watermark_score"), ("CLIP score", "clip_score"))
+                  ("watermark score", "watermark_score"), ("CLIP score", "clip_score"),
+                  ("caption label agreement", "label_agreement"))
                  if stats[key]]
     if described:
         parts.append(_table(["", "clips", "mean", "min", "median", "max"],
@@ -453,6 +458,14 @@ def _plots_section(stats: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     if stats["watermark_action"]:
         parts.append(_table(["watermark action", "rows"],
                             [[k, f"{v:,}"] for k, v in stats["watermark_action"].items()]))
+    if stats["caption_flags"]:
+        parts.append(
+            '<h3>Flagged captions</h3><p id="caption-flags">Caption checks (docs/caption.md): '
+            "filter them with the manifest's <code>caption_flags</code> and "
+            "<code>label_agreement</code> columns.</p>"
+            + _table(["flag", "clips", "example keys"],
+                     [[flag, f"{found['count']:,}", " ".join(found["keys"])]
+                      for flag, found in stats["caption_flags"].items()]))
     duplicates = stats["duplicate_captions"]
     parts.append(
         f'<h3>Near-duplicate captions</h3><p id="duplicates">{duplicates["duplicated"]:,} of '
@@ -510,6 +523,7 @@ figure.clip{margin:0;border:1px solid #ddd;padding:5px;font-size:12px}
 figure.clip img,figure.clip video{width:100%;cursor:pointer;display:block}
 figure.clip video[hidden],figure.clip img[hidden]{display:none}
 .label{background:#e8eefc;border-radius:3px;padding:0 4px}
+.flag{background:#fde8e8;border-radius:3px;padding:0 4px;font-size:smaller}
 .plots img{margin:4px;border:1px solid #eee}.bad{color:#a00}
 table.sortable th{cursor:pointer}
 """

@@ -100,7 +100,7 @@ def videos(tmp_path_factory):
 def test_caption_accounts_for_every_broken_and_odd_video(videos, tmp_path):
     out = tmp_path / "out"
     result = _run("caption", videos, "--out", out, "--workers", "2", "--shard-size", "4",
-                  "--quiet")
+                  "--quiet", "--captioner", "label")
     manifest = assert_accounted_for(out, set(_keys(out)))
     _check_rows(manifest, VIDEOS)
     _check_summary(result, manifest)
@@ -153,7 +153,7 @@ def test_an_unreadable_input_is_a_failed_row(tmp_path, pipeline):
     src = tmp_path / "src"
     if pipeline == "caption":
         _two_videos(src)
-        locked, args = src / "walking" / "locked.mp4", ["--quiet"]
+        locked, args = src / "walking" / "locked.mp4", ["--quiet", "--captioner", "label"]
     else:
         _two_images(src)
         locked, args = src / "locked.jpg", ["--quiet", *PAN_ZOOM]

@@ -46,7 +46,8 @@ def test_a_hanging_decoder_times_out_and_the_run_goes_on(tmp_path):
     env = {**os.environ, "DATAKIT_TEST_HANG": "stuck.mp4",
            "PYTHONPATH": f"{hook}:{os.environ.get('PYTHONPATH', '')}"}
     command = [sys.executable, "-m", "datakit.cli", "caption", str(src), "--out", str(out),
-               "--workers", "2", "--sample-timeout", "3", "--batch-size", "2", "--quiet"]
+               "--workers", "2", "--sample-timeout", "3", "--batch-size", "2", "--quiet",
+               "--captioner", "label"]
     started = time.time()
     process = subprocess.Popen(command, env=env, start_new_session=True, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
