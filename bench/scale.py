@@ -81,18 +81,16 @@ def _same(a: Path, b: Path) -> bool:
                                 for p in shards)
 
 
-def _floors(src: Path, repeats: int) -> dict[int, list[float]]:
-    """Clips per second of x264 alone on pan-zoom's frames, in 1, 2 and 4 processes."""
-    from pan_zoom import clip_paths, prepare_floor, run_floor
+def _floor(src: Path, workers: int) -> float:
+    """Clips per second of x264 alone on pan-zoom's frames in `workers` processes (the
+    frames are rendered at the first call)."""
+    from pan_zoom import FLOOR, clip_paths, prepare_floor, run_floor
 
-    settings = argparse.Namespace(size="384x240", frames=16, fps=8.0)
-    prepare_floor(clip_paths(src, settings), settings)
-    rates: dict[int, list[float]] = {w: [] for w in WORKERS}
-    for _ in range(repeats):
-        for workers in WORKERS:
-            run = run_floor(workers)
-            rates[workers].append(run["clips"] / run["seconds"])
-    return rates
+    if not FLOOR["frames"]:
+        settings = argparse.Namespace(size="384x240", frames=16, fps=8.0)
+        prepare_floor(clip_paths(src, settings), settings)
+    run = run_floor(workers)
+    return run["clips"] / run["seconds"]
 
 
 def main() -> None:
@@ -109,7 +107,18 @@ def main() -> None:
     try:
         inputs = {"pan-zoom": _photos(work / "photos", args.count),
                   "caption": _videos(work / "videos", args.count)}
-        floors = _floors(inputs["pan-zoom"], args.repeats)  # before Ray starts its threads
+        # Local runs first, each pan-zoom run next to the floor at its worker count; the
+        # floor forks, so Ray (and its threads) starts only after.
+        all_runs: dict[str, dict[str, list[float]]] = {p: {} for p in inputs}
+        floors: dict[int, list[float]] = {w: [] for w in WORKERS}
+        for pipeline, src in inputs.items():
+            for repeat in range(args.repeats if pipeline == "pan-zoom" else 1):
+                for workers in WORKERS:
+                    out = work / f"{pipeline}-local-{workers}-{repeat}"
+                    all_runs[pipeline].setdefault(f"local, {workers}", []).append(
+                        _run(pipeline, src, out, workers, "local"))
+                    if pipeline == "pan-zoom":
+                        floors[workers].append(_floor(src, workers))
         import ray
 
         started = time.perf_counter()
@@ -118,12 +127,7 @@ def main() -> None:
         ray_start = time.perf_counter() - started
         print(f"Ray start (local, 2 CPUs): {ray_start:.1f} s, not counted below")
         for pipeline, src in inputs.items():
-            runs: dict[str, list[float]] = {}
-            for repeat in range(args.repeats if pipeline == "pan-zoom" else 1):
-                for workers in WORKERS:
-                    out = work / f"{pipeline}-local-{workers}-{repeat}"
-                    runs.setdefault(f"local, {workers}", []).append(
-                        _run(pipeline, src, out, workers, "local"))
+            runs = all_runs[pipeline]
             runs["ray, 2 CPUs"] = [_run(pipeline, src, work / f"{pipeline}-ray", 2, "ray")]
             rates = {label: float(np.median(values)) for label, values in runs.items()}
             local_2 = work / f"{pipeline}-local-2-0"
