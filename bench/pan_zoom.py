@@ -339,6 +339,48 @@ def run_floor(workers: int, decode: bool = False) -> dict:
             "command": f"{what} (PyAV, yuv420p in), {workers} processes"}
 
 
+def cpu_per_clip(src: Path, args, repeats: int = 2) -> dict:
+    """CPU time per clip in this process (`time.process_time`, which a loaded machine
+    inflates far less than wall time), interleaved clip by clip: the x264 floor, the physical
+    floor (decode, pre-shrink, x264), and the pan-zoom stage with `keep` and with `flag`."""
+    from manifests.sources import read_records
+    from synthesize.pan_zoom import PanZoomConfig, PanZoomStage
+    from synthesize.watermark import WatermarkAction, WatermarkConfig
+
+    config = bench_config(args)
+    stages = {mode: PanZoomStage(PanZoomConfig(
+        **{**config.__dict__, "watermark": WatermarkConfig(action=WatermarkAction(mode))}))
+        for mode in ("keep", "flag")}
+    records = list(read_records(src))
+    for stage in stages.values():
+        stage(records[0])  # first-call costs (imports, x264 and OpenCV start) not counted
+    seconds = {"floor": 0.0, "floor_decode": 0.0, "stage_keep": 0.0, "stage_flag": 0.0}
+    clock = time.process_time
+    for _ in range(repeats):
+        for index, record in enumerate(records):
+            for name, work, argument in (("floor", _floor_clip, (index, False)),
+                                         ("floor_decode", _floor_clip, (index, True)),
+                                         ("stage_keep", stages["keep"], record),
+                                         ("stage_flag", stages["flag"], record)):
+                started = clock()
+                work(argument)
+                seconds[name] += clock() - started
+    clips = repeats * len(records)
+    per_clip = {name: 1000 * value / clips for name, value in seconds.items()}
+    return {"ms_per_clip": per_clip,
+            "keep_over_floor": per_clip["floor"] / per_clip["stage_keep"],
+            "flag_over_floor": per_clip["floor"] / per_clip["stage_flag"],
+            "keep_over_floor_decode": per_clip["floor_decode"] / per_clip["stage_keep"],
+            "flag_over_floor_decode": per_clip["floor_decode"] / per_clip["stage_flag"],
+            "floor_decode_over_floor": per_clip["floor"] / per_clip["floor_decode"]}
+
+
+def print_cpu(cpu: dict) -> None:
+    print("\n1b. CPU per clip in one process (process_time, interleaved clip by clip): " +
+          ", ".join(f"{k} {v:.1f} ms" for k, v in cpu["ms_per_clip"].items()))
+    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items() if k != "ms_per_clip"))
+
+
 # --------------------------------------------------------------------------------------------
 # 3. The same picture
 
@@ -545,6 +587,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="a pan-zoom output an earlier version made of the same photos "
                         "(--workdir's photos, --seed 0): decoded PSNR against it")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray engine run")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only the CPU time per clip in one process (1b), quick and "
+                        "robust on a shared machine")
     parser.add_argument("--quick", action="store_true",
                         help="12 photos, 1 repeat, 6 clips for smoothness")
     parser.add_argument("--workdir", type=Path, help="keep photos and outputs here")
@@ -570,6 +615,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{len(photos)} photos in {work / 'photos'}", flush=True)
         clips = clip_paths(work / "photos", args)
         prepare_floor(clips, args)
+        if args.cpu_only:
+            cpu = cpu_per_clip(work / "photos", args)
+            print_cpu(cpu)
+            return {"cpu": cpu}
 
         # 1. Throughput
         print(f"\n1. Throughput ({args.size}, {args.frames} frames at {args.fps:g} fps, libx264 "
@@ -584,6 +633,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, r in ratios.items():
             each = ", ".join(f"{v:.2f}" for v in r["all"])
             print(f"  {name}: {r['median']:.2f} (repeats: {each})")
+
+        cpu = cpu_per_clip(work / "photos", args)
+        print_cpu(cpu)
 
         # 2. Smoothness on zoom-in clips
         run_datakit(work / "photos", work / "dk_zoom_in", args, motions="zoom-in",
@@ -641,7 +693,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "repeats": args.repeats, "smooth_clips": args.smooth_clips,
                      "codec": "libx264", "pix_fmt": "yuv420p", "crf": 18, "preset": "medium",
                      "ffmpeg": ffmpeg_version(ffmpeg), "load_average_start": load_start},
-        "throughput": speed, "rates": rates, "ratios": ratios,
+        "throughput": speed, "rates": rates, "ratios": ratios, "cpu": cpu,
         "smoothness": smooth, "smoothness_ratios": smooth_ratios,
         "picture": picture, "identical": identical, "startup": startup,
         "targets": {
