@@ -84,7 +84,7 @@ def _same(a: Path, b: Path) -> bool:
 def _floor(src: Path, workers: int) -> float:
     """Clips per second of x264 alone on pan-zoom's frames in `workers` processes (the
     frames are rendered at the first call)."""
-    from pan_zoom import FLOOR, clip_paths, prepare_floor, run_floor
+    from pan_zoom_floor import FLOOR, clip_paths, prepare_floor, run_floor
 
     if not FLOOR["frames"]:
         settings = argparse.Namespace(size="384x240", frames=16, fps=8.0)
