@@ -1,18 +1,25 @@
-"""Benchmark `datakit pan-zoom` against ffmpeg's `zoompan` filter.
+"""Benchmark `datakit pan-zoom` against x264 alone and ffmpeg's `zoompan` filter.
 
-Prints three tables (and saves the figures with --json):
+Prints four tables (and saves the figures with --json), all on the same photos:
 
-1. Throughput (clips/s) of the whole `datakit pan-zoom` command (a subprocess, start-up
-   included) against ffmpeg's `zoompan` run as parallel single-threaded ffmpeg processes over
-   the same photos: the plain recipe and the usual anti-jitter recipe (upscale 4x first).
+1. Throughput, each repeat side by side (the median of --repeats is reported, with the
+   spread): the whole `datakit pan-zoom` command (a subprocess, start-up included) with
+   `--watermarks keep` and with the default (`flag`); its steady rate (clips beyond a
+   one-photo run, over the time beyond it); the x264 floor (the very yuv420p frames datakit
+   encodes, pre-rendered, encoded by x264 alone in --workers processes); ffmpeg's `zoompan`
+   as parallel single-threaded ffmpeg processes, plain and anti-jitter (upscale 4x first).
 2. Smoothness of zoom-in clips: the frame-to-frame affine motion of the decoded output is fitted
    with OpenCV's ECC, chained into the path of the frame centre (in first-frame pixels), and a
    degree-3 polynomial is fitted to that path; the RMS residual (pixels) is the jitter.
-3. Where datakit's time goes, measured in this process on the same photos: start-up, decode
-   (load_image), plan, render (render_clip), encode (encode_video), write (ShardWriter).
+3. The same picture: PSNR of the frames datakit hands x264 against the frames of the
+   renderer before issue 20 (`render_clip`, bicubic RGB, then swscale's yuv420p conversion,
+   which encode to the very bytes of that version's clips), and byte equality of the clips
+   between repeats, between 1 and 2 workers and between the local and Ray engines.
+4. Start-up times.
 
 Photos are made from scikit-image's sample photos (crops, flips, resizes to about 1200 px
 wide, JPEG quality 90). Example: python bench/pan_zoom.py --json /tmp/pan_zoom.json
+Where the time goes, per process: bench/pan_zoom_profile.py.
 """
 
 from __future__ import annotations
@@ -36,6 +43,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from pan_zoom_floor import (  # noqa: E402
+    clip_paths,
+    cpu_per_clip,
+    parse_size,
+    prepare_floor,
+    print_cpu,
+    run_floor,
+)
 
 # Real photos shipped with scikit-image (no download needed).
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
@@ -94,14 +110,15 @@ def datakit_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-c", "from datakit.cli import main; main()"]
 
 
-def run_datakit(src: Path, out: Path, args, motions: str) -> dict:
+def run_datakit(src: Path, out: Path, args, motions: str = "all", watermarks: str = "flag",
+                workers: int | None = None, engine: str = "local") -> dict:
     """The whole CLI as a user runs it; wall time from process start to exit."""
     shutil.rmtree(out, ignore_errors=True)
     command = datakit_command() + [
         "pan-zoom", str(src), "--out", str(out), "--frames", str(args.frames),
         "--fps", f"{args.fps:g}", "--size", args.size, "--seed", "0",
-        "--workers", str(args.workers), "--crf", "18", "--preset", "medium",
-        "--motions", motions, "--quiet",
+        "--workers", str(workers or args.workers), "--crf", "18", "--preset", "medium",
+        "--motions", motions, "--watermarks", watermarks, "--engine", engine, "--quiet",
     ]
     started = time.perf_counter()
     result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -239,7 +256,83 @@ def smoothness(sources: dict[str, list], limit: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Where the time goes
+# 3. The same picture
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
+
+
+def picture_check(clips, args) -> dict:
+    """PSNR (all three planes) of the frames datakit hands x264 against those of the renderer
+    before issue 20 (bicubic RGB `render_clip` through PyAV's rgb24 -> yuv420p swscale)."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    from synthesize.pan_zoom import render_clip, render_clip_yuv420p
+
+    width, height = parse_size(args.size)
+    reformatter = VideoReformatter()
+    values = []
+    for _, image, path in clips:
+        before = np.stack([
+            reformatter.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"),
+                                 format="yuv420p").to_ndarray()
+            for f in render_clip(image, path, width, height, args.frames)])
+        now = np.stack(list(render_clip_yuv420p(image, path, width, height, args.frames)))
+        values.append(psnr(before, now))
+    return {"psnr_db": summarize(values) | {"min": float(np.min(values))}}
+
+
+def reference_check(out: Path, reference: Path, clips, args) -> dict:
+    """Against a pan-zoom output made by an earlier version on the same photos: decoded PSNR
+    of each clip, and whether the frames before issue 20 (`render_clip` + swscale) encode to
+    the reference's very bytes (they should: that is what it ran)."""
+    from datakit.io.video import encode_video
+    from synthesize.pan_zoom import render_clip
+
+    width, height = parse_size(args.size)
+    ours, theirs = dict(datakit_videos(out)), dict(datakit_videos(reference))
+    common = sorted(set(ours) & set(theirs))
+    decoded = [psnr(np.stack(decode_gray(ours[k])), np.stack(decode_gray(theirs[k])))
+               for k in common]
+    same, nudged = [], []
+    rng = np.random.default_rng(0)
+    for photo, image, path in clips[:4]:
+        old = np.stack(list(render_clip(image, path, width, height, args.frames)))
+        same.append(encode_video(old, args.fps, crf=18, preset="medium", threads=1)
+                    == theirs.get(Path(photo).stem))
+        # 0.1% of the samples one level up: how far x264 alone moves the output then
+        old = np.minimum(old.astype(np.int16) + (rng.random(old.shape) < 0.001), 255)
+        again = encode_video(old.astype(np.uint8), args.fps, crf=18, preset="medium",
+                             threads=1)
+        nudged.append(psnr(np.stack(decode_gray(again)),
+                           np.stack(decode_gray(theirs[Path(photo).stem]))))
+    return {"clips": len(common), "decoded_luma_psnr_db": summarize(decoded),
+            "nudged_luma_psnr_db": summarize(nudged),
+            "old_renderer_gives_reference_bytes": f"{sum(same)} of {len(same)}"}
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    """The same clips, bit for bit (mp4, txt and json of every key)."""
+    def members(out: Path) -> dict:
+        found = {}
+        for shard in sorted((out / "shards").glob("*.tar")):
+            with tarfile.open(shard) as tar:
+                found.update({m.name: tar.extractfile(m).read() for m in tar.getmembers()
+                              if m.isfile()})
+        return found
+
+    return members(a) == members(b) and bool(members(a))
+
+
+def same_videos(a: Path, b: Path) -> bool:
+    return datakit_videos(a) == datakit_videos(b) and bool(datakit_videos(a))
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Start-up
 
 
 def best_of(command: list[str], repeats: int) -> float:
@@ -262,108 +355,10 @@ def startup_times(repeats: int = 5) -> dict:
         "datakit_pan_zoom_help_s": best_of(datakit_command() + ["pan-zoom", "--help"], repeats),
         "import_datakit_cli_s": best_of([python, "-c", "import datakit.cli"], repeats),
         "import_worker_chain_s": best_of([python, "-c", worker_imports], repeats),
-        "import_pandas_pyarrow_s": best_of([python, "-c", "import pandas, pyarrow.parquet"],
-                                           repeats),
-        "import_webdataset_s": best_of([python, "-c", "import webdataset"], repeats),
     }
-
-
-def breakdown(src: Path, args, scratch: Path) -> dict:
-    """Time each step of the pan-zoom stage on every photo, in this process (one worker)."""
-    from datakit.io.images import load_image
-    from datakit.io.video import encode_video
-    from datakit.run.shards import Sample, ShardWriter
-    from manifests.schema import Status, make_row
-    from manifests.sources import read_records
-    from manifests.store import ManifestStore
-    from synthesize.pan_zoom import (
-        PanZoomConfig,
-        PanZoomStage,
-        motion_caption,
-        plan_path,
-        render_clip,
-        rng_for,
-    )
-
-    width, height = parse_size(args.size)
-    config = PanZoomConfig(width=width, height=height, frames=args.frames, fps=args.fps)
-    records = list(read_records(src))
-    shutil.rmtree(scratch, ignore_errors=True)
-    store = ManifestStore(scratch)
-    steps = {k: [] for k in ("decode", "plan", "render", "encode", "pack", "write")}
-    conversions = []  # the rgb24 -> yuv420p conversion inside the encode step, timed apart
-    stage_totals = []
-    stage = PanZoomStage(config)
-    # Warm-up (first-call costs: lazy imports, OpenCV/x264 initialisation), not counted.
-    stage(records[0])
-    with ShardWriter(scratch, store) as writer:
-        for record in records:
-            clock = time.perf_counter
-            t0 = clock()
-            image = load_image(record.image_input(), max_pixels=config.max_pixels,
-                               min_size=config.min_source_size())
-            t1 = clock()
-            order = rng_for(config.seed, record.key).permutation(len(config.motions))
-            path = plan_path(config.motions[order[0]], (image.shape[1], image.shape[0]),
-                             config, rng_for(config.seed, record.key, 0))
-            t2 = clock()
-            frames = list(render_clip(image, path, width, height, config.frames))
-            t3 = clock()
-            mp4 = encode_video(frames, config.fps, crf=config.crf, preset=config.preset,
-                               threads=1)
-            t4 = clock()
-            caption = motion_caption(record.text, path, config.motion_caption)
-            info = {"key": record.key, "caption": caption, "camera": path.to_json()}
-            row = make_row(record.key, Status.OK, source=record.source, input_key=record.key,
-                           caption=caption, width=width, height=height, frames=config.frames,
-                           fps=config.fps, seconds=t4 - t0)
-            sample = Sample(record.key, {"mp4": mp4, "txt": caption.encode(),
-                                         "json": json.dumps(info).encode()}, row)
-            t5 = clock()
-            writer.add(sample)
-            t6 = clock()
-            conversions.append(rgb_to_yuv_seconds(frames))
-            for name, seconds in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5),
-                                     strict=True):
-                steps[name].append(seconds)
-        t_close = time.perf_counter()
-    steps["write"][-1] += time.perf_counter() - t_close  # finishing the shard + manifest commit
-    for record in records:  # the real stage, end to end, as a cross-check of the sum
-        t0 = time.perf_counter()
-        stage(record)
-        stage_totals.append(time.perf_counter() - t0)
-    per_clip = {name: float(np.mean(values)) for name, values in steps.items()}
-    total = sum(per_clip.values())
-    return {
-        "clips": len(records),
-        "per_clip_s": per_clip,
-        "total_per_clip_s": total,
-        "share": {name: value / total for name, value in per_clip.items()},
-        "non_encoder_share": 1 - per_clip["encode"] / total,
-        "stage_call_per_clip_s": float(np.mean(stage_totals)),
-        "encode_rgb_to_yuv_per_clip_s": float(np.mean(conversions)),
-    }
-
-
-def rgb_to_yuv_seconds(frames: list[np.ndarray]) -> float:
-    """What PyAV's rgb24 -> yuv420p conversion (swscale) costs for these frames, with one
-    reformatter kept across frames as the encoder keeps one."""
-    import av
-    from av.video.reformatter import VideoReformatter
-
-    reformatter = VideoReformatter()
-    started = time.perf_counter()
-    for frame in frames:
-        reformatter.reformat(av.VideoFrame.from_ndarray(frame, format="rgb24"), format="yuv420p")
-    return time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------------------------
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, height = (int(v) for v in text.lower().split("x"))
-    return width, height
 
 
 def machine() -> dict:
@@ -388,34 +383,94 @@ def machine() -> dict:
             "opencv": cv2.__version__, "pyav": av_version, "platform": platform.platform()}
 
 
+def spread(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": float(np.min(values)),
+            "max": float(np.max(values)), "all": [round(v, 4) for v in values]}
+
+
+def throughput(work: Path, photos: list[Path], ffmpeg: str, args) -> dict:
+    """Every tool once per repeat, interleaved, so each repeat's ratios are side by side."""
+    (work / "one").mkdir(exist_ok=True)
+    shutil.copy(photos[0], work / "one" / photos[0].name)
+    repeats = []
+    for repeat in range(args.repeats):
+        runs = {}
+        for mode in ("keep", "flag"):
+            runs[f"one_{mode}"] = run_datakit(work / "one", work / f"dk_one_{mode}", args,
+                                              watermarks=mode)
+            runs[f"datakit_{mode}"] = run_datakit(work / "photos", work / f"dk_{mode}_{repeat}",
+                                                  args, watermarks=mode)
+        runs["floor"] = run_floor(args.workers)
+        runs["floor_decode"] = run_floor(args.workers, decode=True)
+        runs["zoompan_plain"] = run_ffmpeg(ffmpeg, photos, work / "zp_plain", args, False)
+        runs["zoompan_anti_jitter"] = run_ffmpeg(ffmpeg, photos, work / "zp_anti", args, True)
+        rates = {name: (r["stats"]["this_run"].get("ok", 0) if "stats" in r else r["clips"])
+                 / r["seconds"] for name, r in runs.items()}
+        clips = len(photos)
+        for mode in ("keep", "flag"):
+            extra = runs[f"datakit_{mode}"]["seconds"] - runs[f"one_{mode}"]["seconds"]
+            rates[f"steady_{mode}"] = (clips - 1) / extra
+        repeats.append({"seconds": {k: r["seconds"] for k, r in runs.items()}, "rates": rates,
+                        "mean_kb": {k: r["mean_kb"] for k, r in runs.items()}})
+        print(f"  repeat {repeat + 1}: " + ", ".join(f"{k} {v:.2f}/s" for k, v in rates.items()),
+              flush=True)
+    return {"repeats": repeats, "commands": {k: r["command"] for k, r in runs.items()}}
+
+
+def ratios_of(repeats: list[dict]) -> dict:
+    """Per repeat, then the median and spread over the repeats."""
+    def each(top: str, bottom: str) -> dict:
+        return spread([r["rates"][top] / r["rates"][bottom] for r in repeats])
+
+    return {
+        "steady_keep_over_floor": each("steady_keep", "floor"),
+        "steady_flag_over_floor": each("steady_flag", "floor"),
+        "steady_keep_over_floor_decode": each("steady_keep", "floor_decode"),
+        "steady_flag_over_floor_decode": each("steady_flag", "floor_decode"),
+        "floor_decode_over_floor": each("floor_decode", "floor"),
+        "command_keep_over_anti_jitter": each("datakit_keep", "zoompan_anti_jitter"),
+        "command_flag_over_anti_jitter": each("datakit_flag", "zoompan_anti_jitter"),
+        "command_flag_over_plain": each("datakit_flag", "zoompan_plain"),
+        "flag_over_keep_steady": each("steady_flag", "steady_keep"),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=48, help="number of photos (default 48)")
+    parser.add_argument("--photos", type=int, default=120, help="number of photos (default 120)")
     parser.add_argument("--photo-width", type=int, default=1200,
                         help="approximate photo width in pixels (default 1200)")
     parser.add_argument("--size", default="512x320", help="output WIDTHxHEIGHT (512x320)")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (16)")
     parser.add_argument("--fps", type=float, default=8.0, help="frames per second (8)")
     parser.add_argument("--workers", type=int, default=2,
-                        help="processes for each tool (datakit --workers, parallel ffmpegs)")
+                        help="processes for each tool (datakit --workers, parallel ffmpegs, "
+                        "the x264 floor)")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="throughput runs per tool, interleaved; the best is reported "
+                        help="throughput runs per tool, interleaved; the median is reported "
                         "(default 3)")
-    parser.add_argument("--smooth-clips", type=int, default=0,
-                        help="zoom-in clips per tool for the smoothness fit (default: all)")
+    parser.add_argument("--smooth-clips", type=int, default=24,
+                        help="zoom-in clips per tool for the smoothness fit (default 24)")
+    parser.add_argument("--reference", type=Path,
+                        help="a pan-zoom output an earlier version made of the same photos "
+                        "(--workdir's photos, --seed 0): decoded PSNR against it")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray engine run")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only the CPU time per clip in one process (1b), quick and "
+                        "robust on a shared machine")
     parser.add_argument("--quick", action="store_true",
                         help="12 photos, 1 repeat, 6 clips for smoothness")
     parser.add_argument("--workdir", type=Path, help="keep photos and outputs here")
     parser.add_argument("--json", type=Path, help="save the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.photos, args.repeats = min(args.photos, 12), 1
-        args.smooth_clips = args.smooth_clips or 6
-    limit = args.smooth_clips or args.photos
+        args.photos, args.repeats, args.smooth_clips = min(args.photos, 12), 1, 6
 
+    import cv2
     import imageio_ffmpeg
 
+    cv2.setNumThreads(1)  # as in datakit's workers; and no OpenCV thread pool across fork
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     temp = None
     if args.workdir is None:
@@ -426,65 +481,39 @@ def main(argv: list[str] | None = None) -> dict:
     load_start = list(os.getloadavg())
     try:
         photos = make_photos(work / "photos", args.photos, args.photo_width)
-        sizes = []
-        for p in photos:
-            from PIL import Image
+        print(f"{len(photos)} photos in {work / 'photos'}", flush=True)
+        clips = clip_paths(work / "photos", args)
+        prepare_floor(clips, args)
+        if args.cpu_only:
+            cpu = cpu_per_clip(work / "photos", args)
+            print_cpu(cpu)
+            return {"cpu": cpu}
 
-            with Image.open(p) as im:
-                sizes.append(im.size)
-        print(f"{len(photos)} photos, {min(s[0] for s in sizes)}-{max(s[0] for s in sizes)} x "
-              f"{min(s[1] for s in sizes)}-{max(s[1] for s in sizes)} px, in {work / 'photos'}",
-              flush=True)
+        # 1. Throughput
+        print(f"\n1. Throughput ({args.size}, {args.frames} frames at {args.fps:g} fps, libx264 "
+              f"crf 18 medium yuv420p, {args.workers} processes, {len(photos)} photos)")
+        speed = throughput(work, photos, ffmpeg, args)
+        ratios = ratios_of(speed["repeats"])
+        rates = {k: spread([r["rates"][k] for r in speed["repeats"]])
+                 for k in speed["repeats"][0]["rates"]}
+        print(f"{'':<24}{'clips/s median':>15}{'min':>8}{'max':>8}")
+        for name, r in rates.items():
+            print(f"{name:<24}{r['median']:>15.2f}{r['min']:>8.2f}{r['max']:>8.2f}")
+        for name, r in ratios.items():
+            each = ", ".join(f"{v:.2f}" for v in r["all"])
+            print(f"  {name}: {r['median']:.2f} (repeats: {each})")
 
-        # 1. Throughput (runs interleaved, best of --repeats for each)
-        runs: dict[str, list[dict]] = {k: [] for k in
-                                       ("datakit_zoom_in", "datakit_all", "zoompan_plain",
-                                        "zoompan_anti_jitter", "datakit_one_photo")}
-        (work / "one").mkdir(exist_ok=True)
-        shutil.copy(photos[0], work / "one" / photos[0].name)
-        for _ in range(args.repeats):
-            runs["datakit_one_photo"].append(run_datakit(work / "one", work / "dk_one", args,
-                                                         "all"))
-            runs["datakit_zoom_in"].append(
-                run_datakit(work / "photos", work / "dk_zoom_in", args, "zoom-in"))
-            runs["datakit_all"].append(run_datakit(work / "photos", work / "dk_all", args, "all"))
-            runs["zoompan_plain"].append(
-                run_ffmpeg(ffmpeg, photos, work / "zp_plain", args, anti_jitter=False))
-            runs["zoompan_anti_jitter"].append(
-                run_ffmpeg(ffmpeg, photos, work / "zp_anti", args, anti_jitter=True))
-        throughput = {}
-        for name, results in runs.items():
-            best = min(results, key=lambda r: r["seconds"])
-            clips = best["stats"]["this_run"].get("ok", 0) if "stats" in best else best["clips"]
-            throughput[name] = {"seconds": best["seconds"], "clips": clips,
-                                "clips_per_s": clips / best["seconds"],
-                                "mean_kb_per_clip": best["mean_kb"],
-                                "all_seconds": [r["seconds"] for r in results],
-                                "command": best["command"]}
-        one = throughput.pop("datakit_one_photo")
-        fixed = {"one_photo_run_s": one["seconds"],
-                 "steady_clips_per_s": (throughput["datakit_all"]["clips"] - 1)
-                 / (throughput["datakit_all"]["seconds"] - one["seconds"])}
-        dk = throughput["datakit_zoom_in"]["clips_per_s"]
-        ratios = {
-            "datakit_zoom_in_over_anti_jitter": dk
-            / throughput["zoompan_anti_jitter"]["clips_per_s"],
-            "datakit_zoom_in_over_plain": dk / throughput["zoompan_plain"]["clips_per_s"],
-            "datakit_all_over_anti_jitter": throughput["datakit_all"]["clips_per_s"]
-            / throughput["zoompan_anti_jitter"]["clips_per_s"],
-            "datakit_all_over_plain": throughput["datakit_all"]["clips_per_s"]
-            / throughput["zoompan_plain"]["clips_per_s"],
-        }
-        print_throughput(throughput, ratios, args)
-        print(f"  datakit on 1 photo (fixed cost of a run): {fixed['one_photo_run_s']:.2f} s; "
-              f"beyond it (all motions): {fixed['steady_clips_per_s']:.2f} clips/s")
+        cpu = cpu_per_clip(work / "photos", args)
+        print_cpu(cpu)
 
         # 2. Smoothness on zoom-in clips
+        run_datakit(work / "photos", work / "dk_zoom_in", args, motions="zoom-in",
+                    watermarks="keep")
         smooth = smoothness({
             "datakit": [v for _, v in datakit_videos(work / "dk_zoom_in")],
             "zoompan_plain": sorted((work / "zp_plain").glob("*.mp4")),
             "zoompan_anti_jitter": sorted((work / "zp_anti").glob("*.mp4")),
-        }, limit)
+        }, args.smooth_clips)
         dk_rms = smooth["datakit"]["centre_rms_px"]["mean"]
         smooth_ratios = {
             "plain_over_datakit": smooth["zoompan_plain"]["centre_rms_px"]["mean"] / dk_rms,
@@ -493,17 +522,36 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print_smoothness(smooth, smooth_ratios)
 
-        # 3. Where the time goes
+        # 3. The same picture
+        picture = picture_check(clips, args)
+        last = args.repeats - 1
+        one_worker = run_datakit(work / "photos", work / "dk_keep_w1", args, watermarks="keep",
+                                 workers=1)
+        identical = {
+            "repeats": all(same_bytes(work / f"dk_{mode}_0", work / f"dk_{mode}_{r}")
+                           for mode in ("keep", "flag") for r in range(1, args.repeats)),
+            "keep_vs_flag_videos": same_videos(work / "dk_keep_0", work / f"dk_flag_{last}"),
+            "workers_1_vs_2": same_bytes(work / "dk_keep_w1", work / "dk_keep_0"),
+        }
+        if not args.no_ray:
+            ray_run = run_datakit(work / "photos", work / "dk_keep_ray", args, watermarks="keep",
+                                  engine="ray")
+            identical["local_vs_ray"] = same_bytes(work / "dk_keep_ray", work / "dk_keep_0")
+            identical["ray_seconds"] = ray_run["seconds"]
+        identical["one_worker_seconds"] = one_worker["seconds"]
+        if args.reference:
+            picture["reference"] = reference_check(work / "dk_keep_0", args.reference, clips, args)
+        print(f"\n3. The same picture: PSNR against the renderer before issue 20 (x264's input, "
+              f"{len(clips)} clips): min {picture['psnr_db']['min']:.1f} dB, median "
+              f"{picture['psnr_db']['median']:.1f} dB")
+        if "reference" in picture:
+            print(f"  against {args.reference}: {picture['reference']}")
+        print("  byte-identical: " + ", ".join(f"{k} {v}" for k, v in identical.items()
+                                               if not k.endswith("seconds")))
+
+        # 4. Start-up
         startup = startup_times()
-        split = breakdown(work / "photos", args, work / "breakdown")
-        print_breakdown(startup, split, throughput, args)
-        # The best ratio any tool with this encoder could reach: x264 time alone per clip.
-        anti = throughput["zoompan_anti_jitter"]
-        anti_per_clip = anti["seconds"] * args.workers / anti["clips"]
-        encoder_bound = anti_per_clip / split["per_clip_s"]["encode"]
-        print(f"  anti-jitter zoompan: {anti_per_clip * 1000:.0f} ms per clip per process; "
-              f"datakit's encode step alone: {split['per_clip_s']['encode'] * 1000:.0f} ms -> "
-              f"at most {encoder_bound:.2f}x even if nothing else cost anything")
+        print("\n4. Start-up: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in startup.items()))
     finally:
         if temp is not None:
             temp.cleanup()
@@ -511,27 +559,29 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(),
         "settings": {"photos": args.photos, "photo_width": args.photo_width, "size": args.size,
                      "frames": args.frames, "fps": args.fps, "workers": args.workers,
-                     "repeats": args.repeats, "smooth_clips": limit, "codec": "libx264",
-                     "pix_fmt": "yuv420p", "crf": 18, "preset": "medium",
+                     "repeats": args.repeats, "smooth_clips": args.smooth_clips,
+                     "codec": "libx264", "pix_fmt": "yuv420p", "crf": 18, "preset": "medium",
                      "ffmpeg": ffmpeg_version(ffmpeg), "load_average_start": load_start},
-        "throughput": throughput,
-        "throughput_ratios": ratios,
-        "datakit_fixed_cost": fixed,
-        "smoothness": smooth,
-        "smoothness_ratios": smooth_ratios,
-        "startup": startup,
-        "breakdown": split,
-        "encoder_bound_ratio_over_anti_jitter": encoder_bound,
+        "throughput": speed, "rates": rates, "ratios": ratios, "cpu": cpu,
+        "smoothness": smooth, "smoothness_ratios": smooth_ratios,
+        "picture": picture, "identical": identical, "startup": startup,
         "targets": {
-            "throughput_3x_anti_jitter": ratios["datakit_zoom_in_over_anti_jitter"] >= 3,
+            "steady_keep_0_9_of_floor": ratios["steady_keep_over_floor"]["median"] >= 0.9,
+            "steady_flag_0_9_of_floor": ratios["steady_flag_over_floor"]["median"] >= 0.9,
+            "command_keep_1_5x_anti_jitter":
+                ratios["command_keep_over_anti_jitter"]["median"] >= 1.5,
+            "command_flag_1_5x_anti_jitter":
+                ratios["command_flag_over_anti_jitter"]["median"] >= 1.5,
             "smoothness_10x_plain": smooth_ratios["plain_over_datakit"] >= 10,
-            "non_encoder_under_25pct": split["non_encoder_share"] < 0.25,
+            "psnr_50db_before": picture["psnr_db"]["min"] >= 50,
+            "byte_identical": all(v for k, v in identical.items() if not k.endswith("seconds")),
             "cli_start_under_0_5s": startup["datakit_help_s"] < 0.5,
         },
         "bench_seconds": time.perf_counter() - started,
     }
-    print("\ntargets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}"
-                                    for k, v in figures["targets"].items()))
+    print(f"\nload average at start {load_start}, at end {list(os.getloadavg())}")
+    print("targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}"
+                                  for k, v in figures["targets"].items()))
     print(f"benchmark took {figures['bench_seconds']:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -545,17 +595,6 @@ def ffmpeg_version(ffmpeg: str) -> str:
     return result.stdout.splitlines()[0] if result.stdout else "unknown"
 
 
-def print_throughput(throughput: dict, ratios: dict, args) -> None:
-    print(f"\n1. Throughput ({args.size}, {args.frames} frames at {args.fps:g} fps, libx264 "
-          f"crf 18 medium yuv420p, {args.workers} processes; best of {args.repeats})")
-    print(f"{'tool':<28}{'clips':>6}{'seconds':>9}{'clips/s':>9}{'kB/clip':>9}")
-    for name, r in throughput.items():
-        print(f"{name:<28}{r['clips']:>6}{r['seconds']:>9.2f}{r['clips_per_s']:>9.2f}"
-              f"{r['mean_kb_per_clip']:>9.1f}")
-    for name, value in ratios.items():
-        print(f"  {name}: {value:.2f}x")
-
-
 def print_smoothness(smooth: dict, ratios: dict) -> None:
     print("\n2. Smoothness of zoom-in clips (ECC affine, centre path vs cubic fit; pixels)")
     print(f"{'tool':<22}{'clips':>6}{'centre RMS mean':>17}{'median':>9}{'max':>9}"
@@ -566,24 +605,6 @@ def print_smoothness(smooth: dict, ratios: dict) -> None:
               f"{z['mean']:>15.4f}{r['zoom_total']['mean']:>7.3f}")
     for name, value in ratios.items():
         print(f"  {name}: {value:.1f}x")
-
-
-def print_breakdown(startup: dict, split: dict, throughput: dict, args) -> None:
-    print("\n3. Where datakit's time goes")
-    for name, value in startup.items():
-        print(f"  {name:<26}{value * 1000:8.0f} ms")
-    print(f"  per clip, one process, {split['clips']} photos (mean):")
-    for name, value in split["per_clip_s"].items():
-        print(f"    {name:<10}{value * 1000:8.1f} ms  {split['share'][name] * 100:5.1f} %")
-    print(f"    {'total':<10}{split['total_per_clip_s'] * 1000:8.1f} ms  "
-          f"(PanZoomStage call: {split['stage_call_per_clip_s'] * 1000:.1f} ms)")
-    print(f"    (encode includes {split['encode_rgb_to_yuv_per_clip_s'] * 1000:.1f} ms of "
-          f"rgb24 -> yuv420p conversion)")
-    print(f"  everything but the encoder: {split['non_encoder_share'] * 100:.1f} % of the total")
-    ideal = args.workers / split["total_per_clip_s"]
-    actual = throughput["datakit_all"]["clips_per_s"]
-    print(f"  {args.workers} x one-process rate = {ideal:.2f} clips/s; CLI run (all motions): "
-          f"{actual:.2f} clips/s ({actual / ideal * 100:.0f} %)")
 
 
 if __name__ == "__main__":

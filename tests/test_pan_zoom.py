@@ -17,6 +17,7 @@ from synthesize.pan_zoom import (
     parse_motions,
     plan_path,
     render_clip,
+    render_clip_yuv420p,
     rng_for,
 )
 
@@ -171,6 +172,58 @@ def test_zoom_under_one_octave_is_filtered_too():
         psnr.append(10 * np.log10(255**2 / np.mean((frame.astype(float) - reference) ** 2)))
     # unfiltered shrinking gave a mean of 24.2 dB and a worst frame of 20.6 dB here
     assert np.mean(psnr) > 25.5 and min(psnr) > 23.5, np.round(psnr, 1)
+
+
+def _swscale_yuv420p(frame):
+    """PyAV's own rgb24 -> yuv420p conversion (swscale): what the encoder saw before the
+    renderer wrote yuv420p itself."""
+    import av
+
+    return av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+        format="yuv420p").to_ndarray()
+
+
+@pytest.mark.parametrize("motion,zoom", [(Motion.ZOOM_IN, 1.25), (Motion.PAN_LEFT, 1.25),
+                                         (Motion.PAN_ZOOM, 1.25), (Motion.ZOOM_IN, 4.0)])
+def test_yuv420p_renderer_gives_the_bicubic_renderers_picture(motion, zoom):
+    """The planes the stage hands x264 stay within 50 dB PSNR (luma and chroma alike) of the
+    bicubic RGB renderer converted by swscale, for zooms, pans and a zoom across pyramid
+    levels (4x, blended)."""
+    image = _photo(1800, 1200)
+    config = PanZoomConfig(width=320, height=192, frames=12, zoom_range=(zoom, zoom))
+    path = plan_path(motion, (1800, 1200), config, rng_for(0, "planes"))
+    before = np.stack([_swscale_yuv420p(f) for f in render_clip(image, path, 320, 192, 12)])
+    now = np.stack(list(render_clip_yuv420p(image, path, 320, 192, 12)))
+    assert now.shape == (12, 288, 320) and now.dtype == np.uint8
+    for plane in (slice(0, 192), slice(192, 288)):  # Y; then U and V, row after row
+        error = np.mean((now[:, plane].astype(float) - before[:, plane]) ** 2)
+        assert 10 * np.log10(255**2 / error) > 50, plane
+
+
+def test_yuv420p_slow_pan_is_sub_pixel_smooth():
+    """The shipped renderer's luma moves by the path's constant sub-pixel step (as
+    test_slow_pan_is_sub_pixel_smooth asks of the bicubic one)."""
+    image = _photo(1200, 800)
+    config = PanZoomConfig(width=320, height=192, frames=24, fps=24, easing="linear",
+                           speed_range=(0.05, 0.05))
+    path = plan_path(Motion.PAN_RIGHT, (1200, 800), config, rng_for(0, "slow"))
+    frames = [f[:192].astype(np.float32) for f in render_clip_yuv420p(image, path, 320, 192, 24)]
+    shifts = np.array([_shift_x(a, b) for a, b in zip(frames, frames[1:], strict=False)])
+    step = (path.end.cx - path.start.cx) / path.start.width * 320 / 23
+    assert abs(abs(shifts.mean()) - step) < 0.01
+    assert np.sqrt(np.mean((np.abs(shifts) - step) ** 2)) < 0.06
+
+
+def test_yuv420p_shrinking_is_area_filtered():
+    """A far 1-pixel checkerboard is mid-grey in every plane, not aliased."""
+    board = (np.indices((1200, 1800)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    image = np.repeat(board[..., None], 3, axis=2)
+    config = PanZoomConfig(width=320, height=192, frames=4, zoom_range=(1.2, 1.2))
+    path = plan_path(Motion.ZOOM_IN, (1800, 1200), config, rng_for(0, "board"))
+    for frame in render_clip_yuv420p(image, path, 320, 192, 4):
+        luma = (frame[:192].astype(float) - 16) * 255 / 219  # limited range -> 0..255
+        assert abs(luma.mean() - 127.5) < 3 and luma.std() < 12
+        assert np.abs(frame[192:].astype(float) - 128).max() <= 1  # grey: no colour
 
 
 def test_small_image_is_skipped_or_upscaled_within_limit():

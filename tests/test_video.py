@@ -34,6 +34,24 @@ def test_encode_is_h264_yuv420p_with_exact_frames_and_fps():
     assert np.abs(frames[:, 20, 20, 0].astype(int) - [10 + 18 * i for i in range(12)]).max() <= 3
 
 
+def test_yuv420p_frames_reach_x264_unconverted():
+    """yuv420p planes go to the encoder as given: lossless (crf 0) decodes to the same planes,
+    sample for sample (an RGB round trip through swscale could not)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(16, 236, (72, 64), dtype=np.uint8) for _ in range(3)]
+    data = encode_video(frames, fps=8, crf=0, preset="ultrafast", pixel_format="yuv420p")
+    assert probe(data).width == 64 and probe(data).height == 48
+    with av.open(io.BytesIO(data)) as container:
+        decoded = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, decoded, strict=True))
+    with pytest.raises(ValueError, match=r"shape \(72, 64\) \(yuv420p\)"):
+        VideoWriter(io.BytesIO(), 64, 48, fps=8, pixel_format="yuv420p").write(frames[0][:48])
+    with pytest.raises(ValueError, match="pixel_format"):
+        VideoWriter(io.BytesIO(), 64, 48, fps=8, pixel_format="nv12")
+
+
 def test_ntsc_frame_rate_is_kept_as_a_fraction(tmp_path):
     path = tmp_path / "ntsc.mp4"
     with VideoWriter(path, 64, 48, fps=30000 / 1001, preset="ultrafast") as writer:

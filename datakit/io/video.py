@@ -81,10 +81,15 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
+PIXEL_FORMATS = ("rgb24", "yuv420p")
+
+
 class VideoWriter:
-    """Stream RGB frames into an H.264 MP4, one frame at a time.
+    """Stream frames into an H.264 MP4, one frame at a time.
 
     Memory stays bounded by one frame, so a generator can write a long video as it goes.
+    Frames are RGB by default; a caller that already holds yuv420p planes (the encoder's own
+    format) passes `pixel_format="yuv420p"`, which skips swscale's conversion and its copy.
 
     Args:
         target: a path, or a binary file object (e.g. `io.BytesIO`) to write the MP4 into.
@@ -94,6 +99,9 @@ class VideoWriter:
         preset: x264 speed/size trade-off, one of `X264_PRESETS`.
         threads: encoder threads; 0 lets x264 decide. Worker pools pass 1 so processes
             do not oversubscribe the cores.
+        pixel_format: "rgb24", frames of shape (height, width, 3); or "yuv420p", frames of
+            shape (height * 3 // 2, width): the Y plane, then U and V (each height/2 x
+            width/2, row after row), BT.601 limited range as swscale writes them.
     """
 
     def __init__(
@@ -105,6 +113,7 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
         threads: int = 0,
+        pixel_format: str = "rgb24",
     ):
         import av
 
@@ -116,7 +125,13 @@ class VideoWriter:
             raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        if pixel_format not in PIXEL_FORMATS:
+            raise ValueError(f"pixel_format must be one of {', '.join(PIXEL_FORMATS)}, "
+                             f"got {pixel_format!r}")
         self.width, self.height = width, height
+        self.pixel_format = pixel_format
+        self._frame_shape = ((height, width, 3) if pixel_format == "rgb24"
+                             else (height * 3 // 2, width))
         self.frames_written = 0
         rate = Fraction(fps).limit_denominator(1001)
         self._container = av.open(target, mode="w", format="mp4")
@@ -131,15 +146,16 @@ class VideoWriter:
         self._closed = False
 
     def write(self, frame: np.ndarray) -> None:
-        """Append one RGB uint8 frame of shape (height, width, 3)."""
+        """Append one uint8 frame in the writer's `pixel_format`."""
         import av
 
-        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+        if frame.shape != self._frame_shape or frame.dtype != np.uint8:
             raise ValueError(
-                f"expected a uint8 frame of shape {(self.height, self.width, 3)}, "
+                f"expected a uint8 frame of shape {self._frame_shape} ({self.pixel_format}), "
                 f"got {frame.dtype} {frame.shape}"
             )
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
+                                                 format=self.pixel_format)
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self.frames_written += 1
@@ -169,8 +185,10 @@ def encode_video(
     crf: int = 18,
     preset: str = "medium",
     threads: int = 0,
+    pixel_format: str = "rgb24",
 ) -> bytes:
-    """Encode RGB uint8 frames (all the same even size) to the bytes of an H.264 MP4."""
+    """Encode uint8 frames (all the same even size; RGB, or yuv420p planes as `VideoWriter`
+    takes them) to the bytes of an H.264 MP4."""
     iterator = iter(frames)
     try:
         first = next(iterator)
@@ -178,7 +196,10 @@ def encode_video(
         raise ValueError("cannot encode a video with no frames") from None
     buffer = io.BytesIO()
     height, width = first.shape[:2]
-    with VideoWriter(buffer, width, height, fps, crf=crf, preset=preset, threads=threads) as out:
+    if pixel_format == "yuv420p":
+        height = height * 2 // 3
+    with VideoWriter(buffer, width, height, fps, crf=crf, preset=preset, threads=threads,
+                     pixel_format=pixel_format) as out:
         out.write(first)
         out.write_many(iterator)
     return buffer.getvalue()
