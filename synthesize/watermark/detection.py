@@ -49,8 +49,8 @@ from synthesize.watermark.text import TextBox, box_iou, fixed_text
 CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first
 JOIN = 0.9  # another candidate joins the best's mask when it scores this share of it (and passes)
 WHOLE_FRAME = 0.5  # share of the frame's area: a box this large is never a mark
-LARGE_AREA = 0.2  # share of the frame's area over which a box needs text evidence too
-LARGE_SIDE = 0.4  # share of the frame's height over which a box needs text evidence too
+LARGE_AREA = 0.25  # share of the frame's area over which a box needs text evidence too
+LARGE_SIDE = 0.55  # share of the frame's height over which a box needs text evidence too
 OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must have change nearby
 EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner

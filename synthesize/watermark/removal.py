@@ -210,22 +210,24 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
 
 
 STRIP_AREA = 0.2  # a mask over this share of the frame is not stripped (detection's LARGE_AREA)
-UNEXPLAINED = 6.0  # grey levels (rms over frames) one alpha and colour per pixel leave over
-UNEXPLAINED_SHARE = 0.25  # share of the changed pixels allowed over UNEXPLAINED
+UNEXPLAINED = 6.0  # grey levels of temporal spread a strip may take away at a pixel
+UNEXPLAINED_SHARE = 0.25  # share of the changed pixels allowed to lose more than that
 
 
 def strip_damage(before: np.ndarray, after: np.ndarray, mask: np.ndarray,
                  margin: int) -> str | None:
-    """Why a filled strip must not be kept, or None when its change is a mark's.
+    """Why a filled strip must not be kept, or None when its change can be a mark's.
 
-    A mark changed the pixels under it, and only those: `I_t = a*W + (1-a)*J_t` with one
-    alpha `a` and colour `W` per pixel, constant over time. So if the strip (`after`, the
-    estimate of J) is right, each changed pixel's input is an affine function of its output
-    over the frames, with slope 1 - a in [0, 1]. The strip is refused when it changed
-    pixels outside the mask grown by the margin (its support), when the mask covers more
-    than STRIP_AREA of the frame, or when over UNEXPLAINED_SHARE of the changed pixels
-    leave more than UNEXPLAINED grey levels (rms over frames) to that fit: the fill then
-    replaced content that moves on its own (a face, a hand), not a mark.
+    A mark changed the pixels under it, and only those, as `I_t = a*W + (1-a)*J_t` with
+    one alpha `a` in [0, 1] and one colour `W` per pixel: it can only shrink the scene's
+    temporal spread there (`spread(I) = (1-a) * spread(J)`). So a right strip (`after`, the
+    estimate of J) changes nothing outside the mask grown by the margin, and varies over
+    time at least as much as the input at every pixel it changed. The strip is refused when
+    it changed pixels outside that support, when the mask covers more than STRIP_AREA of
+    the frame (no mark is that large: detection refuses such boxes without text), or when
+    over UNEXPLAINED_SHARE of the changed pixels lost more than UNEXPLAINED grey levels of
+    temporal spread: no alpha explains that, the fill replaced content that moves on its own
+    (a face, a hand) with a still surround.
 
     Args:
         before, after: RGB uint8 (T, H, W, 3), the input and the stripped frames.
@@ -242,19 +244,14 @@ def strip_damage(before: np.ndarray, after: np.ndarray, mask: np.ndarray,
         return f"strip refused: it changed {outside} pixels outside the mark"
     if mask.mean() > STRIP_AREA:
         return f"strip refused: the mask covers {mask.mean():.0%} of the frame"
-    if len(before) < MIN_FRAMES_FOR_MATTING or not changed.any():
+    if len(before) < 2 or not changed.any():
         return None
-    grey_in = before[:, changed].astype(np.float32).mean(-1)  # (T, N)
-    grey_out = after[:, changed].astype(np.float32).mean(-1)
-    mean_in, mean_out = grey_in.mean(0), grey_out.mean(0)
-    var_out = ((grey_out - mean_out) ** 2).mean(0)
-    covariance = ((grey_in - mean_in) * (grey_out - mean_out)).mean(0)
-    slope = np.clip(covariance / np.maximum(var_out, 1e-6), 0.0, 1.0)
-    residual = grey_in - mean_in - slope * (grey_out - mean_out)
-    unexplained = float((np.sqrt((residual ** 2).mean(0)) > UNEXPLAINED).mean())
-    if unexplained > UNEXPLAINED_SHARE:
-        return (f"strip refused: no alpha and colour explain the change at {unexplained:.0%} "
-                "of the mark's pixels")
+    spread_in = before[:, changed].astype(np.float32).mean(-1).std(0)
+    spread_out = after[:, changed].astype(np.float32).mean(-1).std(0)
+    lost = float((spread_in - spread_out > UNEXPLAINED).mean())
+    if lost > UNEXPLAINED_SHARE:
+        return (f"strip refused: it took away motion no mark explains at {lost:.0%} of the "
+                "changed pixels")
     return None
 
 
