@@ -140,25 +140,43 @@ def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
     return [] if len(lines) > TEXT_LINES else lines
 
 
-def judge_text(image: np.ndarray, boxes: list[TextBox], moving: bool
+def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None = None
                ) -> tuple[float, TextBox | None, np.ndarray | None]:
     """The best text mark among `boxes` on `image` (a frame or the clip's median): of the
-    lines that can be a mark's (`text_lines`), score = detector score x place prior x look,
-    the place prior left out under a moving camera (text that stays put while the camera
-    moves is no part of the scene). The whole frame is never a mark; a large box needs a
-    surer detection (its score counts squared)."""
+    lines that can be a mark's (`text_lines`), score = detector score x place prior x look.
+    A line that stays put over content that moves (`over`: per box, the camera moved or
+    OCCLUDED of its pixels change) is no part of the scene: its place prior is left out and
+    its look counts as its square root (semi-transparent strokes take the colours of what
+    moves under them). The whole frame is never a mark; a large box needs a surer detection
+    (its score counts squared)."""
     best: tuple[float, TextBox | None, np.ndarray | None] = (0.0, None, None)
-    for box in text_lines(boxes, image.shape[:2]):
+    for index, box in enumerate(text_lines(boxes, image.shape[:2])):
         size = size_class(box.box, image.shape[:2])
         if size == "whole":
             continue
         look, mask = stroke_look(image, box.box)
+        moving = over is not None and bool(over[index])
         place = 1.0 if moving else place_prior(box.box, image.shape[:2])
         sure = box.score ** 2 if size == "large" else box.score
-        score = sure * place * look
+        score = sure * place * (np.sqrt(look) if moving else look)
         if score > best[0] and mask.any():
             best = (score, box, mask)
     return best
+
+
+def _text_over_motion(boxes: list[TextBox], shape: tuple[int, int], camera_moved: bool,
+                      changed: np.ndarray | None, scale: float) -> np.ndarray:
+    """Per line of `text_lines(boxes)`: whether the content under it moves (the camera
+    moved, or OCCLUDED of its pixels change: `changed`, at the analysis scale)."""
+    lines = text_lines(boxes, shape)
+    if camera_moved or changed is None:
+        return np.full(len(lines), camera_moved)
+    over = []
+    for line in lines:
+        x0, y0, x1, y1 = (round(v * scale) for v in line.box)
+        patch = changed[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+        over.append(patch.size > 0 and float(patch.mean()) >= OCCLUDED)
+    return np.array(over, bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +282,7 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     """
     image = check_frames(image)[0]
     boxes = fixed_text(image[None])
-    score, box, mask = judge_text(image, boxes, moving=False)
+    score, box, mask = judge_text(image, boxes)
     details: dict[str, Any] = {"text_score": score, "text_boxes": len(boxes)}
     pwatermark = _classify(image[None], classifier, details)
     box_xy = box_of(mask) if mask is not None else None
@@ -310,9 +328,11 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     text = fixed_text(sampled)
     details["fixed_text_boxes"] = len(text)
     median = np.median(sampled, axis=0).astype(np.uint8)
+    changed = None if edges.camera_moved else changing(grey)
+    over = _text_over_motion(text, frames.shape[1:3], edges.camera_moved, changed, scale)
     # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.
     if edges.share >= STATIC_SCENE:
-        score, _, mask = judge_text(median, text, moving=False)
+        score, _, mask = judge_text(median, text, over)
         found = score >= config.threshold or _by_classifier(pwatermark, config)
         reason = _text_reason(score >= config.threshold, score, text, "still camera")
         if found and score < config.threshold:
@@ -321,11 +341,11 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
                          "still-scene", {**details, "text_score": score}, reason)
     # 4. Candidates from motion, judged on their mattes, their size and, under a still
     #    camera, on the change under them.
-    score, mask, why = _judge_motion(sampled, grey, edges, text, config, details)
+    score, mask, why = _judge_motion(sampled, edges, changed, text, config, details)
     reason = why
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
-        text_score, text_box, text_mask = judge_text(median, text, edges.camera_moved)
+        text_score, text_box, text_mask = judge_text(median, text, over)
         details["text_score"] = text_score
         if text_score >= config.threshold:
             if edges.camera_moved:  # the matte gives the mark's own pixels
@@ -343,8 +363,8 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
                      "static-overlay", details, reason)
 
 
-def _judge_motion(sampled: np.ndarray, grey: np.ndarray, edges, text: list[TextBox],
-                  config: WatermarkConfig, details: dict[str, Any]
+def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
+                  text: list[TextBox], config: WatermarkConfig, details: dict[str, Any]
                   ) -> tuple[float, np.ndarray | None, str]:
     """The motion evidence (a): static edges closed into blobs, the best CANDIDATES judged
     on their mattes (an overlay sits on the same pixels in every frame: `stays_put` over
@@ -354,7 +374,6 @@ def _judge_motion(sampled: np.ndarray, grey: np.ndarray, edges, text: list[TextB
     refused ("" when none was, or one passed)."""
     labels, candidates = _blob_candidates(edges.static, edges.edges)
     details["blobs"] = int(labels.max())
-    changed = None if edges.camera_moved else changing(grey)
     shape = sampled.shape[1:3]
     judged, refused = [], []
     for pre_score, members in candidates[:CANDIDATES]:

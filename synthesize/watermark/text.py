@@ -26,7 +26,7 @@ from synthesize.watermark.frames import sample_indices
 
 TEXT_SIDE = 320  # analysis pixels on the longer side for a clip's frames (cost: see docs)
 TEXT_SIDE_STILL = 480  # for a single image: one frame, so a larger size is affordable
-TEXT_FRAMES = 3  # frames of a clip the text detector looks at (first, middle, last)
+TEXT_FRAMES = 2  # frames of a clip the text detector looks at (first and last)
 PROBABILITY = 0.3  # DB's bitmap threshold on the text probability map (PaddleOCR's default)
 BOX_SCORE = 0.5  # a region's mean probability under this is not text
 UNCLIP = 1.5  # DB's shrunk text kernels are grown back by area * UNCLIP / perimeter
