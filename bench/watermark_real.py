@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 from watermark_marks import real_marks
-from watermark_media import PHOTOS, SEGMENTS, photo_pixels, real_clips
+from watermark_media import ASSETS, PHOTOS, SEGMENTS, asset_path, photo_pixels, real_clips
 from watermark_metrics import delogo, detection_counts, masked_psnr, psnr
 
 
@@ -86,7 +86,7 @@ def clip_task(task) -> dict:
         if overlay.label in to_strip and row["located"] and overlay.opacity >= 0.3:
             row.update(strip_figures(marked, frames, overlay, detection))
         rows.append(row)
-    print(f"  done {segment.name}: clean {fields['watermark_action']}, marks found "
+    print(f"  done {segment.name}: clean clip {clean['fields']['watermark_action']}, marks found "
           f"{sum(r['located'] for r in rows)}/{len(rows)}", flush=True)
     return {"clean": clean, "marked": rows}
 
@@ -131,6 +131,9 @@ def run_real(pool, seed: int, strip_marks: int = 2) -> dict:
     tasks = [(segment, frames, fps, seed, strip_marks) for segment, frames, fps in real_clips()]
     clips = list(pool.imap_unordered(clip_task, tasks))
     clips.sort(key=lambda c: [s.name for s in SEGMENTS].index(c["clean"]["name"]))
+    for photo in PHOTOS:  # fetch each package once, here, before the workers need it
+        if photo.source in ASSETS:
+            asset_path(photo.source)
     photos = pool.map(photo_task, [(p, i, seed) for i, p in enumerate(PHOTOS)])
     clean = [c["clean"] for c in clips]
     shards = shard_round_trip(clean) if strip_marks else None
