@@ -183,14 +183,18 @@ def test_a_real_mark_is_still_stripped():
 def test_a_second_mark_joins_only_when_it_passes_and_nearly_matches_the_best():
     """Two marks in one clip are one mask; a weaker candidate (a scene structure the first
     tests let through) must not ride along on the best's detection."""
-    masks = [np.zeros((4, 4), bool) for _ in range(3)]
+    masks = [np.zeros((100, 100), bool) for _ in range(3)]
     for index, mask in enumerate(masks):
-        mask[index, index] = True
+        mask[10 + 5 * index, 10 + 5 * index] = True
     score, mask = join_marks([(1.0, masks[0]), (0.7, masks[1]), (0.95, masks[2])], 0.5)
-    assert score == 1.0 and mask.sum() == 2 and mask[0, 0] and mask[2, 2]
+    assert score == 1.0 and mask.sum() == 2 and mask[10, 10] and mask[20, 20]
     score, mask = join_marks([(0.45, masks[0]), (0.42, masks[1])], 0.5)
     assert score == 0.45 and mask.sum() == 1  # neither passes: nothing joins
     assert join_marks([], 0.5) == (0.0, None)
+    far = np.zeros((100, 100), bool)
+    far[90, 90] = True  # marks far apart would make a box of 2/3 of the frame
+    score, mask = join_marks([(1.0, masks[0]), (0.98, far)], 0.5)
+    assert mask.sum() == 1 and mask[10, 10]
 
 
 def test_moments_keep_the_frames_own_changes_where_nothing_dims_them():

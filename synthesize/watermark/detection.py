@@ -216,13 +216,17 @@ def candidates_of(own: np.ndarray, grouped: np.ndarray, group_of: np.ndarray
 def join_marks(judged: list[tuple[float, np.ndarray]], threshold: float
                ) -> tuple[float, np.ndarray | None]:
     """The best judged candidate's score and mask, with the masks of the others that pass
-    `threshold` and score at least JOIN of the best (two marks in one clip) joined to it."""
+    `threshold` and score at least JOIN of the best (two marks in one clip) joined to it,
+    unless the joined box is too large for a mark (see `size_class`)."""
     if not judged:
         return 0.0, None
-    score, mask = max(judged, key=lambda j: j[0])
+    score, best = max(judged, key=lambda j: j[0])
+    mask = best
     for other_score, other in judged:
         if other_score >= max(threshold, JOIN * score):
             mask = mask | other
+    if size_class(box_of(mask), mask.shape) != "fits":
+        return score, best  # marks far apart make a large box: keep the best alone
     return score, mask
 
 

@@ -328,8 +328,9 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     return StaticEdges(static, edges, camera_moved, float(static.sum() / max(1, edges.sum())))
 
 
-CHANGE = 8.0  # grey levels from a pixel's temporal median that count as a change
-CHANGE_FRAMES = 2  # frames (of the sampled ones) that must change for a pixel to change
+CHANGE = 16.0  # grey levels from a pixel's temporal median that count as a change
+CHANGE_FRAMES = 3  # frames (of the sampled ones) that must change for a pixel to change
+#                    (8 levels in 2 frames: the noise of a still pavement in bikes-1 counted)
 CHANGE_REACH = 2  # analysis pixels: an edge this near a changing pixel has change under it
 
 
