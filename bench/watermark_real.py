@@ -244,8 +244,11 @@ def print_real(summary: dict) -> None:
               f"{s['clean_clips']} {s['clean_clips_flagged']}")
         print(f"[{part}] clean photos flagged: {len(s['photos_flagged'])} / {s['photos']} "
               f"{s['photos_flagged']}")
-        print(f"[{part}] marked clips, opacity >= 0.3: {counts(s['marked'])}, flagged "
-              f"elsewhere {s['marked']['flagged_elsewhere']}")
+        m = s["marked"]
+        print(f"[{part}] marked clips, opacity >= 0.3: recall {m['recall']:.3f} precision "
+              f"{m['precision']:.3f} ({m['true_pos']}/{m['marked']} found where they are; "
+              f"false positives {m['false_pos']}: {len(s['clean_clips_flagged'])} clean clips, "
+              f"{m['flagged_elsewhere']} marked clips flagged elsewhere)")
         print(f"[{part}] marked photos (one mark each): {counts(s['marked_photos'])}")
     print("recall by mark:", {k: round(v, 3) for k, v in summary["by_kind"].items()})
     print("recall by opacity:", {k: round(v, 3) for k, v in summary["by_opacity"].items()})
