@@ -1,14 +1,27 @@
-"""Benchmark watermark detection and removal on a labelled set of clips.
+"""Benchmark watermark detection and removal: real footage, and two synthetic generators.
 
-The set: clean clips made from scikit-image's sample photos, either a camera move over the
-photo (`synthesize.pan_zoom.plan_path` + `render_clip`) or real content motion (the photo
-stays put while a second photo, cut out as a disc, travels across it and the scene breathes
-with a slow non-rigid warp). Each clean clip gets a static overlay whose mask is known:
-text drawn with cv2.putText or a logo shape (ring, filled disc with a bar), white or black,
-opacity 0.2 to 1.0, in one of the four corners or the centre, 3-15% of the frame's area; a
-share of the clips keep no mark (false positives).
+Parts (`--parts`, comma-separated; default `real,fresh`):
+- `real` (bench/watermark_real.py): clean real camera clips and real photos that registry
+  packages ship (bench/watermark_media.py lists them, with the held-out ones), then the same
+  with realistic marks (bench/watermark_marks.py: TrueType text at several opacities, a
+  URL, a channel bug, a logo, a large centre word). False flags on clean clips and photos,
+  recall and precision on marked clips at opacity >= 0.3, the strip against ffmpeg `delogo`
+  inside the mark and the strip outside it, what `--watermarks strip` does to clean clips
+  (in memory and through `datakit watermark` on a shard: bytes kept), detection cost against
+  encoding each clip.
+- `fresh` (bench/watermark_fresh.py): detection on a second, independent synthetic
+  generator (`--fresh-seeds`, `--fresh-clips` per seed), never used to tune the detector.
+- `synthetic`: the first generator (below), with removal and cost; `--detect-sets N` runs
+  detection alone on N of its sets instead of any part.
 
-Reported (and written with --json):
+The first generator: clean clips made from scikit-image's sample photos, either a camera move
+over the photo (`synthesize.pan_zoom.plan_path` + `render_clip`) or real content motion (the
+photo stays put while a second photo, cut out as a disc, travels across it and the scene
+breathes with a slow non-rigid warp). Each clean clip gets a static overlay whose mask is
+known: text drawn with cv2.putText or a logo shape (ring, filled disc with a bar), white or
+black, opacity 0.2 to 1.0, in one of the four corners or the centre, 3-15% of the frame's
+area; a share of the clips keep no mark (false positives). Reported for it (and written with
+--json):
 1. detection precision and recall at the default threshold, overall and per opacity band,
    and the IoU of the found mask with the true one (and of the boxes);
 2. removal inside the true mask, against the clean clip: PSNR and SSIM for datakit, for no
@@ -20,8 +33,9 @@ Reported (and written with --json):
 
 Removal is measured on the filling path (`crop_band=0`, so no clip is cropped, since a crop
 changes the geometry and has no pixel truth); how many marks would have been cropped is
-counted separately. Example: python bench/watermark.py --clips 60 --json /tmp/wm.json
-Detection alone on 18 sets (seeds 0-17), the figure the targets are judged on:
+counted separately. Examples: python bench/watermark.py (real footage and the second
+generator); python bench/watermark.py --parts synthetic --clips 60 --json /tmp/wm.json;
+detection alone on 18 sets of the first generator (seeds 0-17):
 python bench/watermark.py --detect-sets 18 --json /tmp/wm-sets.json
 """
 
@@ -31,9 +45,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +55,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from watermark_metrics import (  # noqa: E402 (after the path set-up)
+    blur_box,
+    box_mask,
+    counts,
+    delogo,
+    detection_counts,
+    instability,
+    iou,
+    masked_psnr,
+    masked_ssim,
+)
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle",
           "immunohistochemistry", "hubble_deep_field", "retina")
@@ -188,84 +212,6 @@ def make_cases(count: int, width: int, height: int, frames: int, seed: int) -> l
 
 
 # --------------------------------------------------------------------------------------------
-# Metrics
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
-def masked_psnr(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
-    return psnr(result[:, mask], clean[:, mask])
-
-
-def masked_ssim(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
-    """Mean SSIM (skimage, grey) over the mask's box."""
-    from skimage.metrics import structural_similarity
-
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    values = []
-    for r, c in zip(result, clean, strict=True):
-        a = r[y0:y1, x0:x1].astype(np.float64).mean(-1)
-        b = c[y0:y1, x0:x1].astype(np.float64).mean(-1)
-        win = min(7, (min(a.shape) // 2) * 2 - 1)
-        values.append(structural_similarity(a, b, data_range=255, win_size=max(3, win)))
-    return float(np.mean(values))
-
-
-def instability(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
-    """Frame-to-frame mean absolute difference inside the mask, minus the clean clip's."""
-    def step(frames):
-        return float(np.abs(np.diff(frames[:, mask].astype(np.float32), axis=0)).mean())
-    return step(result) - step(clean)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
-
-
-def box_mask(box, shape) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    x0, y0, x1, y1 = box
-    mask[y0:y1, x0:x1] = True
-    return mask
-
-
-# --------------------------------------------------------------------------------------------
-# Baselines
-
-
-def blur_box(frames: np.ndarray, box) -> np.ndarray:
-    import cv2
-
-    x0, y0, x1, y1 = box
-    out = frames.copy()
-    size = max(3, (max(x1 - x0, y1 - y0) // 4) | 1)
-    for t in range(len(out)):
-        out[t, y0:y1, x0:x1] = cv2.GaussianBlur(out[t, y0:y1, x0:x1], (size, size), 0)
-    return out
-
-
-def delogo(frames: np.ndarray, box, folder: Path) -> np.ndarray:
-    """ffmpeg's delogo on the box, through lossless rgb24 raw video (no codec in the way)."""
-    import imageio_ffmpeg
-
-    height, width = frames.shape[1:3]
-    x0, y0, x1, y1 = box
-    # delogo needs the box strictly inside the frame.
-    x0, y0 = max(1, x0), max(1, y0)
-    x1, y1 = min(width - 2, x1), min(height - 2, y1)
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "rawvideo",
-               "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-i", "-",
-               "-vf", f"delogo=x={x0}:y={y0}:w={x1 - x0}:h={y1 - y0}",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    result = subprocess.run(command, input=frames.tobytes(), capture_output=True, check=True)
-    return np.frombuffer(result.stdout, np.uint8).reshape(frames.shape)
-
-
-# --------------------------------------------------------------------------------------------
 
 
 def run(args) -> dict:
@@ -283,7 +229,6 @@ def run(args) -> dict:
     config = WatermarkConfig()
     fill_config = WatermarkConfig(crop_band=0.0)
     rows = []
-    folder = Path(tempfile.mkdtemp(prefix="wm-bench-"))
     for case in cases:
         started = time.perf_counter()
         detection = detect_video(case.marked, config)
@@ -313,10 +258,10 @@ def run(args) -> dict:
                 truth = Detection(1.0, True, case.mask, truth_box, "truth")
                 results = {"datakit": cleaned, "none": case.marked,
                            "blur": blur_box(case.marked, box),
-                           "delogo": delogo(case.marked, box, folder),
+                           "delogo": delogo(case.marked, box),
                            "datakit_true_mask": remove_watermark(case.marked, truth,
                                                                  fill_config)[0],
-                           "delogo_true_box": delogo(case.marked, truth_box, folder)}
+                           "delogo_true_box": delogo(case.marked, truth_box)}
                 for method, frames in results.items():
                     row[f"psnr_{method}"] = masked_psnr(frames, case.clean, case.mask)
                     row[f"ssim_{method}"] = masked_ssim(frames, case.clean, case.mask)
@@ -326,13 +271,6 @@ def run(args) -> dict:
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                               for k, v in row.items()}), flush=True)
     return summarise(rows, args)
-
-
-def detection_counts(true_pos: int, marked: int, false_pos: int, clean: int) -> dict:
-    """Recall and precision with the counts behind them."""
-    return {"marked": marked, "clean": clean, "true_pos": true_pos, "false_pos": false_pos,
-            "recall": true_pos / max(1, marked),
-            "precision": true_pos / max(1, true_pos + false_pos)}
 
 
 def run_stills(count: int, width: int, height: int, seed: int) -> dict:
@@ -397,7 +335,7 @@ def run_detection_sets(args) -> dict:
     width, height = (int(v) for v in args.size.split("x"))
     tasks = [(args.seed + k, args.clips, width, height, args.frames)
              for k in range(args.detect_sets)]
-    with get_context("spawn").Pool(args.workers) as pool:
+    with get_context("spawn").Pool(args.workers, initializer=quiet_worker) as pool:
         sets = pool.map(detect_set, tasks, chunksize=1)
     total = {key: sum(s[key] for s in sets) for key in ("true_pos", "marked", "false_pos",
                                                          "clean")}
@@ -449,12 +387,6 @@ def summarise(rows: list[dict], args) -> dict:
     return summary
 
 
-def counts(s: dict) -> str:
-    """Recall, precision and the counts behind them, for one line of the report."""
-    return (f"recall {s['recall']:.3f} precision {s['precision']:.3f} ({s['true_pos']}/"
-            f"{s['marked']} marked found, {s['false_pos']}/{s['clean']} clean flagged)")
-
-
 def print_summary(summary: dict) -> None:
     d = summary["detection"]
     for name in ("all", "opacity>=0.3"):
@@ -473,24 +405,42 @@ def print_summary(summary: dict) -> None:
           f" ms, remove {c['remove_s'] * 1000:.1f} ms")
 
 
+def quiet_worker() -> None:
+    """One OpenCV thread per worker process: the pool is the parallelism."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--parts", default="real,fresh",
+                        help="comma-separated: real, fresh, synthetic")
+    parser.add_argument("--clips", type=int, default=60, help="clips of the first generator")
     parser.add_argument("--stills", type=int, default=40)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", default="512x320")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh-seeds", default="1000",
+                        help="comma-separated seeds of the second generator's sets")
+    parser.add_argument("--fresh-clips", type=int, default=48, help="clips per fresh set")
+    parser.add_argument("--strip-marks", type=int, default=2,
+                        help="real footage: marks per clip whose strip is measured against "
+                             "delogo (7: all; 0: detection only, and no shard run)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--detect-sets", type=int, default=0,
                         help="detection only, on this many sets (seeds SEED, SEED+1, ...)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes for --detect-sets")
+                        help="processes for the real and fresh parts and --detect-sets")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import cv2
-
-    cv2.setNumThreads(1)
+    quiet_worker()
+    parts = set(args.parts.split(","))
+    unknown = parts - {"real", "fresh", "synthetic"}
+    if unknown:
+        parser.error(f"--parts: unknown {sorted(unknown)}")
+    started = time.perf_counter()
     if args.detect_sets:
         summary = run_detection_sets(args)
         for s in summary["sets"]:
@@ -498,11 +448,28 @@ def main() -> None:
                   f"flagged {s['flagged']}")
         print(f"pooled over {len(summary['sets'])} sets: {counts(summary['pooled'])}")
     else:
-        summary = run(args)
-        width, height = (int(v) for v in args.size.split("x"))
-        summary["stills"] = run_stills(args.stills, width, height, args.seed)
-        print_summary(summary)
-        print(f"stills (heuristic, no classifier): {counts(summary['stills'])}")
+        from multiprocessing import get_context
+
+        from watermark_fresh import print_fresh, run_fresh
+        from watermark_real import print_real, run_real
+
+        summary = {"settings": vars(args), "platform": platform.platform()}
+        with get_context("spawn").Pool(args.workers, initializer=quiet_worker) as pool:
+            if "real" in parts:
+                summary["real"] = run_real(pool, args.seed, args.strip_marks)
+                print_real(summary["real"])
+            if "fresh" in parts:
+                seeds = [int(s) for s in args.fresh_seeds.split(",")]
+                summary["fresh"] = run_fresh(pool, seeds, args.fresh_clips)
+                print_fresh(summary["fresh"])
+        if "synthetic" in parts:
+            summary["synthetic"] = run(args)
+            width, height = (int(v) for v in args.size.split("x"))
+            summary["synthetic"]["stills"] = run_stills(args.stills, width, height, args.seed)
+            print("== first synthetic generator")
+            print_summary(summary["synthetic"])
+            print(f"stills (heuristic, no classifier): {counts(summary['synthetic']['stills'])}")
+    print(f"bench wall time {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
 

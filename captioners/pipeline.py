@@ -301,7 +301,8 @@ class CaptionStage:
         config = self.config.watermark
         payload = item.row["payload"]
         if config.action is WatermarkAction.KEEP:
-            payload.update(watermark_score=None, watermark_box=None, watermark_action="kept")
+            payload.update(watermark_score=None, watermark_box=None, watermark_action="kept",
+                           watermark_reason=None)
             return item
         strip = config.action is WatermarkAction.STRIP
         indices = None if strip else sample_indices(payload["frames"], config.sample_frames)
@@ -390,8 +391,8 @@ class CaptionStage:
         }
         if output.get("clip_score") is not None:
             info["clip_score"] = output["clip_score"]
-        marks = {name: payload.get(name) for name in
-                 ("watermark_score", "watermark_box", "watermark_action")}
+        marks = {name: payload.get(name) for name in ("watermark_score", "watermark_box",
+                                                   "watermark_action", "watermark_reason")}
         info.update(marks)
         row = make_row(
             key, Status.OK, source=payload["source"], input_key=payload["input_key"],

@@ -52,6 +52,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("watermark_score", pa.float32()),
         pa.field("watermark_box", pa.list_(pa.int32())),
         pa.field("watermark_action", pa.string()),
+        pa.field("watermark_reason", pa.string()),
         pa.field("fingerprint", pa.string()),
         pa.field("notes", pa.list_(pa.string())),
         pa.field("label_agreement", pa.float32()),

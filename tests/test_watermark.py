@@ -28,7 +28,7 @@ from synthesize.watermark import (
     read_shard_samples,
     remove_watermark,
 )
-from synthesize.watermark_classifier import EfficientNetB3Watermark, WatermarkClassifier
+from synthesize.watermark.classifier import EfficientNetB3Watermark, WatermarkClassifier
 
 W, H, T = 384, 240, 16
 
@@ -91,14 +91,14 @@ def test_static_text_over_a_camera_move_is_found_with_its_box(opacity):
 
 
 def test_integrating_forward_differences_gives_the_picture_back():
-    from synthesize.watermark import _integrate
+    from synthesize.watermark.evidence import integrate
 
     picture = np.zeros((40, 70))
     picture[5:20, 8:30] = 50.0  # a block
     picture[25:35, 40:62] = -20.0  # a darker one
     dx, dy = np.zeros_like(picture), np.zeros_like(picture)
     dx[:, :-1], dy[:-1] = np.diff(picture, axis=1), np.diff(picture, axis=0)
-    np.testing.assert_allclose(_integrate(dx, dy), picture, atol=1e-6)
+    np.testing.assert_allclose(integrate(dx, dy), picture, atol=1e-6)
 
 
 def _logo_alpha(x=24, y=150, size=70):
@@ -151,12 +151,12 @@ def test_the_sample_clips_camera_moves_are_not_flagged(tmp_path):
 
 
 def test_an_overlay_stays_put_and_the_scene_under_a_camera_move_does_not():
-    from synthesize.watermark import _stays_put
+    from synthesize.watermark.evidence import stays_put
 
     clean = _pan("coffee", Motion.PAN_LEFT)
     alpha, truth = _text_alpha()
-    assert _stays_put(_blend(clean, alpha, 0.5), truth) == 1.0
-    assert _stays_put(clean, truth) < 0.3
+    assert stays_put(_blend(clean, alpha, 0.5), truth) == 1.0
+    assert stays_put(clean, truth) < 0.3
 
 
 def _swaying(name="immunohistochemistry", amplitude=6.0, frames=T):
@@ -196,18 +196,20 @@ def test_an_object_crossing_a_still_shot_is_not_camera_motion():
     """The disc gives most of the ORB matches; a similarity fitted to them follows the disc
     (the benchmark's tracker saw 177 px of 'camera motion' in such a clip) unless it is
     checked against the whole frame."""
-    from synthesize.watermark import CAMERA_MOVED, _shrink, track_camera
+    from synthesize.watermark import track_camera
+    from synthesize.watermark.evidence import CAMERA_MOVED
+    from synthesize.watermark.frames import shrink
 
-    still, _ = _shrink(_crossing(), 320)
+    still, _ = shrink(_crossing(), 320)
     assert track_camera(still)[1] < CAMERA_MOVED
-    panned, _ = _shrink(_pan("coffee", Motion.PAN_LEFT), 320)
+    panned, _ = shrink(_pan("coffee", Motion.PAN_LEFT), 320)
     assert track_camera(panned)[1] >= CAMERA_MOVED
 
 
 def test_a_swaying_scene_under_a_still_camera_is_not_an_overlay():
     """Under a still camera a swaying scene holds its broad edges on screen well enough for
     the gradient tests (this one scored 0.69 before); an overlay's strokes hold in place."""
-    from synthesize.watermark import HOLDS, _holds_in_place
+    from synthesize.watermark.evidence import HOLDS, holds_in_place
 
     swaying = _swaying()
     detection = detect_video(swaying, WatermarkConfig())
@@ -218,7 +220,7 @@ def test_a_swaying_scene_under_a_still_camera_is_not_an_overlay():
     assert found.found and (found.mask & truth).sum() > 0.7 * truth.sum()
     grey = marked.astype(np.float32).mean(-1)
     magnitude = np.hypot(np.gradient(grey, axis=2), np.gradient(grey, axis=1))
-    holds = _holds_in_place(magnitude) >= HOLDS
+    holds = holds_in_place(magnitude) >= HOLDS
     strokes = truth & (np.hypot(*np.gradient(alpha)) > 0.1)
     scene = ~cv2.dilate(truth.astype(np.uint8), np.ones((9, 9))).astype(bool) & (
         magnitude.mean(0) > 4)
@@ -275,13 +277,13 @@ def test_a_mark_that_fades_out_over_dark_content_is_found_under_a_moving_camera(
 
 
 def test_candidates_take_the_better_of_blob_and_group():
-    from synthesize.watermark import _candidates
+    from synthesize.watermark.detection import candidates_of
 
     # labels 1-4; 1 and 2 form group 1, 3 and 4 group 2; index 0 is the background
     own = np.array([0.0, 0.3, 0.2, 0.6, 0.0])
     grouped = np.array([0.0, 0.5, 0.5, 0.4, 0.4])
     group_of = np.array([0, 1, 1, 2, 2])
-    assert _candidates(own, grouped, group_of) == [(0.6, (3,)), (0.5, (1, 2)), (0.4, (3, 4))]
+    assert candidates_of(own, grouped, group_of) == [(0.6, (3,)), (0.5, (1, 2)), (0.4, (3, 4))]
 
 
 def test_a_still_scene_is_not_flagged_whole():
@@ -417,7 +419,7 @@ def test_policy_actions_and_fields():
     marked = _blend(clean, alpha, 1.0)
     kept, fields = apply_watermark_policy(marked, WatermarkConfig(action="keep"))
     assert kept is marked and fields == {"watermark_score": None, "watermark_box": None,
-                                         "watermark_action": "kept"}
+                                         "watermark_action": "kept", "watermark_reason": None}
     flagged, fields = apply_watermark_policy(marked, WatermarkConfig(action="flag"))
     assert flagged is marked and fields["watermark_action"] == "flagged"
     assert len(fields["watermark_box"]) == 4 and 0.5 <= fields["watermark_score"] <= 1
@@ -428,6 +430,7 @@ def test_policy_actions_and_fields():
     assert stripped.shape == marked.shape and not np.array_equal(stripped, marked)
     untouched, fields = apply_watermark_policy(clean, WatermarkConfig(action="strip"))
     assert untouched is clean and fields["watermark_action"] == "clean"
+    assert fields["watermark_reason"].startswith("no evidence")
 
 
 @pytest.mark.parametrize("bad", [dict(action="blur"), dict(threshold=0.0),
@@ -490,7 +493,7 @@ def test_classifier_drives_the_still_decision(tmp_path):
     image = cv2.resize(data.chelsea(), (W, H))
     detection = detect_image(image, WatermarkConfig(), classifier)
     assert detection.found and detection.score > 0.9
-    assert "heuristic_score" in detection.details
+    assert "text_score" in detection.details and detection.reason.startswith("classifier")
     clip = detect_video(_pan(), WatermarkConfig(), classifier)
     assert clip.found and clip.details["pwatermark_max"] > 0.9
 
@@ -656,7 +659,7 @@ def test_moments_recover_the_scene_under_a_semi_transparent_mark():
     """Per pixel alpha and colour from all frames at once: a scene whose temporal mean and
     spread are smooth (here the same everywhere) comes back exactly under alphas from 0.2 to
     0.8; an opaque pixel (nothing shows through) is left to the other fills."""
-    from synthesize.watermark import _restore_moments
+    from synthesize.watermark.removal import restore_moments
 
     rng = np.random.default_rng(0)
     frames, height, width = 12, 30, 40
@@ -671,7 +674,7 @@ def test_moments_recover_the_scene_under_a_semi_transparent_mark():
     mark = np.array([250.0, 240.0, 10.0], np.float32)
     a = alpha[None, ..., None]
     observed = a * mark + (1 - a) * scene
-    behind, restored = _restore_moments(observed, hole)
+    behind, restored = restore_moments(observed, hole)
     opaque = alpha >= 1.0
     assert not restored[opaque].any() and restored[hole & ~opaque].all()
     error = np.abs(behind - scene)[:, restored]

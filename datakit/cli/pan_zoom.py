@@ -118,9 +118,10 @@ def pan_zoom_command(
                              watermark_classifier_threshold, watermark_device)
     if watermarks in (Watermarks.strip, Watermarks.drop) and watermark_model is None:
         typer.echo(f"warning: --watermarks {watermarks.value} on stills without "
-                   "--watermark-model acts on the weights-free still heuristic, which flags "
-                   "many clean, busy photos (precision 0.625 on bench/watermark.py): try "
-                   "--watermarks flag first, or pass LAION's classifier", err=True)
+                   "--watermark-model acts on text evidence alone (a text detector: logos "
+                   "are not found, and text that looks like a mark's is): try --watermarks "
+                   "flag first and read watermark_reason, or pass LAION's classifier",
+                   err=True)
     try:
         config = PanZoomConfig(
             width=width, height=height, frames=frames, fps=fps,

@@ -1,0 +1,418 @@
+"""Detection: a mark is reported only with positive evidence that it lies over the content.
+
+Evidence, any of:
+- (a) motion: the camera or the content moves under it. Its edges stay put on screen while
+  the content's change (`evidence.static_edges`), its matte sits on the same pixels in every
+  frame (`evidence.stays_put`), and, under a still camera, things pass behind it: its edges
+  persist over pixels that change (`evidence.change_under`);
+- (b) text: a pretrained text detector's box that stays put over the clip (`text.fixed_text`)
+  where marks are (the place prior) and whose strokes look like an overlay's (one colour);
+- (c) LAION's classifier, when the user passes one.
+
+A still image has only (b) and (c); a clip without usable motion (a still scene) is judged
+the same way on its frames. Without evidence a clip or an image is clean, and the reason
+says so ("no evidence: still camera, no text found").
+
+Priors every mark follows, each set by a measurement (docs/watermarks.md):
+- size: the whole frame is never a mark (a box over WHOLE_FRAME of its area), and a box over
+  LARGE_AREA of it, or over LARGE_SIDE of its height, needs text evidence as well;
+- place: text in a corner, in a band along an edge, or centred (PLACE_ELSEWHERE elsewhere);
+- look: strokes of one colour (their cores' spread, LOOK_SPREAD grey levels at most).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from synthesize.watermark.config import Detection, WatermarkConfig
+from synthesize.watermark.evidence import (
+    STATIC_SCENE,
+    STAYS_PUT,
+    change_under,
+    changing,
+    matte_mask,
+    static_edges,
+    stays_put,
+)
+from synthesize.watermark.frames import (
+    box_of,
+    check_frames,
+    fill_holes,
+    sample_indices,
+    shrink,
+    to_input_size,
+)
+from synthesize.watermark.text import TextBox, box_iou, fixed_text
+
+CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first
+JOIN = 0.9  # another candidate joins the best's mask when it scores this share of it (and passes)
+WHOLE_FRAME = 0.5  # share of the frame's area: a box this large is never a mark
+LARGE_AREA = 0.25  # share of the frame's area over which a box needs text evidence too
+LARGE_SIDE = 0.55  # share of the frame's height over which a box needs text evidence too
+NARROW = 0.6  # a box narrower than this share of its height (a pillar, a door frame, the edge
+#               of a person) is no text line or compact logo: it needs text evidence too
+OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must have change nearby
+EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
+CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
+CENTRED = 0.1  # a box whose centre lies this near the vertical centre line is centred
+PLACE_ELSEWHERE = 0.5  # the place prior for text anywhere else
+LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
+TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
+TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider than tall
+TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign-filled scene
+
+
+# ---------------------------------------------------------------------------------------------
+# Priors
+
+
+def size_class(box: tuple[int, int, int, int], shape: tuple[int, int]) -> str:
+    """"whole" (never a mark), "large" or narrow (needs text evidence too), or "fits"."""
+    height, width = shape
+    x0, y0, x1, y1 = box
+    area = (x1 - x0) * (y1 - y0) / (height * width)
+    if area >= WHOLE_FRAME:
+        return "whole"
+    if area > LARGE_AREA or (y1 - y0) > LARGE_SIDE * height or (x1 - x0) < NARROW * (y1 - y0):
+        return "large"
+    return "fits"
+
+
+def place_prior(box: tuple[int, int, int, int], shape: tuple[int, int]) -> float:
+    """1 for a box in a corner, in a band along an edge, or centred; PLACE_ELSEWHERE else."""
+    height, width = shape
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
+    corner = min(cx, 1 - cx) < CORNER and min(cy, 1 - cy) < CORNER
+    band = (y1 <= EDGE_BAND * height or y0 >= (1 - EDGE_BAND) * height
+            or x1 <= EDGE_BAND * width or x0 >= (1 - EDGE_BAND) * width)
+    centred = abs(cx - 0.5) < CENTRED
+    return 1.0 if corner or band or centred else PLACE_ELSEWHERE
+
+
+def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, np.ndarray]:
+    """How much the text in `box` looks like an overlay's, in [0, 1], and its strokes' mask
+    at the image's size.
+
+    Strokes are bright (top-hat) or dark (black-hat) structures thinner than the box is
+    tall; an overlay's are one colour at one alpha, so their cores (the stronger half of the
+    response) spread little: look = 1 - spread / LOOK_SPREAD (0 from LOOK_SPREAD grey levels
+    on). Of the two polarities the more uniform one is the text (the other picks the gaps
+    between letters, which show the varied scene). Printed scene text is one colour too,
+    but lit, shaded and seen at an angle.
+    """
+    import cv2
+
+    x0, y0, x1, y1 = box
+    patch = image[y0:y1, x0:x1]
+    mask = np.zeros(image.shape[:2], bool)
+    if min(patch.shape[:2]) < 3:
+        return 0.0, mask
+    grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
+    side = max(3, (y1 - y0) // 2 * 2 + 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    best, strokes_best = 0.0, None
+    for operation in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
+        response = cv2.morphologyEx(grey, operation, kernel).astype(np.float32)
+        strokes = response > max(16.0, 0.5 * float(np.percentile(response, 95)))
+        if strokes.sum() < 5:
+            continue
+        cores = strokes & (response >= np.median(response[strokes]))
+        look = 1.0 - float(patch[cores].astype(np.float32).std(0).mean()) / LOOK_SPREAD
+        if strokes_best is None or look > best:
+            best, strokes_best = look, strokes
+    if strokes_best is None:
+        return 0.0, mask
+    grown = cv2.dilate(strokes_best.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    mask[y0:y1, x0:x1] = grown
+    return max(0.0, best), mask
+
+
+def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
+    """The boxes that can be a mark's text: lines at least TEXT_ASPECT times wider than tall,
+    and at least TEXT_HEIGHT of the frame's shorter side tall (8 pixels at least). None when
+    there are more than TEXT_LINES of them: a page, a menu, a street full of signs."""
+    least = max(8.0, TEXT_HEIGHT * min(shape))
+    lines = [b for b in boxes
+             if b.y1 - b.y0 >= least and b.x1 - b.x0 >= TEXT_ASPECT * (b.y1 - b.y0)]
+    return [] if len(lines) > TEXT_LINES else lines
+
+
+def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None = None
+               ) -> tuple[float, TextBox | None, np.ndarray | None]:
+    """The best text mark among `boxes` on `image` (a frame or the clip's median): of the
+    lines that can be a mark's (`text_lines`), score = detector score x place prior x look.
+    A line that stays put over content that moves (`over`: per box, the camera moved or
+    OCCLUDED of its pixels change) is no part of the scene: its place prior is left out and
+    its look counts as its square root (semi-transparent strokes take the colours of what
+    moves under them). The whole frame is never a mark; a large box needs a surer detection
+    (its score counts squared)."""
+    best: tuple[float, TextBox | None, np.ndarray | None] = (0.0, None, None)
+    for index, box in enumerate(text_lines(boxes, image.shape[:2])):
+        size = size_class(box.box, image.shape[:2])
+        if size == "whole":
+            continue
+        look, mask = stroke_look(image, box.box)
+        moving = over is not None and bool(over[index])
+        place = 1.0 if moving else place_prior(box.box, image.shape[:2])
+        sure = box.score ** 2 if size == "large" else box.score
+        score = sure * place * (np.sqrt(look) if moving else look)
+        if score > best[0] and mask.any():
+            best = (score, box, mask)
+    return best
+
+
+def _text_over_motion(boxes: list[TextBox], shape: tuple[int, int], camera_moved: bool,
+                      changed: np.ndarray | None, scale: float) -> np.ndarray:
+    """Per line of `text_lines(boxes)`: whether the content under it moves (the camera
+    moved, or OCCLUDED of its pixels change: `changed`, at the analysis scale)."""
+    lines = text_lines(boxes, shape)
+    if camera_moved or changed is None:
+        return np.full(len(lines), camera_moved)
+    over = []
+    for line in lines:
+        x0, y0, x1, y1 = (round(v * scale) for v in line.box)
+        patch = changed[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+        over.append(patch.size > 0 and float(patch.mean()) >= OCCLUDED)
+    return np.array(over, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates from motion
+
+
+def score_blobs(labels: np.ndarray, count: int, evidence: np.ndarray, support: np.ndarray,
+                unit: float) -> np.ndarray:
+    """Score blobs 1..count-1 of a label image: (share of their edge pixels that are evidence)
+    x (1 - exp(-evidence pixels / unit)). Returns scores indexed by label (index 0, the
+    background, scores 0)."""
+    hits = np.bincount(labels[evidence], minlength=count).astype(float)
+    edges = np.bincount(labels[support], minlength=count).astype(float)
+    scores = hits / np.maximum(edges, 1.0) * (1.0 - np.exp(-hits / unit))
+    scores[0] = 0.0
+    return scores
+
+
+def candidates_of(own: np.ndarray, grouped: np.ndarray, group_of: np.ndarray
+                  ) -> list[tuple[float, tuple[int, ...]]]:
+    """Candidate marks, best first: each blob alone (score `own`, by label), or its whole
+    group where the group scores better (`grouped`, by label); each set once."""
+    candidates, seen = [], set()
+    best = np.maximum(own, grouped)
+    for label in np.argsort(-best[1:], kind="stable") + 1:
+        if best[label] <= 0:
+            break
+        members = (int(label),)
+        if grouped[label] > own[label]:
+            members = tuple(int(m) for m in np.nonzero(group_of == group_of[label])[0] if m)
+        if members not in seen:
+            seen.add(members)
+            candidates.append((float(best[label]), members))
+    return candidates
+
+
+def join_marks(judged: list[tuple[float, np.ndarray]], threshold: float
+               ) -> tuple[float, np.ndarray | None]:
+    """The best judged candidate's score and mask, with the masks of the others that pass
+    `threshold` and score at least JOIN of the best (two marks in one clip) joined to it,
+    unless the joined box is too large for a mark (see `size_class`)."""
+    if not judged:
+        return 0.0, None
+    score, best = max(judged, key=lambda j: j[0])
+    mask = best
+    for other_score, other in judged:
+        if other_score >= max(threshold, JOIN * score):
+            mask = mask | other
+    if size_class(box_of(mask), mask.shape) != "fits":
+        return score, best  # marks far apart make a large box: keep the best alone
+    return score, mask
+
+
+def _blob_candidates(static: np.ndarray, edges: np.ndarray
+                     ) -> tuple[np.ndarray, list[tuple[float, tuple[int, ...]]]]:
+    """Close static edges into blobs (a word, a logo) and score each on its edges; a faint
+    word breaks into letters, so each blob may instead take the score of its group (blobs
+    a few closing radii apart), counted on the blobs' own pixels. Returns the blob labels
+    and the candidates, best first."""
+    import cv2
+
+    height, width = static.shape
+    radius = max(2, round(0.012 * max(height, width)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    blobs = cv2.morphologyEx(static.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    blobs = cv2.morphologyEx(blobs, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    unit = max(12.0, 0.0015 * height * width)
+    near = cv2.dilate(static.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    evidence, support = static & blobs, ((edges & near) | static) & blobs
+    count, labels = cv2.connectedComponents(blobs.astype(np.uint8), connectivity=8)
+    scores = score_blobs(labels, count, evidence, support, unit)
+    wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (6 * radius + 1, 6 * radius + 1))
+    groups_count, groups = cv2.connectedComponents(
+        cv2.morphologyEx(blobs.astype(np.uint8), cv2.MORPH_CLOSE, wide), connectivity=8)
+    group_scores = score_blobs(groups, groups_count, evidence, support, unit)
+    group_of = np.zeros(count, int)
+    group_of[labels[blobs]] = groups[blobs]
+    return labels, candidates_of(scores, group_scores[group_of], group_of)
+
+
+def _classify(frames: np.ndarray, classifier, details: dict[str, Any]) -> float | None:
+    """Largest `pwatermark` over `frames` (mean and max recorded in details), or None."""
+    if classifier is None:
+        return None
+    scores = classifier(list(frames))
+    details.update(pwatermark_max=float(max(scores)), pwatermark_mean=float(np.mean(scores)))
+    return float(max(scores))
+
+
+def _by_classifier(pwatermark: float | None, config: WatermarkConfig) -> bool:
+    return pwatermark is not None and pwatermark >= config.classifier_threshold
+
+
+# ---------------------------------------------------------------------------------------------
+# Detectors
+
+
+def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) -> Detection:
+    """Find a mark in one image: text where marks are, that looks like an overlay's (see
+    `judge_text`), or LAION's classifier when given (its `pwatermark` decides and the text
+    gives the box). Without either, the image is clean.
+
+    Args:
+        image: RGB uint8 (H, W, 3).
+        config: thresholds.
+        classifier: a loaded `WatermarkClassifier`, or None.
+    """
+    image = check_frames(image)[0]
+    boxes = fixed_text(image[None])
+    score, box, mask = judge_text(image, boxes)
+    details: dict[str, Any] = {"text_score": score, "text_boxes": len(boxes)}
+    pwatermark = _classify(image[None], classifier, details)
+    box_xy = box_of(mask) if mask is not None else None
+    if pwatermark is not None:
+        found = _by_classifier(pwatermark, config)
+        reason = (f"classifier: pwatermark {pwatermark:.2f}" if found else
+                  f"no evidence: still image, classifier pwatermark {pwatermark:.2f}")
+        return Detection(pwatermark, found, mask, box_xy, "still", details, reason)
+    found = score >= config.threshold
+    return Detection(score, found, mask, box_xy, "still", details,
+                     _text_reason(found, score, boxes, "still image"))
+
+
+def _text_reason(found: bool, score: float, boxes: list[TextBox], where: str) -> str:
+    if found:
+        return f"text that stays put, where marks are ({score:.2f})"
+    if not boxes:
+        return f"no evidence: {where}, no text found"
+    return f"no evidence: {where}, text only where scene text is ({score:.2f})"
+
+
+def detect_video(frames: np.ndarray, config: WatermarkConfig,
+                 classifier=None) -> Detection:
+    """Find a mark over a clip's content (see the module docstring for the evidence).
+
+    Args:
+        frames: RGB uint8 (T, H, W, 3); T = 1 is judged as a still.
+        config: thresholds and sampling.
+        classifier: a loaded `WatermarkClassifier`, or None.
+    """
+    # 1. Check inputs; one frame has no motion.
+    frames = check_frames(frames)
+    if len(frames) == 1:
+        return detect_image(frames[0], config, classifier)
+    indices = sample_indices(len(frames), config.sample_frames)
+    sampled = frames[indices]
+    grey, scale = shrink(sampled, config.analysis_size)
+    # 2. Edges that stay put on screen while the content moves.
+    edges = static_edges(grey)
+    details: dict[str, Any] = {"frames_used": len(indices), "static_edge_share": edges.share,
+                               "camera_moved": edges.camera_moved, "analysis_scale": scale}
+    pwatermark = _classify(sampled, classifier, details)
+    text = fixed_text(sampled)
+    details["fixed_text_boxes"] = len(text)
+    median = np.median(sampled, axis=0).astype(np.uint8)
+    changed = None if edges.camera_moved else changing(grey)
+    over = _text_over_motion(text, frames.shape[1:3], edges.camera_moved, changed, scale)
+    # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.
+    if edges.share >= STATIC_SCENE:
+        score, _, mask = judge_text(median, text, over)
+        found = score >= config.threshold or _by_classifier(pwatermark, config)
+        reason = _text_reason(score >= config.threshold, score, text, "still camera")
+        if found and score < config.threshold:
+            reason = f"classifier: pwatermark {pwatermark:.2f}"
+        return Detection(score, found, mask, box_of(mask) if mask is not None else None,
+                         "still-scene", {**details, "text_score": score}, reason)
+    # 4. Candidates from motion, judged on their mattes, their size and, under a still
+    #    camera, on the change under them.
+    score, mask, why = _judge_motion(sampled, edges, changed, text, config, details)
+    reason = why
+    # 5. Without a mark from motion, text that stays put is the evidence.
+    if score < config.threshold:
+        text_score, text_box, text_mask = judge_text(median, text, over)
+        details["text_score"] = text_score
+        if text_score >= config.threshold:
+            if edges.camera_moved:  # the matte gives the mark's own pixels
+                rough = fill_holes(text_mask) | text_mask
+                text_mask = matte_mask(sampled, rough)
+            score, mask = text_score, text_mask
+            reason = _text_reason(True, text_score, text, "")
+        elif not why:
+            where = "moving camera" if edges.camera_moved else "still camera"
+            reason = _text_reason(False, text_score, text, where)
+    found = score >= config.threshold or _by_classifier(pwatermark, config)
+    if found and score < config.threshold:
+        reason = f"classifier: pwatermark {pwatermark:.2f}"
+    return Detection(score, found, mask, box_of(mask) if mask is not None else None,
+                     "static-overlay", details, reason)
+
+
+def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
+                  text: list[TextBox], config: WatermarkConfig, details: dict[str, Any]
+                  ) -> tuple[float, np.ndarray | None, str]:
+    """The motion evidence (a): static edges closed into blobs, the best CANDIDATES judged
+    on their mattes (an overlay sits on the same pixels in every frame: `stays_put` over
+    STAYS_PUT scales the score, capped at 1), refused when their box is the whole frame, or
+    large without text over it, or, under a still camera, when nothing changes at their
+    edges. Returns the score, the mask (None without a candidate) and why candidates were
+    refused ("" when none was, or one passed)."""
+    labels, candidates = _blob_candidates(edges.static, edges.edges)
+    details["blobs"] = int(labels.max())
+    shape = sampled.shape[1:3]
+    judged, refused = [], []
+    for pre_score, members in candidates[:CANDIDATES]:
+        if judged and pre_score / STAYS_PUT < config.threshold:
+            break  # could not pass even if it stayed put in every frame
+        region = np.isin(labels, members)
+        if changed is not None:
+            under = change_under(edges.static & region, changed)
+            if under < OCCLUDED:
+                refused.append(f"nothing moves under it ({under:.2f} of its edges)")
+                continue
+        rough = to_input_size(fill_holes(region), shape)
+        matte = matte_mask(sampled, rough)
+        box = box_of(matte)
+        size = size_class(box, shape) if box is not None else "whole"
+        if (edges.camera_moved and size != "fits"
+                and size_class(box_of(rough), shape) == "fits"):
+            # under a moving camera the matte can grow over the scene (docs: limits); under
+            # a still one a matte that grows is the static scene's, and the box decides
+            matte, box, size = rough, box_of(rough), "fits"
+        with_text = box is not None and any(box_iou(box, t.box) > 0.3 for t in text)
+        if size == "whole" or (size == "large" and not with_text):
+            area = 0.0 if box is None else (box[2] - box[0]) * (box[3] - box[1]) / (
+                shape[0] * shape[1])
+            refused.append(f"its box covers {area:.0%} of the frame")
+            continue
+        held = stays_put(sampled, matte)
+        judged.append((min(1.0, pre_score * held / STAYS_PUT), matte))
+        details.setdefault("stays_put", held)
+    details["refused"] = refused
+    score, mask = join_marks(judged, config.threshold)
+    if score >= config.threshold:
+        where = "the camera moves" if edges.camera_moved else "content moves"
+        return score, mask, f"static overlay: {where} under it ({score:.2f})"
+    if refused and not judged:
+        camera = "moving camera" if edges.camera_moved else "still camera"
+        return score, mask, f"no evidence: {camera}, candidates refused: {refused[0]}"
+    return score, mask, ""

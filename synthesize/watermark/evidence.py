@@ -1,0 +1,357 @@
+"""Evidence that a pattern lies over the content: edges that stay put on screen while the
+content moves, the camera's track, a static overlay's own picture (its matte), and whether
+the content changes under a candidate.
+
+Frames here are grey float32 (T, h, w) at the analysis size (`frames.shrink`), except where a
+function says it takes RGB frames at the input's size.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthesize.watermark.frames import box_of, compose, fill_holes, shrink
+
+EDGE_SLOPE = 4.0  # grey levels per pixel: weaker gradients are texture or noise
+COHERENCE = 0.75  # |mean gradient| / mean |gradient| above this: the same edge in every frame
+PRESENT = 0.2  # a static edge may be missing (under half EDGE_SLOPE) in this share of frames
+CAMERA_MOVED = 8.0  # analysis pixels: less camera motion than this is no motion
+EXPLAINED = 0.5  # a screen edge the moving scene reproduces to this share is the scene's
+STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable motion
+
+
+def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
+                 ) -> tuple[list[np.ndarray], float]:
+    """Per frame, the similarity taking it onto frame 0 (ORB matches between neighbouring
+    frames, RANSAC, chained; identity where a step cannot be matched), and the largest
+    distance any frame corner moved, in pixels.
+
+    Args:
+        grey: grey frames (T, h, w).
+        ignore: pixels whose features are not used (the mark), or None.
+    """
+    import cv2
+
+    orb = cv2.ORB_create(500)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+    height, width = grey.shape[1:]
+    use = None if ignore is None else (~ignore).astype(np.uint8) * 255
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float).T
+    features = [orb.detectAndCompute(np.clip(g, 0, 255).astype(np.uint8), use) for g in grey]
+    transforms, moved = [np.eye(2, 3)], 0.0
+    for index in range(1, len(grey)):
+        (keys, desc), (prev_keys, prev_desc) = features[index], features[index - 1]
+        step = None
+        matches = matcher.match(desc, prev_desc) if desc is not None and prev_desc is not None \
+            else []
+        if len(matches) >= 8:
+            src = np.float32([keys[m.queryIdx].pt for m in matches])
+            dst = np.float32([prev_keys[m.trainIdx].pt for m in matches])
+            # RANSAC draws from OpenCV's per-thread RNG, whose state depends on everything
+            # this process did before: seed it, so the same frames always give the same
+            # track (a worker and a long-lived process, the local and the Ray engine).
+            cv2.setRNGSeed(0)
+            step, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                                  ransacReprojThreshold=1.5)
+        if step is not None and not _fits_better(grey[index], grey[index - 1], step):
+            step = None  # the matches followed something moving across a still shot
+        matrix = compose(transforms[-1], np.eye(2, 3) if step is None else step)
+        transforms.append(matrix)
+        moved = max(moved, float(np.abs(matrix @ corners - corners[:2]).max()))
+    return transforms, moved
+
+
+def _fits_better(frame: np.ndarray, previous: np.ndarray, step: np.ndarray) -> bool:
+    """Whether `step` (frame onto previous) lines up most of the two frames better than no
+    motion does: the median absolute difference over the pixels both show. An object crossing
+    a still shot gives matches of its own, whose motion fits it alone."""
+    import cv2
+
+    height, width = frame.shape
+    warped = cv2.warpAffine(frame, step, (width, height), flags=cv2.INTER_LINEAR)
+    seen = cv2.warpAffine(np.ones_like(frame), step, (width, height)) > 0.999
+    if seen.mean() < 0.25:
+        return True
+    moved = float(np.median(np.abs(warped - previous)[seen]))
+    still = float(np.median(np.abs(frame - previous)[seen]))
+    return moved < still
+
+
+def _coherence(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(length of the mean gradient vector, mean gradient length) over frames, per pixel;
+    NaN marks frames where a pixel is not seen."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels seen in no frame
+        coherent = np.nan_to_num(np.hypot(np.nanmean(gx, 0), np.nanmean(gy, 0)))
+        strength = np.nan_to_num(np.nanmean(np.hypot(gx, gy), 0))
+    return coherent, strength
+
+
+MATTE_GROW = 0.5  # the region searched around a found mark, as a share of its box per side
+MATTE_SIDE = 640  # the matte is integrated at most this many pixels on the region's longer side
+MATTE_LEVEL = 0.3  # of the matte's near-peak |value|: weaker pixels are not the mark
+MATTE_FLOOR = 4.0  # grey levels: a mark fainter than this is not worth a mask pixel
+MATTE_ROUNDS = 3  # regrow the region around the new mask until its box stops changing
+MATTE_REACH = 4  # analysis pixels: the matte's pixels lie this near a kept gradient (or inside)
+
+
+def integrate(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """The image whose forward differences best match (gx, gy) in least squares, zero outside
+    the grid: a Poisson equation, solved exactly with the type-I discrete sine transform."""
+    from scipy.fft import dstn, idstn
+
+    divergence = gx.copy()
+    divergence[:, 1:] -= gx[:, :-1]
+    divergence += gy
+    divergence[1:] -= gy[:-1]
+    height, width = divergence.shape
+    ky = 2.0 * np.cos(np.pi * np.arange(1, height + 1) / (height + 1)) - 2.0
+    kx = 2.0 * np.cos(np.pi * np.arange(1, width + 1) / (width + 1)) - 2.0
+    return idstn(dstn(divergence, type=1) / (ky[:, None] + kx[None, :]), type=1)
+
+
+def _matte_picture(frames: np.ndarray, box: tuple[int, int, int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The static overlay's own picture inside `box` (signed grey levels over the scene's
+    mean, float32 at the box's size): the temporal median of the frames' gradients
+    (Dekel et al.'s estimate of the mark's gradients: the overlay's is in every frame, the
+    moving scene's differs from frame to frame), integrated. A median that does not stand out
+    of its frames' spread is the scene's and is left out. Also returns where the matte has
+    support: pixels within MATTE_REACH of a kept gradient, and what they enclose. Away from
+    them the integrated picture holds only the halo of gradients the test could not keep."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    grey, _ = shrink(np.ascontiguousarray(frames[:, y0:y1, x0:x1]), MATTE_SIDE)
+    dx = np.zeros_like(grey)
+    dy = np.zeros_like(grey)
+    dx[:, :, :-1] = np.diff(grey, axis=2)
+    dy[:, :-1] = np.diff(grey, axis=1)
+    fields = []
+    for d in (dx, dy):
+        median = np.median(d, axis=0)
+        spread = np.median(np.abs(d - median), axis=0)
+        fields.append(np.where(np.abs(median) > 2.0 * spread + 1.0, median, 0.0))
+    matte = integrate(*fields).astype(np.float32)
+    kept = ((fields[0] != 0) | (fields[1] != 0)).astype(np.uint8)
+    reach = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MATTE_REACH + 1,) * 2)
+    support = fill_holes(cv2.dilate(kept, reach) > 0).astype(np.uint8)
+    size = (x1 - x0, y1 - y0)
+    return (cv2.resize(matte, size, interpolation=cv2.INTER_LINEAR),
+            cv2.resize(support, size, interpolation=cv2.INTER_NEAREST).astype(bool))
+
+
+def _grown(box: tuple[int, int, int, int], shape: tuple[int, int], share: float,
+           pad: int) -> tuple[int, int, int, int]:
+    height, width = shape
+    x0, y0, x1, y1 = box
+    grow_x, grow_y = round((x1 - x0) * share) + pad, round((y1 - y0) * share) + pad
+    return max(0, x0 - grow_x), max(0, y0 - grow_y), min(width, x1 + grow_x), \
+        min(height, y1 + grow_y)
+
+
+def _matte_once(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = region = _grown(box_of(mask), mask.shape, MATTE_GROW, 8)
+    matte, support = _matte_picture(frames, region)
+    if not support.any():  # no gradient stands out of the scene's: nothing to matte
+        return np.zeros(mask.shape, bool)
+    matte = np.abs(matte)
+    level = max(MATTE_FLOOR, MATTE_LEVEL * float(np.percentile(matte[support], 99.5)))
+    refined = np.zeros(mask.shape, bool)
+    refined[y0:y1, x0:x1] = (matte > level) & support
+    return refined
+
+
+def matte_mask(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The mark's pixels, at the frames' size, around a rough mask of it (closed edge blobs).
+
+    The static overlay's gradients (temporal median over the frames) are integrated into
+    the mark's own picture, whose non-zero pixels are the mask: strokes without the gaps
+    between them, a logo's flat inside included, a ring's hole left out. The region grows
+    around each new mask until its box settles, so a part the rough mask missed is found
+    when it is near. Falls back to the rough mask when the matte holds nothing.
+    """
+    current = mask
+    for _ in range(MATTE_ROUNDS):
+        refined = _matte_once(frames, current)
+        if not refined.any():
+            return current
+        if box_of(refined) == box_of(current):
+            return refined
+        current = refined
+    return current
+
+
+STAYS_PUT = 0.75  # share of frames matching at zero shift that leaves a score as it is
+STAYS_PUT_REACH = 3  # pixels searched each way for a better match
+
+
+def stays_put(frames: np.ndarray, mask: np.ndarray) -> float:
+    """The share of frames whose gradient magnitudes on the mask (grown by 2 pixels) match
+    their temporal median best with no shift, searching STAYS_PUT_REACH pixels each way."""
+    import cv2
+
+    reach = STAYS_PUT_REACH
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    x0, y0, x1, y1 = box_of(near)
+    ys, xs = np.nonzero(near[y0:y1, x0:x1])
+    magnitudes = []
+    for frame in frames:
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        grey = cv2.copyMakeBorder(grey, reach, reach, reach, reach, cv2.BORDER_REFLECT)
+        grey = grey[y0:y1 + 2 * reach, x0:x1 + 2 * reach]
+        magnitudes.append(np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0),
+                                   cv2.Sobel(grey, cv2.CV_32F, 0, 1)))
+    magnitudes = np.stack(magnitudes)
+    template = np.median(magnitudes, 0)[ys + reach, xs + reach]
+    if float(template.std()) < 1e-3:  # nothing to line up
+        return 0.0
+    shifts = [(dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)]
+    errors = np.stack([np.abs(magnitudes[:, ys + reach + dy, xs + reach + dx] - template).mean(1)
+                       for dy, dx in shifts], axis=1)  # (frames, shifts)
+    centre = shifts.index((0, 0))
+    return float((errors[:, centre] <= errors.min(1)).mean())
+
+
+HOLD_REACH = 2  # analysis pixels searched each way for a better local match
+HOLD_WINDOW = 5  # side of the window whose pattern is matched
+HOLDS = 0.3  # share of frames a pixel's pattern must match best at zero shift to hold
+
+
+def holds_in_place(magnitudes: np.ndarray) -> np.ndarray:
+    """Per pixel, the share of frames whose local pattern of gradient magnitudes (a
+    HOLD_WINDOW square) matches the temporal median's best with no shift, searching
+    HOLD_REACH pixels each way. An overlay's strokes never move; a scene that sways or
+    breathes under a still camera moves its edges by a pixel or more in some frames."""
+    import cv2
+
+    reach, window = HOLD_REACH, (HOLD_WINDOW, HOLD_WINDOW)
+    template = np.median(magnitudes, 0)
+    height, width = template.shape
+    padded = np.pad(magnitudes, ((0, 0), (reach, reach), (reach, reach)), mode="edge")
+    centre = None
+    best = np.full(magnitudes.shape, np.inf, np.float32)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            shifted = padded[:, reach + dy:reach + dy + height, reach + dx:reach + dx + width]
+            errors = np.stack([cv2.boxFilter((s - template) ** 2, -1, window) for s in shifted])
+            if (dy, dx) == (0, 0):
+                centre = errors
+            else:
+                np.minimum(best, errors, out=best)
+    return (centre <= best).mean(0)
+
+
+
+
+@dataclass
+class StaticEdges:
+    """Where edges stay put on screen in a clip, and what the camera did.
+
+    Args:
+        static: bool (h, w): edges that stay put, are not explained by the camera's motion,
+            and are present or hold in place (see `static_edges`).
+        edges: bool (h, w): every edge of the clip (mean gradient over EDGE_SLOPE).
+        camera_moved: the camera moved CAMERA_MOVED analysis pixels or more.
+        share: static edge pixels / edge pixels: STATIC_SCENE or more is a clip without
+            usable motion.
+    """
+
+    static: np.ndarray
+    edges: np.ndarray
+    camera_moved: bool
+    share: float
+
+
+def static_edges(grey: np.ndarray) -> StaticEdges:
+    """The edges of a clip that stay put on screen while its content moves.
+
+    At a mark's pixels the image gradient is the same vector in (nearly) every frame: its
+    temporal mean is as long as its mean length (COHERENCE), and it is there in at least
+    1 - PRESENT of the frames, while moving content's gradients change and cancel.
+
+    Args:
+        grey: the sampled frames, grey float32 (T, h, w) at the analysis size.
+    """
+    import cv2
+
+    height, width = grey.shape[1:]
+    # 1. Edges that stay put on screen (Sobel / 8: grey levels per pixel).
+    gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey]) / 8.0
+    gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey]) / 8.0
+    on_screen, strength = _coherence(gx, gy)
+    edges = strength > EDGE_SLOPE
+    # An edge sweeping past also points one way; a mark's edge is there in (nearly) every
+    # frame (or, over dark or flat content, holds in place where it shows: step 3).
+    magnitudes = np.hypot(gx, gy)
+    present = (magnitudes > EDGE_SLOPE / 2).mean(0) >= 1.0 - PRESENT
+    static = (on_screen > EDGE_SLOPE) & (on_screen > COHERENCE * strength)
+    # 2. When the camera moves, an edge running along the motion also stays put on screen,
+    #    but the scene explains it: the scene's own gradient field (frames aligned on frame
+    #    0 and averaged), carried back along each frame's camera, gives the same vector on
+    #    screen. A mark's screen edge meets varying scene gradients along its path instead.
+    transforms, moved = track_camera(grey)
+    camera_moved = moved >= CAMERA_MOVED
+    if camera_moved:
+        size, warp = (width, height), cv2.INTER_LINEAR
+        seen = np.stack([cv2.warpAffine(np.ones((height, width), np.float32), m, size,
+                                        flags=warp) > 0.999 for m in transforms])
+        scene_x = np.stack([cv2.warpAffine(g, m, size, flags=warp)
+                            for g, m in zip(gx, transforms, strict=True)])
+        scene_y = np.stack([cv2.warpAffine(g, m, size, flags=warp)
+                            for g, m in zip(gy, transforms, strict=True)])
+        # a similarity rotates gradient vectors too; the angles here are tiny, so ignored
+        scene_x[~seen], scene_y[~seen] = np.nan, np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # scene points no frame saw
+            field_x = np.nan_to_num(np.nanmean(scene_x, 0))
+            field_y = np.nan_to_num(np.nanmean(scene_y, 0))
+        back = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        explained_x = np.mean([cv2.warpAffine(field_x, m, size, flags=back)
+                               for m in transforms], axis=0)
+        explained_y = np.mean([cv2.warpAffine(field_y, m, size, flags=back)
+                               for m in transforms], axis=0)
+        mean_x, mean_y = gx.mean(0), gy.mean(0)
+        along = (explained_x * mean_x + explained_y * mean_y) / np.maximum(on_screen, 1e-6)
+        static &= along < EXPLAINED * on_screen
+    # 3. An overlay's strokes match their median with no shift; a scene's edges only a pixel
+    #    or more away in a good share of the frames. Under a still camera a swaying or
+    #    breathing scene, or a hand-held camera's jitter (under CAMERA_MOVED), holds edges on
+    #    screen well enough for the tests above: there an edge must be present and hold.
+    #    Under a moving camera a mark over dark or flat content fades out in some frames and
+    #    fails the presence test, but holds where it shows: present or holding is enough.
+    holds = holds_in_place(magnitudes) >= HOLDS
+    static &= (present | holds) if camera_moved else (present & holds)
+    return StaticEdges(static, edges, camera_moved, float(static.sum() / max(1, edges.sum())))
+
+
+CHANGE = 16.0  # grey levels from a pixel's temporal median that count as a change
+CHANGE_FRAMES = 3  # frames (of the sampled ones) that must change for a pixel to change
+#                    (8 levels in 2 frames: the noise of a still pavement in bikes-1 counted)
+CHANGE_REACH = 2  # analysis pixels: an edge this near a changing pixel has change under it
+
+
+def changing(grey: np.ndarray) -> np.ndarray:
+    """Pixels whose content changes during the clip: at least CHANGE_FRAMES of the sampled
+    frames differ from the pixel's temporal median by more than CHANGE grey levels (an
+    object that passes once changes a pixel in a few frames only, so no median of the
+    change would see it). Bool (h, w) at the analysis size."""
+    median = np.median(grey, axis=0)
+    return (np.abs(grey - median) > CHANGE).sum(0) >= CHANGE_FRAMES
+
+
+def change_under(region_edges: np.ndarray, changed: np.ndarray) -> float:
+    """Occlusion evidence under a still camera: the share of a candidate's static edge
+    pixels that lie within CHANGE_REACH of content that changes. A mark's edges persist
+    over pixels that change as things pass behind it; a static part of the scene (a bench
+    in the background, a wall) has nothing changing at its edges."""
+    import cv2
+
+    if not region_edges.any():
+        return 0.0
+    reach = np.ones((2 * CHANGE_REACH + 1,) * 2, np.uint8)
+    near = cv2.dilate(changed.astype(np.uint8), reach) > 0
+    return float(near[region_edges].mean())

@@ -1,0 +1,78 @@
+"""Frame and mask helpers that every part of the watermark stage shares."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Frames as RGB uint8 (T, H, W, 3); one image (H, W, 3) becomes a clip of one frame.
+
+    Raises:
+        ValueError: anything else.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"expected RGB uint8 frames (T, H, W, 3), got {frames.dtype} "
+                         f"{frames.shape}")
+    return frames
+
+
+def sample_indices(count: int, wanted: int) -> np.ndarray:
+    """Up to `wanted` frame indices spread evenly over `count` frames, first and last included."""
+    return np.unique(np.linspace(0, count - 1, min(count, wanted)).round().astype(int))
+
+
+def shrink(images: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Grey float32 images with the longer side at most `size` (area filtered), and the
+    factor from input to analysis pixels."""
+    import cv2
+
+    height, width = images.shape[1:3]
+    scale = min(1.0, size / max(height, width))
+    out_size = (max(8, round(width * scale)), max(8, round(height * scale)))
+    grey = []
+    for image in images:
+        g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            g = cv2.resize(g, out_size, interpolation=cv2.INTER_AREA)
+        grey.append(g.astype(np.float32))
+    return np.stack(grey), out_size[0] / width
+
+
+def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine that applies b, then a."""
+    bottom = [0.0, 0.0, 1.0]
+    return (np.vstack([a, bottom]) @ np.vstack([b, bottom]))[:2]
+
+
+def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The mask's bounding box (x0, y0, x1, y1), end exclusive; None when it is empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every hole inside its outer contours filled."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def to_input_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A bool mask resized (nearest) to `shape` (height, width)."""
+    import cv2
+
+    height, width = shape
+    if mask.shape == (height, width):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (width, height),
+                      interpolation=cv2.INTER_NEAREST).astype(bool)

