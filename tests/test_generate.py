@@ -179,7 +179,7 @@ def test_pinned_steps_match_vidrd_defaults():
 def test_search_noise_keeps_best():
     previews = {0: 0.2, 1: 0.9, 2: 0.9, 3: 0.1}
     best, scores = search_noise([0, 1, 2, 3], lambda i, n: np.full((1, 4, 4, 3), n),
-                                lambda preview, cond: previews[int(preview.flat[0])], None)
+                                lambda preview, cond, prompt: previews[int(preview.flat[0])], None)
     assert (best, scores) == (1, [0.2, 0.9, 0.9, 0.1])
 
 
@@ -202,7 +202,7 @@ def test_search_reruns_best_candidate_and_records_scores(tiny, tmp_path, monkeyp
     class Scorer:
         name = "fake"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             assert preview.shape == (9, 32, 32, 3) and condition.shape == (32, 32, 3)
             return next(fake)
 
@@ -486,7 +486,7 @@ def test_search_and_anchor_condition_on_the_last_frames(tiny, tmp_path, monkeypa
     class Scorer:
         name = "spy"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             conditions.append(condition.copy())
             previews.append(preview.shape)
             return 0.0

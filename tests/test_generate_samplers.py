@@ -25,6 +25,7 @@ import torch
 
 from generate.backbone import Backbone
 from generate.chunked import ChunkedGenerator, ChunkSettings
+from generate.continuation import ANCHOR_RELEASE, release_index
 from generate.families import keep_step_overwrites
 from generate.loading import load_backbone
 from generate.prompts import Story
@@ -173,7 +174,7 @@ def test_anchor_pins_reencoded_tail_in_forward_order(shipped, tmp_path, monkeypa
     steps, beta = 6, 0.8
     settings = ChunkSettings(frames=2 * chunk - overlap, chunk_frames=chunk, overlap=overlap,
                              continue_mode="anchor", steps=steps, guidance=1.0, height=32,
-                             width=32, reuse_guidance=beta, search_k=1)
+                             width=32, reuse_guidance=beta, anchor_release=None, search_k=1)
     generator = ChunkedGenerator(backbone, settings)
     calls = spy_steps(monkeypatch, UniPCMultistepScheduler)
     info = generator(Story("s", ("a cat",), None, "t"), 3, tmp_path / "s.mp4", tmp_path / "st")
@@ -207,7 +208,7 @@ def test_anchor_on_shipped_sampler(shipped, tmp_path, monkeypatch, name):
     chunk, overlap, steps, beta = 1 + 2 * t, 1 + t, 5, 0.8
     settings = ChunkSettings(frames=2 * chunk - overlap, chunk_frames=chunk, overlap=overlap,
                              steps=steps, guidance=2.0, height=32, width=32,
-                             reuse_guidance=beta, search_k=1)
+                             reuse_guidance=beta, anchor_release=None, search_k=1)
     generator = ChunkedGenerator(backbone, settings)
     assert generator.mode == "anchor"  # auto on a time-compressing VAE
     calls = spy_steps(monkeypatch, type(backbone.pipe.scheduler))
@@ -283,13 +284,13 @@ def test_unipc_corrector_off_only_after_overwrites(shipped, tmp_path, monkeypatc
     monkeypatch.setattr(UniPCMultistepScheduler, "set_timesteps", mark)
     monkeypatch.setattr(UniPCMultistepScheduler, "multistep_uni_c_bh_update", corrected)
     settings = ChunkSettings(frames=13, chunk_frames=9, overlap=5, steps=6, guidance=2.0,
-                             height=32, width=32, reuse_guidance=0.4, search_k=2,
-                             search_steps=3)
+                             height=32, width=32, reuse_guidance=0.4, anchor_release=None,
+                             search_k=2, search_steps=3)
 
     class Scorer:
         name = "fixed"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             return 0.0
 
     generator = ChunkedGenerator(backbone, settings, scorer=Scorer())
@@ -397,7 +398,7 @@ def test_search_chooses_on_shipped_sampler(shipped, tmp_path, monkeypatch, name)
     class Scorer:  # how close the preview's mean grey is to the conditioning frame's
         name = "grey"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             seen.append(preview.copy())
             return -abs(float(preview.mean()) - float(condition.mean()))
 

@@ -334,7 +334,7 @@ def test_anchor_steps_sets_how_long_anchors_are_pinned(tiny, tmp_path, monkeypat
                         lambda self, frames: encoded.append(original(self, frames)) or encoded[-1])
     settings = ChunkSettings(frames=13, chunk_frames=9, overlap=5, continue_mode="anchor",
                              steps=6, guidance=1.0, height=32, width=32, search_k=1,
-                             anchor_steps=anchor_steps)
+                             anchor_steps=anchor_steps, anchor_release=None)
     generator = ChunkedGenerator(backbone, settings)
     calls = spy_steps(monkeypatch, FlowMatchEulerDiscreteScheduler)
     info = generator(ONE, 2, tmp_path / "a.mp4", tmp_path / "st")
