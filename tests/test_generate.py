@@ -459,7 +459,19 @@ def test_generate_runs_checks_into_report(tiny, tmp_path):
                       "--out", out, "--frames", "18", "--chunk-frames", "9", "--steps", "2",
                       "--height", "32", "--width", "32", "--search-k", "1")
     assert result.exit_code == 0, result.output
-    assert (out / "report").is_dir() and any((out / "report").iterdir())
+    (mp4,) = out.glob("*.mp4")
+    chunk_starts = json.loads(mp4.with_suffix(".json").read_text())["chunk_starts"]
+    assert len(chunk_starts) > 1
+    # the video was checked (an error json would also fill the folder): its seams are the
+    # chunk loop's, and the report lists it among the checked videos
+    checked = json.loads((out / "report" / f"{mp4.stem}.checks.json").read_text())
+    assert "error" not in checked and checked["frames"] == 18
+    assert [s["frame"] for s in checked["seams"]] == chunk_starts[1:]
+    assert set(checked["metrics"]) >= {"seam_jump_max", "seam_warp_jump_max", "flicker"}
+    (summary,) = json.loads((out / "report" / "summary.json").read_text())
+    assert "error" not in summary and summary["flicker"] == checked["metrics"]["flicker"]
+    page = (out / "report" / "index.html").read_text()
+    assert "could not be checked" not in page and f"{mp4.stem}_metrics.png" in page
 
 
 # -- the conditioning comes from the end of the previous chunk --------------------------------
