@@ -144,3 +144,50 @@ def test_anchor_release_options_and_how_they_relate(wan, tmp_path):
     help_text = CliRunner().invoke(app, ["generate", "--help"], terminal_width=200).output
     assert "--anchor-steps or --reuse-guidance release by step count instead" in \
         " ".join(help_text.split())
+
+
+# -- reuse: what VidRD's reversed seeding does to motion, read by the reversal check ----------
+
+def test_reuse_seeds_each_chunk_as_a_rewind_of_the_previous(tmp_path, monkeypatch):
+    """A model that keeps whatever its latents hold (so a chunk shows what it was seeded with)
+    and a readable decoder (a smooth texture shifted 2 px right per unit of the frame
+    latent's mean): chunk 0 is seeded as a steady pan. `reuse` seeds chunk 1's free frame j
+    with the previous chunk's noise at frame N-1-j (and pins latent m to its state at N-1-m),
+    so the pan plays backwards after the seam: the checks' seam direction is about -1."""
+    import cv2
+
+    backbone = load_backbone(str(build_tiny_pipeline(tmp_path / "ms", "modelscope")))
+    texture = cv2.GaussianBlur(np.random.default_rng(2).integers(0, 255, (64, 160, 3))
+                               .astype(np.float32), (0, 0), 4)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+    def keep(self, prompt, latents, steps, *args, on_step=None, **kwargs):
+        state = latents
+        for step in range(steps):
+            replaced = on_step(step, state) if on_step else None
+            state = state if replaced is None else replaced
+        return state.clone()
+
+    def decode(self, latents):
+        shifts = (2 * latents.float().mean(dim=(0, 1, 3, 4))).round().int().tolist()
+        return np.stack([texture[:32, 40 + s:72 + s] for s in shifts])
+
+    original = ChunkedGenerator.prepare_noise
+
+    def pan_first(self, story_id, seed, chunk, candidate, shape, previous):
+        noise = original(self, story_id, seed, chunk, candidate, shape, previous)
+        if chunk == 0:  # chunk 0 holds a steady pan: frame f's latents have mean f
+            noise = noise * 0 + torch.arange(shape[2]).float().view(1, 1, -1, 1, 1)
+        return noise
+
+    monkeypatch.setattr(Backbone, "run", keep)
+    monkeypatch.setattr(Backbone, "decode", decode)
+    monkeypatch.setattr(ChunkedGenerator, "prepare_noise", pan_first)
+    settings = ChunkSettings(frames=28, chunk_frames=16, overlap=4, continue_mode="reuse",
+                             steps=4, guidance=1.0, height=32, width=32, search_k=1)
+    info = ChunkedGenerator(backbone, settings)(Story("r", ("a car",), None, "t"), 1,
+                                                tmp_path / "r.mp4", tmp_path / "st")
+    checks = check_video(tmp_path / "r.mp4", chunk_starts=info["chunk_starts"])[0]
+    (seam,) = checks["seams"]
+    assert seam["direction"] < -0.9 and seam["reversal"]
+    assert checks["metrics"]["seam_reversals"] == 1
