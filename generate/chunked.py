@@ -14,26 +14,22 @@ compresses time (Wan, CogVideoX, LTX) and `reuse` where one latent is one frame 
   frames are encoded by the VAE as a sequence of their own (so the first of them gets the
   single-frame first latent, as at the start of any chunk). Chunk c+1's first L latents are
   pinned, in forward order, to those clean latents re-noised to each step's noise level
-  (`a_i * clean + b_i * noise`, `noise_level`, with the chunk's own initial noise) before
-  step i while i < p_m, a staged count: latent L-1 (next to the new frames) is pinned longest,
-  `p = reversed(pinned_steps(L, T, beta))`. The new chunk's first O frames re-render the
-  previous chunk's last O frames and are dropped, so no frame is shown twice.
+  (`a_i * clean + b_i * noise`, `noise_level`, with the chunk's own initial noise) until the
+  state's signal fraction a_i reaches `--anchor-release` (0.9), or for a staged step count
+  (`--anchor-steps`, `--reuse-guidance`; `continuation.anchor_pins`). The new chunk's first
+  O frames re-render the previous chunk's last O frames and are dropped.
 - `reuse` (VidRD, "Reuse and Diffuse"), exact on per-frame latents (ModelScope), explicit
-  elsewhere. With O overlap latent frames, T steps, `past[i]` = the previous chunk's state
-  before step i with frame order reversed (only its last O frames are kept, and only for the
-  steps that are pinned):
-  1. frame-level noise reversion: the new chunk's first O frames start from `past[0][:O]`,
-     the previous chunk's last O frames' initial noise in reversed order;
-  2. past-dependent noise for the other frames:
-     `a/sqrt(1+a^2) * past0[O:] + 1/sqrt(1+a^2) * fresh` (unit variance; `--noise-recycle a`),
-     where past0 is the previous chunk's whole initial noise reversed;
-  3. staged guidance: overlap frame m is overwritten with `past[i][m]` before step i while
-     `i < (O-m) * (T/O) * beta` (`--reuse-guidance beta`). The pinned values are stored noisy
-     states at the same step, so nothing is re-noised.
-  The bridge (the new chunk's first O latents, which mirror the end of the previous chunk) is
-  dropped from the video: `pixel_frames(O)` frames per chunk after the first. On causal VAEs
-  the O latents cover O*t frames at the end of chunk c but 1 + (O-1)*t at the start of c+1:
-  the flip reverses 4-frame groups, not the frames in them (why `anchor` is the default there).
+  elsewhere. With O overlap latents, T steps, `past[i]` = the previous chunk's state before
+  step i, frame order reversed (its last O frames, for the pinned steps only): the first O
+  frames start from `past[0][:O]`; the others from past-dependent noise
+  `a/sqrt(1+a^2) * past0[O:] + 1/sqrt(1+a^2) * fresh` (`--noise-recycle a`, past0 the whole
+  previous initial noise reversed); overlap frame m is overwritten with `past[i][m]` before
+  step i while `i < (O-m) * (T/O) * beta` (`--reuse-guidance beta`; stored noisy states at the
+  same step, so nothing is re-noised).
+  The bridge (the new chunk's first O latents) is dropped: `pixel_frames(O)` frames. The
+  whole chunk is still seeded as a time-reversed copy of the previous one, so motion tends
+  to rewind after each seam (measured by the checks' seam direction, docs/generate.md); on
+  causal VAEs the flip also reverses t-frame groups, not the frames in them.
 - `i2v`: chunks after the first come from an image-to-video backbone conditioned on the last
   frame of the previous chunk; the new chunk's first frame re-renders that frame and is
   dropped.
@@ -48,11 +44,14 @@ Chunk 0 has nothing to continue from, so it is not searched: it uses candidate 0
 Exact length: the loop generates whole chunks, then trims the end of the last one to exactly
 `--frames`; the plan (and the sample json) says how many frames were generated and trimmed.
 
+Colour: each later chunk's latents are pulled toward the first chunk's channel statistics
+(`--colour-correction`, AdaIN; on for one-prompt videos) before they are decoded and saved.
+
 Memory and resume: frames stream into the MP4 as each chunk is decoded; only the current
 chunk, the previous chunk's initial noise, the overlap trajectory (`reuse`) or last O frames
-(`anchor`) and the last frame stay in memory. After each chunk its final latents and the loop
-state are written atomically to `state_dir`; a resumed run re-decodes the finished chunks
-(bit-identical frames, so a byte-identical MP4) and continues from the next one.
+(`anchor`) and the last frame stay in memory. After each chunk its final latents are written
+atomically to `state_dir`; a resumed run re-decodes the finished chunks (a byte-identical
+MP4) and continues from the next one.
 """
 
 from __future__ import annotations
