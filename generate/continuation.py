@@ -33,8 +33,9 @@ def pinned_steps(overlap: int, steps: int, beta: float) -> list[int]:
 
 def release_index(signal: list[float], release: float) -> int:
     """Steps a latent released at signal fraction `release` is pinned: the first index i whose
-    state has a_i >= `release` (`len(signal)`, every step, when none has)."""
-    return next((i for i, a in enumerate(signal) if a >= release), len(signal))
+    state has a_i >= `release` (within float32 rounding: LTX's schedule ends at a = 0.9 read
+    as 0.89999998), `len(signal)`, every step, when none has."""
+    return next((i for i, a in enumerate(signal) if a >= release - 1e-6), len(signal))
 
 
 def released_at(signal: list[float], pins: list[int]) -> list[float]:
