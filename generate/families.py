@@ -190,7 +190,11 @@ def default_flow_shift(family: Family, height: int, width: int) -> float | None:
 
 def set_flow_shift(scheduler, shift: float):
     """`scheduler` rebuilt with flow shift `shift`: UniPC's `flow_shift` (Wan's checkpoints),
-    FlowMatchEuler's `shift`; a `UserError` for a scheduler that has neither."""
+    FlowMatchEuler's `shift`; a `UserError` for a scheduler that has neither, or whose shift
+    is set per call from the resolution (LTX-Video's dynamic shifting ignores `shift`)."""
+    if scheduler.config.get("use_dynamic_shifting"):
+        raise UserError(f"--flow-shift: {type(scheduler).__name__} shifts its schedule by the "
+                        "video's size (dynamic shifting); a fixed shift would be ignored")
     for key in ("flow_shift", "shift"):
         if key in scheduler.config and (key == "shift" or scheduler.config.get(
                 "use_flow_sigmas")):

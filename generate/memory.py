@@ -1,4 +1,5 @@
-"""A pre-run estimate of peak GPU memory: the weights that stay resident plus activations.
+"""A pre-run estimate of peak GPU memory: the weights that stay resident plus activations; and
+keeping host memory flat over chunks (`bound_heap_growth`, at the end).
 
 Printed before the first chunk and written to each sample's json (`memory_estimate`), so a run
 that will not fit is known before it starts rather than after the text encoder and the first
