@@ -274,7 +274,7 @@ def _load(options: GenerateOptions):
     )
     scorer = None
     if options.search_k > 1:  # loaded only when searching
-        scorer = load_scorer(options.search_scorer, options.search_clip, options.device)
+        scorer = load_scorer(options.search_scorer, options.search_clip, backbone.device)
     generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer,
                                  bounded_heap=options.bounded_heap)
     refiner = None

@@ -430,19 +430,28 @@ def test_derive_seed_is_stable_and_distinct():
 
 def test_clip_scorer_and_cli(tiny, tmp_path):
     from datakit.models.tiny import build_tiny_clip
-    from generate.search import ClipScorer
+    from generate.search import TEXT_WEIGHT, ClipScorer
 
     clip = build_tiny_clip(tmp_path / "clip")
     scorer = ClipScorer(clip)
     rng = np.random.default_rng(0)
     cond = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    assert scorer(np.stack([cond, cond]), cond) == pytest.approx(1.0, abs=1e-5)
-    assert scorer(np.stack([cond, 255 - cond]), cond) < scorer(cond[None], cond)
-    # the paper's min over frames: one bad frame sets the score
+    text = scorer.embed_text("a cat")[0]
+
+    def to_text(frame):
+        return float(scorer._embed(frame[None])[0] @ text)
+
+    # the join (first kept frame against the condition: 1.0 when it is the condition) plus
+    # TEXT_WEIGHT times the frames' mean similarity to the prompt
+    assert scorer(np.stack([cond, cond]), cond, "a cat") == pytest.approx(
+        1.0 + TEXT_WEIGHT * to_text(cond), abs=1e-5)
     other = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    worst = scorer(other[None], cond)
-    assert worst < 0.999
-    assert scorer(np.stack([cond, other, cond]), cond) == pytest.approx(worst, abs=1e-5)
+    # a later frame moves only the text term (the paper's min over frames let it set the score)
+    assert scorer(np.stack([cond, other]), cond, "a cat") == pytest.approx(
+        1.0 + TEXT_WEIGHT * (to_text(cond) + to_text(other)) / 2, abs=1e-5)
+    # the same frames joining worse score lower
+    assert scorer(np.stack([other, cond]), cond, "a cat") < \
+        scorer(np.stack([cond, other]), cond, "a cat")
     out = tmp_path / "out"
     result = generate("--prompts", prompts_file(tmp_path, "a cat\n"), "--model", tiny("wan"),
                       "--out", out, "--frames", "18", "--chunk-frames", "9", *BASE,
