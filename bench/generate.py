@@ -13,9 +13,9 @@
    (anchor on Wan) and the search on (k=5, 1-step previews), at 128x128 (the previews' decodes
    dominate on the CPU).
 
-4. Refinement memory against video length (`--part refine`): `--refine` windows of 33 frames
-   (overlap 8) over videos of 33 to 901 frames at 128x128; the chunk loop runs in one process,
-   the refinement in another, so its peak RSS is its own.
+4. Refinement memory against video length (`--part refine`): `--refine` windows of 17 frames
+   (overlap 8) over videos of 17 to 321 frames at 64x64 (chunks of 17 frames); the chunk loop
+   runs in one process, the refinement in another, so its peak RSS is its own.
 
 5. On a GPU (`--gpu --random-weights`, bench/generate_gpu.py): LTX-Video 2B, Wan 2.1 1.3B,
    CogVideoX-5B and Wan 2.1 14B built at full size from their published configs with random
@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 SIZE = 256
 CHUNK = 33
+REFINE_WINDOW = 17
 
 
 def _rss_mb() -> float:
@@ -171,7 +172,7 @@ def refine_worker(model: str, frames: int, window: int, size: int, out: str) -> 
 
     torch.set_num_threads(2)
     backbone = load_backbone(model)
-    settings = ChunkSettings(frames=frames, chunk_frames=CHUNK, overlap=5, steps=2,
+    settings = ChunkSettings(frames=frames, chunk_frames=window, overlap=5, steps=2,
                              guidance=5.0, height=size, width=size, fps=16, search_k=1)
     generator = ChunkedGenerator(backbone, settings)
     story = Story("bench", ("a boat on the sea",), None, "bench")
@@ -194,8 +195,8 @@ def bench_refine(model: str, lengths: tuple[int, ...], size: int) -> list[dict]:
     rows = []
     for frames in lengths:
         with tempfile.TemporaryDirectory() as out:
-            job = json.dumps({"model": model, "frames": frames, "window": CHUNK, "size": size,
-                              "out": out})
+            job = json.dumps({"model": model, "frames": frames, "window": REFINE_WINDOW,
+                              "size": size, "out": out})
             for _ in range(2):  # the chunk loop, then the refinement alone
                 result = subprocess.run([sys.executable, __file__, "--worker-refine", job],
                                         check=True, capture_output=True, text=True)
@@ -253,10 +254,11 @@ def main() -> None:
         counts = (1, 4) if args.quick else (1, 4, 16)
         memory = search = bound = refine = None
         if args.part == "refine":
-            lengths = (33, 117, 453) if args.quick else (33, 117, 453, 901)
-            print(f"# refine: tiny Wan, {SIZE // 2}x{SIZE // 2}, windows of {CHUNK} frames, "
-                  "overlap 8, strength 0.5 of 4 steps", flush=True)
-            refine = bench_refine(model, lengths, SIZE // 2)
+            lengths = (17, 65, 161) if args.quick else (17, 65, 161, 321)
+            print(f"# refine: tiny Wan, {SIZE // 4}x{SIZE // 4}, windows of {REFINE_WINDOW} "
+                  "frames, overlap 8, strength 0.5 of 4 steps", flush=True)
+            refine = bench_refine(model, lengths, SIZE // 4)
+        if args.part == "bound":
             print(f"# bound: tiny Wan, {SIZE // 2}x{SIZE // 2}, defaults (anchor), k=5, s=1, "
                   "2 steps", flush=True)
             bound = bench_bound(model, 2, SIZE // 2)
