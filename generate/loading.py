@@ -222,6 +222,28 @@ def shared_components(model: str, other: str, pipe: Any,
     return shared
 
 
+def check_weights_reachable(model: str) -> None:
+    """A one-line `UserError` when `model` is a hub id whose cached snapshot lacks a component
+    folder `model_index.json` names and the hub cannot be asked (offline, or not reachable),
+    instead of whatever error the loader of the first missing file raises."""
+    from huggingface_hub import constants
+
+    if Path(model).expanduser().exists():
+        return
+    folder = _local_folder(model)
+    if folder is None:
+        return
+    index = json.loads((folder / "model_index.json").read_text())
+    missing = [name for name, entry in index.items()
+               if isinstance(entry, list) and entry[0] and not any((folder / name).glob("*"))]
+    if not missing:
+        return
+    why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_reachable())
+    if why:
+        raise UserError(f"{model}: its weights are not in the hub cache and could not be "
+                        f"downloaded (missing {', '.join(missing)}; {why})")
+
+
 def attention_backends() -> list[str]:
     """The names diffusers' `set_attention_backend` accepts (`AttentionBackendName`)."""
     from diffusers.models.attention_dispatch import AttentionBackendName
@@ -445,6 +467,7 @@ def load_backbone(
     cls_name = getattr(family, role)
     if cls_name is None:
         raise UserError(f"{family.label} has no {role} pipeline in diffusers that we can drive")
+    check_weights_reachable(model)
     torch_dtype: Any = getattr(torch, dtype)
     if family.name == "wan" and dtype != "float32":  # as diffusers' own Wan examples do
         torch_dtype = {"default": torch_dtype, "vae": torch.float32,
