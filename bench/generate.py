@@ -13,16 +13,18 @@
    (anchor on Wan) and the search on (k=5, 1-step previews), at 128x128 (the previews' decodes
    dominate on the CPU).
 
-4. On a GPU (`--gpu`): a Wan 2.1 T2V 1.3B pipeline with random weights built in memory from
-   the real checkpoint's configs (`WAN_13B`: the 30-layer 1.3B transformer, UMT5-XXL, the Wan
-   VAE), bfloat16 (VAE float32), 480x832, chunks of 81 frames: seconds per frame and peak GPU
-   memory (`torch.cuda.max_memory_allocated`) for 1 and 8 chunks, with and without the search
-   (k=5, s=3, the continuity scorer) and refinement, beside the pre-run estimate
-   (`generate/memory.py`). Random weights cost the same time and memory as trained ones.
-   `--smoke` runs the same code on a tiny build on the CPU, so it is known to work.
+4. Refinement memory against video length (`--part refine`): `--refine` windows of 17 frames
+   (overlap 8) over videos of 17 to 321 frames at 64x64 (chunks of 17 frames); the chunk loop
+   runs in one process, the refinement in another, so its peak RSS is its own.
 
-Usage: python bench/generate.py [--quick] [--part memory|search|bound]
-       python bench/generate.py --gpu [--steps 50] [--offload none|model|...] [--smoke]
+5. On a GPU (`--gpu --random-weights`, bench/generate_gpu.py): LTX-Video 2B, Wan 2.1 1.3B,
+   CogVideoX-5B and Wan 2.1 14B built at full size from their published configs with random
+   weights; peak GPU memory for 1, 4 and 16 chunks of 81 frames at 480x832 and seconds per
+   step, against one-pass generation of the lengths one pass can hold, 2 steps per chunk,
+   within `--budget` seconds. `--tiny` runs the same code tiny on the CPU.
+
+Usage: python bench/generate.py [--quick] [--part memory|search|bound|refine]
+       python bench/generate.py --gpu --random-weights [--models a,b] [--budget 540] [--tiny]
 (--quick: fewer steps, for a smoke run; --part: run one of the parts.)
 The figures go to docs/benchmarks.md under "## generate".
 """
@@ -43,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 SIZE = 256
 CHUNK = 33
+REFINE_WINDOW = 17
 
 
 def _rss_mb() -> float:
@@ -156,145 +159,91 @@ def bench_search(model: str, steps: int, search_steps: int, k: int, chunks: int)
     }
 
 
-# Wan-AI/Wan2.1-T2V-1.3B-Diffusers: transformer/config.json, text_encoder/config.json (UMT5-XXL
-# encoder), vae/config.json (AutoencoderKLWan's defaults), scheduler (UniPC, flow_shift 3.0)
-WAN_13B = {
-    "transformer": dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128,
-                        in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
-                        ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
-    "text_encoder": dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
-                         num_heads=64, relative_attention_num_buckets=32,
-                         relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
-                         dropout_rate=0.0),
-    "vae": dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                temperal_downsample=[False, True, True]),
-    "size": (480, 832), "chunk": 81, "overlap": 5,
-}
-SMOKE = {
-    "transformer": dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
-                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                        rope_max_seq_len=1024),
-    "text_encoder": dict(vocab_size=200, d_model=32, d_kv=8, d_ff=37, num_layers=2,
-                         num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0),
-    "vae": dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                temperal_downsample=[False, True, True]),
-    "size": (32, 32), "chunk": 9, "overlap": 5,
-}
-
-
-def random_wan(config: dict, device: str, offload: str):
-    """A `Backbone` over a WanPipeline with random weights of `config`'s sizes, built on
-    `device` (no checkpoint needed, nothing saved to disk)."""
-    import torch
-    from diffusers import (
-        AutoencoderKLWan,
-        UniPCMultistepScheduler,
-        WanPipeline,
-        WanTransformer3DModel,
-    )
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    from datakit.models.tiny import build_tokenizer
-    from generate.backbone import Backbone
-    from generate.families import FAMILIES
-    from generate.loading import apply_offload
-
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    build_on = "cpu" if offload != "none" else device
-    with torch.device(build_on):
-        transformer = WanTransformer3DModel(**config["transformer"]).to(dtype).eval()
-        text_encoder = UMT5EncoderModel(UMT5Config(**config["text_encoder"])).to(dtype).eval()
-        vae = AutoencoderKLWan(**config["vae"]).eval()  # float32, as load_backbone keeps it
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        flow_shift=3.0)
-    pipe = WanPipeline(tokenizer=build_tokenizer(512), text_encoder=text_encoder,
-                       transformer=transformer, vae=vae, scheduler=scheduler)
-    apply_offload(pipe, offload, device)
-    backbone = Backbone(pipe, FAMILIES["wan"], "t2v", "random Wan 2.1 1.3B")
-    backbone.offload = offload
-    return backbone
-
-
-def bench_gpu(steps: int, offload: str, smoke: bool) -> list[dict]:
-    """Seconds per frame and peak GPU memory, 1 and 8 chunks, search and refine on/off."""
+def refine_worker(model: str, frames: int, window: int, size: int, out: str) -> dict:
+    """Generate `frames` frames (chunk loop), then, in this process, refine them with
+    `--refine-chunk window --refine-overlap 8`; the refinement's own peak RSS is measured in a
+    second process (`--worker-refine`), so the chunk loop's does not hide it."""
     import torch
 
     from generate.chunked import ChunkedGenerator, ChunkSettings
-    from generate.loading import share_backbone
-    from generate.memory import estimate_peak
+    from generate.loading import load_backbone, share_backbone
     from generate.prompts import Story
     from generate.refine import Refiner
-    from generate.search import ContinuityScorer
 
-    config = SMOKE if smoke else WAN_13B
-    device = "cpu" if smoke else "cuda"
-    if not smoke and not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device (--smoke runs a tiny build on the CPU)")
-    backbone = random_wan(config, device, offload)
-    v2v = share_backbone(backbone, "v2v")
-    height, width = config["size"]
-    chunk, overlap = config["chunk"], config["overlap"]
+    torch.set_num_threads(2)
+    backbone = load_backbone(model)
+    settings = ChunkSettings(frames=frames, chunk_frames=window, overlap=5, steps=2,
+                             guidance=5.0, height=size, width=size, fps=16, search_k=1)
+    generator = ChunkedGenerator(backbone, settings)
+    story = Story("bench", ("a boat on the sea",), None, "bench")
+    state = Path(out) / "state"
+    if not (state / "done").exists():  # first process: the chunk loop only
+        generator(story, 0, Path(out) / "loop.mp4", state)
+        (state / "done").touch()
+        return {}
+    loaded = _rss_mb()
+    started = time.perf_counter()
+    refiner = Refiner(share_backbone(backbone, "v2v"), window, 8, strength=0.5, steps=4)
+    info = refiner(generator, state, story, 0, Path(out) / "refined.mp4")
+    return {"frames": frames, "windows": len(info["window_starts"]),
+            "seconds": round(time.perf_counter() - started, 2),
+            "rss_after_load_mb": round(loaded, 1), "peak_rss_mb": round(_rss_mb(), 1)}
+
+
+def bench_refine(model: str, lengths: tuple[int, ...], size: int) -> list[dict]:
+    """Refinement's peak RSS against video length, each length in its own processes."""
     rows = []
-    for chunks in (1, 8):
-        frames = chunk + (chunks - 1) * (chunk - overlap)
-        for search_k in (1, 5):
-            if chunks == 1 and search_k > 1:
-                continue  # chunk 0 is never searched
-            for refine in (False, True):
-                settings = ChunkSettings(frames=frames, chunk_frames=chunk, overlap=overlap,
-                                         continue_mode="anchor", steps=steps, guidance=5.0,
-                                         height=height, width=width, fps=16,
-                                         search_k=search_k, search_steps=min(3, steps))
-                generator = ChunkedGenerator(backbone, settings, scorer=ContinuityScorer())
-                refiner = Refiner(v2v, chunk_frames=chunk, overlap=4, steps=steps,
-                                  strength=0.4, guidance=5.0) if refine else None
-                estimate = estimate_peak([backbone, v2v], offload, chunk, height, width, 5.0)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                with tempfile.TemporaryDirectory() as out:
-                    story = Story("bench", ("a boat on the sea",), None, "bench")
-                    started = time.perf_counter()
-                    generator(story, 0, Path(out) / "b.mp4", Path(out) / "state")
-                    if refiner is not None:
-                        refiner(generator, Path(out) / "state", story, 0, Path(out) / "b.mp4")
-                    seconds = time.perf_counter() - started
-                peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-                row = {"chunks": chunks, "frames": frames, "search_k": search_k,
-                       "refine": refine, "steps": steps, "offload": offload,
-                       "seconds": round(seconds, 1),
-                       "seconds_per_frame": round(seconds / frames, 3),
-                       "peak_gpu_gib": round(peak / 2**30, 2) if peak else None,
-                       "estimated_peak_gib": round(estimate["peak_bytes"] / 2**30, 2),
-                       "estimated_weights_gib": round(estimate["weights_bytes"] / 2**30, 2)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+    for frames in lengths:
+        with tempfile.TemporaryDirectory() as out:
+            job = json.dumps({"model": model, "frames": frames, "window": REFINE_WINDOW,
+                              "size": size, "out": out})
+            for _ in range(2):  # the chunk loop, then the refinement alone
+                result = subprocess.run([sys.executable, __file__, "--worker-refine", job],
+                                        check=True, capture_output=True, text=True)
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, for a smoke run")
-    parser.add_argument("--part", choices=("memory", "search", "bound"),
+    parser.add_argument("--part", choices=("memory", "search", "bound", "refine"),
                         help="run only this part (bound: 1 vs 16 chunks with the default "
-                        "continuation and the search on)")
+                        "continuation and the search on; refine: refinement memory against "
+                        "video length)")
     parser.add_argument("--gpu", action="store_true",
-                        help="random full-size Wan 2.1 1.3B at 480x832x81 on CUDA (part 4)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="with --gpu: the same code on a tiny build on the CPU")
-    parser.add_argument("--steps", type=int, default=50, help="with --gpu: denoising steps")
-    parser.add_argument("--offload", default="none",
-                        choices=("none", "model", "sequential", "group"),
-                        help="with --gpu: how the weights are placed")
+                        help="full-size architectures on CUDA (bench/generate_gpu.py); needs "
+                        "--random-weights")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="with --gpu: build each model from its published configs with "
+                        "random weights (real weights cannot be downloaded here)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="with --gpu: the same code on tiny configs on the CPU")
+    parser.add_argument("--models", default="ltx-2b,wan-1.3b,cogvideox-5b,wan-14b",
+                        help="with --gpu: comma-separated, run in this order")
+    parser.add_argument("--budget", type=float, default=540,
+                        help="with --gpu: seconds for the whole run (models share it)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-refine", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(**json.loads(args.worker))))
         return
+    if args.worker_refine:
+        print(json.dumps(refine_worker(**json.loads(args.worker_refine))))
+        return
     if args.gpu:
-        rows = bench_gpu(4 if args.smoke else args.steps, args.offload, args.smoke)
+        if not args.random_weights:
+            parser.error("--gpu needs --random-weights (no real weights can be downloaded)")
+        from bench.generate_gpu import MODELS, bench_gpu
+
+        models = args.models.split(",")
+        unknown = sorted(set(models) - set(MODELS))
+        if unknown:
+            parser.error(f"--models: unknown {', '.join(unknown)}; known: {', '.join(MODELS)}")
+        rows = bench_gpu(models, (1, 4, 16), args.budget, args.tiny)
         print(json.dumps({"gpu": rows}, indent=2))
         return
     from generate.tiny import build_tiny_pipeline
@@ -303,7 +252,12 @@ def main() -> None:
         model = str(build_tiny_pipeline(Path(folder) / "wan", "wan"))
         memory_steps, search_total = (2, 10) if args.quick else (4, 50)
         counts = (1, 4) if args.quick else (1, 4, 16)
-        memory = search = bound = None
+        memory = search = bound = refine = None
+        if args.part == "refine":
+            lengths = (17, 65, 161) if args.quick else (17, 65, 161, 321)
+            print(f"# refine: tiny Wan, {SIZE // 4}x{SIZE // 4}, windows of {REFINE_WINDOW} "
+                  "frames, overlap 8, strength 0.5 of 4 steps", flush=True)
+            refine = bench_refine(model, lengths, SIZE // 4)
         if args.part == "bound":
             print(f"# bound: tiny Wan, {SIZE // 2}x{SIZE // 2}, defaults (anchor), k=5, s=1, "
                   "2 steps", flush=True)
@@ -315,7 +269,8 @@ def main() -> None:
         if args.part in (None, "search"):
             print(f"# search: k=5, s=3, S={search_total}, 4 chunks", flush=True)
             search = bench_search(model, search_total, 3, 5, 4)
-        print(json.dumps({"memory": memory, "search": search, "bound": bound}, indent=2))
+        print(json.dumps({"memory": memory, "search": search, "bound": bound, "refine": refine},
+                         indent=2))
 
 
 if __name__ == "__main__":

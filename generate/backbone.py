@@ -1,6 +1,6 @@
 """A `Backbone` wraps one loaded pipeline and gives the chunk loop a single view of it: latents
 in a canonical (B, C, F, H, W) layout whatever the pipeline uses natively, the frames rule
-(`4k+1` for Wan and CogVideoX, `8k+1` for LTX-Video, any count for ModelScope), one `run`
+(`4k+1` for Wan, `8k+1` for LTX-Video and CogVideoX, any count for ModelScope), one `run`
 that drives the pipeline only through its public arguments (`latents=`,
 `callback_on_step_end` or ModelScope's older `callback`, `output_type="latent"`), and
 `decode`/`encode` between latents and RGB frames."""
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from datakit.io.errors import UserError
-from generate.families import Family, keep_step_overwrites
+from generate.families import Family, decoded_frames, keep_step_overwrites
 
 
 class PromptCache:
@@ -94,8 +94,18 @@ class Backbone:
     # -- what it supports ------------------------------------------------------------------
 
     @property
+    def two_experts(self) -> bool:
+        """Wan 2.2 A14B: a high-noise `transformer` and a low-noise `transformer_2`, switched
+        at `boundary_ratio` of the training timesteps."""
+        return (getattr(self.pipe, "transformer_2", None) is not None
+                and self.pipe.config.get("boundary_ratio") is not None)
+
+    @property
     def frames_rule(self) -> str:
-        return f"{self.temporal}k+1" if self.temporal > 1 else "any count"
+        """`4k+1` (Wan), `8k+1` (LTX-Video; CogVideoX, whose VAE decodes latents in pairs),
+        `any count` (ModelScope)."""
+        step = self.temporal * (2 if self.family.decodes_in_pairs else 1)
+        return f"{step}k+1" if self.temporal > 1 else "any count"
 
     def latent_frames(self, frames: int) -> int:
         """Latent frames for `frames` pixel frames (which must satisfy the frames rule)."""
@@ -104,30 +114,58 @@ class Backbone:
     def pixel_frames(self, latent_frames: int) -> int:
         return (latent_frames - 1) * self.temporal + 1 if self.temporal > 1 else latent_frames
 
+    def decoded_frames(self, latent_frames: int) -> int:
+        """Pixel frames `decode` returns for `latent_frames` latents (`families.decoded_frames`:
+        CogVideoX decodes an even latent count L into 4L frames, not 4L - 3)."""
+        return decoded_frames(self.family, latent_frames, self.temporal)
+
     def pixel_start(self, latent: int) -> int:
         """Index of the first pixel frame that latent frame `latent` covers (causal VAEs: the
         first latent is frame 0 alone, latent j >= 1 covers frames (j-1)*t+1 .. j*t)."""
         return 0 if latent == 0 or self.temporal == 1 else (latent - 1) * self.temporal + 1
 
     def fits(self, frames: int) -> bool:
+        """Whether the pipeline accepts `frames` (t k + 1 frames, latent count a multiple of the
+        transformer's temporal patch); see `writable` for what also decodes back whole."""
         if frames < 1:
             return False
         if self.temporal > 1 and (frames - 1) % self.temporal:
             return False
         return self.latent_frames(frames) % self.patch_t == 0
 
-    def check_frames(self, frames: int, option: str) -> None:
-        """Raise a one-line `UserError` unless `frames` satisfies this backbone's frames rule."""
-        if self.fits(frames):
+    def writable(self, frames: int) -> bool:
+        """Whether `frames` fits and its latents decode back into exactly `frames` frames
+        (on CogVideoX: 8k+1 frames; padding a video for the VAE must pick such a count)."""
+        return self.fits(frames) and self.decoded_frames(self.latent_frames(frames)) == frames
+
+    def check_frames(self, frames: int, option: str, decoded: bool = True) -> None:
+        """Raise a one-line `UserError` unless `frames` satisfies this backbone's frames rule.
+
+        Args:
+            frames: the pixel frame count asked for.
+            option: the option named in the message.
+            decoded: also require that its latents decode back into `frames` frames
+                (`writable`); False checks only what the pipeline accepts (`fits`).
+        """
+        ok = self.writable if decoded else self.fits
+        if ok(frames):
             return
-        lower = next((n for n in range(frames - 1, 0, -1) if self.fits(n)), None)
-        search_to = frames + 8 * self.temporal * self.patch_t + 2
-        upper = next(n for n in range(max(frames + 1, 1), search_to) if self.fits(n))
-        options = f"{lower} or {upper}" if lower else str(upper)
+        search_to = frames + 16 * self.temporal * self.patch_t + 2
+        lower = next((n for n in range(frames - 1, 0, -1) if ok(n)), None)
+        upper = next((n for n in range(max(frames + 1, 1), search_to) if ok(n)), None)
         rule = self.frames_rule + (f" with latent frames a multiple of {self.patch_t}"
                                    if self.patch_t > 1 else "")
-        raise UserError(f"{option} {frames} does not fit {self.family.label}'s {rule} rule: "
-                        f"use {options}")
+        why = ""
+        if self.family.decodes_in_pairs and self.fits(frames):
+            latents = self.latent_frames(frames)
+            why = (f" ({self.family.label}'s VAE decodes latents in pairs: {frames} frames are "
+                   f"{latents} latents, which decode into {self.decoded_frames(latents)})")
+        if lower is None and upper is None:
+            raise UserError(f"{option} {frames}: no frame count fits {self.family.label}'s "
+                            f"{rule} rule and decodes back whole{why}")
+        options = " or ".join(str(n) for n in (lower, upper) if n is not None)
+        raise UserError(f"{option} {frames} does not fit {self.family.label}'s {rule} rule"
+                        f"{why}: use {options}")
 
     def check_size(self, height: int, width: int) -> None:
         multiple = self.spatial * self.family.patch
@@ -236,6 +274,7 @@ class Backbone:
         fps: int | None = None,
         pipe: Any = None,
         overwrite_steps: list[int] | range = (),
+        guidance_2: float | None = None,
     ):
         """Denoise canonical `latents` (the initial noise) and return canonical final latents.
 
@@ -254,6 +293,8 @@ class Backbone:
                 scheduler, for refinement windows).
             overwrite_steps: the steps `i` after which `on_step` replaces the latents; for
                 this call the scheduler keeps those overwrites (`keep_step_overwrites`).
+            guidance_2: `guidance_scale_2`, the CFG scale of Wan 2.2 A14B's low-noise expert
+                (`transformer_2`); None: the pipeline's default (`guidance`).
         """
         from PIL import Image
 
@@ -276,6 +317,8 @@ class Backbone:
             kwargs["max_sequence_length"] = self.max_prompt_tokens
         if self.family.name == "ltx" and fps:
             kwargs["frame_rate"] = fps
+        if guidance_2 is not None:
+            kwargs["guidance_scale_2"] = guidance_2
         if on_step is not None and self.family.callback == "legacy":
 
             def legacy(step: int, timestep, native) -> None:

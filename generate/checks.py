@@ -18,7 +18,16 @@ Per pair of consecutive frames:
   mean over non-occluded pixels of the squared RGB difference (channels in [0, 1], summed).
   Occlusions are found by forward-backward consistency (Sundaram et al. 2010): a pixel is
   occluded when `|F + B(x+F)|^2 > 0.01 (|F|^2 + |B(x+F)|^2) + 0.5`, or when it flows out
-  of the frame.
+  of the frame;
+- motion vector: the mean flow vector of the pixels that move (more than `MOVING_PX`), (0, 0)
+  when under `MIN_MOVING_SHARE` of them do, so a 64x64 object on a still background has the
+  object's direction instead of a whole-frame mean diluted a hundredfold;
+- flow acceleration (pairs 1 .. n-2): the mean over pixels of `|F_i - (F_{i-1} + F_{i+1})/2|`,
+  how far a pair's flow field departs from the average of its neighbours': about 0 for any
+  steady motion (pan, zoom, a moving object), large where the motion jumps;
+- colour shift: the mean CIELAB difference between the next frame warped back and this one,
+  over the non-occluded pixels: how much the colour of the same scene points changed. A pair
+  with under `MATCHED_SHARE` of its pixels matched (a cut: nothing follows) shifts nothing.
 
 Per video:
 
@@ -27,12 +36,22 @@ Per video:
   a still video does not divide by zero). About 1 means the seam is invisible; a hard cut
   between unrelated clips gives tens. A seam whose next frames replay the previous chunk
   backwards scores about 1 here, which is why each seam also has:
-- `direction`: the cosine between the mean flow vector of the `SEAM_CONTEXT` pairs before the
-  seam and of those after it (None when either side moves less than `MIN_DIRECTION_PX`);
+- `direction`: the cosine between the mean motion vector of the `SEAM_CONTEXT` pairs before
+  the seam and of those after it, the pair across the seam in neither (None when either side
+  moves less than `MIN_DIRECTION_PX`);
   `reversal` is true when it is below `REVERSAL_COSINE` (-0.5): the motion turned back at the
   seam (a rewind). `seam_reversals` counts them per video.
 - `seam_warp_error`: the mean warp error of the pairs from s-2 to s+1 (the seam pair and its
   neighbours), where a rewind or the release of pinned frames shows.
+- `warp_jump`: the seam pair's warp error over the median warp error of the pairs inside
+  chunks (floored at `WARP_FLOOR`). Unlike `seam_jump` it holds under motion: the warp error
+  follows the motion, so a fast pan keeps it small inside chunks while a cut or a re-rendered
+  seam (the same layout, new detail) leaves a residual no flow explains (hundreds to
+  thousands; 1 for a steady pan).
+- `motion_jump`: the seam pair's flow acceleration over the median acceleration of the pairs
+  inside chunks whose neighbours are inside chunks too (floored at `ACCELERATION_FLOOR_PX`):
+  a camera that jumps ahead at the seam (tens) or a cut (hundreds), about 1 for steady
+  motion.
 - `warp_error`: the mean of the per-pair warp errors (lower is steadier).
 - `mawe`: StreamingT2V's motion-aware warp error as defined in its paper, warp error over
   `c` times the mean squared flow magnitude, with `c = 9.5` as in their code. Our flow is
@@ -51,8 +70,13 @@ Per video:
   a chunk looks more like the one two before it than like the one just before (an A/B/A/B
   look); None with fewer than 3 chunks.
 - drift: per chunk, the mean CIELAB colour, contrast (std of L) and sharpness (variance of
-  the Laplacian); against the first chunk, colour distance (Delta E 1976), contrast ratio and
-  sharpness ratio (log2). Without chunk boundaries the video is cut into equal segments.
+  the Laplacian); against the first chunk, colour distance (`colour_delta_e`, Delta E 1976:
+  it includes content that changes, a pan from sky to grass), contrast ratio and sharpness
+  ratio (log2). `colour_drift` is the drift alone: with D_f the sum of the colour shifts of
+  the pairs before frame f (the colour change of the scene points the flow follows), the
+  Delta E between the chunk's mean D and the first chunk's. A steady pan over one photo
+  drifts by about 0 however much its colours change; a video that darkens or tints drifts
+  by the change. Without chunk boundaries the video is cut into equal segments.
 
 Each headline figure has a documented threshold (`THRESHOLDS`); `fails` lists the figures
 of a video that cross theirs, and the report shows those videos first with the failing cells
@@ -86,6 +110,11 @@ SEAM_CONTEXT = 3
 MIN_DIRECTION_PX = 0.25
 REVERSAL_COSINE = -0.5
 MAWE_SCALE = 9.5
+MOVING_PX = 0.5
+MIN_MOVING_SHARE = 0.002
+WARP_FLOOR = 1e-4
+ACCELERATION_FLOOR_PX = 0.25
+MATCHED_SHARE = 0.25
 SEAM_FLOOR = 0.5
 STILL_FLOW_PX = 0.1
 STILL_DIFF = 0.5
@@ -139,28 +168,56 @@ def flow_function(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     return lambda a, b: dis.calc(a, b, None)
 
 
-def warp_pair(previous: np.ndarray, current: np.ndarray, forward: np.ndarray,
-              backward: np.ndarray) -> tuple[float, float]:
-    """Warp error of `current` warped back onto `previous`, and the share of occluded pixels.
-
-    Frames are RGB float32 in [0, 1]; flows as from `flow_function`.
-    """
+def follow(forward: np.ndarray, backward: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each pixel of the first frame lands in the second (`map_x`, `map_y`) and which
+    pixels are visible in both (forward-backward consistent and inside the frame)."""
     import cv2
 
     height, width = forward.shape[:2]
     grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32),
                                  np.arange(height, dtype=np.float32))
     map_x, map_y = grid_x + forward[..., 0], grid_y + forward[..., 1]
-    warped = cv2.remap(current, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     back = cv2.remap(backward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     mismatch = ((forward + back) ** 2).sum(-1)
     bound = 0.01 * ((forward**2).sum(-1) + (back**2).sum(-1)) + 0.5
     inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
-    visible = (mismatch <= bound) & inside
+    return map_x, map_y, (mismatch <= bound) & inside
+
+
+def warp_back(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """The second frame's `image` sampled where the first frame's pixels land."""
+    import cv2
+
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def warp_pair(previous: np.ndarray, current: np.ndarray, forward: np.ndarray,
+              backward: np.ndarray) -> tuple[float, float]:
+    """Warp error of `current` warped back onto `previous`, and the share of occluded pixels.
+
+    Frames are RGB float32 in [0, 1]; flows as from `flow_function`.
+    """
+    map_x, map_y, visible = follow(forward, backward)
     if not visible.any():
         return float("nan"), 1.0
-    error = ((warped - previous) ** 2).sum(-1)[visible].mean()
+    error = ((warp_back(current, map_x, map_y) - previous) ** 2).sum(-1)[visible].mean()
     return float(error), float(1 - visible.mean())
+
+
+def motion_vector(flow: np.ndarray, magnitude: np.ndarray) -> tuple[float, float]:
+    """Mean of `flow` (original pixels) over the pixels moving more than `MOVING_PX`; (0, 0)
+    when under `MIN_MOVING_SHARE` of them do."""
+    moving = magnitude > MOVING_PX
+    if moving.mean() < MIN_MOVING_SHARE:
+        return 0.0, 0.0
+    x, y = flow[moving].mean(0)
+    return float(x), float(y)
+
+
+def flow_acceleration(before: np.ndarray, flow: np.ndarray, after: np.ndarray) -> float:
+    """Mean over pixels of how far `flow` departs from the mean of its neighbours' flows."""
+    return float(np.sqrt(((flow - (before + after) / 2) ** 2).sum(-1)).mean())
 
 
 def lab_statistics(frame: np.ndarray) -> np.ndarray:
@@ -261,9 +318,11 @@ def repetition(thumbs: Sequence[np.ndarray]) -> float | None:
 
 def seam_direction(vectors: Sequence[tuple[float, float]], seam: int,
                    context: int = SEAM_CONTEXT) -> float | None:
-    """Cosine between the mean flow vector of the `context` pairs before `seam` (both frames
-    in the previous chunk) and of the `context` pairs after it (both in the new chunk); None
-    when a side is missing or moves less than `MIN_DIRECTION_PX` per frame."""
+    """Cosine between the mean of `vectors` (the pairs' motion vectors) over the `context`
+    pairs before `seam` (both frames in the previous chunk) and over the `context` pairs after
+    it (both in the new chunk): the pair that crosses the seam is in neither, since a jump
+    there would turn steady motion into a false reversal. None when a side is missing or
+    moves less than `MIN_DIRECTION_PX` per frame."""
     before = vectors[max(0, seam - 1 - context):max(0, seam - 1)]
     after = vectors[seam:seam + context]
     if not before or not after:
@@ -272,6 +331,82 @@ def seam_direction(vectors: Sequence[tuple[float, float]], seam: int,
     if min(np.linalg.norm(a), np.linalg.norm(b)) < MIN_DIRECTION_PX:
         return None
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+SERIES = ("difference", "flow", "warp_error", "occluded", "flow_vector", "motion_vector",
+          "acceleration", "colour_shift")
+
+
+def analysis_views(small: np.ndarray) -> dict[str, np.ndarray]:
+    """The forms of an analysis-size RGB frame the pair measures read."""
+    import cv2
+
+    as_float = small.astype(np.float32) / 255
+    return {"rgb": small, "gray": cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), "float": as_float,
+            "lab": cv2.cvtColor(as_float, cv2.COLOR_RGB2LAB)}
+
+
+def measure_pair(previous: dict, current: dict, flow: Callable, scale: float
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The forward flow (original pixels) and the per-pair figures of two `analysis_views`
+    (the module docstring defines each)."""
+    forward, backward = flow(previous["gray"], current["gray"]), flow(current["gray"],
+                                                                      previous["gray"])
+    map_x, map_y, visible = follow(forward, backward)
+    scaled = forward * scale
+    magnitude = np.sqrt((scaled**2).sum(-1))
+    matched = visible.mean()
+    error = shift = None
+    if matched > 0:
+        error = float(((warp_back(current["float"], map_x, map_y) - previous["float"]) ** 2)
+                      .sum(-1)[visible].mean())
+    if matched >= MATCHED_SHARE:
+        shift = (warp_back(current["lab"], map_x, map_y) - previous["lab"])[visible].mean(0)
+    return scaled, {
+        "difference": float(np.abs(current["rgb"].astype(np.int16) - previous["rgb"]).mean()),
+        "flow": float(magnitude.mean()),
+        "squared_flow": float((magnitude**2).mean()),
+        "warp_error": float("nan") if error is None else error,
+        "occluded": float(1 - matched),
+        "flow_vector": [float(v) for v in scaled.reshape(-1, 2).mean(0)],
+        "motion_vector": list(motion_vector(scaled, magnitude)),
+        "colour_shift": np.zeros(3) if shift is None else shift.astype(np.float64),
+    }
+
+
+def _typical(values: Iterable[float | None], floor: float) -> float:
+    """The median of the finite `values`, at least `floor`."""
+    finite = _finite(values)
+    return max(float(np.median(finite)) if finite else 0.0, floor)
+
+
+def score_seams(series: dict[str, list], seams: Sequence[int]) -> list[dict[str, Any]]:
+    """Per seam (first frame s of a chunk; pair s-1 crosses it) the figures of the module
+    docstring, each measured against the pairs inside chunks."""
+    crossing = {s - 1 for s in seams}
+    differences, warp, acceleration = (series["difference"], series["warp_error"],
+                                       series["acceleration"])
+    inside = [d for i, d in enumerate(differences) if i not in crossing] or differences
+    typical = max(float(np.median(inside)), SEAM_FLOOR)
+    warp_typical = _typical((w for i, w in enumerate(warp) if i not in crossing), WARP_FLOOR)
+    # (a pair next to a seam has the crossing pair as a neighbour: not typical either)
+    near = crossing | {i - 1 for i in crossing} | {i + 1 for i in crossing}
+    acceleration_typical = _typical((a for i, a in enumerate(acceleration) if i not in near),
+                                    ACCELERATION_FLOOR_PX)
+    scored = []
+    for s in seams:
+        direction = seam_direction(series["motion_vector"], s)
+        seam_warp, seam_acceleration = warp[s - 1], acceleration[s - 1]
+        scored.append({
+            "frame": s, "difference": differences[s - 1], "jump": differences[s - 1] / typical,
+            "flow": series["flow"][s - 1], "direction": direction,
+            "reversal": direction is not None and direction < REVERSAL_COSINE,
+            "seam_warp_error": _mean(warp[max(0, s - 2):s + 2]),
+            "warp_jump": seam_warp / warp_typical if math.isfinite(seam_warp) else None,
+            "motion_jump": None if seam_acceleration is None
+            else seam_acceleration / acceleration_typical,
+        })
+    return scored
 
 
 def check_video(
@@ -317,14 +452,15 @@ def check_video(
     # 2. One pass over the frames (flow in original pixels: times `scale`)
     flow = flow_function(settings.flow)
     scale = info.width / size[0]
-    differences, magnitudes, squared, warp_errors, occluded = [], [], [], [], []
-    vectors: list[tuple[float, float]] = []
+    series: dict[str, list] = {name: [] for name in SERIES}
+    squared: list[float] = []
+    flows: list[np.ndarray] = []  # the last three pairs' flow fields, for the acceleration
     chunk_stats = [np.zeros(5) for _ in spans]
     chunk_thumbs = [np.zeros((REPETITION_THUMB, REPETITION_THUMB, 3)) for _ in spans]
     chunk_of = np.zeros(info.frames, dtype=int)
     for row, (a, b) in enumerate(spans):
         chunk_of[a:b] = row
-    previous = previous_gray = previous_float = None
+    previous = None
     count = 0
     for index, frame in enumerate(iter_frames(video)):
         if index >= info.frames:  # a container that under-reports its frame count
@@ -334,23 +470,20 @@ def check_video(
                                                       interpolation=cv2.INTER_AREA))
         small = frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(
             frame, size, interpolation=cv2.INTER_AREA)
-        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        as_float = small.astype(np.float32) / 255
+        current = analysis_views(small)
         chunk_stats[chunk_of[index]] += lab_statistics(small)
         chunk_thumbs[chunk_of[index]] += cv2.resize(small, (REPETITION_THUMB,) * 2,
                                                     interpolation=cv2.INTER_AREA)
         if previous is not None:
-            differences.append(float(np.abs(small.astype(np.int16) - previous).mean()))
-            forward, backward = flow(previous_gray, gray), flow(gray, previous_gray)
-            magnitude = np.sqrt((forward**2).sum(-1)) * scale
-            magnitudes.append(float(magnitude.mean()))
-            vectors.append((float(forward[..., 0].mean() * scale),
-                            float(forward[..., 1].mean() * scale)))
-            squared.append(float((magnitude**2).mean()))
-            error, hidden = warp_pair(previous_float, as_float, forward, backward)
-            warp_errors.append(error)
-            occluded.append(hidden)
-        previous, previous_gray, previous_float = small, gray, as_float
+            forward, figures = measure_pair(previous, current, flow, scale)
+            squared.append(figures.pop("squared_flow"))
+            for name, value in figures.items():
+                series[name].append(value)
+            series["acceleration"].append(None)  # (known once the next pair is)
+            flows = [*flows[-2:], forward]
+            if len(flows) == 3:
+                series["acceleration"][-2] = flow_acceleration(*flows)
+        previous = current
         count += 1
         if on_frame:
             on_frame()
@@ -359,21 +492,10 @@ def check_video(
     frames = count
     spans = [(a, min(b, frames)) for a, b in spans if a < frames]
 
-    # 3. Seams: the difference across each seam over the median inside chunks
-    seam_pairs = {s - 1 for s in starts[1:] if s < frames}
-    inside = [d for i, d in enumerate(differences) if i not in seam_pairs] or differences
-    typical = max(float(np.median(inside)), SEAM_FLOOR)
-    seams = []
-    for s in starts[1:]:
-        if s >= frames:
-            continue
-        direction = seam_direction(vectors, s)
-        around = _mean(warp_errors[max(0, s - 2):s + 2])
-        seams.append({"frame": s, "difference": differences[s - 1],
-                      "jump": differences[s - 1] / typical, "flow": magnitudes[s - 1],
-                      "direction": direction,
-                      "reversal": direction is not None and direction < REVERSAL_COSINE,
-                      "seam_warp_error": around})
+    # 3. Seams: each measure at the seam pair over its typical value inside chunks
+    seams = score_seams(series, [s for s in starts[1:] if s < frames])
+    differences, magnitudes = series["difference"], series["flow"]
+    drift = np.cumsum([np.zeros(3), *series["colour_shift"]], axis=0)
 
     # 4. Cuts, drift and the summary
     cuts = scene_cuts(video, settings.min_scene_frames)
@@ -383,15 +505,18 @@ def check_video(
     for (a, b), total in zip(spans, chunk_stats, strict=False):
         mean = total / (b - a)
         per_chunk.append({"start": a, "frames": b - a, "lab": mean[:3].tolist(),
+                          "drift": drift[a:b].mean(0).tolist(),
                           "contrast": float(mean[3]), "sharpness": float(mean[4])})
     first = per_chunk[0]
     for chunk in per_chunk:
         chunk["colour_delta_e"] = float(np.linalg.norm(np.subtract(chunk["lab"], first["lab"])))
+        chunk["colour_drift"] = float(np.linalg.norm(np.subtract(chunk["drift"],
+                                                                 first["drift"])))
         chunk["contrast_ratio"] = chunk["contrast"] / max(first["contrast"], 1e-6)
         chunk["sharpness_log2_ratio"] = math.log2(max(chunk["sharpness"], 1e-6)
                                                   / max(first["sharpness"], 1e-6))
     thumbs = [total / (b - a) for (a, b), total in zip(spans, chunk_thumbs, strict=False)]
-    warp_error = _mean(warp_errors)
+    warp_error = _mean(series["warp_error"])
     mean_squared_flow = float(np.mean(squared))
     jumps = [s["jump"] for s in seams]
     metrics = {
@@ -399,6 +524,8 @@ def check_video(
         "seam_jump_mean": float(np.mean(jumps)) if jumps else None,
         "seam_reversals": sum(s["reversal"] for s in seams),
         "seam_warp_error_max": max(_finite(s["seam_warp_error"] for s in seams), default=None),
+        "seam_warp_jump_max": max(_finite(s["warp_jump"] for s in seams), default=None),
+        "seam_motion_jump_max": max(_finite(s["motion_jump"] for s in seams), default=None),
         "warp_error": warp_error,
         "mawe": None if warp_error is None
         else warp_error / max(MAWE_SCALE * mean_squared_flow, 1e-9),
@@ -410,7 +537,8 @@ def check_video(
                                                             strict=True)])),
         "scene_cuts": len(cuts),
         "scene_cuts_off_seams": len(cuts) - len(at_seams),
-        "colour_drift_max": max(c["colour_delta_e"] for c in per_chunk),
+        "colour_drift_max": max(c["colour_drift"] for c in per_chunk),
+        "colour_change_max": max(c["colour_delta_e"] for c in per_chunk),
         "sharpness_drift_max": max(abs(c["sharpness_log2_ratio"]) for c in per_chunk),
         "repetition": repetition(thumbs),
     }
@@ -430,8 +558,7 @@ def check_video(
         "seams": seams,
         "scene_cut_frames": cuts,
         "chunks": per_chunk,
-        "series": {"difference": differences, "flow": magnitudes, "warp_error": warp_errors,
-                   "occluded": occluded, "flow_vector": [list(v) for v in vectors]},
+        "series": {**series, "colour_shift": [list(v) for v in series["colour_shift"]]},
     }
     return _round(result), sheet
 

@@ -14,26 +14,22 @@ compresses time (Wan, CogVideoX, LTX) and `reuse` where one latent is one frame 
   frames are encoded by the VAE as a sequence of their own (so the first of them gets the
   single-frame first latent, as at the start of any chunk). Chunk c+1's first L latents are
   pinned, in forward order, to those clean latents re-noised to each step's noise level
-  (`a_i * clean + b_i * noise`, `noise_level`, with the chunk's own initial noise) before
-  step i while i < p_m, a staged count: latent L-1 (next to the new frames) is pinned longest,
-  `p = reversed(pinned_steps(L, T, beta))`. The new chunk's first O frames re-render the
-  previous chunk's last O frames and are dropped, so no frame is shown twice.
+  (`a_i * clean + b_i * noise`, `noise_level`, with the chunk's own initial noise) until the
+  state's signal fraction a_i reaches `--anchor-release` (0.9), or for a staged step count
+  (`--anchor-steps`, `--reuse-guidance`; `continuation.anchor_pins`). The new chunk's first
+  O frames re-render the previous chunk's last O frames and are dropped.
 - `reuse` (VidRD, "Reuse and Diffuse"), exact on per-frame latents (ModelScope), explicit
-  elsewhere. With O overlap latent frames, T steps, `past[i]` = the previous chunk's state
-  before step i with frame order reversed (only its last O frames are kept, and only for the
-  steps that are pinned):
-  1. frame-level noise reversion: the new chunk's first O frames start from `past[0][:O]`,
-     the previous chunk's last O frames' initial noise in reversed order;
-  2. past-dependent noise for the other frames:
-     `a/sqrt(1+a^2) * past0[O:] + 1/sqrt(1+a^2) * fresh` (unit variance; `--noise-recycle a`),
-     where past0 is the previous chunk's whole initial noise reversed;
-  3. staged guidance: overlap frame m is overwritten with `past[i][m]` before step i while
-     `i < (O-m) * (T/O) * beta` (`--reuse-guidance beta`). The pinned values are stored noisy
-     states at the same step, so nothing is re-noised.
-  The bridge (the new chunk's first O latents, which mirror the end of the previous chunk) is
-  dropped from the video: `pixel_frames(O)` frames per chunk after the first. On causal VAEs
-  the O latents cover O*t frames at the end of chunk c but 1 + (O-1)*t at the start of c+1:
-  the flip reverses 4-frame groups, not the frames in them (why `anchor` is the default there).
+  elsewhere. With O overlap latents, T steps, `past[i]` = the previous chunk's state before
+  step i, frame order reversed (its last O frames, for the pinned steps only): the first O
+  frames start from `past[0][:O]`; the others from past-dependent noise
+  `a/sqrt(1+a^2) * past0[O:] + 1/sqrt(1+a^2) * fresh` (`--noise-recycle a`, past0 the whole
+  previous initial noise reversed); overlap frame m is overwritten with `past[i][m]` before
+  step i while `i < (O-m) * (T/O) * beta` (`--reuse-guidance beta`; stored noisy states at the
+  same step, so nothing is re-noised).
+  The bridge (the new chunk's first O latents) is dropped: `pixel_frames(O)` frames. The
+  whole chunk is still seeded as a time-reversed copy of the previous one, so motion tends
+  to rewind after each seam (measured by the checks' seam direction, docs/generate.md); on
+  causal VAEs the flip also reverses t-frame groups, not the frames in them.
 - `i2v`: chunks after the first come from an image-to-video backbone conditioned on the last
   frame of the previous chunk; the new chunk's first frame re-renders that frame and is
   dropped.
@@ -48,18 +44,18 @@ Chunk 0 has nothing to continue from, so it is not searched: it uses candidate 0
 Exact length: the loop generates whole chunks, then trims the end of the last one to exactly
 `--frames`; the plan (and the sample json) says how many frames were generated and trimmed.
 
+Colour: each later chunk's latents are pulled toward the first chunk's channel statistics
+(`--colour-correction`, AdaIN; on for one-prompt videos) before they are decoded and saved.
+
 Memory and resume: frames stream into the MP4 as each chunk is decoded; only the current
 chunk, the previous chunk's initial noise, the overlap trajectory (`reuse`) or last O frames
-(`anchor`) and the last frame stay in memory. After each chunk its final latents and the loop
-state are written atomically to `state_dir`; a resumed run re-decodes the finished chunks
-(bit-identical frames, so a byte-identical MP4) and continues from the next one.
+(`anchor`) and the last frame stay in memory. After each chunk its final latents are written
+atomically to `state_dir`; a resumed run re-decodes the finished chunks (a byte-identical
+MP4) and continues from the next one.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import hashlib
 import json
 import logging
@@ -77,7 +73,18 @@ from datakit.io.atomic import atomic_file, atomic_write
 from datakit.io.errors import UserError
 from datakit.io.video import VideoWriter
 from generate.backbone import Backbone
-from generate.families import noise_level
+from generate.continuation import (
+    ANCHOR_RELEASE,
+    COLOUR_CORRECTION,
+    anchor_pins,
+    channel_stats,
+    match_colour,
+    pinned_steps,
+    released_at,
+    reuse_noise,
+)
+from generate.families import noise_level, planned_signal
+from generate.memory import bound_heap_growth, release_freed_memory
 from generate.prompts import Story
 from generate.search import candidate_correlation, search_noise
 
@@ -100,67 +107,10 @@ def make_noise(shape: tuple[int, ...], seed: int):
     return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter numbers
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 20
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (it has `malloc_trim`), else None (macOS, musl)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim, libc.mallopt  # noqa: B018 - raise AttributeError where missing
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def bound_heap_growth() -> None:
-    """Keep host memory flat over chunks: without this glibc's peak RSS creeps up by 10-25%
-    over 16 chunks on the benchmark although nothing is kept from one chunk to the next.
-
-    glibc serves blocks below a threshold that it raises as large blocks are freed (up to
-    32 MiB) from heaps ("arenas", one per allocating thread), and keeps what is freed there;
-    the next chunk's tensors do not fit the same holes. Tensors of 1 MiB or more are therefore
-    always given their own pages and returned when freed, one arena serves every thread, and
-    the heap is trimmed between denoising and decoding and after each chunk
-    (`release_freed_memory`). This costs time only where the model runs on the CPU (fresh
-    pages for every large tensor: about 25% there); `--fast-heap` leaves glibc as it is.
-    """
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(M_ARENA_MAX, 1)
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
-def release_freed_memory() -> None:
-    """Hand the memory a finished chunk freed back to the OS (see `bound_heap_growth`)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
 def record_steps(record: dict, steps: int) -> int:
     """Denoising steps a saved chunk record stands for (for progress on resume)."""
     search = record.get("search", {})
     return steps + len(search.get("scores", ())) * search.get("steps", 0)
-
-
-def pinned_steps(overlap: int, steps: int, beta: float) -> list[int]:
-    """How many first steps overlap frame m = 0..O-1 is pinned: the i with i < (O-m)*(T/O)*beta."""
-    return [min(steps, math.ceil((overlap - m) * steps / overlap * beta - 1e-9))
-            for m in range(overlap)]
-
-
-def reuse_noise(previous_initial, fresh, overlap: int, alpha: float):
-    """VidRD's initial noise: reversed past noise for the overlap, past-dependent for the rest."""
-    past = previous_initial.flip(2)
-    noise = fresh.clone()
-    noise[:, :, :overlap] = past[:, :, :overlap]
-    mix = past[:, :, overlap:] * (alpha / math.sqrt(1 + alpha**2))
-    noise[:, :, overlap:] = mix + fresh[:, :, overlap:] / math.sqrt(1 + alpha**2)
-    return noise
 
 
 @dataclass(frozen=True)
@@ -214,12 +164,24 @@ class ChunkSettings:
         guidance: classifier-free guidance scale.
         negative_prompt: text to steer away from ("" for none).
         height, width, fps: output size and frame rate.
+        guidance_2: Wan 2.2 A14B: CFG scale of the low-noise expert (`guidance_scale_2`);
+            None: `guidance`.
         noise_recycle: VidRD's alpha for past-dependent noise.
-        reuse_guidance: beta for staged pinning (`reuse` and `anchor`; 0 disables pinning).
-        anchor_steps: `anchor` only: the anchor latent next to the new frames is pinned for
-            this many of `steps` (the others staged below it as `reuse_guidance` stages them,
-            with beta = anchor_steps / steps; previews pin the same fraction of theirs); None:
-            beta = `reuse_guidance`.
+        reuse_guidance: beta for staged pinning by step count (`reuse`; `anchor` when
+            `anchor_release` is None and `anchor_steps` is not set; 0 disables pinning).
+        anchor_release: `anchor`: every anchor latent is pinned until the state's signal
+            fraction a_i reaches this (`continuation.ANCHOR_RELEASE`, 0.9: to a low noise
+            level; 1.0: through the last step; 0: never). None: pinned by step count
+            (`anchor_steps`, else `reuse_guidance`'s staging); the previews are then released
+            at the noise levels where the full run releases each latent.
+        anchor_steps: `anchor`, with `anchor_release` None: the anchor latent next to the new
+            frames is pinned for this many of `steps` (the others staged below it as
+            `reuse_guidance` stages them, with beta = anchor_steps / steps); None: beta =
+            `reuse_guidance`.
+        colour_correction: AdaIN factor pulling each later chunk's per-channel latent mean and
+            std toward the first chunk's (`continuation.match_colour`; 0: off); None:
+            `continuation.COLOUR_CORRECTION` (0.25) for a one-prompt video, 0 for a story
+            of several prompts (its chunks may change scene on purpose).
         search_k: candidate noises per chunk; 1 disables the search.
         search_steps: steps of each candidate's preview trajectory.
         crf: x264 quality of the MP4.
@@ -235,9 +197,12 @@ class ChunkSettings:
     height: int = 480
     width: int = 832
     fps: int = 16
+    guidance_2: float | None = None
     noise_recycle: float = 4.0
     reuse_guidance: float = 0.4
+    anchor_release: float | None = ANCHOR_RELEASE
     anchor_steps: int | None = None
+    colour_correction: float | None = None
     search_k: int = 5
     search_steps: int = 3
     crf: int = 18
@@ -303,7 +268,7 @@ class ChunkedGenerator:
         backbone: Backbone,
         settings: ChunkSettings,
         i2v: Backbone | None = None,
-        scorer: Callable[[np.ndarray, np.ndarray], float] | None = None,
+        scorer: Callable[[np.ndarray, np.ndarray, str], float] | None = None,
         bounded_heap: bool = True,
         progress: Callable[[int], None] | None = None,
     ):
@@ -344,12 +309,22 @@ class ChunkedGenerator:
         previews = s.search_k * s.search_steps if s.search_k > 1 else 0
         return self.plan.chunks * s.steps + (self.plan.chunks - 1) * previews
 
+    def planned_signal(self, steps: int) -> list[float]:
+        """Signal fraction a_i before each step of a `steps`-step chunk on this backbone's
+        scheduler (`families.planned_signal`)."""
+        _, _, frames, height, width = self.backbone.noise_shape(
+            self.settings.chunk_frames, self.settings.height, self.settings.width)
+        return planned_signal(self.backbone.pipe.scheduler, steps, frames * height * width)
+
     def anchor_pins(self, steps: int) -> list[int]:
-        """`anchor`: steps each anchor latent 0..L-1 is pinned; the last one longest (for
-        `steps` = --steps: `anchor_steps` when set)."""
+        """`anchor`: steps each anchor latent 0..L-1 is pinned in a run of `steps` steps
+        (`continuation.anchor_pins`: by noise level, or by step count with previews released
+        at the full run's noise levels)."""
         s = self.settings
         beta = s.reuse_guidance if s.anchor_steps is None else s.anchor_steps / s.steps
-        return pinned_steps(self.overlap_latent, steps, beta)[::-1]
+        full = self.planned_signal(s.steps) if steps != s.steps else None
+        return anchor_pins(self.overlap_latent, self.planned_signal(steps), s.anchor_release,
+                           beta, full)
 
     def check_inputs(self) -> None:
         s, backbone = self.settings, self.backbone
@@ -378,6 +353,16 @@ class ChunkedGenerator:
         if s.anchor_steps is not None and not 0 <= s.anchor_steps <= s.steps:
             raise UserError(f"--anchor-steps must be in 0..--steps ({s.steps}), "
                             f"got {s.anchor_steps}")
+        if s.anchor_release is not None and not 0 <= s.anchor_release <= 1:
+            raise UserError(f"--anchor-release must be in [0, 1], got {s.anchor_release}")
+        if self.mode == "anchor" and None not in (s.anchor_release, s.anchor_steps):
+            raise UserError("--anchor-release and --anchor-steps both set when the anchor is "
+                            "released: give one")
+        if s.colour_correction is not None and not 0 <= s.colour_correction <= 1:
+            raise UserError(f"--colour-correction must be in [0, 1], got {s.colour_correction}")
+        if s.guidance_2 is not None and not backbone.two_experts:
+            raise UserError(f"--guidance-2 is for two-expert pipelines (Wan 2.2 A14B); "
+                            f"{backbone.source} has one denoiser")
         if s.noise_recycle < 0:
             raise UserError(f"--noise-recycle must be >= 0, got {s.noise_recycle}")
         if self.mode == "i2v":
@@ -412,9 +397,11 @@ class ChunkedGenerator:
         """`anchor`: the step callback pinning latents 0..L-1 to `clean` re-noised to each
         step's level, and the callback steps after which it overwrites."""
 
+        last = max(pins)
+
         def on_step(step: int, latents):
             index = step + 1  # the callback sees the state before step `index`
-            if index >= pins[-1]:
+            if index >= last:
                 return None
             a, b = noise_level(backbone.pipe.scheduler, index)
             replaced = latents.clone()
@@ -423,7 +410,7 @@ class ChunkedGenerator:
                     replaced[:, :, m] = (a * clean[:, :, m] + b * noise[:, :, m]).to(latents)
             return replaced
 
-        return on_step, range(max(pins[-1] - 1, 0))
+        return on_step, range(max(last - 1, 0))
 
     def _count(self, on_step):
         """`on_step` that also reports each step to `progress`."""
@@ -469,10 +456,11 @@ class ChunkedGenerator:
                                        self._generator(seed, story.id, chunk, candidate),
                                        s.height, s.width, s.negative_prompt,
                                        on_step=self._count(on_step), image=image, fps=s.fps,
-                                       overwrite_steps=overwrites)
+                                       overwrite_steps=overwrites, guidance_2=s.guidance_2)
                 return backbone.decode(latents)[self.plan.drop:]  # the frames that are kept
 
-            best, scores = search_noise(candidates, preview, self.scorer, state["last_frame"])
+            best, scores = search_noise(candidates, preview, self.scorer, state["last_frame"],
+                                        prompt)
             initial = candidates[best]
             record["search"] = {"scorer": self.scorer.name, "steps": s.search_steps,
                                 "scores": [round(x, 6) for x in scores], "winner": best,
@@ -497,10 +485,16 @@ class ChunkedGenerator:
         final = backbone.run(prompt, initial, s.steps, s.guidance,
                              self._generator(seed, story.id, chunk, best), s.height, s.width,
                              s.negative_prompt, on_step=self._count(on_step), image=image,
-                             fps=s.fps, overwrite_steps=overwrites)
+                             fps=s.fps, overwrite_steps=overwrites, guidance_2=s.guidance_2)
         record["denoise_seconds"] = round(time.perf_counter() - denoise_started, 3)
         if chunk > 0 and self.mode in ("anchor", "reuse"):
             record["pinned_steps"] = self.pins
+        if anchor is not None:
+            record["released_at_signal"] = released_at(self.planned_signal(s.steps), self.pins)
+        if chunk > 0 and state["colour_factor"] > 0:
+            final = match_colour(final.float(), state["colour_reference"],
+                                 state["colour_factor"])
+            record["colour_correction"] = state["colour_factor"]
         tensors = {"latents": final.float().cpu().contiguous(),
                    "initial": initial.float().contiguous()}
         if trajectory is not None:
@@ -543,6 +537,7 @@ class ChunkedGenerator:
                 "loras": self.backbone.loras,
                 "device": self.backbone.device, "dtype": str(self.backbone.pipe.dtype),
                 "scheduler": type(self.backbone.pipe.scheduler).__name__,
+                "scheduler_config": dict(self.backbone.pipe.scheduler.config),
                 "scorer": getattr(self.scorer, "source", getattr(self.scorer, "name", None))}
 
     @staticmethod
@@ -595,11 +590,22 @@ class ChunkedGenerator:
             tensors, _ = self._load(state_dir, chunk)
             yield from self.kept_frames(chunk, self._decode(chunk, tensors["latents"]))
 
-    def _next_state(self, tensors: dict, frames: np.ndarray) -> dict:
-        """What the next chunk continues from."""
+    def colour_factor(self, story: Story) -> float:
+        """The colour-drift correction of this video (`ChunkSettings.colour_correction`)."""
+        factor = self.settings.colour_correction
+        if factor is None:
+            return COLOUR_CORRECTION if len(story.prompts) == 1 else 0.0
+        return factor
+
+    def _next_state(self, tensors: dict, frames: np.ndarray, state: dict) -> dict:
+        """What the next chunk continues from (the colour reference: the first chunk's)."""
+        reference = state["colour_reference"]
+        if reference is None:
+            reference = channel_stats(tensors["latents"])
         return {"initial": tensors["initial"], "trajectory": tensors.get("trajectory"),
                 "last_frame": frames[-1],
-                "tail": frames[-self.settings.overlap:] if self.mode == "anchor" else None}
+                "tail": frames[-self.settings.overlap:] if self.mode == "anchor" else None,
+                "colour_reference": reference, "colour_factor": state["colour_factor"]}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -642,7 +648,8 @@ class ChunkedGenerator:
         started = time.perf_counter()
         records: list[dict] = []
         state: dict[str, Any] = {"initial": None, "trajectory": None, "last_frame": None,
-                                 "tail": None}
+                                 "tail": None, "colour_reference": None,
+                                 "colour_factor": self.colour_factor(story)}
         with atomic_file(mp4_path) as handle:
             with VideoWriter(handle, s.width, s.height, s.fps, crf=s.crf) as writer:
                 # 3. Replay the chunks an interrupted run finished
@@ -650,7 +657,7 @@ class ChunkedGenerator:
                     tensors, record = self._load(state_dir, chunk)
                     frames = self._decode(chunk, tensors["latents"])
                     writer.write_many(self.kept_frames(chunk, frames))
-                    state = self._next_state(tensors, frames)
+                    state = self._next_state(tensors, frames, state)
                     records.append(record)
                     if self.progress is not None:
                         self.progress(record_steps(record, s.steps))
@@ -664,7 +671,7 @@ class ChunkedGenerator:
                     writer.write_many(self.kept_frames(chunk, frames))
                     record["decode_seconds"] = round(time.perf_counter() - decode_started, 3)
                     self._save(state_dir, chunk, tensors, record)
-                    state = self._next_state(tensors, frames)
+                    state = self._next_state(tensors, frames, state)
                     records.append(record)
                     del tensors, frames
                     if self.bounded_heap:
@@ -683,6 +690,7 @@ class ChunkedGenerator:
             "continue_mode": self.mode,
             "overlap_frames": s.overlap if self.mode in ("anchor", "reuse") else 0,
             "overlap_latent_frames": self.overlap_latent,
+            "colour_correction": state["colour_factor"],
             "resumed_from_chunk": done,
             "chunk_details": records,
             "seconds": round(time.perf_counter() - started, 3),

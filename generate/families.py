@@ -26,6 +26,10 @@ class Family:
         height, width, fps, guidance: defaults for the pipeline's size, frame rate, CFG scale.
         patch: transformer spatial patch size (height/width must be multiples of
             spatial compression * patch).
+        decodes_in_pairs: the VAE decodes latents two at a time and keeps the first latent
+            as one frame only when the latent count is odd (CogVideoX; see `decoded_frames`).
+        negative_prompt: the negative prompt the family's authors publish (`--negative-prompt`
+            default).
     """
 
     name: str
@@ -42,14 +46,33 @@ class Family:
     fps: int
     guidance: float
     patch: int
+    decodes_in_pairs: bool = False
+    negative_prompt: str = ""
 
+
+# Wan's published negative prompt (Wan-Video/Wan2.1, wan/configs/shared_config.py,
+# `sample_neg_prompt`): vivid colours, overexposed, static, blurred details, subtitles, style,
+# artwork, painting, frame, still, greyish, worst quality, low quality, JPEG artefacts, ugly,
+# mutilated, extra fingers, badly drawn hands, badly drawn face, deformed, disfigured,
+# malformed limbs, fused fingers, still picture, cluttered background, three legs, many
+# people in the background, walking backwards.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
+    "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+# `--model` when none is given: the smallest current backbone, which fits one 24 GB GPU
+DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 
 FAMILIES = {
     "wan": Family("wan", "Wan", "WanPipeline", "WanImageToVideoPipeline",
-                  "WanVideoToVideoPipeline", "BCFHW", "on_step_end", 33, 2, 480, 832, 16, 5.0, 2),
+                  "WanVideoToVideoPipeline", "BCFHW", "on_step_end", 33, 2, 480, 832, 16, 5.0, 2,
+                  negative_prompt=WAN_NEGATIVE_PROMPT),
     "cogvideox": Family("cogvideox", "CogVideoX", "CogVideoXPipeline",
                         "CogVideoXImageToVideoPipeline", "CogVideoXVideoToVideoPipeline",
-                        "BFCHW", "on_step_end", 49, 2, 480, 720, 8, 6.0, 2),
+                        "BFCHW", "on_step_end", 49, 2, 480, 720, 8, 6.0, 2,
+                        decodes_in_pairs=True),
     "ltx": Family("ltx", "LTX-Video", "LTXPipeline", None, None, "packed", "on_step_end",
                   97, 2, 512, 704, 24, 3.0, 1),
     "modelscope": Family("modelscope", "ModelScope", "TextToVideoSDPipeline", None, None,
@@ -82,7 +105,6 @@ UNSUPPORTED = {
     "TextToVideoZeroPipeline": "it animates an image model by warping latents, not a video "
     "diffusion model",
 }
-
 
 
 def find_family(class_name: str) -> tuple[Family, str]:
@@ -138,3 +160,66 @@ def noise_level(scheduler, index: int) -> tuple[float, float]:
         return 1.0 - sigma, sigma
     alpha_bar = float(scheduler.alphas_cumprod[int(scheduler.timesteps[index])])
     return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
+
+
+def decoded_frames(family: Family, latent_frames: int, temporal: int) -> int:
+    """Pixel frames the family's VAE decodes `latent_frames` latents into.
+
+    A causal VAE decodes the first latent into one frame and each later one into `temporal`
+    frames: (L - 1) * t + 1. CogVideoX's VAE (`AutoencoderKLCogVideoX._decode`) decodes
+    latents two at a time, the first batch taking the odd one out; its temporal upsampler keeps
+    the first frame single only in a batch of odd length, so an even count L decodes into
+    L * t frames (45 frames encode to 12 latents, which decode to 48). Frame counts whose
+    latent count is odd (8k+1 frames) come back whole.
+    """
+    if temporal == 1:
+        return latent_frames
+    if family.decodes_in_pairs and latent_frames % 2 == 0:
+        return latent_frames * temporal
+    return (latent_frames - 1) * temporal + 1
+
+
+def default_flow_shift(family: Family, height: int, width: int) -> float | None:
+    """Wan's flow shift for a resolution, as diffusers' Wan example sets it: 5.0 at 720p
+    (the shorter side 720 or more), 3.0 below (480p); None for the other families (their
+    schedulers are used as shipped)."""
+    if family.name != "wan":
+        return None
+    return 5.0 if min(height, width) >= 720 else 3.0
+
+
+def set_flow_shift(scheduler, shift: float):
+    """`scheduler` rebuilt with flow shift `shift`: UniPC's `flow_shift` (Wan's checkpoints),
+    FlowMatchEuler's `shift`; a `UserError` for a scheduler that has neither, or whose shift
+    is set per call from the resolution (LTX-Video's dynamic shifting ignores `shift`)."""
+    if scheduler.config.get("use_dynamic_shifting"):
+        raise UserError(f"--flow-shift: {type(scheduler).__name__} shifts its schedule by the "
+                        "video's size (dynamic shifting); a fixed shift would be ignored")
+    for key in ("flow_shift", "shift"):
+        if key in scheduler.config and (key == "shift" or scheduler.config.get(
+                "use_flow_sigmas")):
+            return type(scheduler).from_config(scheduler.config, **{key: shift})
+    raise UserError(f"--flow-shift: {type(scheduler).__name__} is not a flow-matching "
+                    "scheduler")
+
+
+def planned_signal(scheduler, steps: int, sequence_length: int) -> list[float]:
+    """The signal fraction a_i (`noise_level`) of the state before each step i of a
+    `steps`-step run, set on a copy of `scheduler` as the pipeline sets its own: with
+    `set_timesteps(steps)`, and for a dynamically shifted schedule (LTX-Video) with the
+    pipeline's sigmas `linspace(1, 1/steps)` and the shift `mu` its `calculate_shift` gives
+    for `sequence_length` latent tokens (latent frames * height * width)."""
+    import numpy as np
+
+    planned = type(scheduler).from_config(scheduler.config)
+    if planned.config.get("use_dynamic_shifting"):
+        from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+        config = planned.config
+        mu = calculate_shift(sequence_length, config.get("base_image_seq_len", 256),
+                             config.get("max_image_seq_len", 4096),
+                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        planned.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    else:
+        planned.set_timesteps(steps)
+    return [noise_level(planned, index)[0] for index in range(steps)]

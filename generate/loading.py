@@ -81,9 +81,12 @@ def _class_of(model: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    """Check that `device` exists here; `cuda` without a GPU is a user error."""
+    """`auto` -> `cuda` where a GPU is available, else `cpu` (as `caption` does); check that
+    any other device exists here (`cuda` without a GPU is a user error)."""
     import torch
 
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available on this machine")
     if device.startswith("cuda:"):
@@ -94,7 +97,7 @@ def resolve_device(device: str) -> str:
     if device == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: MPS is not available on this machine")
     if device != "cpu" and not device.startswith(("cuda", "mps")):
-        raise UserError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
+        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     return device
 
 
@@ -219,6 +222,28 @@ def shared_components(model: str, other: str, pipe: Any,
     return shared
 
 
+def check_weights_reachable(model: str) -> None:
+    """A one-line `UserError` when `model` is a hub id whose cached snapshot lacks a component
+    folder `model_index.json` names and the hub cannot be asked (offline, or not reachable),
+    instead of whatever error the loader of the first missing file raises."""
+    from huggingface_hub import constants
+
+    if Path(model).expanduser().exists():
+        return
+    folder = _local_folder(model)
+    if folder is None:
+        return
+    index = json.loads((folder / "model_index.json").read_text())
+    missing = [name for name, entry in index.items()
+               if isinstance(entry, list) and entry[0] and not any((folder / name).glob("*"))]
+    if not missing:
+        return
+    why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_reachable())
+    if why:
+        raise UserError(f"{model}: its weights are not in the hub cache and could not be "
+                        f"downloaded (missing {', '.join(missing)}; {why})")
+
+
 def attention_backends() -> list[str]:
     """The names diffusers' `set_attention_backend` accepts (`AttentionBackendName`)."""
     from diffusers.models.attention_dispatch import AttentionBackendName
@@ -231,28 +256,40 @@ def denoiser_of(pipe: Any):
     return getattr(pipe, "transformer", None) or pipe.unet
 
 
+def denoisers_of(pipe: Any) -> list:
+    """Every denoising network of the pipeline: the transformer, and Wan 2.2 A14B's low-noise
+    expert `transformer_2` where the pipeline has one (ModelScope: the UNet)."""
+    second = getattr(pipe, "transformer_2", None)
+    return [denoiser_of(pipe)] + ([second] if second is not None else [])
+
+
 def set_attention_backend(pipe: Any, backend: str, label: str) -> int:
     """Route the denoiser's attention through diffusers' backend `backend` (`native` is
     PyTorch's scaled_dot_product_attention; `flash`, `sage`, `xformers`, ... need their
     packages). Returns how many attention processors now use it; a one-line `UserError` for an
     unknown name, a backend whose package is missing, or a denoiser whose attention does not go
     through diffusers' dispatcher (CogVideoX's and ModelScope's processors call PyTorch
-    directly, so a backend would silently do nothing there)."""
+    directly, so a backend would silently do nothing there). Both of Wan 2.2 A14B's experts
+    get it (`denoisers_of`)."""
     valid = attention_backends()
     if backend.lower() not in valid:
         raise UserError(f"--attention-backend {backend}: unknown; one of {', '.join(valid)}")
-    denoiser = denoiser_of(pipe)
-    processors = [m.processor for m in denoiser.modules()
-                  if hasattr(getattr(m, "processor", None), "_attention_backend")]
-    if not processors:
-        raise UserError(f"--attention-backend {backend}: {label}'s {type(denoiser).__name__} "
-                        "does not dispatch attention through diffusers' backends")
-    try:
-        denoiser.set_attention_backend(backend.lower())
-    except (RuntimeError, ValueError, ImportError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"--attention-backend {backend}: {first}") from None
-    return len(processors)
+    count = 0
+    for denoiser in denoisers_of(pipe):
+        processors = [m.processor for m in denoiser.modules()
+                      if hasattr(getattr(m, "processor", None), "_attention_backend")]
+        if not processors:
+            raise UserError(f"--attention-backend {backend}: {label}'s "
+                            f"{type(denoiser).__name__} does not dispatch attention through "
+                            "diffusers' backends")
+        try:
+            denoiser.set_attention_backend(backend.lower())
+        except (RuntimeError, ValueError, ImportError) as error:
+            first = (str(error).strip().splitlines()[0] if str(error).strip()
+                     else type(error).__name__)
+            raise UserError(f"--attention-backend {backend}: {first}") from None
+        count += len(processors)
+    return count
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
@@ -271,7 +308,9 @@ def load_loras(pipe: Any, specs: list[str], label: str) -> list[dict]:
     `pytorch_lora_weights.safetensors`, or a hub id) as its own adapter (`lora0`, `lora1`, ...)
     with `pipe.load_lora_weights`, then make them all active at their scales with
     `pipe.set_adapters` (unfused: the weights stay as loaded and each adapter's scale
-    applies). Needs `peft`. Returns what was loaded, for the sample json."""
+    applies). On Wan 2.2 A14B each LoRA goes into both experts (`transformer` and, with
+    `load_into_transformer_2`, `transformer_2`) under the same adapter name. Needs `peft`.
+    Returns what was loaded, for the sample json."""
     if not specs:
         return []
     if not hasattr(pipe, "load_lora_weights"):
@@ -296,15 +335,21 @@ def load_loras(pipe: Any, specs: list[str], label: str) -> list[dict]:
             where = os.fspath(path)
         else:
             where = source
+        experts = ["transformer"]
+        if getattr(pipe, "transformer_2", None) is not None:
+            experts.append("transformer_2")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pipe.load_lora_weights(where, **kwargs)
+                if len(experts) == 2:
+                    pipe.load_lora_weights(where, load_into_transformer_2=True, **kwargs)
         except Exception as error:  # loader errors come in many types; all mean "cannot load"
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise UserError(f"--lora {spec}: cannot load it as a LoRA for {label} "
                             f"({type(error).__name__}: {first})") from None
-        loaded.append({"source": source, "scale": scale, "adapter": name})
+        loaded.append({"source": source, "scale": scale, "adapter": name,
+                       "into": experts if hasattr(pipe, "transformer") else ["unet"]})
     pipe.set_adapters([x["adapter"] for x in loaded], [x["scale"] for x in loaded])
     return loaded
 
@@ -339,13 +384,15 @@ def apply_offload(pipe: Any, offload: str, device: str) -> None:
 
 
 def compile_denoiser(pipe: Any, mode: str = "default") -> None:
-    """`torch.compile` the transformer (ModelScope: the UNet) in place (`nn.Module.compile`,
-    so the pipeline still sees the same module, its config and dtype). The first call of each
-    new shape compiles (minutes on a real model); chunks after that run the compiled code."""
+    """`torch.compile` the transformer (ModelScope: the UNet; Wan 2.2 A14B: both experts) in
+    place (`nn.Module.compile`, so the pipeline still sees the same module, its config and
+    dtype). The first call of each new shape compiles (minutes on a real model); chunks after
+    that run the compiled code."""
     if mode not in COMPILE_MODES:
         raise UserError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, "
                         f"got {mode!r}")
-    denoiser_of(pipe).compile(mode=None if mode == "default" else mode)
+    for denoiser in denoisers_of(pipe):
+        denoiser.compile(mode=None if mode == "default" else mode)
 
 
 def load_backbone(
@@ -368,7 +415,7 @@ def load_backbone(
         model: hub id or folder with a `model_index.json`.
         role: `t2v`, `i2v` or `v2v`. A text-to-video folder asked for `v2v` is loaded as
             its family's video-to-video class (they share every component).
-        device: `cpu`, `cuda`, `cuda:N` or `mps`.
+        device: `auto` (`cuda` where available, else `cpu`), `cpu`, `cuda`, `cuda:N` or `mps`.
         dtype: `float32`, `bfloat16` or `float16` for the weights; None: bfloat16 on CUDA,
             float32 elsewhere. Wan's VAE and image encoder stay in float32 (their outputs
             degrade in half precision; diffusers' Wan examples load them so).
@@ -420,14 +467,20 @@ def load_backbone(
     cls_name = getattr(family, role)
     if cls_name is None:
         raise UserError(f"{family.label} has no {role} pipeline in diffusers that we can drive")
+    check_weights_reachable(model)
     torch_dtype: Any = getattr(torch, dtype)
     if family.name == "wan" and dtype != "float32":  # as diffusers' own Wan examples do
         torch_dtype = {"default": torch_dtype, "vae": torch.float32,
                        "image_encoder": torch.float32}
     with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones only know this
         warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
-        pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=torch_dtype,
-                                                            **(components or {}))
+        try:
+            pipe = getattr(diffusers, cls_name).from_pretrained(model, torch_dtype=torch_dtype,
+                                                                **(components or {}))
+        except OSError as error:  # weights neither in the hub cache nor downloadable
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UserError(f"{model}: its weights are not in the hub cache and could not be "
+                            f"downloaded ({type(error).__name__}: {first})") from None
     lora = load_loras(pipe, list(loras), family.label)
     if attention_backend is not None:
         set_attention_backend(pipe, attention_backend, family.label)

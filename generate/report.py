@@ -30,6 +30,10 @@ COLUMNS = (
     ("seam_jump_max", "seam jump (max)", "difference across a seam / median inside chunks; "
      "about 1 = invisible", True),
     ("seam_reversals", "seam reversals", "seams where the motion turns back (a rewind)", True),
+    ("seam_warp_jump_max", "seam warp jump", "warp error of the pair across a seam / median "
+     "inside chunks: holds under motion; about 1 = invisible", True),
+    ("seam_motion_jump_max", "seam motion jump", "flow acceleration of the pair across a seam "
+     "/ median inside chunks: the camera or an object jumps; about 1 = steady", True),
     ("warp_error", "warp error", "squared RGB error after flow warping, occlusions excluded",
      True),
     ("mawe", "MAWE", "warp error / (9.5 x mean squared flow), OpenCV flow", True),
@@ -38,8 +42,10 @@ COLUMNS = (
     ("motion", "motion (px/frame)", "mean optical-flow magnitude", False),
     ("stagnant_fraction", "stagnant", "share of frame pairs that barely move", True),
     ("scene_cuts_off_seams", "cuts off seams", "shot cuts inside chunks", True),
-    ("colour_drift_max", "colour drift (dE)", "largest CIELAB distance of a chunk's mean "
-     "colour to the first chunk's", True),
+    ("colour_drift_max", "colour drift (dE)", "largest CIELAB drift of a chunk against the "
+     "first, followed along the optical flow: the same scene points changing colour", True),
+    ("colour_change_max", "colour change (dE)", "largest CIELAB distance of a chunk's mean "
+     "colour to the first chunk's: drift plus content that changes", False),
     ("repetition", "repetition", "largest d(c, c+1) - d(c, c+2) of the chunks' mean "
      "thumbnails (grey levels): an A/B/A/B look is positive", True),
     ("sharpness_drift_max", "sharpness drift", "largest |log2| ratio of a chunk's sharpness "
@@ -92,8 +98,10 @@ def write_metric_plots(result: dict[str, Any], path: str | os.PathLike) -> None:
         ("optical-flow magnitude (px)", pairs, series["flow"]),
         ("warp error", pairs, [np.nan if v is None else v for v in series["warp_error"]]),
         ("occluded share", pairs, series["occluded"]),
-        ("colour drift vs first chunk (dE)", starts,
-         [c["colour_delta_e"] for c in result["chunks"]]),
+        ("flow acceleration (px)", pairs,
+         [np.nan if v is None else v for v in series["acceleration"]]),
+        ("colour drift vs first chunk, along the flow (dE)", starts,
+         [c["colour_drift"] for c in result["chunks"]]),
         ("sharpness drift vs first chunk (log2)", starts,
          [c["sharpness_log2_ratio"] for c in result["chunks"]]),
     ]
@@ -152,7 +160,8 @@ def write_report(results: Sequence[dict[str, Any]], folder: str | os.PathLike) -
         + cells(r) + "</tr>" for r in checked)
     sections = []
     for r in checked:
-        seams = ", ".join(f"{s['frame']} (x{s['jump']:.2f})" for s in r["seams"]) or "none"
+        seams = ", ".join(f"{s['frame']} (x{s['jump']:.2f}, warp x{_cell(s.get('warp_jump'))}, "
+                          f"motion x{_cell(s.get('motion_jump'))})" for s in r["seams"]) or "none"
         cuts = ", ".join(map(str, r["scene_cut_frames"])) or "none"
         sections.append(
             f'<section id="{html.escape(r["name"])}"><h2>{html.escape(r["name"])}</h2>'
@@ -160,7 +169,8 @@ def write_report(results: Sequence[dict[str, Any]], folder: str | os.PathLike) -
             f'at {_cell(r["fps"])} fps; chunks from {html.escape(r["chunks_from"])}; '
             f'analysed at {r["analysis_size"][0]}x{r["analysis_size"][1]} with '
             f'{html.escape(r["flow"])} flow.</p>'
-            f"<p>seams (frame, jump): {seams}<br>scene cuts at: {cuts}</p>"
+            f"<p>seams (frame: difference, warp and motion jumps): {seams}<br>"
+            f"scene cuts at: {cuts}</p>"
             f'<img src="{html.escape(r["contact_sheet"])}" alt="contact sheet">'
             f'<img src="{html.escape(r["name"])}_metrics.png" alt="metric plots"></section>')
     errors = "".join(f"<li>{html.escape(r['video'])}: {html.escape(r['error'])}</li>"

@@ -37,7 +37,8 @@ class GenerateOptions:
 
     Args:
         prompts: `.txt` (one prompt per line) or `.jsonl` stories (see `prompts.py`).
-        model: text-to-video pipeline (hub id or folder).
+        model: text-to-video pipeline (hub id or folder); None: `families.DEFAULT_MODEL`
+            (Wan 2.1 T2V 1.3B).
         out: output folder.
         frames: exact frames per video.
         chunk_frames: frames per chunk (frames rule of the backbone).
@@ -45,12 +46,19 @@ class GenerateOptions:
         continue_mode: `auto` (`anchor` on time-compressing VAEs, else `reuse`), `anchor`,
             `reuse`, `i2v` or `none`.
         i2v_model: image-to-video pipeline for `--continue i2v`.
-        steps, guidance, negative_prompt: denoising steps, CFG scale, negative text.
+        steps, guidance, negative_prompt: denoising steps, CFG scale, negative text (None:
+            the family's published one, Wan's `families.WAN_NEGATIVE_PROMPT`, else "").
+        guidance_2: Wan 2.2 A14B: CFG scale of the low-noise expert (None: `guidance`).
+        flow_shift: Wan's flow shift (None: `families.default_flow_shift`, 3.0 at 480p, 5.0
+            at 720p; other families keep their scheduler as shipped).
         height, width, fps: output size and frame rate.
         seed: the run's seed (a JSONL story may carry its own).
-        noise_recycle, reuse_guidance: VidRD's alpha and beta.
-        anchor_steps: `anchor`: steps the anchor latent next to the new frames is pinned
-            (None: --reuse-guidance's beta stages it).
+        noise_recycle, reuse_guidance: VidRD's alpha and beta (None: 0.4).
+        anchor_release, anchor_steps: `anchor`: release the anchor at this signal fraction,
+            or after this many steps (`ChunkSettings`); with neither, a `reuse_guidance` that
+            is given stages it by step count, else `continuation.ANCHOR_RELEASE`.
+        colour_correction: AdaIN factor toward the first chunk (None: on for one-prompt
+            videos only, `ChunkSettings.colour_correction`).
         search_k, search_steps: k-step search candidates (1 = off) and their preview steps
             (None: `search.default_search_steps(steps)`).
         search_scorer: `clip` (default; falls back to `continuity` with a warning where no
@@ -60,8 +68,9 @@ class GenerateOptions:
         refine_model: video-to-video pipeline for it (default: `model`'s V2V class).
         refine_chunk, refine_overlap: refinement window and overlap, in pixel frames.
         refine_strength: SDEdit strength (fraction of the schedule that is re-run; None: 0.4).
-        device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run (dtype
-            None: bfloat16 on CUDA, float32 elsewhere; cpu_offload is offload `model`).
+        device, dtype, cpu_offload, vae_tiling, vae_slicing: where and how models run (device
+            `auto`: CUDA when available, else the CPU; dtype None: bfloat16 on CUDA, float32
+            elsewhere; cpu_offload is offload `model`).
         offload: `none`, `model`, `sequential` or `group` (`loading.apply_offload`).
         attention_backend: diffusers attention backend for the denoiser (None: default).
         lora: `PATH_OR_ID[:SCALE]` LoRAs for `model` (`loading.load_loras`).
@@ -73,7 +82,7 @@ class GenerateOptions:
     """
 
     prompts: Path
-    model: str
+    model: str | None
     out: Path
     frames: int = 49
     chunk_frames: int | None = None
@@ -82,14 +91,18 @@ class GenerateOptions:
     i2v_model: str | None = None
     steps: int = 50
     guidance: float | None = None
-    negative_prompt: str = ""
+    negative_prompt: str | None = None
+    guidance_2: float | None = None
+    flow_shift: float | None = None
     height: int | None = None
     width: int | None = None
     fps: int | None = None
     seed: int = 0
     noise_recycle: float = 4.0
-    reuse_guidance: float = 0.4
+    reuse_guidance: float | None = None
+    anchor_release: float | None = None
     anchor_steps: int | None = None
+    colour_correction: float | None = None
     search_k: int = 5
     search_steps: int | None = None
     search_scorer: str = "clip"
@@ -99,7 +112,7 @@ class GenerateOptions:
     refine_chunk: int | None = None
     refine_overlap: int | None = None
     refine_strength: float | None = None
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str | None = None
     cpu_offload: bool = False
     vae_tiling: bool = False
@@ -115,19 +128,21 @@ class GenerateOptions:
     checks: bool = True
 
 
-def reset_peak_memory() -> None:
+def reset_peak_memory(device: str = "cpu") -> None:
     """Start a new peak for `peak_memory`: Linux resets the process's high-water mark
-    (VmHWM) when 5 is written to /proc/self/clear_refs; CUDA resets its own peak."""
+    (VmHWM) when 5 is written to /proc/self/clear_refs; CUDA resets the peak of `device`
+    (the models' device, `cuda:N`: not GPU 0 whatever `--device` says)."""
     import torch
 
     with contextlib.suppress(OSError):  # not Linux: the peak stays the lifetime peak
         Path("/proc/self/clear_refs").write_text("5")
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory() -> dict[str, float | str | None]:
-    """Peak resident memory since `reset_peak_memory` (per video), and peak GPU memory on CUDA.
+def peak_memory(device: str = "cpu") -> dict[str, float | str | None]:
+    """Peak resident memory since `reset_peak_memory` (per video), and peak GPU memory of
+    `device` when it is a CUDA device.
 
     `peak_rss_of` says what the RSS figure covers: `video` where the kernel's high-water mark
     could be reset (Linux), `process` (the lifetime peak) elsewhere.
@@ -141,7 +156,7 @@ def peak_memory() -> dict[str, float | str | None]:
     except (OSError, IndexError):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         scope = "process"
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else None
     return {"peak_rss_mb": round(rss, 1), "peak_rss_of": scope,
             "peak_gpu_mb": round(gpu, 1) if gpu else None}
 
@@ -160,13 +175,14 @@ def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
                     if getattr(options, name) is not None]
     if mode not in ("anchor", "reuse") and options.overlap is not None:
         ignored.append("--overlap")
-    if mode != "anchor" and options.anchor_steps is not None:
-        ignored.append("--anchor-steps")
+    ignored += [f"--{name.replace('_', '-')}" for name in ("anchor_steps", "anchor_release")
+                if mode != "anchor" and getattr(options, name) is not None]
     if not options.compile and options.compile_mode != "default":
         ignored.append("--compile-mode")
     messages = [f"{option} is ignored: " + (
         "no --refine" if option.startswith("--refine") else
-        f"--continue is {mode}" if option in ("--i2v-model", "--overlap", "--anchor-steps")
+        f"--continue is {mode}" if option in ("--i2v-model", "--overlap", "--anchor-steps",
+                                              "--anchor-release")
         else "no --compile" if option == "--compile-mode" else "--search-k 1")
         for option in ignored]
     for message in messages:
@@ -174,9 +190,28 @@ def warn_ignored(options: GenerateOptions, mode: str) -> list[str]:
     return messages
 
 
+def anchor_release(options: GenerateOptions, mode: str) -> float | None:
+    """`ChunkSettings.anchor_release` for the options: `--anchor-release` when given; None
+    (release by step count) when `--anchor-steps`, or in `anchor` mode `--reuse-guidance`, is
+    given instead; else `continuation.ANCHOR_RELEASE`. Two of the three is a `UserError`."""
+    from generate.continuation import ANCHOR_RELEASE
+
+    given = [f"--{name.replace('_', '-')}" for name in
+             ("anchor_release", "anchor_steps", "reuse_guidance")
+             if getattr(options, name) is not None]
+    if mode == "anchor" and len(given) > 1:
+        raise UserError(f"{' and '.join(given)} all say when the anchor is released: give one "
+                        "(--anchor-release by noise level, --anchor-steps or --reuse-guidance "
+                        "by step count)")
+    if options.anchor_release is not None:
+        return options.anchor_release
+    return None if given else ANCHOR_RELEASE
+
+
 def _load(options: GenerateOptions):
     """Load the backbones and build the chunk generator and refiner the options ask for."""
     from generate.chunked import ChunkedGenerator, ChunkSettings, resolve_mode
+    from generate.families import DEFAULT_MODEL, default_flow_shift, set_flow_shift
     from generate.loading import load_backbone, share_backbone, shared_components
     from generate.refine import Refiner
     from generate.search import default_search_steps, load_scorer
@@ -185,7 +220,14 @@ def _load(options: GenerateOptions):
                 vae_tiling=options.vae_tiling, vae_slicing=options.vae_slicing,
                 offload=options.offload, attention_backend=options.attention_backend,
                 compile_mode=options.compile_mode if options.compile else None)
-    backbone = load_backbone(options.model, "t2v", loras=list(options.lora), **load)
+    model = options.model or DEFAULT_MODEL
+    try:
+        backbone = load_backbone(model, "t2v", loras=list(options.lora), **load)
+    except UserError as error:
+        if options.model:
+            raise
+        raise UserError(f"no --model given, and the default {error} (pass --model, or put "
+                        f"{DEFAULT_MODEL} in the hub cache)") from None
     family = backbone.family
     i2v = None
     if options.continue_mode == "i2v":
@@ -195,7 +237,7 @@ def _load(options: GenerateOptions):
         # the same files (not with offloading: each pipeline would hook the shared models)
         shared = {}
         if backbone.offload == "none":
-            shared = shared_components(options.model, options.i2v_model, backbone.pipe)
+            shared = shared_components(model, options.i2v_model, backbone.pipe)
         i2v = load_backbone(options.i2v_model, "i2v", components=shared, **load)
         if {"text_encoder", "tokenizer"} <= set(shared) and i2v.family is family:
             i2v.prompt_cache = backbone.prompt_cache  # the same encoder: the same embeddings
@@ -209,24 +251,35 @@ def _load(options: GenerateOptions):
     search_steps = options.search_steps
     if search_steps is None:
         search_steps = default_search_steps(options.steps)
+    height, width = options.height or family.height, options.width or family.width
+    flow_shift = options.flow_shift
+    if flow_shift is None:
+        flow_shift = default_flow_shift(family, height, width)
+    for loaded in (backbone, i2v):
+        if flow_shift is not None and loaded is not None:
+            loaded.pipe.scheduler = set_flow_shift(loaded.pipe.scheduler, flow_shift)
     settings = ChunkSettings(
         frames=options.frames, chunk_frames=options.chunk_frames or family.chunk_frames,
         overlap=overlap, continue_mode=options.continue_mode, steps=options.steps,
         guidance=family.guidance if options.guidance is None else options.guidance,
-        negative_prompt=options.negative_prompt, height=options.height or family.height,
-        width=options.width or family.width, fps=options.fps or family.fps,
-        noise_recycle=options.noise_recycle, reuse_guidance=options.reuse_guidance,
-        anchor_steps=options.anchor_steps, search_k=options.search_k,
+        guidance_2=options.guidance_2,
+        negative_prompt=(family.negative_prompt if options.negative_prompt is None
+                         else options.negative_prompt),
+        height=height, width=width, fps=options.fps or family.fps,
+        noise_recycle=options.noise_recycle,
+        reuse_guidance=0.4 if options.reuse_guidance is None else options.reuse_guidance,
+        anchor_release=anchor_release(options, mode), anchor_steps=options.anchor_steps,
+        colour_correction=options.colour_correction, search_k=options.search_k,
         search_steps=search_steps, crf=options.crf,
     )
     scorer = None
     if options.search_k > 1:  # loaded only when searching
-        scorer = load_scorer(options.search_scorer, options.search_clip, options.device)
+        scorer = load_scorer(options.search_scorer, options.search_clip, backbone.device)
     generator = ChunkedGenerator(backbone, settings, i2v=i2v, scorer=scorer,
                                  bounded_heap=options.bounded_heap)
     refiner = None
     if options.refine:
-        if options.refine_model in (None, options.model):  # no second copy of the weights
+        if options.refine_model in (None, model):  # no second copy of the weights
             v2v = share_backbone(backbone, "v2v")
         else:
             v2v = load_backbone(options.refine_model, "v2v", **load)
@@ -236,7 +289,7 @@ def _load(options: GenerateOptions):
             else (generator.overlap_latent or family.overlap_latent_frames) * backbone.temporal,
             steps=options.steps,
             strength=0.4 if options.refine_strength is None else options.refine_strength,
-            guidance=settings.guidance, negative_prompt=options.negative_prompt,
+            guidance=settings.guidance, negative_prompt=settings.negative_prompt,
         )
     return backbone, generator, refiner
 
@@ -252,13 +305,22 @@ def memory_estimate(generator, refiner) -> dict[str, Any]:
                          s.width, s.guidance)
 
 
+def scheduler_summary(scheduler) -> dict[str, Any]:
+    """The scheduler a video was made with: its class and flow shift (None where it has
+    none)."""
+    config = scheduler.config
+    shift = config.get("flow_shift") if config.get("use_flow_sigmas") else config.get("shift")
+    return {"class": type(scheduler).__name__, "flow_shift": shift}
+
+
 def _one_video(options, story, generator, refiner, state_dir: Path,
                estimate: dict | None = None) -> dict[str, Any]:
     """Generate (and refine) one story; return its json details."""
     out = Path(options.out)
     seed = options.seed if story.seed is None else story.seed
     mp4 = out / f"{story.id}.mp4"
-    reset_peak_memory()
+    device = generator.backbone.device
+    reset_peak_memory(device)
     started = time.perf_counter()
     # (refined, the chunk loop's MP4 is a step: OUT only ever holds the finished video)
     looped = state_dir / "unrefined.mp4" if refiner is not None else mp4
@@ -271,8 +333,9 @@ def _one_video(options, story, generator, refiner, state_dir: Path,
         "id": story.id,
         "prompts": list(story.prompts),
         "seed": seed,
-        "model": options.model,
+        "model": generator.backbone.source,
         "family": generator.backbone.family.name,
+        "scheduler": scheduler_summary(generator.backbone.pipe.scheduler),
         "i2v_model": options.i2v_model,
         "settings": dataclasses.asdict(settings),
         "loras": generator.backbone.loras,
@@ -286,7 +349,7 @@ def _one_video(options, story, generator, refiner, state_dir: Path,
         **details,
         "timings": {"total_seconds": round(seconds, 3),
                     "seconds_per_frame": round(seconds / settings.frames, 4)},
-        **peak_memory(),
+        **peak_memory(device),
     }
     atomic_write(out / f"{story.id}.json", json.dumps(info, indent=2, default=str) + "\n")
     return info

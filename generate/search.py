@@ -5,11 +5,15 @@ short but complete trajectory of `s` steps; the previews are decoded and scored 
 chunk's conditioning (the previous chunk's last frame), and the best-scoring noise is then
 denoised with all `S` steps. Cost: about k*s + S steps instead of S, plus k preview decodes.
 
-Scorers take a preview (the frames the video would keep, F x H x W x 3 uint8) and the
-conditioning frame (H, W, 3) uint8 and return a float, higher is better:
-- `ClipScorer` (default, the paper's): the minimum over the preview's frames of the cosine
-  similarity of CLIP image embeddings to the condition (ViT-B/32, `DEFAULT_CLIP`, or any
-  `CLIPModel` hub id or folder), so one bad frame sinks a candidate.
+Scorers take a preview (the frames the video would keep, F x H x W x 3 uint8), the
+conditioning frame (H, W, 3) uint8 and the chunk's prompt, and return a float, higher is
+better:
+- `ClipScorer` (default): continuity and the prompt together, with CLIP (ViT-B/32,
+  `DEFAULT_CLIP`, or any `CLIPModel` hub id or folder): the cosine similarity of the preview's
+  first kept frame to the condition (how the chunk joins the previous one) plus
+  `TEXT_WEIGHT` (2.5, CLIPScore's w) times the mean over the preview's frames of their
+  similarity to the prompt. The paper's score, the minimum over frames of the similarity to
+  the condition, picked the candidate that changed least and ignored a new chunk prompt.
 - `ContinuityScorer` (weights-free, `--search-scorer continuity`, and the fallback when no CLIP
   model can be had offline): 1 - mean absolute difference of 32x32 area thumbnails between the
   preview's first frame and the condition, in [0, 1]. It judges only how the chunk joins the
@@ -28,6 +32,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +41,7 @@ from datakit.io.errors import UserError
 logger = logging.getLogger(__name__)
 
 THUMB = 32
+TEXT_WEIGHT = 2.5
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 SCORERS = ("clip", "continuity")
 
@@ -47,16 +53,18 @@ def _thumbnail(frame: np.ndarray) -> np.ndarray:
 
 
 class ContinuityScorer:
-    """Weights-free: 1 - mean |thumbnail(first frame) - thumbnail(cond)| / 255."""
+    """Weights-free: 1 - mean |thumbnail(first frame) - thumbnail(cond)| / 255 (no text
+    term: it has no text model)."""
 
     name = "continuity"
 
-    def __call__(self, preview: np.ndarray, condition: np.ndarray) -> float:
+    def __call__(self, preview: np.ndarray, condition: np.ndarray, prompt: str = "") -> float:
         return float(1 - np.abs(_thumbnail(preview[0]) - _thumbnail(condition)).mean() / 255)
 
 
 class ClipScorer:
-    """Min over frames of the cosine similarity of CLIP image embeddings to the condition.
+    """cos(first kept frame, condition) + `TEXT_WEIGHT` * mean over frames of cos(frame,
+    prompt), with CLIP embeddings.
 
     Args:
         folder: a transformers `CLIPModel` hub id or folder (with its image processor config).
@@ -68,23 +76,43 @@ class ClipScorer:
 
     def __init__(self, folder: str | os.PathLike = DEFAULT_CLIP, device: str = "cpu",
                  local_files_only: bool = False):
-        from transformers import AutoImageProcessor, CLIPModel
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         self.source = f"clip:{folder}"
         self.model = CLIPModel.from_pretrained(folder, local_files_only=local_files_only)
         self.model = self.model.to(device).eval()
         self.processor = AutoImageProcessor.from_pretrained(folder,
                                                             local_files_only=local_files_only)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_files_only)
         self.device = device
+        self._texts: dict[str, Any] = {}
 
     def _embed(self, frames: np.ndarray):
         from datakit.models.clip import embed_images
 
         return embed_images(self.model, self.processor, list(frames), self.device)
 
-    def __call__(self, preview: np.ndarray, condition: np.ndarray) -> float:
-        similarity = self._embed(preview) @ self._embed(condition[None]).T
-        return float(similarity.min())
+    def embed_text(self, prompt: str):
+        """The prompt's unit CLIP text embedding (computed once per prompt)."""
+        import torch
+
+        from datakit.models.clip import unit_features
+
+        if prompt not in self._texts:
+            tokens = self.tokenizer([prompt], padding=True, truncation=True, return_tensors="pt",
+                                    max_length=self.model.config.text_config
+                                    .max_position_embeddings)
+            with torch.inference_mode():
+                self._texts[prompt] = unit_features(self.model.get_text_features(
+                    input_ids=tokens["input_ids"].to(self.device),
+                    attention_mask=tokens["attention_mask"].to(self.device)))
+        return self._texts[prompt]
+
+    def __call__(self, preview: np.ndarray, condition: np.ndarray, prompt: str = "") -> float:
+        frames = self._embed(preview)
+        continuity = float(frames[0] @ self._embed(condition[None])[0])
+        text = float((frames @ self.embed_text(prompt)[0]).mean())
+        return continuity + TEXT_WEIGHT * text
 
 
 def load_scorer(kind: str = "clip", clip: str | None = None, device: str = "cpu"):
@@ -134,8 +162,9 @@ def candidate_correlation(candidates: Sequence) -> float:
 def search_noise(
     candidates: Sequence,
     preview: Callable[[int, object], np.ndarray],
-    score: Callable[[np.ndarray, np.ndarray], float],
+    score: Callable[[np.ndarray, np.ndarray, str], float],
     condition: np.ndarray,
+    prompt: str = "",
 ) -> tuple[int, list[float]]:
     """Score each candidate noise's decoded preview; return the best index and all scores.
 
@@ -145,12 +174,14 @@ def search_noise(
             and returns its decoded frames.
         score: a scorer (`ContinuityScorer`, `ClipScorer`), higher is better.
         condition: the frame the chunk must continue from.
+        prompt: the chunk's prompt (for a scorer's text term).
 
     Ties go to the earliest candidate, so the result is deterministic.
     """
     if not candidates:
         raise ValueError("search_noise needs at least one candidate")
-    scores = [score(preview(index, noise), condition) for index, noise in enumerate(candidates)]
+    scores = [score(preview(index, noise), condition, prompt)
+              for index, noise in enumerate(candidates)]
     return int(np.argmax(scores)), scores
 
 

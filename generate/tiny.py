@@ -14,7 +14,7 @@ from pathlib import Path
 from datakit.models.tiny import WORDS, build_tokenizer
 
 FAMILIES = ("wan", "wan-i2v", "wan-v2v", "cogvideox", "cogvideox-i2v", "cogvideox-v2v",
-            "cogvideox15", "cogvideox15-v2v", "ltx", "modelscope")
+            "cogvideox15", "cogvideox15-v2v", "ltx", "modelscope", "wan22")
 
 def _t5(umt5: bool = False):
     """A tiny T5 encoder (UMT5 for Wan, whose pipeline expects that class)."""
@@ -147,7 +147,9 @@ def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: in
         family: one of `FAMILIES`: `wan`, `cogvideox`, `cogvideox15` (1.5: temporal patch
             2), `ltx`, `modelscope` (text-to-video),
             `wan-i2v`, `cogvideox-i2v` (image-to-video, for `--continue i2v`), `wan-v2v`,
-            `cogvideox-v2v`, `cogvideox15-v2v` (video-to-video, for `--refine`).
+            `cogvideox-v2v`, `cogvideox15-v2v` (video-to-video, for `--refine`), `wan22`
+            (Wan 2.2 A14B's layout: a second, low-noise expert `transformer_2` used below
+            `boundary_ratio` 0.875 of the training timesteps, as the A14B T2V checkpoint).
         seed: seeds the random weights, so the same call gives the same pipeline.
     """
     import diffusers
@@ -164,11 +166,14 @@ def build_tiny_pipeline(folder: str | os.PathLike, family: str = "wan", seed: in
         ("cogvideox", "v2v"): "CogVideoXVideoToVideoPipeline", ("ltx", ""): "LTXPipeline",
         ("cogvideox15", ""): "CogVideoXPipeline",
         ("cogvideox15", "v2v"): "CogVideoXVideoToVideoPipeline",
-        ("modelscope", ""): "TextToVideoSDPipeline",
+        ("modelscope", ""): "TextToVideoSDPipeline", ("wan22", ""): "WanPipeline",
     }
     torch.manual_seed(seed)
     if base == "wan":
         components = _wan(kind)
+    elif base == "wan22":
+        components = {**_wan(kind), "transformer_2": _wan(kind)["transformer"],
+                      "boundary_ratio": 0.875}
     elif base.startswith("cogvideox"):
         components = _cogvideox(kind, v15=base == "cogvideox15")
     elif base == "ltx":

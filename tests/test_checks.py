@@ -59,7 +59,11 @@ def test_seam_jump_is_large_on_a_splice_and_near_one_on_a_smooth_pan(videos):
     # the unrelated content also shows in the other seam-sensitive measures
     assert spliced["metrics"]["warp_error"] > 10 * smooth["metrics"]["warp_error"]
     assert spliced["metrics"]["flow_std"] > smooth["metrics"]["flow_std"]
-    assert spliced["metrics"]["colour_drift_max"] > smooth["metrics"]["colour_drift_max"]
+    assert spliced["metrics"]["seam_warp_jump_max"] > 100
+    assert smooth["metrics"]["seam_warp_jump_max"] < 2
+    # new content is a colour change, not a drift: nothing the flow follows changed colour
+    assert spliced["metrics"]["colour_change_max"] > smooth["metrics"]["colour_change_max"]
+    assert spliced["metrics"]["colour_drift_max"] < 1 and smooth["metrics"]["colour_drift_max"] < 1
     # the cut detector finds the splice, on the seam, and nothing in the smooth pan
     assert spliced["scene_cut_frames"] == [12]
     assert spliced["metrics"]["scene_cuts_off_seams"] == 0
@@ -85,7 +89,10 @@ def test_drift_tracks_colour_and_sharpness_against_the_first_chunk(videos):
     assert first["colour_delta_e"] == 0 and first["sharpness_log2_ratio"] == 0
     assert second["lab"][0] < first["lab"][0] - 10  # darker
     assert second["sharpness_log2_ratio"] < -1  # blurred: sharpness at most half
-    assert result["metrics"]["colour_drift_max"] == second["colour_delta_e"] > 10
+    assert result["metrics"]["colour_change_max"] == second["colour_delta_e"] > 10
+    # the same scene points darkened: the drift followed along the flow says so too
+    assert result["metrics"]["colour_drift_max"] == second["colour_drift"]
+    assert second["colour_drift"] == pytest.approx(second["colour_delta_e"], rel=0.15)
     assert len(sheet) == 2 and all(len(row) == 6 for row in sheet)  # a row per chunk
 
 
@@ -281,3 +288,133 @@ def test_check_reads_the_toolkits_shards(videos, tmp_path):
     one = runner.invoke(app, ["check", str(shards / "00001.tar"), "--out", str(tmp_path / "o"),
                               "-q"])
     assert one.exit_code == 0 and "clip_still: seam jump" in one.output
+
+
+# -- seams under motion (832x480, the sizes a generated video has) -----------------------------
+
+W832, H480 = 832, 480
+QUICK = CheckSettings(max_side=256)  # the flow at 256x148: the figures hold, 4x less work
+
+
+def photo(name: str, width: int = 2000) -> np.ndarray:
+    """A scikit-image photo scaled to `width` (room for a long pan at 832x480)."""
+    image = getattr(skimage.data, name)()
+    if image.ndim == 2:  # a texture: tint it
+        image = np.clip(image[..., None] * np.array([1.0, 0.95, 0.85]), 0, 255).astype(np.uint8)
+        image = np.tile(image, (2, 4, 1))
+    scale = width / image.shape[1]
+    return cv2.resize(image, (width, round(image.shape[0] * scale)),
+                      interpolation=cv2.INTER_CUBIC)
+
+
+def camera(image: np.ndarray, xs, y: float = 100) -> list:
+    """832x480 views of `image` with the camera's left edge at each of `xs` (sub-pixel)."""
+    return [cv2.warpAffine(image, np.float32([[1, 0, -x], [0, 1, -y]]), (W832, H480),
+                           flags=cv2.INTER_LINEAR) for x in xs]
+
+
+def steps(speed: float, frames: int, start: float = 40, jumps: dict | None = None) -> list:
+    """Camera positions moving `speed` px per frame, plus `jumps[i]` px before frame i."""
+    xs, x = [], start
+    for i in range(frames):
+        x += (jumps or {}).get(i, 0)
+        xs.append(x)
+        x += speed
+    return xs
+
+
+def test_a_hard_cut_under_a_fast_pan_is_a_seam_break(tmp_path):
+    """At 8 px/frame over gravel the frame difference inside chunks is as large as across a
+    cut, so `seam_jump` reads about 1; the flow-warped residual does not."""
+    gravel = photo("gravel")
+    frames = camera(gravel, steps(8, 16)) + camera(gravel, steps(8, 16, start=368), y=400)
+    result, _ = check_video(write(tmp_path / "cut.mp4", frames), QUICK,
+                             chunk_starts=[0, 16])
+    (seam,) = result["seams"]
+    assert seam["jump"] < 2  # what the frame difference alone sees
+    assert seam["warp_jump"] > 10 and seam["motion_jump"] > 20
+    assert {"seam_warp_jump_max", "seam_motion_jump_max"} <= set(result["fails"])
+
+
+def test_a_rerendered_seam_is_a_seam_break(tmp_path):
+    """The next chunk continues the pan (4 px/frame) over a re-render of the same photo: the
+    same layout and colours, the fine detail made anew."""
+    astronaut = photo("astronaut")
+    low = cv2.GaussianBlur(astronaut, (0, 0), 3).astype(np.float32)
+    detail = np.roll(astronaut.astype(np.float32) - low, (17, 23), axis=(0, 1))
+    rerendered = np.clip(low + 1.3 * detail, 0, 255).astype(np.uint8)
+    frames = camera(astronaut, steps(4, 16)) + camera(rerendered, steps(4, 16, start=104))
+    result, _ = check_video(write(tmp_path / "rerender.mp4", frames), QUICK,
+                             chunk_starts=[0, 16])
+    (seam,) = result["seams"]
+    assert seam["jump"] < 2
+    assert seam["warp_jump"] > 10 and "seam_warp_jump_max" in result["fails"]
+    assert result["metrics"]["colour_drift_max"] < 1  # the same colours: no drift
+
+
+def test_a_pan_that_jumps_at_each_seam_is_flagged_and_a_steady_one_is_not(tmp_path):
+    """64 frames at 8 px/frame, chunks of 16; the camera jumps 12 px more at each seam."""
+    astronaut = photo("astronaut")
+    jumped, _ = check_video(write(tmp_path / "jump.mp4", camera(
+        astronaut, steps(8, 64, jumps={16: 12, 32: 12, 48: 12}))), QUICK,
+        chunk_starts=[0, 16, 32, 48])
+    steady, _ = check_video(write(tmp_path / "steady.mp4", camera(astronaut, steps(8, 64))),
+                            QUICK, chunk_starts=[0, 16, 32, 48])
+    assert len(jumped["seams"]) == 3
+    for seam in jumped["seams"]:
+        assert seam["flow"] == pytest.approx(20, abs=1.5)  # 8 + 12 px across the seam
+        assert seam["motion_jump"] > 20 and not seam["reversal"]
+    assert "seam_motion_jump_max" in jumped["fails"]
+    for seam in steady["seams"]:
+        assert seam["motion_jump"] < 3 and seam["warp_jump"] < 2 and seam["jump"] < 1.2
+    assert steady["fails"] == []
+
+
+def test_a_steady_pan_over_one_photo_changes_colour_but_does_not_drift(tmp_path):
+    """From the red table to the white cup: the chunks' mean colour moves by more than the
+    drift threshold, the colour of every scene point stays."""
+    frames = camera(photo("coffee"), steps(16, 48, start=10))
+    result, _ = check_video(write(tmp_path / "pan.mp4", frames), QUICK, chunk_starts=[0, 16, 32])
+    assert result["metrics"]["colour_change_max"] > 10  # content that changes
+    assert result["metrics"]["colour_drift_max"] < 1
+    assert "colour_drift_max" not in result["fails"]
+    # the same pan tinted a little more every frame does drift, by about the tint
+    tinted = [np.clip(f * np.array([1.0 - 0.008 * i, 1.0, 1.0]), 0, 255).astype(np.uint8)
+              for i, f in enumerate(frames)]
+    drifting, _ = check_video(write(tmp_path / "tinted.mp4", tinted), QUICK,
+                              chunk_starts=[0, 16, 32])
+    assert drifting["metrics"]["colour_drift_max"] > 10
+    assert "colour_drift_max" in drifting["fails"]
+
+
+def test_a_small_object_reversing_on_a_still_background_is_a_reversal(tmp_path):
+    """A 64x64 patch moves 4 px/frame right for chunk 0 and left for chunk 1 over a still
+    photo: 1% of the pixels move, so the whole-frame mean flow is under 0.1 px."""
+    background = cv2.resize(skimage.data.coffee(), (W832, H480))
+    patch = skimage.data.astronaut()[100:164, 200:264]
+    frames, x = [], 300
+    for i in range(32):
+        frame = background.copy()
+        frame[200:264, x:x + 64] = patch
+        frames.append(frame)
+        x += 4 if i < 15 else -4
+    result, _ = check_video(write(tmp_path / "object.mp4", frames), QUICK, chunk_starts=[0, 16])
+    assert abs(np.mean(result["series"]["flow_vector"], axis=0)[0]) < 0.1
+    (seam,) = result["seams"]
+    assert seam["reversal"] and seam["direction"] < -0.9
+    assert result["metrics"]["seam_reversals"] == 1
+    # the motion vector is the object's (flow smooths it over a halo: under 4 px/frame)
+    vectors = np.array(result["series"]["motion_vector"])
+    assert (vectors[:14, 0] > 1).all() and (vectors[16:, 0] < -1).all()
+
+
+def test_a_jump_across_the_seam_is_not_a_reversal(tmp_path):
+    """Steady motion on both sides and a backward jump on the pair across the seam: the
+    directions compare the chunks' own pairs, so the jump is not read as the motion turning."""
+    astronaut = photo("astronaut")
+    frames = camera(astronaut, steps(4, 24, jumps={12: -24}))
+    result, _ = check_video(write(tmp_path / "back.mp4", frames), QUICK, chunk_starts=[0, 12])
+    (seam,) = result["seams"]
+    assert seam["flow"] > 12  # the crossing pair moves the other way, fast
+    assert seam["direction"] > 0.99 and not seam["reversal"]
+    assert seam["motion_jump"] > 20

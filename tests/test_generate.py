@@ -179,7 +179,7 @@ def test_pinned_steps_match_vidrd_defaults():
 def test_search_noise_keeps_best():
     previews = {0: 0.2, 1: 0.9, 2: 0.9, 3: 0.1}
     best, scores = search_noise([0, 1, 2, 3], lambda i, n: np.full((1, 4, 4, 3), n),
-                                lambda preview, cond: previews[int(preview.flat[0])], None)
+                                lambda preview, cond, prompt: previews[int(preview.flat[0])], None)
     assert (best, scores) == (1, [0.2, 0.9, 0.9, 0.1])
 
 
@@ -202,7 +202,7 @@ def test_search_reruns_best_candidate_and_records_scores(tiny, tmp_path, monkeyp
     class Scorer:
         name = "fake"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             assert preview.shape == (9, 32, 32, 3) and condition.shape == (32, 32, 3)
             return next(fake)
 
@@ -430,19 +430,28 @@ def test_derive_seed_is_stable_and_distinct():
 
 def test_clip_scorer_and_cli(tiny, tmp_path):
     from datakit.models.tiny import build_tiny_clip
-    from generate.search import ClipScorer
+    from generate.search import TEXT_WEIGHT, ClipScorer
 
     clip = build_tiny_clip(tmp_path / "clip")
     scorer = ClipScorer(clip)
     rng = np.random.default_rng(0)
     cond = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    assert scorer(np.stack([cond, cond]), cond) == pytest.approx(1.0, abs=1e-5)
-    assert scorer(np.stack([cond, 255 - cond]), cond) < scorer(cond[None], cond)
-    # the paper's min over frames: one bad frame sets the score
+    text = scorer.embed_text("a cat")[0]
+
+    def to_text(frame):
+        return float(scorer._embed(frame[None])[0] @ text)
+
+    # the join (first kept frame against the condition: 1.0 when it is the condition) plus
+    # TEXT_WEIGHT times the frames' mean similarity to the prompt
+    assert scorer(np.stack([cond, cond]), cond, "a cat") == pytest.approx(
+        1.0 + TEXT_WEIGHT * to_text(cond), abs=1e-5)
     other = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    worst = scorer(other[None], cond)
-    assert worst < 0.999
-    assert scorer(np.stack([cond, other, cond]), cond) == pytest.approx(worst, abs=1e-5)
+    # a later frame moves only the text term (the paper's min over frames let it set the score)
+    assert scorer(np.stack([cond, other]), cond, "a cat") == pytest.approx(
+        1.0 + TEXT_WEIGHT * (to_text(cond) + to_text(other)) / 2, abs=1e-5)
+    # the same frames joining worse score lower
+    assert scorer(np.stack([other, cond]), cond, "a cat") < \
+        scorer(np.stack([cond, other]), cond, "a cat")
     out = tmp_path / "out"
     result = generate("--prompts", prompts_file(tmp_path, "a cat\n"), "--model", tiny("wan"),
                       "--out", out, "--frames", "18", "--chunk-frames", "9", *BASE,
@@ -459,7 +468,19 @@ def test_generate_runs_checks_into_report(tiny, tmp_path):
                       "--out", out, "--frames", "18", "--chunk-frames", "9", "--steps", "2",
                       "--height", "32", "--width", "32", "--search-k", "1")
     assert result.exit_code == 0, result.output
-    assert (out / "report").is_dir() and any((out / "report").iterdir())
+    (mp4,) = out.glob("*.mp4")
+    chunk_starts = json.loads(mp4.with_suffix(".json").read_text())["chunk_starts"]
+    assert len(chunk_starts) > 1
+    # the video was checked (an error json would also fill the folder): its seams are the
+    # chunk loop's, and the report lists it among the checked videos
+    checked = json.loads((out / "report" / f"{mp4.stem}.checks.json").read_text())
+    assert "error" not in checked and checked["frames"] == 18
+    assert [s["frame"] for s in checked["seams"]] == chunk_starts[1:]
+    assert set(checked["metrics"]) >= {"seam_jump_max", "seam_warp_jump_max", "flicker"}
+    (summary,) = json.loads((out / "report" / "summary.json").read_text())
+    assert "error" not in summary and summary["flicker"] == checked["metrics"]["flicker"]
+    page = (out / "report" / "index.html").read_text()
+    assert "could not be checked" not in page and f"{mp4.stem}_metrics.png" in page
 
 
 # -- the conditioning comes from the end of the previous chunk --------------------------------
@@ -486,7 +507,7 @@ def test_search_and_anchor_condition_on_the_last_frames(tiny, tmp_path, monkeypa
     class Scorer:
         name = "spy"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             conditions.append(condition.copy())
             previews.append(preview.shape)
             return 0.0

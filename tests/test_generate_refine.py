@@ -1,4 +1,5 @@
-"""`--refine`: SDEdit windows with one global noise tensor and randomized blending."""
+"""`--refine`: causal SDEdit windows, noise shared per global latent, randomized blending;
+Wan 2.2 A14B's low-noise steps on transformer_2."""
 
 import json
 from types import SimpleNamespace
@@ -10,8 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from datakit.cli import app
+from datakit.io.errors import UserError
 from datakit.io.video import probe
 from generate.backbone import Backbone
+from generate.chunked import ChunkedGenerator, ChunkSettings
+from generate.loading import load_backbone, share_backbone
+from generate.prompts import Story
 from generate.refine import Refiner
 from generate.tiny import build_tiny_pipeline
 
@@ -37,50 +42,83 @@ def run(tmp_path, model, out, *extra):
     return mp4, json.loads(mp4.with_suffix(".json").read_text())
 
 
+# (window, overlap, starts in pixel frames) for 30 frames: windows advance by
+# window - 1 - overlap + 4 frames, the last starts on the first multiple of 4 that reaches
+# frame 29
+WINDOWS = {"wan": (13, 8, [0, 8, 16, 20]), "cogvideox-v2v": (17, 8, [0, 12, 16])}
+
+
 @pytest.mark.parametrize("v2v", ["wan", "cogvideox-v2v"])
 def test_refine_windows_share_noise_and_take_turns(tiny, tmp_path, monkeypatch, v2v):
     model = tiny["cogvideox" if v2v.startswith("cog") else "wan"]
-    calls, order = [], []
-    original = Backbone.run
+    window, overlap, starts = WINDOWS[v2v]
+    calls, order, noises, handed = [], [], [], {}
+    original, original_noise = Backbone.run, Backbone.scheduler_noise
 
     def spy(self, prompt, latents, steps, *args, on_step=None, **kwargs):
         if self.role == "v2v":
-            window = len(calls)
+            index = len(calls)
             calls.append(latents.clone())
 
             def wrapped(step, current):
-                order.append((window, step))
-                return on_step(step, current)
+                order.append((index, step))
+                blended = on_step(step, current)
+                handed[index, step] = (current.clone(), blended)
+                return blended
 
             return original(self, prompt, latents, steps, *args, on_step=wrapped, **kwargs)
         return original(self, prompt, latents, steps, *args, on_step=on_step, **kwargs)
 
+    def noise_spy(self, scheduler, clean, noise, timestep):
+        noises.append(noise.clone())
+        return original_noise(self, scheduler, clean, noise, timestep)
+
     monkeypatch.setattr(Backbone, "run", spy)
+    monkeypatch.setattr(Backbone, "scheduler_noise", noise_spy)
     assert torch.is_grad_enabled()
-    mp4, info = run(tmp_path, model, tmp_path / "out", "--refine-model", str(tiny[v2v]))
+    mp4, info = run(tmp_path, model, tmp_path / "out", "--refine-model", str(tiny[v2v]),
+                    "--refine-chunk", str(window), "--refine-overlap", str(overlap))
     # the windows' calls (each under no_grad) end out of order: grad mode must come back
     assert torch.is_grad_enabled()
     refine = info["refine"]
     assert probe(mp4).frames == 30
-    # 30 frames padded to 33 = 9 latent frames; windows of 4 latent frames (13 pixel frames)
-    assert refine["padded_frames"] == 3 and refine["window_latent_frames"] == 4
-    # latent windows start at 0, 3, 5: pixel frames 0, 9, 17 (latent s >= 1 covers 4s-3..4s)
-    assert refine["window_starts"] == [0, 9, 17]
-    starts = [0, 3, 5]
-    assert len(calls) == 3
-    # one global noise tensor: overlapping windows start from identical latents
-    for k in range(1, 3):
-        shared = starts[k - 1] + 4 - starts[k]
-        assert torch.equal(calls[k][:, :, :shared], calls[k - 1][:, :, 4 - shared:])
+    latent_window = (window - 1) // 4 + 1
+    assert refine["window_starts"] == starts and refine["window_latent_frames"] == latent_window
+    assert refine["padded_frames"] == starts[-1] + window - 30 <= 3
+    assert len(calls) == len(noises) == len(starts)
+    # one noise per global latent: slot j of the window starting at frame P is latent P/4 + j,
+    # so overlapping windows (and a window's slot 0 and the group it ends) share their noise
+    for k in range(1, len(starts)):
+        d = (starts[k] - starts[k - 1]) // 4
+        assert torch.equal(noises[k][:, :, :latent_window - d], noises[k - 1][:, :, d:])
     # windows take strict turns, one step each
     steps = refine["steps_run"]
     assert steps == 2
-    assert order == [(k, i) for i in range(steps) for k in range(3)]
-    # a random cut inside each overlap at every step, 0 for the first window
+    assert order == [(k, i) for i in range(steps) for k in range(len(starts))]
+    # a random cut inside each overlap of aligned latents at every step, 0 for the first
     for cuts in refine["blend_offsets"]:
         assert cuts[0] == 0
-        assert all(0 <= cut <= starts[k - 1] + 4 - starts[k] for k, cut in enumerate(cuts) if k)
+        assert all(0 <= cut <= (starts[k - 1] + window - 1 - starts[k]) // 4
+                   for k, cut in enumerate(cuts) if k)
+    assert any(cut for cuts in refine["blend_offsets"] for cut in cuts)  # the cut moves
     assert len(refine["blend_offsets"]) == steps
+    # the blend, read from what each window handed over and got back: global latent
+    # g = P/4 + j comes from the last window whose cut lies before it; slot 0 stays the
+    # window's own
+    firsts = [start // 4 for start in starts]
+    for step, cuts in enumerate(refine["blend_offsets"][:-1]):
+        begins = [0] + [first + 1 + cut for first, cut in zip(firsts[1:], cuts[1:], strict=True)]
+        for k, first in enumerate(firsts):
+            own, blended = handed[k, step]
+            for j in range(latent_window):
+                g = first + j
+                if k and j == 0:
+                    expected = own[:, :, 0]
+                else:
+                    owner = max(w for w in range(len(starts))
+                                if begins[w] <= g <= firsts[w] + latent_window - 1)
+                    expected = handed[owner, step][0][:, :, g - firsts[owner]]
+                assert torch.equal(blended[:, :, j].float(), expected.float()), (step, k, j)
 
 
 def test_refine_is_deterministic_and_changes_the_video(tiny, tmp_path):
@@ -123,51 +161,165 @@ def test_blend_offsets_move(tiny, tmp_path):
     assert len({tuple(c) for c in cuts[:, 1:]}) > 1
 
 
-@pytest.mark.parametrize("latent_frames", [1, 2, 3, 9])
-def test_refine_windows_cover_short_videos(latent_frames):
-    """A video shorter than one window is one window (the overlap cannot exceed it)."""
-    backbone = SimpleNamespace(temporal=4, latent_frames=lambda frames: (frames - 1) // 4 + 1)
+@pytest.mark.parametrize("frames", [1, 5, 17, 18, 30, 61, 200])
+def test_refine_windows_start_on_latent_groups_and_cover_the_video(frames):
+    """Windows start on multiples of t (so slot 0 is one frame and slots j >= 1 are whole
+    groups of the video), neighbours share overlap - t + 1 frames or more (the overlap's
+    latents, the next window's slot 0 one of them), the last window reaches the end with
+    under t frames of padding; a short video is one window."""
+    backbone = SimpleNamespace(temporal=4, writable=lambda n: (n - 1) % 4 == 0)
     refiner = SimpleNamespace(backbone=backbone, chunk_frames=17, overlap=8)
-    window, starts = Refiner.prepare_windows(refiner, latent_frames)
-    assert window == min(5, latent_frames)
-    assert starts[0] == 0 and starts[-1] + window == latent_frames
-    assert all(b - a == 3 for a, b in zip(starts, starts[1:-1], strict=False))
+    window, starts = Refiner.prepare_windows(refiner, frames)
+    if frames <= 17:
+        assert starts == [0] and window == frames + (-(frames - 1)) % 4
+        return
+    assert window == 17 and starts[0] == 0 and all(s % 4 == 0 for s in starts)
+    assert 0 <= starts[-1] + window - frames < 4
+    assert all(a + window - b >= 8 - 4 + 1 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a == 12 for a, b in zip(starts, starts[1:-1], strict=False))
 
 
-def test_cogvideox15_refine_windows_pass_the_pipelines_frame_check(tmp_path):
-    """CogVideoX 1.5 (temporal patch 2): given latents=, diffusers' V2V pipeline checks
-    (L - 1) // 4 + 1 against the patch, so 4-latent windows fail inside diffusers; the refiner
-    refuses such a --refine-chunk up front and 6-latent windows run."""
-    from datakit.io.errors import UserError
-    from generate.loading import load_backbone
+def refine_directly(tmp_path, model, frames, window, overlap, chunk_frames=13, steps=4,
+                    strength=0.5, guidance_2=None, before_refine=None):
+    """Generate `frames` frames with the chunk loop, then refine them on the shared V2V class
+    (library calls, so a test can spy on the objects); return the generator, state folder
+    and the refinement's json."""
+    backbone = load_backbone(str(model))
+    settings = ChunkSettings(frames=frames, chunk_frames=chunk_frames, overlap=5, steps=steps,
+                             guidance=2.0, height=32, width=32, fps=8, search_k=1,
+                             guidance_2=guidance_2)
+    generator = ChunkedGenerator(backbone, settings)
+    story = Story("s", ("a cat running",), None, "s")
+    generator(story, 0, tmp_path / "loop.mp4", tmp_path / "state")
+    refiner = Refiner(share_backbone(backbone, "v2v"), window, overlap, strength=strength,
+                      steps=steps, guidance=2.0)
+    if before_refine is not None:
+        before_refine(backbone, refiner.backbone)
+    info = refiner(generator, tmp_path / "state", story, 0, tmp_path / "refined.mp4")
+    return generator, info
 
-    backbone = load_backbone(str(build_tiny_pipeline(tmp_path / "c15", "cogvideox15-v2v")),
-                             "v2v")
-    assert backbone.patch_t == 2
-    with pytest.raises(UserError, match=r"--refine-chunk 13: .* use 21$"):
+
+@pytest.mark.parametrize(("family", "frames", "chunk", "window", "starts"), [
+    ("wan", 30, 13, 13, [0, 8, 16, 20]),
+    ("cogvideox", 26, 9, 17, [0, 12]),  # 26 frames were padded to 29: 8 latents, decoded to 32
+])
+def test_refine_encodes_each_window_from_its_pixels_and_writes_every_frame_in_place(
+        tiny, tmp_path, monkeypatch, family, frames, chunk, window, starts):
+    """Each window's slot 0 is its own first frame alone (encoded from pixels, not cut out of
+    a whole-video encoding), every window decodes back into exactly its frames (CogVideoX:
+    8k+1), and frame f of the MP4 is frame f of the window that owns it: nothing shifted, the
+    video never encoded or decoded whole."""
+    encoded, decoded, written = [], [], []
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def write_many(self, many):
+            written.extend(np.array(f) for f in many)
+
+    def spy(_, v2v):
+        encode, decode = v2v.encode, v2v.decode
+        monkeypatch.setattr(v2v, "encode", lambda f: encoded.append(f.copy()) or encode(f))
+        monkeypatch.setattr(v2v, "decode",
+                            lambda latents: decoded.append(decode(latents)) or decoded[-1])
+
+    monkeypatch.setattr("generate.refine.VideoWriter", Recorder)
+    generator, info = refine_directly(tmp_path, tiny[family], frames, window, 8,
+                                      chunk_frames=chunk, before_refine=spy)
+    assert info["window_starts"] == starts
+    video = np.stack(list(generator.replay(tmp_path / "state")))
+    assert len(video) == frames
+    padded = np.concatenate([video, np.repeat(video[-1:], starts[-1] + window - frames, 0)])
+    assert len(encoded) == len(decoded) == len(starts)
+    for k, start in enumerate(starts):
+        assert np.array_equal(encoded[k], padded[start:start + window])
+        assert len(decoded[k]) == window  # decodes back whole: no frame shifted
+    # frame f comes from the last window whose cut (at the last step) lies before it
+    cuts = info["blend_offsets"][-1]
+    assert len(written) == frames
+    for f, frame in enumerate(written):
+        owner = max(k for k, s in enumerate(starts) if k == 0 or f >= s + 4 * cuts[k] + 1)
+        assert np.array_equal(frame, decoded[owner][f - starts[owner]]), f
+
+
+def test_refine_refuses_windows_that_do_not_decode_whole_before_any_compute(tiny, tmp_path):
+    """CogVideoX's VAE decodes an even latent count L into 4L frames: a 13-frame window
+    (4 latents) would come back as 16 frames, every frame shifted by 3."""
+    backbone = load_backbone(str(tiny["cogvideox"]), "v2v")
+    with pytest.raises(UserError, match=r"^--refine-chunk 13 does not fit .* 8k\+1 .*"
+                                        r"decode into 16\): use 9 or 17$"):
         Refiner(backbone, chunk_frames=13, overlap=4, steps=4, strength=0.5)
-    refiner = Refiner(backbone, chunk_frames=21, overlap=8, steps=4, strength=0.5)
-    assert refiner.prepare_windows(6) == (6, [0])
-    generator = torch.Generator("cpu").manual_seed(0)
-    with pytest.raises(ValueError, match="patch_size_t"):  # what the check prevents
-        backbone.run("a cat", torch.randn(1, 4, 4, 4, 4), 4, 2.0, generator, 32, 32,
-                     strength=0.5)
-    out = backbone.run("a cat", torch.randn(1, 4, 6, 4, 4), 4, 2.0, generator, 32, 32,
-                       strength=0.5)
-    assert tuple(out.shape) == (1, 4, 6, 4, 4)
-    # its text-to-video chunks are refused in one line (an even latent count decodes to 4L
-    # frames; diffusers' own 1.5 pipeline pads a latent and drops it, the chunk loop does not)
+    assert Refiner(backbone, chunk_frames=17, overlap=4, steps=4, strength=0.5)
+    # CogVideoX 1.5: its transformer needs an even latent count, its VAE an odd one
+    v15 = load_backbone(str(build_tiny_pipeline(tmp_path / "c15", "cogvideox15-v2v")), "v2v")
+    with pytest.raises(UserError, match="^--refine-chunk 21: no frame count fits"):
+        Refiner(v15, chunk_frames=21, overlap=8, steps=4, strength=0.5)
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
-    t2v = build_tiny_pipeline(tmp_path / "c15t2v", "cogvideox15")
-    result = CliRunner().invoke(app, ["generate", "--prompts", str(prompts), "--model", str(t2v),
-                                      "--out", str(tmp_path / "o"), "--chunk-frames", "21",
-                                      "--height", "32", "--width", "32", "--search-k", "1"])
-    assert result.exit_code == 2 and "is not supported for chunks yet" in result.stderr
+    result = CliRunner().invoke(app, [
+        "generate", "--prompts", str(prompts), "--model", str(tiny["cogvideox"]),
+        "--out", str(tmp_path / "o"), "--frames", "30", "--chunk-frames", "9", "--steps", "2",
+        "--search-k", "1", "--height", "32", "--width", "32", "--no-checks", "--refine",
+        "--refine-chunk", "13"])
+    assert result.exit_code == 2 and "--refine-chunk 13 does not fit" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").rglob("*.safetensors"))
 
 
-@pytest.mark.timeout(120)
+def test_wan22_refine_runs_low_noise_steps_on_transformer_2(tiny, tmp_path, monkeypatch):
+    """Wan 2.2 A14B: WanPipeline runs t >= boundary_ratio * 1000 on `transformer` and the rest
+    on `transformer_2` with guidance_scale_2; the refinement (a V2V class without
+    transformer_2) must switch the same way."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    model = build_tiny_pipeline(tmp_path / "w22", "wan22")
+    steps, strength = 9, 0.6
+    calls: list[tuple[str, float]] = []
+    guidances: list[float] = []
+    original = Backbone.run
+
+    def spy(backbone, v2v):
+        for name in ("transformer", "transformer_2"):
+            module = getattr(backbone.pipe, name)
+            forward = module.forward
+
+            def recorded(*args, name=name, forward=forward, **kwargs):
+                calls.append((name, float(kwargs["timestep"].flatten()[0])))
+                return forward(*args, **kwargs)
+
+            monkeypatch.setattr(module, "forward", recorded)
+
+        def run(self, prompt, latents, steps, guidance, *args, **kwargs):
+            guidances.append(guidance)
+            return original(self, prompt, latents, steps, guidance, *args, **kwargs)
+
+        monkeypatch.setattr(Backbone, "run", run)
+
+    _, info = refine_directly(tmp_path, model, 13, 13, 4, steps=steps, strength=strength,
+                              guidance_2=1.5, before_refine=spy)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        json.loads((model / "scheduler" / "scheduler_config.json").read_text()))
+    scheduler.set_timesteps(steps)
+    run_steps = int(steps * strength)
+    refined = scheduler.timesteps[steps - run_steps:]
+    high = int((refined >= 875).sum())
+    assert 0 < high < run_steps  # both experts have steps to run here
+    assert info["experts"] == {"transformer": high, "transformer_2": run_steps - high}
+    # with guidance, two forward calls per step (conditional, unconditional)
+    assert [name for name, _ in calls] == (["transformer"] * 2 * high
+                                           + ["transformer_2"] * 2 * (run_steps - high))
+    assert all((t >= 875) == (name == "transformer") for name, t in calls)
+    assert guidances == [2.0, 1.5]  # the low-noise steps with guidance_2
+
+
+@pytest.mark.timeout(300)  # a hang guard: each window now encodes and decodes its own frames
 @pytest.mark.parametrize("stop_after", [1, 3])
 def test_a_window_whose_pipeline_runs_short_or_long_fails_the_video_instead_of_hanging(
         tiny, tmp_path, monkeypatch, stop_after):

@@ -25,6 +25,7 @@ import torch
 
 from generate.backbone import Backbone
 from generate.chunked import ChunkedGenerator, ChunkSettings
+from generate.continuation import ANCHOR_RELEASE, release_index
 from generate.families import keep_step_overwrites
 from generate.loading import load_backbone
 from generate.prompts import Story
@@ -173,7 +174,7 @@ def test_anchor_pins_reencoded_tail_in_forward_order(shipped, tmp_path, monkeypa
     steps, beta = 6, 0.8
     settings = ChunkSettings(frames=2 * chunk - overlap, chunk_frames=chunk, overlap=overlap,
                              continue_mode="anchor", steps=steps, guidance=1.0, height=32,
-                             width=32, reuse_guidance=beta, search_k=1)
+                             width=32, reuse_guidance=beta, anchor_release=None, search_k=1)
     generator = ChunkedGenerator(backbone, settings)
     calls = spy_steps(monkeypatch, UniPCMultistepScheduler)
     info = generator(Story("s", ("a cat",), None, "t"), 3, tmp_path / "s.mp4", tmp_path / "st")
@@ -207,7 +208,7 @@ def test_anchor_on_shipped_sampler(shipped, tmp_path, monkeypatch, name):
     chunk, overlap, steps, beta = 1 + 2 * t, 1 + t, 5, 0.8
     settings = ChunkSettings(frames=2 * chunk - overlap, chunk_frames=chunk, overlap=overlap,
                              steps=steps, guidance=2.0, height=32, width=32,
-                             reuse_guidance=beta, search_k=1)
+                             reuse_guidance=beta, anchor_release=None, search_k=1)
     generator = ChunkedGenerator(backbone, settings)
     assert generator.mode == "anchor"  # auto on a time-compressing VAE
     calls = spy_steps(monkeypatch, type(backbone.pipe.scheduler))
@@ -283,20 +284,21 @@ def test_unipc_corrector_off_only_after_overwrites(shipped, tmp_path, monkeypatc
     monkeypatch.setattr(UniPCMultistepScheduler, "set_timesteps", mark)
     monkeypatch.setattr(UniPCMultistepScheduler, "multistep_uni_c_bh_update", corrected)
     settings = ChunkSettings(frames=13, chunk_frames=9, overlap=5, steps=6, guidance=2.0,
-                             height=32, width=32, reuse_guidance=0.4, search_k=2,
-                             search_steps=3)
+                             height=32, width=32, reuse_guidance=0.4, anchor_release=None,
+                             search_k=2, search_steps=3)
 
     class Scorer:
         name = "fixed"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             return 0.0
 
     generator = ChunkedGenerator(backbone, settings, scorer=Scorer())
     generator(Story("s", ("a cat",), None, "t"), 1, tmp_path / "s.mp4", tmp_path / "st")
     # anchored latents pinned [2, 3] steps (final) and [1, 2] (previews): overwrites after
     # callback steps 0..1 (final) and 0 (previews), so no corrector at step 1..2 and 1
-    assert runs == [[1, 2, 3, 4, 5], [2], [2], [3, 4, 5]]
+    # (the empty runs are `planned_signal`'s copies: set, never stepped)
+    assert [run for run in runs if run] == [[1, 2, 3, 4, 5], [2], [2], [3, 4, 5]]
     assert backbone.pipe.scheduler.config.disable_corrector == []  # the shipped one is back
 
 
@@ -397,7 +399,7 @@ def test_search_chooses_on_shipped_sampler(shipped, tmp_path, monkeypatch, name)
     class Scorer:  # how close the preview's mean grey is to the conditioning frame's
         name = "grey"
 
-        def __call__(self, preview, condition):
+        def __call__(self, preview, condition, prompt=""):
             seen.append(preview.copy())
             return -abs(float(preview.mean()) - float(condition.mean()))
 
@@ -421,3 +423,89 @@ def test_search_chooses_on_shipped_sampler(shipped, tmp_path, monkeypatch, name)
     assert [torch.allclose(start, initial, atol=1e-6) for start in starts] == \
         [j == winner for j in range(k)]
     assert torch.allclose(canonical(backbone, final[0]["sample"], chunk), initial, atol=1e-6)
+
+
+# -- the anchor released by noise level, previews conditioned like the full run ---------------
+
+@pytest.mark.parametrize("name", ["wan-unipc", "cogvideox-ddim", "ltx-flow"])
+def test_anchor_released_by_noise_level_in_previews_and_full_run(shipped, tmp_path, monkeypatch,
+                                                                 name):
+    """Every anchor latent (0 included) holds `a_i * clean + b_i * noise` in the state the
+    scheduler steps from while that state's signal fraction a_i is below the release level,
+    and not after: in the 6-step run and in each 3-step preview (where a step count used to
+    leave latent 0 unpinned)."""
+    backbone = load_backbone(str(shipped(name)))
+    t = backbone.temporal
+    chunk, overlap, steps, release = 1 + 2 * t, 1 + t, 6, 0.3
+    settings = ChunkSettings(frames=2 * chunk - overlap, chunk_frames=chunk, overlap=overlap,
+                             steps=steps, guidance=2.0, height=32, width=32, search_k=2,
+                             search_steps=3, anchor_release=release)
+
+    class Scorer:
+        name = "fixed"
+
+        def __call__(self, preview, condition, prompt=""):
+            return 0.0
+
+    generator = ChunkedGenerator(backbone, settings, scorer=Scorer())
+    encoded = []
+    original_encode = Backbone.encode
+    monkeypatch.setattr(Backbone, "encode", lambda self, frames: encoded.append(
+        original_encode(self, frames).float()) or encoded[-1])
+    calls = spy_steps(monkeypatch, type(backbone.pipe.scheduler))
+    info = generator(Story("s", ("a cat",), None, "t"), 1, tmp_path / "s.mp4", tmp_path / "st")
+    _, *previews, final = split_calls(calls, [steps, 3, 3, steps])
+    clean = encoded[0]
+    released = []
+    for run in (*previews, final):
+        noise = canonical(backbone, run[0]["sample"], chunk)  # step 0: the initial noise
+        for i, call in enumerate(run[1:], 1):
+            sample = canonical(backbone, call["sample"], chunk)
+            a, b = level(call["scheduler"], i, call["timestep"])
+            if name == "ltx-flow":  # one scheduler object for every call: read the timestep
+                a, b = 1 - float(call["timestep"]) / 1000, float(call["timestep"]) / 1000
+            for m in range(2):
+                expected = a * clean[:, :, m] + b * noise[:, :, m]
+                pinned = torch.allclose(sample[:, :, m], expected, atol=1e-4)
+                assert pinned == (a < release), (len(run), i, m, a)
+            released.append(a >= release)
+    assert any(released) and not all(released)  # the release happens inside the runs
+    record = info["chunk_details"][1]
+    signal = generator.planned_signal(steps)
+    pins = [release_index(signal, release)] * 2
+    assert record["pinned_steps"] == pins
+    assert record["released_at_signal"] == [round(signal[pins[0]], 4)] * 2
+    assert min(record["released_at_signal"]) >= release
+
+
+def test_default_anchor_release_keeps_the_anchor_to_a_low_noise_level(shipped):
+    """On Wan's UniPC (shift 3) with 50 steps the default releases the anchor at a >= 0.9,
+    after 49 steps; --reuse-guidance 0.4's step count released it at a = 0.18 (latent 1)
+    and 0.08 (latent 0)."""
+    backbone = load_backbone(str(shipped("wan-unipc")))
+    settings = ChunkSettings(frames=17, chunk_frames=9, overlap=5, steps=50, height=32,
+                             width=32, search_k=1)
+    assert settings.anchor_release == ANCHOR_RELEASE == 0.9
+    generator = ChunkedGenerator(backbone, settings)
+    signal = generator.planned_signal(50)
+    assert generator.pins == [49, 49] and signal[49] >= 0.9 > signal[48]
+    by_steps = ChunkedGenerator(backbone, ChunkSettings(
+        frames=17, chunk_frames=9, overlap=5, steps=50, height=32, width=32, search_k=1,
+        anchor_release=None, reuse_guidance=0.4))
+    assert by_steps.pins == [10, 20]
+    assert [round(signal[p], 2) for p in by_steps.pins] == [0.08, 0.18]
+
+
+@pytest.mark.parametrize("name", ["wan-unipc", "cogvideox-ddim", "ltx-flow"])
+def test_planned_signal_is_the_schedule_the_pipeline_runs(shipped, monkeypatch, name):
+    """The pins are decided before the call from `planned_signal`; it must be the schedule the
+    pipeline then sets (LTX's shift depends on the latent size)."""
+    backbone = load_backbone(str(shipped(name)))
+    t = backbone.temporal
+    settings = ChunkSettings(frames=1 + 2 * t, chunk_frames=1 + 2 * t, overlap=1 + t, steps=5,
+                             guidance=2.0, height=32, width=32, search_k=1)
+    generator = ChunkedGenerator(backbone, settings)
+    calls = spy_steps(monkeypatch, type(backbone.pipe.scheduler))
+    generator(Story("s", ("a cat",), None, "t"), 1, "/dev/null", "/tmp/planned-" + name)
+    ran = [level(call["scheduler"], i, call["timestep"])[0] for i, call in enumerate(calls)]
+    assert generator.planned_signal(5) == pytest.approx(ran, abs=1e-6)

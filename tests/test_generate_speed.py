@@ -275,7 +275,8 @@ def one_chunk(backbone, tmp_path, name: str):
 def test_lora_changes_the_output_and_scale_0_does_not(tiny, tiny_lora, tmp_path):
     plain = one_chunk(load_backbone(str(tiny("wan"))), tmp_path, "plain")
     lora = load_backbone(str(tiny("wan")), loras=[str(tiny_lora)])
-    assert lora.loras == [{"source": str(tiny_lora), "scale": 1.0, "adapter": "lora0"}]
+    assert lora.loras == [{"source": str(tiny_lora), "scale": 1.0, "adapter": "lora0",
+                           "into": ["transformer"]}]
     assert not torch.allclose(one_chunk(lora, tmp_path, "lora"), plain, atol=1e-4)
     # the folder form, at scale 0: the adapter is loaded and weighs nothing
     zero = load_backbone(str(tiny("wan")), loras=[f"{tiny_lora.parent}:0"])
@@ -334,7 +335,7 @@ def test_anchor_steps_sets_how_long_anchors_are_pinned(tiny, tmp_path, monkeypat
                         lambda self, frames: encoded.append(original(self, frames)) or encoded[-1])
     settings = ChunkSettings(frames=13, chunk_frames=9, overlap=5, continue_mode="anchor",
                              steps=6, guidance=1.0, height=32, width=32, search_k=1,
-                             anchor_steps=anchor_steps)
+                             anchor_steps=anchor_steps, anchor_release=None)
     generator = ChunkedGenerator(backbone, settings)
     calls = spy_steps(monkeypatch, FlowMatchEulerDiscreteScheduler)
     info = generator(ONE, 2, tmp_path / "a.mp4", tmp_path / "st")
@@ -422,3 +423,42 @@ def test_i2v_model_shares_identical_components(tiny, tmp_path, monkeypatch):
     backbone, generator, _ = _load(options)
     assert generator.i2v.pipe.vae is not backbone.pipe.vae
     assert generator.i2v.pipe.text_encoder is backbone.pipe.text_encoder
+
+
+# -- Wan 2.2 A14B: the low-noise expert gets everything the high-noise one gets --------------
+
+def test_wan22_low_noise_expert_gets_lora_compile_attention_and_guidance_2(tiny, tiny_lora,
+                                                                          tmp_path):
+    """`transformer_2` runs every step below boundary_ratio * 1000 (here the second of two
+    steps, t = 500 < 875): a LoRA, --compile and --attention-backend must reach it, and
+    --guidance-2 must be its CFG scale."""
+    backbone = load_backbone(str(tiny("wan22")), loras=[str(tiny_lora)],
+                             attention_backend="native", compile_mode="default")
+    experts = (backbone.pipe.transformer, backbone.pipe.transformer_2)
+    assert backbone.two_experts
+    for expert in experts:
+        assert "lora0" in expert.peft_config
+        assert expert._compiled_call_impl is not None
+        backends = {m.processor._attention_backend for m in expert.modules()
+                    if hasattr(getattr(m, "processor", None), "_attention_backend")}
+        assert backends == {"native"}
+    assert backbone.loras[0]["into"] == ["transformer", "transformer_2"]
+
+    plain = load_backbone(str(tiny("wan22")))
+
+    def final(guidance_2):
+        generator = chunked(plain, frames=9, search_k=1, guidance_2=guidance_2)
+        name = f"g{guidance_2}"
+        generator(ONE, 4, tmp_path / f"{name}.mp4", tmp_path / name)
+        return generator._load(tmp_path / name, 0)[0]["latents"]
+
+    same = final(None)  # diffusers' default: guidance_scale_2 = guidance_scale (3.0)
+    assert torch.equal(final(3.0), same)
+    assert not torch.allclose(final(9.0), same, atol=1e-4)
+
+
+def test_guidance_2_on_one_expert_is_one_line(tiny, tmp_path):
+    result = cli(tiny, tmp_path, "--guidance-2", "4")
+    assert result.exit_code == 2
+    assert "--guidance-2 is for two-expert pipelines (Wan 2.2 A14B)" in \
+        result.output.strip().splitlines()[-1]

@@ -46,25 +46,30 @@ def generate_command(
     prompts: Annotated[Path, typer.Option(help="prompts.txt (one prompt per line; blank and # "
                                           "lines skipped) or story.jsonl ({\"id\", \"prompts\": "
                                           "[one per chunk], \"seed\"} per line).")],
-    model: Annotated[str, typer.Option(help="Text-to-video diffusers pipeline: hub id or "
-                                       "local folder (Wan, CogVideoX, LTX-Video, ModelScope).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: ID.mp4, ID.json, "
                                       "report/, manifest.parquet (a rerun skips done IDs).")],
+    model: Annotated[str | None, typer.Option(
+        help="Text-to-video diffusers pipeline: hub id or local folder (Wan, CogVideoX, "
+        "LTX-Video, ModelScope). Default: Wan-AI/Wan2.1-T2V-1.3B-Diffusers (fits one 24 GB "
+        "GPU).")] = None,
     frames: Annotated[int, typer.Option(help="Exact frames per video (chunks are generated "
                                         "whole and the last one trimmed).", min=1)] = 49,
     chunk_frames: Annotated[int | None, typer.Option(
         help="Frames per chunk; must fit the model's rule. Recommended: Wan 2.1/2.2 33 or 81 "
-        "(4k+1), CogVideoX 1.0 49 (4k+1; 1.5 is not supported as --model yet), LTX-Video 97 "
-        "or 121 (8k+1), ModelScope 16. Default: the model family's.")] = None,
+        "(4k+1), CogVideoX 1.0 49 (8k+1: its VAE decodes latents in pairs; 1.5 is not "
+        "supported as --model yet), LTX-Video 97 or 121 (8k+1), ModelScope 16. Default: the "
+        "model family's.")] = None,
     overlap: Annotated[int | None, typer.Option(
         help="Pixel frames that continue the previous chunk. anchor: its last O frames, "
         "re-encoded (1 + a multiple of the temporal compression: Wan/CogVideoX 5, 9; LTX 9); "
-        "reuse: a multiple of the temporal compression. Default: 2 latent frames (Wan 5 "
-        "frames, ModelScope 4).")] = None,
+        "reuse: a multiple of the temporal compression (Wan 4, 8). Default: 2 latent frames "
+        "(Wan 5 frames, ModelScope 4).")] = None,
     continue_mode: Annotated[ContinueMode, typer.Option(
         "--continue", help="How chunk i+1 continues chunk i: anchor (pin its first latents to "
         "the re-encoded end of chunk i; right for causal VAEs), reuse (VidRD latent reuse, "
-        "exact on ModelScope), i2v (image-to-video from the last frame, needs --i2v-model), "
+        "exact on ModelScope; it seeds each chunk with the previous one's noise and latents "
+        "in reversed frame order, so motion tends to rewind after a seam), i2v "
+        "(image-to-video from the last frame, needs --i2v-model), "
         "none (independent); auto = anchor on Wan/CogVideoX/LTX, reuse on ModelScope.")]
     = ContinueMode.auto,
     i2v_model: Annotated[str | None, typer.Option(
@@ -72,7 +77,15 @@ def generate_command(
     steps: Annotated[int, typer.Option(help="Denoising steps per chunk.", min=1)] = 50,
     guidance: Annotated[float | None, typer.Option(
         help="Classifier-free guidance scale (default: the family's).")] = None,
-    negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    negative_prompt: Annotated[str | None, typer.Option(
+        help="Negative prompt (default: Wan's published one on Wan, which names static, still "
+        "picture, walking backwards, ...; none elsewhere; \"\" for none).")] = None,
+    guidance_2: Annotated[float | None, typer.Option(
+        help="Wan 2.2 A14B: guidance scale of the low-noise expert, transformer_2 "
+        "(diffusers' guidance_scale_2; default: --guidance).")] = None,
+    flow_shift: Annotated[float | None, typer.Option(
+        help="Wan: the scheduler's flow shift (default: 3.0 at 480p, 5.0 at 720p, as "
+        "diffusers' Wan example).")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     fps: Annotated[int | None, typer.Option(help="Frame rate of the MP4.", min=1)] = None,
@@ -80,22 +93,33 @@ def generate_command(
                                       "wins).", min=0)] = 0,
     noise_recycle: Annotated[float, typer.Option(
         help="VidRD alpha: weight of the past noise in past-dependent noise.")] = 4.0,
-    reuse_guidance: Annotated[float, typer.Option(
-        help="VidRD beta: overlap frame m is pinned for (O-m)*(T/O)*beta steps (anchor: the "
-        "same staging unless --anchor-steps is given).")] = 0.4,
+    reuse_guidance: Annotated[float | None, typer.Option(
+        help="VidRD beta: overlap frame m is pinned for (O-m)*(T/O)*beta steps (default "
+        "0.4). anchor: given instead of --anchor-release, it stages the anchor by step count "
+        "the same way.")] = None,
+    anchor_release: Annotated[float | None, typer.Option(
+        help="anchor: keep the anchor latents pinned until the latents' signal fraction a "
+        "(x = a*clean + b*noise: 1 - sigma on flow matching, sqrt(alpha_bar) on DDIM/DPM) "
+        "reaches this (default 0.9, a low noise level; 1 = to the end). --anchor-steps or "
+        "--reuse-guidance release by step count instead: give one of the three.")] = None,
     anchor_steps: Annotated[int | None, typer.Option(
-        help="anchor: steps (of --steps) the anchor latent next to the new frames is pinned; "
-        "the others are staged below it (default: --reuse-guidance's beta * --steps).",
-        min=0)] = None,
+        help="anchor: release by step count: the anchor latent next to the new frames is "
+        "pinned this many of --steps, the others staged below it (instead of "
+        "--anchor-release).", min=0)] = None,
+    colour_correction: Annotated[float | None, typer.Option(
+        help="AdaIN factor pulling each chunk's latent colour statistics toward the first "
+        "chunk's (0 = off; default 0.25 for one-prompt videos, 0 for multi-prompt stories, "
+        "whose chunks may change scene).")] = None,
     search_k: Annotated[int, typer.Option(help="Candidate noises per chunk for k-step search "
                                           "(1 = off).", min=1)] = 5,
     search_steps: Annotated[int | None, typer.Option(
         help="Steps of each candidate's preview (default: 3, or half of --steps when that is "
         "fewer).", min=1)] = None,
     search_scorer: Annotated[SearchScorer, typer.Option(
-        help="clip: min over frames of CLIP image similarity to the previous chunk's last "
-        "frame (the paper's; offline without the model it falls back to continuity, with a "
-        "notice); continuity: weights-free, how the chunk's first kept frame joins it.")]
+        help="clip: CLIP similarity of the chunk's first kept frame to the previous chunk's "
+        "last frame plus 2.5 x the frames' similarity to the chunk's prompt (offline without "
+        "the model it falls back to continuity, with a notice); continuity: weights-free, how "
+        "the chunk's first kept frame joins it.")]
     = SearchScorer.clip,
     search_clip: Annotated[str | None, typer.Option(
         help="CLIP model for --search-scorer clip: hub id or folder (default "
@@ -110,7 +134,8 @@ def generate_command(
         help="Refinement window overlap in frames (default: --overlap).")] = None,
     refine_strength: Annotated[float | None, typer.Option(
         help="SDEdit strength: fraction of the schedule re-run (default 0.4).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA when available, else cpu), cpu, "
+                                        "cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[Dtype | None, typer.Option(
         help="Weights dtype (default: bfloat16 on CUDA, float32 elsewhere; Wan's VAE and "
         "image encoder stay float32).")] = None,
@@ -147,9 +172,9 @@ def generate_command(
 ) -> None:
     """Generate long videos chunk by chunk on a diffusers video pipeline.
 
-    Example: datakit generate --prompts prompts.txt --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers
-    --frames 241 --chunk-frames 33 --overlap 5 --steps 50 --search-k 5 --search-steps 3
-    --height 480 --width 832 --seed 0 --out samples/
+    Example: datakit generate --prompts prompts.txt --frames 241 --out samples/
+    (Wan 2.1 T2V 1.3B, 33-frame chunks anchored on 5 frames, 480x832, on the GPU when there
+    is one; --model, --chunk-frames, --overlap, --height, --width, --device change them)
     """
     from generate.runner import GenerateOptions, generate_videos
 
@@ -159,9 +184,11 @@ def generate_command(
     options = GenerateOptions(
         prompts=prompts, model=model, out=out, frames=frames, chunk_frames=chunk_frames,
         overlap=overlap, continue_mode=continue_mode.value, i2v_model=i2v_model, steps=steps,
-        guidance=guidance, negative_prompt=negative_prompt, height=height, width=width,
+        guidance=guidance, negative_prompt=negative_prompt, guidance_2=guidance_2,
+        flow_shift=flow_shift, height=height, width=width,
         fps=fps, seed=seed, noise_recycle=noise_recycle, reuse_guidance=reuse_guidance,
-        anchor_steps=anchor_steps, search_k=search_k, search_steps=search_steps,
+        anchor_release=anchor_release, anchor_steps=anchor_steps,
+        colour_correction=colour_correction, search_k=search_k, search_steps=search_steps,
         search_scorer=search_scorer.value,
         search_clip=search_clip, refine=refine,
         refine_model=refine_model, refine_chunk=refine_chunk, refine_overlap=refine_overlap,
