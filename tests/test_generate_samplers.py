@@ -332,8 +332,10 @@ def test_step_overwrites_survive_unipc_and_history_is_kept():
 
 # -- refine's randomized blend, read where each window's scheduler steps ----------------------
 
-@pytest.mark.parametrize("name", ["wan-unipc", "cogvideox-dpm"])
-def test_refine_blend_writes_only_after_the_cut(shipped, tmp_path, monkeypatch, name):
+@pytest.mark.parametrize("name, chunk, overlap, expected_starts", [
+    ("wan-unipc", "13", "8", [0, 2, 4, 5]), ("cogvideox-dpm", "17", "12", [0, 2, 4])])
+def test_refine_blend_writes_only_after_the_cut(shipped, tmp_path, monkeypatch, name, chunk,
+                                                overlap, expected_starts):
     from typer.testing import CliRunner
 
     from datakit.cli import app
@@ -350,17 +352,19 @@ def test_refine_blend_writes_only_after_the_cut(shipped, tmp_path, monkeypatch, 
         "generate", "--prompts", str(prompts), "--model", str(model), "--out", str(out),
         "--frames", "30", "--chunk-frames", "9", "--steps", "10", "--search-k", "1",
         "--height", "32", "--width", "32", "--no-checks", "--refine", "--refine-model",
-        str(v2v), "--refine-chunk", "13", "--refine-overlap", "8", "--refine-strength", "0.6",
+        str(v2v), "--refine-chunk", chunk, "--refine-overlap", overlap, "--refine-strength", "0.6",
     ])
     assert result.exit_code == 0, result.output
     info = json.loads(next(out.glob("00000_*.json")).read_text())
     refine = info["refine"]
     window = refine["window_latent_frames"]
-    # 30 frames padded to 33 = 9 latents; windows of 4 latents overlapping by 2 start at
-    # latents 0, 2, 4, 5, which begin at pixel frames 0, 5, 13, 17 (latent s >= 1 covers
-    # frames 4s-3 .. 4s)
-    starts = [0, 2, 4, 5]
-    assert window == 4 and refine["window_starts"] == [0, 5, 13, 17]
+    # 30 frames padded to 33 = 9 latents. Each window is encoded from its own pixels starting
+    # at frame 4s, so its slot j is the video's latent s + j (slot 0 the single frame 4s).
+    # Wan: windows of 13 frames (4 latents) overlapping by 8 start at latents 0, 2, 4, 5;
+    # CogVideoX (8k+1 windows): 17 frames (5 latents) overlapping by 12 start at 0, 2, 4.
+    starts = expected_starts
+    assert window == (4 if family == "wan" else 5)
+    assert refine["window_starts"] == [4 * s for s in starts]
     # the refine calls are the last ones; group them by scheduler object (one per window)
     refine_calls = calls[-len(starts) * refine["steps_run"]:]
     order: list = []
@@ -375,14 +379,21 @@ def test_refine_blend_writes_only_after_the_cut(shipped, tmp_path, monkeypatch, 
         outputs = [frames_of(w[step]["out"]).float() for w in per_window]
         total = starts[-1] + window
         blended = torch.full((1, outputs[0].shape[1], total, *outputs[0].shape[3:]), float("nan"))
+        # window k > 0 writes the shared latents from 1 + its cut on (its slot 0, one frame
+        # where the previous window has a group, stays its own)
         for k, (start, cut) in enumerate(zip(starts, cuts, strict=True)):
-            blended[:, :, start + cut:start + window] = outputs[k][:, :, cut:]
+            begin = 1 + cut if k else 0
+            blended[:, :, start + begin:start + window] = outputs[k][:, :, begin:]
         for k, start in enumerate(starts):
             received = frames_of(per_window[k][step + 1]["sample"]).float()
-            assert torch.allclose(received, blended[:, :, start:start + window], atol=1e-6)
+            expected = blended[:, :, start:start + window].clone()
+            if k:
+                expected[:, :, :1] = outputs[k][:, :, :1]
+            assert torch.allclose(received, expected, atol=1e-6)
             if k and cuts[k]:
-                cuts_seen += 1  # frames before the cut came from window k-1, not from k
-                assert not torch.allclose(received[:, :, :cuts[k]], outputs[k][:, :, :cuts[k]])
+                cuts_seen += 1  # latents before the cut came from window k-1, not from k
+                assert not torch.allclose(received[:, :, 1:1 + cuts[k]],
+                                          outputs[k][:, :, 1:1 + cuts[k]])
     assert cuts_seen
 
 
