@@ -493,12 +493,12 @@ def _samples(tar: tarfile.TarFile, relative: Path) -> Iterator[ShardSample]:
         if member.isfile():
             sample.members[extension.lower()] = (member.name, tar.extractfile(member).read())
         else:
-            sample.refused[extension.lower()] = (member.name, _not_a_file(member))
+            sample.refused[extension.lower()] = (member.name, not_a_file_reason(member))
     if sample is not None:
         yield sample
 
 
-def _not_a_file(member: tarfile.TarInfo) -> str:
+def not_a_file_reason(member: tarfile.TarInfo) -> str:
     """Why a tar member is not read: what it is, and where a link points."""
     if member.issym():
         return f"not a regular file: a symbolic link to {member.linkname} (not followed)"

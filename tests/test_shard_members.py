@@ -82,3 +82,23 @@ def test_an_image_sample_keeps_its_picture_when_its_json_is_unreadable(tmp_path)
     assert record.notes == (TEXT_CUT_NOTE, "unreadable json member ignored")
     assert len(record.text) <= MAX_TEXT_CHARS
     assert ("a red square " * 100).startswith(record.text + " ")  # cut between words
+
+
+def test_datakit_watermark_gives_a_link_member_a_row_that_says_why(tmp_path):
+    mp4 = encode_video([np.full((32, 48, 3), 90, np.uint8)] * 6, 8, preset="ultrafast")
+    shard = tmp_path / "in.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "good.mp4", mp4)
+        link = tarfile.TarInfo("link.mp4")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+        _add(tar, "last.mp4", mp4)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["watermark", str(shard), "--out", str(out), "--quiet",
+                                      "--workers", "1", "--watermarks", "flag"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_parquet(out / "manifest.parquet").set_index("key")
+    assert sorted(rows.index) == ["good", "last", "link"]
+    assert rows.loc["link", ["status", "error"]].tolist() == [
+        "failed", "link.mp4: not a regular file: a symbolic link to /etc/passwd (not followed)"]
+    assert rows.loc["good", "status"] == rows.loc["last", "status"] == "ok"

@@ -22,6 +22,7 @@ class ShardSample:
     key: str
     source: str
     files: dict[str, bytes]
+    refused: str | None = None  # why a member of it was not read (a link, a device)
 
 
 def read_shard_samples(src: str | os.PathLike):
@@ -35,6 +36,7 @@ def read_shard_samples(src: str | os.PathLike):
     from pathlib import Path
 
     from datakit.io.errors import UserError
+    from manifests.sources import not_a_file_reason
 
     src = Path(src)
     tars = [src] if src.is_file() else sorted(src.rglob("*.tar"))
@@ -46,19 +48,22 @@ def read_shard_samples(src: str | os.PathLike):
         except (tarfile.TarError, OSError) as error:
             raise UserError(f"{tar_path}: cannot open shard ({error})") from None
         with tar:
-            key, files = None, {}
+            key, files, refused = None, {}, None
             for member in tar:
-                if not member.isfile():
+                if member.isdir():
                     continue
                 name = member.name.rsplit("/", 1)[-1]
                 stem, _, extension = name.partition(".")
-                if stem != key and files:
-                    yield ShardSample(key, f"{tar_path}::{key}", files)
-                    files = {}
+                if stem != key and (files or refused):
+                    yield ShardSample(key, f"{tar_path}::{key}", files, refused)
+                    files, refused = {}, None
                 key = stem
-                files[extension] = tar.extractfile(member).read()
-            if files:
-                yield ShardSample(key, f"{tar_path}::{key}", files)
+                if member.isfile():
+                    files[extension] = tar.extractfile(member).read()
+                else:  # never followed, but never silent: the sample fails with the reason
+                    refused = refused or f"{member.name}: {not_a_file_reason(member)}"
+            if files or refused:
+                yield ShardSample(key, f"{tar_path}::{key}", files, refused)
 
 
 class WatermarkStage:
@@ -86,7 +91,10 @@ class WatermarkStage:
         from manifests.schema import Status, make_row
 
         started = time.perf_counter()
-        # 1. Decode; a sample without a readable mp4 is a failed row.
+        # 1. Decode; a sample with a link member or without a readable mp4 is a failed row.
+        if sample.refused:
+            return [make_row(sample.key, Status.FAILED, source=sample.source,
+                             error=sample.refused)]
         if "mp4" not in sample.files:
             return [make_row(sample.key, Status.FAILED, source=sample.source,
                              error="no mp4 in the sample")]
