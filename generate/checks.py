@@ -605,6 +605,48 @@ def check_videos(
     return results
 
 
+def collect_videos(inputs: Sequence[Path], unpack_to: Path) -> tuple[list[Path], list[str]]:
+    """The videos `datakit check` reads: files as given, a folder's `.mp4` files (not
+    recursive), and the samples of `.tar` shards unpacked into `unpack_to`; and a note for
+    each folder that held other files (the command prints them).
+
+    Raises:
+        UserError: an input does not exist, a folder holds no video or shard, or two videos
+            share a name (their results would overwrite each other).
+    """
+    from datakit.io.errors import UserError
+
+    paths: list[Path] = []
+    shards: list[Path] = []
+    notes: list[str] = []
+    for path in inputs:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            found = [p for p in files if p.suffix.lower() == ".mp4"]
+            tars = [p for p in files if p.suffix.lower() == ".tar"]
+            skipped = [p.name for p in files if p.suffix.lower() not in (".mp4", ".json", ".tar")]
+            if skipped:
+                notes.append(f"{path}: skipped {len(skipped)} file(s) that are not .mp4 or .tar: "
+                             f"{', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
+            if not found and not tars:
+                raise UserError(f"{path}: no .mp4 files or .tar shards in this folder")
+            paths.extend(found)
+            shards.extend(tars)
+        elif path.is_file() and path.suffix.lower() == ".tar":
+            shards.append(path)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    if shards:  # the toolkit's own shards: their videos, unpacked next to the report
+        paths.extend(videos_from_shards(shards, unpack_to))
+    names = [p.stem for p in paths]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash:
+        raise UserError(f"two videos are named {clash!r}; check them into separate --out folders")
+    return paths, notes
+
+
 def videos_from_shards(shards: Sequence[str | os.PathLike], folder: str | os.PathLike
                        ) -> list[Path]:
     """Write the `mp4` of every sample in `shards` (the toolkit's WebDataset tars, read as a

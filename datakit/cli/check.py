@@ -12,7 +12,6 @@ from datakit.cli.options import (
     QuietOption,
     command,
 )
-from datakit.io.errors import UserError
 
 
 class Flow(str, Enum):
@@ -47,39 +46,12 @@ def check_command(
 
     Example: datakit check samples/*.mp4 --out report/
     """
-    from generate.checks import CheckSettings, check_videos
+    from generate.checks import CheckSettings, check_videos, collect_videos
     from generate.report import write_report
 
-    paths: list[Path] = []
-    shards: list[Path] = []
-    for path in videos:
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file())
-            found = [p for p in files if p.suffix.lower() == ".mp4"]
-            tars = [p for p in files if p.suffix.lower() == ".tar"]
-            skipped = [p.name for p in files if p.suffix.lower() not in (".mp4", ".json", ".tar")]
-            if skipped:
-                typer.echo(f"{path}: skipped {len(skipped)} file(s) that are not .mp4 or .tar: "
-                           f"{', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}",
-                           err=True)
-            if not found and not tars:
-                raise UserError(f"{path}: no .mp4 files or .tar shards in this folder")
-            paths.extend(found)
-            shards.extend(tars)
-        elif path.is_file() and path.suffix.lower() == ".tar":
-            shards.append(path)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise UserError(f"{path}: no such file or folder")
-    if shards:  # the toolkit's own shards: their videos, unpacked next to the report
-        from generate.checks import videos_from_shards
-
-        paths.extend(videos_from_shards(shards, out / "from_shards"))
-    names = [p.stem for p in paths]
-    clash = next((n for n in names if names.count(n) > 1), None)
-    if clash:
-        raise UserError(f"two videos are named {clash!r}; check them into separate --out folders")
+    paths, notes = collect_videos(videos, out / "from_shards")
+    for note in notes:
+        typer.echo(note, err=True)
     settings = CheckSettings(flow=flow.value, max_side=max_side,
                              min_scene_frames=min_scene_frames)
     results = check_videos(paths, out, settings, chunk_frames=chunk_frames, progress=not quiet)

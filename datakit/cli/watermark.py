@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -74,7 +75,9 @@ def watermark_command(
     config = watermark_config(watermarks, watermark_model, watermark_threshold,
                               watermark_classifier_threshold, watermark_device)
     if show is not None:
-        _show_watermark(src, show, config)
+        from synthesize.watermark import show_watermark
+
+        typer.echo(json.dumps(show_watermark(src, show, config), default=str))
         return
     if out is None:
         raise UserError("--out is required to re-process shards (or use --show FILE.png)")
@@ -91,38 +94,3 @@ def watermark_command(
     print_summary(stats, out, "watermark")
     exit_if_stopped(stats)
     exit_if_every_input_failed(stats)
-
-
-def _show_watermark(src: Path, show: Path, config) -> None:
-    """Detect in one video or image file, write the picture, print the finding."""
-    import io
-    import json
-
-    from PIL import Image
-
-    from datakit.io.atomic import atomic_write
-    from datakit.io.images import ImageError, load_image
-    from datakit.io.video import VideoError, read_frames
-    from manifests.sources import IMAGE_EXTENSIONS
-    from synthesize.watermark import describe, detect_video, load_classifier, show_detection
-
-    if not src.is_file():
-        raise UserError(f"{src}: --show needs one video or image file")
-    try:
-        if src.suffix.lower() in IMAGE_EXTENSIONS:
-            frames = load_image(src)[None]
-        else:
-            frames = read_frames(src)
-    except (ImageError, VideoError) as error:
-        raise UserError(f"{src}: {error}") from None
-    if not len(frames):
-        raise UserError(f"{src}: no frames")
-    detection = detect_video(frames, config, load_classifier(config))
-    buffer = io.BytesIO()
-    Image.fromarray(show_detection(frames, detection)).save(buffer, format="PNG")
-    try:
-        atomic_write(show, buffer.getvalue())
-    except OSError as error:
-        raise UserError(f"{show}: cannot write ({error.strerror or error})") from None
-    typer.echo(json.dumps({"file": str(src), **describe(detection), "picture": str(show)},
-                          default=str))

@@ -48,6 +48,7 @@ from synthesize.watermark.policy import (
     describe,
     load_classifier,
     show_detection,
+    show_watermark,
 )
 from synthesize.watermark.removal import crop_window, remove_watermark, strip
 from synthesize.watermark.shards import (
@@ -74,6 +75,7 @@ __all__ = [
     "remove_watermark",
     "sample_indices",
     "show_detection",
+    "show_watermark",
     "strip",
     "track_camera",
     "watermark_shards",

@@ -3,6 +3,7 @@ classifier, loaded once per worker."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,3 +106,40 @@ def show_detection(frames: np.ndarray, detection: Detection) -> np.ndarray:
         colour = (255, 0, 0) if detection.found else (255, 255, 0)
         cv2.rectangle(marked, (x0, y0), (x1 - 1, y1 - 1), colour, 2)
     return np.concatenate([marked, median], axis=1)
+
+
+def show_watermark(src: Path, picture: Path, config: WatermarkConfig) -> dict[str, Any]:
+    """Detect in one video or image file, write a picture of the finding to `picture` (PNG)
+    and return the finding (`datakit watermark FILE --show PICTURE`).
+
+    Raises:
+        UserError: `src` is not one readable video or image, or `picture` cannot be written.
+    """
+    import io
+
+    from PIL import Image
+
+    from datakit.io.atomic import atomic_write
+    from datakit.io.errors import UserError
+    from datakit.io.images import ImageError, load_image
+    from datakit.io.video import VideoError, read_frames
+    from manifests.sources import IMAGE_EXTENSIONS
+
+    if not src.is_file():
+        raise UserError(f"{src}: --show needs one video or image file")
+    try:
+        frames = (load_image(src)[None] if src.suffix.lower() in IMAGE_EXTENSIONS
+                  else read_frames(src))
+    except (ImageError, VideoError) as error:
+        raise UserError(f"{src}: {error}") from None
+    if not len(frames):
+        raise UserError(f"{src}: no frames")
+    detection = detect_video(frames, config, load_classifier(config))
+    buffer = io.BytesIO()
+    Image.fromarray(show_detection(frames, detection)).save(buffer, format="PNG")
+    try:
+        atomic_write(picture, buffer.getvalue())
+    except OSError as error:
+        raise UserError(f"{picture}: cannot write ({error.strerror or error})") from None
+    return {"file": str(src), **describe(detection), "picture": str(picture)}
+
