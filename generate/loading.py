@@ -39,8 +39,9 @@ def hub_reachable(timeout: float = 3.0) -> str | None:
     return None
 
 
-def _class_of(model: str) -> str:
-    """The `_class_name` in `model_index.json` of a local folder or hub id.
+def _model_index(model: str) -> dict:
+    """The `model_index.json` of a local folder or hub id (its `_class_name` names the
+    pipeline, its other keys the components).
 
     A folder is read directly. Anything that is not an existing folder must look like a hub
     id (`name` or `org/name`); its `model_index.json` comes from the local hub cache, else
@@ -52,10 +53,7 @@ def _class_of(model: str) -> str:
         index = path / "model_index.json"
         if not index.is_file():
             raise UserError(f"{model}: not a diffusers pipeline folder (no model_index.json)")
-        try:
-            return json.loads(index.read_text())["_class_name"]
-        except (ValueError, KeyError) as error:
-            raise UserError(f"{index}: unreadable model_index.json ({error})") from None
+        return _parse_index(index.read_text(), str(index))
     if not HUB_ID.match(model) or model.startswith((".", "~")):
         raise UserError(f"{model}: no such folder (and not a hub id like org/name)")
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
@@ -74,10 +72,16 @@ def _class_of(model: str) -> str:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise UserError(f"{model}: no such folder, and the hub has no model_index.json "
                             f"for it ({type(error).__name__}: {first})") from None
+    return _parse_index(Path(cached).read_text(), f"{model}: model_index.json")
+
+
+def _parse_index(text: str, where: str) -> dict:
     try:
-        return json.loads(Path(cached).read_text())["_class_name"]
-    except (ValueError, KeyError) as error:
-        raise UserError(f"{model}: unreadable model_index.json ({error})") from None
+        index = json.loads(text)
+        index["_class_name"]  # noqa: B018 (a pipeline index must name its class)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{where}: unreadable model_index.json ({error})") from None
+    return index
 
 
 def resolve_device(device: str) -> str:
@@ -459,8 +463,15 @@ def load_backbone(
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise UserError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, "
                         f"got {compile_mode!r}")
-    class_name = _class_of(model)
+    index = _model_index(model)
+    class_name = index["_class_name"]
     family, found = find_family(class_name)
+    if role == "v2v" and found == "t2v" and (index.get("transformer_2") or [None])[0]:
+        # the video-to-video pipeline has no slot for the low-noise expert: loaded as v2v,
+        # every step would run on the high-noise one
+        raise UserError(f"{model} has two experts (transformer_2: Wan 2.2 A14B); refinement "
+                        "takes its low-noise expert from the generating pipeline, so give it "
+                        "as --model and leave --refine-model out")
     if found != role and not (role == "v2v" and found == "t2v" and family.v2v):
         wanted = ", ".join(getattr(f, role) for f in FAMILIES.values() if getattr(f, role))
         raise UserError(f"{model} is a {class_name}; a {role} pipeline is needed here ({wanted})")

@@ -273,6 +273,24 @@ def test_refine_refuses_windows_that_do_not_decode_whole_before_any_compute(tiny
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").rglob("*.safetensors"))
 
 
+def test_a_two_expert_refine_model_is_refused_not_run_on_one_expert(tiny, tmp_path):
+    """A Wan 2.2 A14B folder loaded as the video-to-video pipeline would lose transformer_2
+    (that class has no slot for it) and refine every step on the high-noise expert."""
+    model = build_tiny_pipeline(tmp_path / "w22", "wan22")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat running\n")
+    result = CliRunner().invoke(app, [
+        "generate", "--prompts", str(prompts), "--model", str(tiny["wan"]), "--out",
+        str(tmp_path / "o"), "--frames", "9", "--chunk-frames", "9", "--steps", "2",
+        "--height", "32", "--width", "32", "--no-checks", "--refine", "--refine-model",
+        str(model)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: {model} has two experts (transformer_2: Wan 2.2 A14B); refinement takes its "
+        "low-noise expert from the generating pipeline, so give it as --model and leave "
+        "--refine-model out")
+
+
 def test_wan22_refine_runs_low_noise_steps_on_transformer_2(tiny, tmp_path, monkeypatch):
     """Wan 2.2 A14B: WanPipeline runs t >= boundary_ratio * 1000 on `transformer` and the rest
     on `transformer_2` with guidance_scale_2; the refinement (a V2V class without
