@@ -43,7 +43,6 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     height, width = grey.shape[1:]
     use = None if ignore is None else (~ignore).astype(np.uint8) * 255
-    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float).T
     features = [orb.detectAndCompute(np.clip(g, 0, 255).astype(np.uint8), use) for g in grey]
     transforms, moved = [np.eye(2, 3)], 0.0
     for index in range(1, len(grey)):
@@ -66,23 +65,29 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
             step = None  # the matches followed something moving across a still shot
         matrix = compose(transforms[-1], np.eye(2, 3) if step is None else step)
         transforms.append(matrix)
-        moved = max(moved, float(np.abs(matrix @ corners - corners[:2]).max()))
+        moved = max(moved, _corner_shift(matrix, (height, width)))
     return transforms, moved
+
+
+def _corner_shift(matrix: np.ndarray, shape: tuple[int, int]) -> float:
+    """The largest distance a frame corner moves under `matrix` (2x3), in pixels."""
+    height, width = shape
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float).T
+    return float(np.abs(matrix @ corners - corners[:2]).max())
 
 
 def _region_moves(src: np.ndarray, dst: np.ndarray, inliers: np.ndarray, step: np.ndarray,
                   shape: tuple[int, int]) -> bool:
     """Whether a step's motion is carried by one region while the rest of the frame stands
-    still: of the TRACK_GRID x TRACK_GRID cells holding TRACK_CELL matches or more, at least
-    as many have most of their matches still (moved under TRACK_FIT pixels) as follow the
-    step. A camera's motion moves the whole frame, so the step's cells are the many; a
-    person moving in front of a still camera carries RANSAC's consensus from a few cells
-    while the still background fills the others. A step too small to tell the two apart
-    (no corner moves TRACK_STEP pixels) is kept."""
-    height, width = shape
-    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float).T
-    if float(np.abs(step @ corners - corners[:2]).max()) < TRACK_STEP:
+    still: of the TRACK_GRID x TRACK_GRID cells holding TRACK_CELL matches or more, some
+    have most of their matches still (moved under TRACK_FIT pixels), and at least as many as
+    have most of theirs follow the step. A camera's motion moves the whole frame, so the
+    step's cells are the many; a person moving in front of a still camera carries RANSAC's
+    consensus from a few cells while the still background fills the others. A step too
+    small to tell the two apart (no corner moves TRACK_STEP pixels) is kept."""
+    if _corner_shift(step, shape) < TRACK_STEP:
         return False
+    height, width = shape
     cell = (np.minimum(src[:, 1] * TRACK_GRID // height, TRACK_GRID - 1) * TRACK_GRID
             + np.minimum(src[:, 0] * TRACK_GRID // width, TRACK_GRID - 1)).astype(int)
     cells = TRACK_GRID * TRACK_GRID
@@ -90,7 +95,8 @@ def _region_moves(src: np.ndarray, dst: np.ndarray, inliers: np.ndarray, step: n
     follow = np.bincount(cell[inliers.ravel() > 0], minlength=cells)
     still = np.bincount(cell[np.hypot(*(src - dst).T) < TRACK_FIT], minlength=cells)
     used = count >= TRACK_CELL
-    return int((still[used] * 2 > count[used]).sum()) >= int((follow[used] * 2 > count[used]).sum())
+    still_cells = int((still[used] * 2 > count[used]).sum())
+    return still_cells >= max(1, int((follow[used] * 2 > count[used]).sum()))
 
 
 def _fits_better(frame: np.ndarray, previous: np.ndarray, step: np.ndarray) -> bool:
