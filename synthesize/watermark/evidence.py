@@ -30,8 +30,9 @@ STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable m
 def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
                  ) -> tuple[list[np.ndarray], float]:
     """Per frame, the similarity taking it onto frame 0 (ORB matches between neighbouring
-    frames, RANSAC, chained; identity where a step cannot be matched), and the largest
-    distance any frame corner moved, in pixels.
+    frames, RANSAC, chained; identity where a step cannot be matched, where one region
+    carries it while the rest of the frame stands still, or where it lines the frames up no
+    better than no motion), and the largest distance any frame corner moved, in pixels.
 
     Args:
         grey: grey frames (T, h, w).
