@@ -19,6 +19,10 @@ EDGE_SLOPE = 4.0  # grey levels per pixel: weaker gradients are texture or noise
 COHERENCE = 0.75  # |mean gradient| / mean |gradient| above this: the same edge in every frame
 PRESENT = 0.2  # a static edge may be missing (under half EDGE_SLOPE) in this share of frames
 CAMERA_MOVED = 8.0  # analysis pixels: less camera motion than this is no motion
+TRACK_FIT = 1.5  # analysis pixels: a match this near a motion's prediction fits it (RANSAC)
+TRACK_STEP = 3.0  # analysis pixels: a step moving no frame corner this far is not judged
+TRACK_GRID = 4  # cells per side over which a step's matches are counted
+TRACK_CELL = 3  # matches a cell needs to count
 EXPLAINED = 0.5  # a screen edge the moving scene reproduces to this share is the scene's
 STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable motion
 
@@ -26,8 +30,9 @@ STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable m
 def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
                  ) -> tuple[list[np.ndarray], float]:
     """Per frame, the similarity taking it onto frame 0 (ORB matches between neighbouring
-    frames, RANSAC, chained; identity where a step cannot be matched), and the largest
-    distance any frame corner moved, in pixels.
+    frames, RANSAC, chained; identity where a step cannot be matched, where one region
+    carries it while the rest of the frame stands still, or where it lines the frames up no
+    better than no motion), and the largest distance any frame corner moved, in pixels.
 
     Args:
         grey: grey frames (T, h, w).
@@ -39,7 +44,6 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     height, width = grey.shape[1:]
     use = None if ignore is None else (~ignore).astype(np.uint8) * 255
-    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float).T
     features = [orb.detectAndCompute(np.clip(g, 0, 255).astype(np.uint8), use) for g in grey]
     transforms, moved = [np.eye(2, 3)], 0.0
     for index in range(1, len(grey)):
@@ -54,14 +58,46 @@ def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
             # this process did before: seed it, so the same frames always give the same
             # track (a worker and a long-lived process, the local and the Ray engine).
             cv2.setRNGSeed(0)
-            step, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                  ransacReprojThreshold=1.5)
+            step, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                                        ransacReprojThreshold=TRACK_FIT)
+            if step is not None and _region_moves(src, dst, inliers, step, (height, width)):
+                step = None  # one region (a person) moved; the rest of the frame stood still
         if step is not None and not _fits_better(grey[index], grey[index - 1], step):
             step = None  # the matches followed something moving across a still shot
         matrix = compose(transforms[-1], np.eye(2, 3) if step is None else step)
         transforms.append(matrix)
-        moved = max(moved, float(np.abs(matrix @ corners - corners[:2]).max()))
+        moved = max(moved, _corner_shift(matrix, (height, width)))
     return transforms, moved
+
+
+def _corner_shift(matrix: np.ndarray, shape: tuple[int, int]) -> float:
+    """The largest distance a frame corner moves under `matrix` (2x3), in pixels."""
+    height, width = shape
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float).T
+    return float(np.abs(matrix @ corners - corners[:2]).max())
+
+
+def _region_moves(src: np.ndarray, dst: np.ndarray, inliers: np.ndarray, step: np.ndarray,
+                  shape: tuple[int, int]) -> bool:
+    """Whether a step's motion is carried by one region while the rest of the frame stands
+    still: of the TRACK_GRID x TRACK_GRID cells holding TRACK_CELL matches or more, some
+    have most of their matches still (moved under TRACK_FIT pixels), and at least as many as
+    have most of theirs follow the step. A camera's motion moves the whole frame, so the
+    step's cells are the many; a person moving in front of a still camera carries RANSAC's
+    consensus from a few cells while the still background fills the others. A step too
+    small to tell the two apart (no corner moves TRACK_STEP pixels) is kept."""
+    if _corner_shift(step, shape) < TRACK_STEP:
+        return False
+    height, width = shape
+    cell = (np.minimum(src[:, 1] * TRACK_GRID // height, TRACK_GRID - 1) * TRACK_GRID
+            + np.minimum(src[:, 0] * TRACK_GRID // width, TRACK_GRID - 1)).astype(int)
+    cells = TRACK_GRID * TRACK_GRID
+    count = np.bincount(cell, minlength=cells)
+    follow = np.bincount(cell[inliers.ravel() > 0], minlength=cells)
+    still = np.bincount(cell[np.hypot(*(src - dst).T) < TRACK_FIT], minlength=cells)
+    used = count >= TRACK_CELL
+    still_cells = int((still[used] * 2 > count[used]).sum())
+    return still_cells >= max(1, int((follow[used] * 2 > count[used]).sum()))
 
 
 def _fits_better(frame: np.ndarray, previous: np.ndarray, step: np.ndarray) -> bool:
