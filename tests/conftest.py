@@ -32,3 +32,20 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """`tiny(family)`: a tiny random diffusers pipeline of that family, built on first use and
+    shared by the module's tests (a module may define its own `tiny` instead)."""
+    from generate.tiny import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny")
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            built[family] = build_tiny_pipeline(root / family, family)
+        return built[family]
+
+    return get

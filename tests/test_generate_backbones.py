@@ -11,22 +11,8 @@ from typer.testing import CliRunner
 from datakit.cli import app
 from generate.families import WAN_NEGATIVE_PROMPT, default_flow_shift, set_flow_shift
 from generate.loading import load_backbone, resolve_device
-from generate.tiny import build_tiny_pipeline
 
 TINY = ["--steps", "2", "--height", "32", "--width", "32", "--no-checks", "--search-k", "1"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = build_tiny_pipeline(root / family, family)
-        return built[family]
-
-    return get
 
 
 def generate(tmp_path, *args):

@@ -18,19 +18,6 @@ from generate.tiny import build_tiny_pipeline
 FAMILIES = ("wan", "cogvideox", "ltx", "modelscope")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = build_tiny_pipeline(root / family, family)
-        return built[family]
-
-    return get
-
-
 def chunked(backbone, frames=27, chunk=9, **extra) -> ChunkedGenerator:
     settings = ChunkSettings(**{**dict(
         frames=frames, chunk_frames=chunk, continue_mode="none", steps=2, guidance=3.0,
