@@ -123,7 +123,8 @@ def caption_command(
         "label; the scene; the subjects; the camera) and fuse the answers (docs/caption.md).")]
     = False,
     question: Annotated[list[str] | None, typer.Option(
-        metavar="TEXT", help="Your own question, with {label} (repeat the option; implies --questions).")]
+        metavar="TEXT",
+        help="Your own question, with {label} (repeat the option; implies --questions).")]
     = None,
     trust_remote_code: Annotated[bool, typer.Option(
         help="Allow the checkpoint's own Python code (off: only transformers' classes).")]
