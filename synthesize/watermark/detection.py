@@ -44,15 +44,18 @@ from synthesize.watermark.frames import (
     shrink,
     to_input_size,
 )
-from synthesize.watermark.text import TextBox, box_iou, fixed_text
+from synthesize.watermark.text import TextBox, box_iou, fixed_text, reads_as_text
 
-CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first
+CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first (those refused before
+#                 a matte, on their edges' crossing or the change under them, not counted)
 JOIN = 0.9  # another candidate joins the best's mask when it scores this share of it (and passes)
 WHOLE_FRAME = 0.5  # share of the frame's area: a box this large is never a mark
 LARGE_AREA = 0.25  # share of the frame's area over which a box needs text evidence too
 LARGE_SIDE = 0.55  # share of the frame's height over which a box needs text evidence too
 NARROW = 0.6  # a box narrower than this share of its height (a pillar, a door frame, the edge
 #               of a person) is no text line or compact logo: it needs text evidence too
+ACROSS = 2.0  # analysis pixels: a static edge the camera moved the scene this far across
+APERTURE = 0.45  # under a moving camera, this share of a mark's static edges must be crossed
 OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must have change nearby
 EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
@@ -140,7 +143,8 @@ def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
     return [] if len(lines) > TEXT_LINES else lines
 
 
-def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None = None
+def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None = None,
+               threshold: float | None = None
                ) -> tuple[float, TextBox | None, np.ndarray | None]:
     """The best text mark among `boxes` on `image` (a frame or the clip's median): of the
     lines that can be a mark's (`text_lines`), score = detector score x place prior x look.
@@ -148,8 +152,10 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     OCCLUDED of its pixels change) is no part of the scene: its place prior is left out and
     its look counts as its square root (semi-transparent strokes take the colours of what
     moves under them). The whole frame is never a mark; a large box needs a surer detection
-    (its score counts squared)."""
-    best: tuple[float, TextBox | None, np.ndarray | None] = (0.0, None, None)
+    (its score counts squared). A line scoring `threshold` or more must also read as text
+    (`text.reads_as_text`): the detector fires on blobs that are no text. Lines are read
+    best first, until one reads; with no `threshold`, none is read."""
+    scored = []
     for index, box in enumerate(text_lines(boxes, image.shape[:2])):
         size = size_class(box.box, image.shape[:2])
         if size == "whole":
@@ -159,9 +165,13 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
         place = 1.0 if moving else place_prior(box.box, image.shape[:2])
         sure = box.score ** 2 if size == "large" else box.score
         score = sure * place * (np.sqrt(look) if moving else look)
-        if score > best[0] and mask.any():
-            best = (score, box, mask)
-    return best
+        if mask.any():
+            scored.append((score, box, mask))
+    scored.sort(key=lambda item: -item[0])
+    for score, box, mask in scored:
+        if threshold is None or score < threshold or reads_as_text(image, box.box)[0]:
+            return score, box, mask
+    return 0.0, None, None
 
 
 def _text_over_motion(boxes: list[TextBox], shape: tuple[int, int], camera_moved: bool,
@@ -257,6 +267,17 @@ def _blob_candidates(static: np.ndarray, edges: np.ndarray
     return labels, candidates_of(scores, group_scores[group_of], group_of)
 
 
+def across_share(region_edges: np.ndarray, across: np.ndarray) -> float:
+    """The share of a candidate's static edge pixels that the camera moved the scene ACROSS
+    analysis pixels or more across (`evidence.motion_across`). A mark's strokes run every
+    way, so the camera crosses many of them; scene edges that merely run along the camera's
+    motion (rows of windows under a pan, a horizon under a pan) stay put without being over
+    the content, and are not crossed."""
+    if not region_edges.any():
+        return 0.0
+    return float((across[region_edges] >= ACROSS).mean())
+
+
 def _classify(frames: np.ndarray, classifier, details: dict[str, Any]) -> float | None:
     """Largest `pwatermark` over `frames` (mean and max recorded in details), or None."""
     if classifier is None:
@@ -286,7 +307,7 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     """
     image = check_frames(image)[0]
     boxes = fixed_text(image[None])
-    score, box, mask = judge_text(image, boxes)
+    score, box, mask = judge_text(image, boxes, threshold=config.threshold)
     details: dict[str, Any] = {"text_score": score, "text_boxes": len(boxes)}
     pwatermark = _classify(image[None], classifier, details)
     box_xy = box_of(mask) if mask is not None else None
@@ -336,7 +357,7 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     over = _text_over_motion(text, frames.shape[1:3], edges.camera_moved, changed, scale)
     # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.
     if edges.share >= STATIC_SCENE:
-        score, _, mask = judge_text(median, text, over)
+        score, _, mask = judge_text(median, text, over, config.threshold)
         found = score >= config.threshold or _by_classifier(pwatermark, config)
         reason = _text_reason(score >= config.threshold, score, text, "still camera")
         if found and score < config.threshold:
@@ -349,7 +370,7 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     reason = why
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
-        text_score, text_box, text_mask = judge_text(median, text, over)
+        text_score, text_box, text_mask = judge_text(median, text, over, config.threshold)
         details["text_score"] = text_score
         if text_score >= config.threshold:
             if edges.camera_moved:  # the matte gives the mark's own pixels
@@ -370,20 +391,26 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
 def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
                   text: list[TextBox], config: WatermarkConfig, details: dict[str, Any]
                   ) -> tuple[float, np.ndarray | None, str]:
-    """The motion evidence (a): static edges closed into blobs, the best CANDIDATES judged
-    on their mattes (an overlay sits on the same pixels in every frame: `stays_put` over
-    STAYS_PUT scales the score, capped at 1), refused when their box is the whole frame, or
-    large without text over it, or, under a still camera, when nothing changes at their
-    edges. Returns the score, the mask (None without a candidate) and why candidates were
-    refused ("" when none was, or one passed)."""
+    """The motion evidence (a): static edges closed into blobs, the best CANDIDATES that
+    pass the edge tests judged on their mattes (an overlay sits on the same pixels in every
+    frame: `stays_put` over STAYS_PUT scales the score, capped at 1). A candidate is refused
+    when its box is the whole frame, or large without text over it; under a moving camera
+    when the camera moves along its edges rather than across them (`across_share`); under a
+    still camera when nothing changes at its edges. Returns the score, the mask (None
+    without a candidate) and why candidates were refused ("" when none was, or one passed)."""
     labels, candidates = _blob_candidates(edges.static, edges.edges)
     details["blobs"] = int(labels.max())
     shape = sampled.shape[1:3]
-    judged, refused = [], []
-    for pre_score, members in candidates[:CANDIDATES]:
-        if judged and pre_score / STAYS_PUT < config.threshold:
+    judged, refused, matted = [], [], 0
+    for pre_score, members in candidates:
+        if matted == CANDIDATES or (judged and pre_score / STAYS_PUT < config.threshold):
             break  # could not pass even if it stayed put in every frame
         region = np.isin(labels, members)
+        if edges.camera_moved:
+            crossed = across_share(edges.static & region, edges.across)
+            if crossed < APERTURE:
+                refused.append(f"the camera moves along its edges ({crossed:.2f} crossed)")
+                continue
         if changed is not None:
             under = change_under(edges.static & region, changed)
             if under < OCCLUDED:
@@ -391,6 +418,7 @@ def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
                 continue
         rough = to_input_size(fill_holes(region), shape)
         matte = matte_mask(sampled, rough)
+        matted += 1
         box = box_of(matte)
         size = size_class(box, shape) if box is not None else "whole"
         if (edges.camera_moved and size != "fits"

@@ -24,6 +24,7 @@ TRACK_STEP = 3.0  # analysis pixels: a step moving no frame corner this far is n
 TRACK_GRID = 4  # cells per side over which a step's matches are counted
 TRACK_CELL = 3  # matches a cell needs to count
 EXPLAINED = 0.5  # a screen edge the moving scene reproduces to this share is the scene's
+CROSSING = 0.5  # share of the camera's motion across an edge (cos of the angle) that counts
 STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable motion
 
 
@@ -294,12 +295,40 @@ class StaticEdges:
         camera_moved: the camera moved CAMERA_MOVED analysis pixels or more.
         share: static edge pixels / edge pixels: STATIC_SCENE or more is a clip without
             usable motion.
+        across: float32 (h, w): how far the camera carried the scene across each pixel's
+            edge (along its mean gradient), the most over the frames, in analysis pixels;
+            zeros under a still camera (see `motion_across`).
     """
 
     static: np.ndarray
     edges: np.ndarray
     camera_moved: bool
     share: float
+    across: np.ndarray
+
+
+def motion_across(transforms: list[np.ndarray], gx: np.ndarray, gy: np.ndarray
+                  ) -> np.ndarray:
+    """Per pixel, the most any frame's camera motion (`transforms`: frame onto frame 0)
+    moves the scene across the edge there: |displacement . unit gradient|, in pixels, counted
+    only where the motion crosses the edge at an angle (its share across, CROSSING or more).
+
+    The aperture problem: motion along an edge leaves it where it was, so an edge that
+    stays put while the camera slides along it (a tower's rows of windows under a pan) is
+    no evidence of an overlay. Only edges the scene would have crossed tell.
+    """
+    height, width = gx.shape
+    length = np.maximum(np.hypot(gx, gy), 1e-6)
+    ux, uy = gx / length, gy / length
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    across = np.zeros((height, width), np.float32)
+    for matrix in transforms:
+        dx = (matrix[0, 0] - 1) * xs + matrix[0, 1] * ys + matrix[0, 2]
+        dy = matrix[1, 0] * xs + (matrix[1, 1] - 1) * ys + matrix[1, 2]
+        normal = np.abs(ux * dx + uy * dy)
+        normal[normal < CROSSING * np.hypot(dx, dy)] = 0.0  # slid along more than across
+        np.maximum(across, normal, out=across)
+    return across
 
 
 def static_edges(grey: np.ndarray) -> StaticEdges:
@@ -361,7 +390,10 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     #    fails the presence test, but holds where it shows: present or holding is enough.
     holds = holds_in_place(magnitudes) >= HOLDS
     static &= (present | holds) if camera_moved else (present & holds)
-    return StaticEdges(static, edges, camera_moved, float(static.sum() / max(1, edges.sum())))
+    across = (motion_across(transforms, gx.mean(0), gy.mean(0)) if camera_moved
+              else np.zeros((height, width), np.float32))
+    return StaticEdges(static, edges, camera_moved, float(static.sum() / max(1, edges.sum())),
+                       across)
 
 
 CHANGE = 16.0  # grey levels from a pixel's temporal median that count as a change
@@ -391,3 +423,4 @@ def change_under(region_edges: np.ndarray, changed: np.ndarray) -> float:
     reach = np.ones((2 * CHANGE_REACH + 1,) * 2, np.uint8)
     near = cv2.dilate(changed.astype(np.uint8), reach) > 0
     return float(near[region_edges].mean())
+

