@@ -326,7 +326,7 @@ def _text_reason(found: bool, score: float, boxes: list[TextBox], where: str) ->
         return f"text that stays put, where marks are ({score:.2f})"
     if not boxes:
         return f"no evidence: {where}, no text found"
-    return f"no evidence: {where}, text only where scene text is ({score:.2f})"
+    return f"no evidence: {where}, no text where marks are that reads ({score:.2f})"
 
 
 def detect_video(frames: np.ndarray, config: WatermarkConfig,
