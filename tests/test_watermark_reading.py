@@ -17,6 +17,7 @@ from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, r
 from synthesize.watermark import WatermarkConfig, detect_image, detect_video
 from synthesize.watermark.detection import judge_text
 from synthesize.watermark.evidence import motion_across
+from synthesize.watermark.frames import temporal_median
 from synthesize.watermark.text import fixed_text, read_line, reads_as_text
 
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
@@ -92,3 +93,14 @@ def test_edges_the_camera_slides_along_are_no_evidence():
     assert still_columns.found, still_columns.reason
     x0, y0, x1, y1 = still_columns.box
     assert x0 >= 290 and y1 <= 60, still_columns.box
+
+
+def test_the_fast_temporal_median_is_numpys_value_for_value():
+    """Odd and even frame counts (the mean of the two middle values), floats and bytes."""
+    rng = np.random.default_rng(0)
+    for frames in (15, 16):
+        values = rng.normal(100, 50, (frames, 24, 32)).astype(np.float32)
+        assert np.array_equal(temporal_median(values), np.median(values, axis=0))
+        pixels = rng.integers(0, 256, (frames, 12, 16, 3), dtype=np.uint8)
+        assert np.array_equal(temporal_median(pixels), np.median(pixels, axis=0))
+    assert temporal_median(np.array([[1.0], [2.0], [10.0], [20.0]]))[0] == 6.0

@@ -42,6 +42,7 @@ from synthesize.watermark.frames import (
     fill_holes,
     sample_indices,
     shrink,
+    temporal_median,
     to_input_size,
 )
 from synthesize.watermark.text import TextBox, box_iou, fixed_text, reads_as_text
@@ -352,7 +353,7 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     pwatermark = _classify(sampled, classifier, details)
     text = fixed_text(sampled)
     details["fixed_text_boxes"] = len(text)
-    median = np.median(sampled, axis=0).astype(np.uint8)
+    median = temporal_median(sampled).astype(np.uint8)
     changed = None if edges.camera_moved else changing(grey)
     over = _text_over_motion(text, frames.shape[1:3], edges.camera_moved, changed, scale)
     # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.

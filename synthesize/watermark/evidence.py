@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthesize.watermark.frames import box_of, compose, fill_holes, shrink
+from synthesize.watermark.frames import box_of, compose, fill_holes, shrink, temporal_median
 
 EDGE_SLOPE = 4.0  # grey levels per pixel: weaker gradients are texture or noise
 COHERENCE = 0.75  # |mean gradient| / mean |gradient| above this: the same edge in every frame
@@ -169,8 +169,8 @@ def _matte_picture(frames: np.ndarray, box: tuple[int, int, int, int]
     dy[:, :-1] = np.diff(grey, axis=1)
     fields = []
     for d in (dx, dy):
-        median = np.median(d, axis=0)
-        spread = np.median(np.abs(d - median), axis=0)
+        median = temporal_median(d)
+        spread = temporal_median(np.abs(d - median))
         fields.append(np.where(np.abs(median) > 2.0 * spread + 1.0, median, 0.0))
     matte = integrate(*fields).astype(np.float32)
     kept = ((fields[0] != 0) | (fields[1] != 0)).astype(np.uint8)
@@ -243,7 +243,7 @@ def stays_put(frames: np.ndarray, mask: np.ndarray) -> float:
         magnitudes.append(np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0),
                                    cv2.Sobel(grey, cv2.CV_32F, 0, 1)))
     magnitudes = np.stack(magnitudes)
-    template = np.median(magnitudes, 0)[ys + reach, xs + reach]
+    template = temporal_median(magnitudes)[ys + reach, xs + reach]
     if float(template.std()) < 1e-3:  # nothing to line up
         return 0.0
     shifts = [(dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)]
@@ -266,7 +266,7 @@ def holds_in_place(magnitudes: np.ndarray) -> np.ndarray:
     import cv2
 
     reach, window = HOLD_REACH, (HOLD_WINDOW, HOLD_WINDOW)
-    template = np.median(magnitudes, 0)
+    template = temporal_median(magnitudes)
     height, width = template.shape
     padded = np.pad(magnitudes, ((0, 0), (reach, reach), (reach, reach)), mode="edge")
     centre = None
@@ -407,7 +407,7 @@ def changing(grey: np.ndarray) -> np.ndarray:
     frames differ from the pixel's temporal median by more than CHANGE grey levels (an
     object that passes once changes a pixel in a few frames only, so no median of the
     change would see it). Bool (h, w) at the analysis size."""
-    median = np.median(grey, axis=0)
+    median = temporal_median(grey)
     return (np.abs(grey - median) > CHANGE).sum(0) >= CHANGE_FRAMES
 
 

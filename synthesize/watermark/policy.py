@@ -10,7 +10,7 @@ import numpy as np
 
 from synthesize.watermark.config import Detection, WatermarkAction, WatermarkConfig
 from synthesize.watermark.detection import detect_video
-from synthesize.watermark.frames import check_frames, sample_indices
+from synthesize.watermark.frames import check_frames, sample_indices, temporal_median
 from synthesize.watermark.removal import strip
 
 
@@ -96,7 +96,7 @@ def show_detection(frames: np.ndarray, detection: Detection) -> np.ndarray:
     import cv2
 
     frames = check_frames(frames)
-    median = np.median(frames[sample_indices(len(frames), 16)], axis=0).astype(np.uint8)
+    median = temporal_median(frames[sample_indices(len(frames), 16)]).astype(np.uint8)
     marked = median.copy()
     if detection.mask is not None:
         tint = np.array([255, 0, 0], np.float32)
