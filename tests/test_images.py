@@ -433,6 +433,26 @@ def test_draft_is_faster_than_full_decoding(big_photo):
     assert best_of_three(min_size=(256, 192)) < 0.6 * best_of_three()
 
 
+def test_full_scale_jpegs_decode_to_the_pixels_pil_gives():
+    """Colour JPEGs at full scale are decoded by OpenCV (faster); every pixel must be PIL's:
+    odd sizes, qualities, chroma subsamplings, progressive files, EXIF rotation."""
+    from skimage import data
+
+    photo = data.astronaut()[37:288, 51:384]  # 333 x 251: no side a multiple of 8 or 16
+    for quality, subsampling, progressive, orientation in (
+            (95, 0, False, None), (90, 1, False, None), (75, 2, False, None),
+            (90, 2, True, None), (60, 0, True, 6), (85, 2, False, 3)):
+        exif = Image.Exif()
+        if orientation is not None:
+            exif[0x0112] = orientation
+        jpeg = encode(Image.fromarray(photo), "JPEG", quality=quality, subsampling=subsampling,
+                      progressive=progressive, exif=exif.tobytes())
+        expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(jpeg))))
+        decoded = load_image(jpeg)
+        assert_rgb(decoded, *expected.shape[:2])
+        assert np.array_equal(decoded, expected), (quality, subsampling, progressive)
+
+
 def test_draft_accounts_for_exif_rotation():
     stored = np.asarray(Image.fromarray(quadrants()).resize((2048, 1024)))
     data = jpeg_with_orientation(stored, 6)  # upright it is 1024 wide, 2048 high
