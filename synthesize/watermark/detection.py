@@ -45,7 +45,7 @@ from synthesize.watermark.frames import (
     temporal_median,
     to_input_size,
 )
-from synthesize.watermark.text import TextBox, box_iou, fixed_text, reads_as_text
+from synthesize.watermark.text import TEXT_SIDE, TextBox, box_iou, fixed_text, reads_as_text
 
 CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first (those refused before
 #                 a matte, on their edges' crossing or the change under them, not counted)
@@ -66,6 +66,7 @@ LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are
 TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
 TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider than tall
 TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign-filled scene
+TEXT_SIDE_STILL_CAMERA = 960  # a still camera's text, looked for again up to this size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +359,8 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     over = _text_over_motion(text, frames.shape[1:3], edges.camera_moved, changed, scale)
     # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.
     if edges.share >= STATIC_SCENE:
-        score, _, mask = judge_text(median, text, over, config.threshold)
+        (score, _, mask), text = _still_camera_text(sampled, median, text, changed, scale,
+                                                    config)
         found = score >= config.threshold or _by_classifier(pwatermark, config)
         reason = _text_reason(score >= config.threshold, score, text, "still camera")
         if found and score < config.threshold:
@@ -371,7 +373,11 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     reason = why
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
-        text_score, text_box, text_mask = judge_text(median, text, over, config.threshold)
+        if edges.camera_moved:
+            text_score, text_box, text_mask = judge_text(median, text, over, config.threshold)
+        else:
+            (text_score, text_box, text_mask), text = _still_camera_text(
+                sampled, median, text, changed, scale, config)
         details["text_score"] = text_score
         if text_score >= config.threshold:
             if edges.camera_moved:  # the matte gives the mark's own pixels
@@ -387,6 +393,25 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
         reason = f"classifier: pwatermark {pwatermark:.2f}"
     return Detection(score, found, mask, box_of(mask) if mask is not None else None,
                      "static-overlay", details, reason)
+
+
+def _still_camera_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox],
+                       changed: np.ndarray, scale: float, config: WatermarkConfig
+                       ) -> tuple[tuple[float, TextBox | None, np.ndarray | None], list[TextBox]]:
+    """Text under a still camera, where it is the only evidence but for things passing
+    behind: judged on the lines found at TEXT_SIDE and, when none passes, on those found
+    again at the frames' own size (up to TEXT_SIDE_STILL_CAMERA), where the detector sees
+    text it missed at the smaller size. Returns the best judgement and its lines."""
+    shape = sampled.shape[1:3]
+    over = _text_over_motion(text, shape, False, changed, scale)
+    best = judge_text(median, text, over, config.threshold)
+    side = min(TEXT_SIDE_STILL_CAMERA, max(shape))
+    if best[0] >= config.threshold or side < 1.5 * TEXT_SIDE:
+        return best, text
+    sharp = fixed_text(sampled, side=side)
+    second = judge_text(median, sharp, _text_over_motion(sharp, shape, False, changed, scale),
+                        config.threshold)
+    return (second, sharp) if second[0] > best[0] else (best, text)
 
 
 def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
