@@ -356,11 +356,10 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     details["fixed_text_boxes"] = len(text)
     median = temporal_median(sampled).astype(np.uint8)
     changed = None if edges.camera_moved else changing(grey)
-    over = _text_over_motion(text, frames.shape[1:3], edges.camera_moved, changed, scale)
     # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.
     if edges.share >= STATIC_SCENE:
-        (score, _, mask), text = _still_camera_text(sampled, median, text, changed, scale,
-                                                    config)
+        (score, _, mask), text = _judge_clip_text(sampled, median, text, edges.camera_moved,
+                                                  changed, scale, config)
         found = score >= config.threshold or _by_classifier(pwatermark, config)
         reason = _text_reason(score >= config.threshold, score, text, "still camera")
         if found and score < config.threshold:
@@ -373,11 +372,8 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     reason = why
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
-        if edges.camera_moved:
-            text_score, text_box, text_mask = judge_text(median, text, over, config.threshold)
-        else:
-            (text_score, text_box, text_mask), text = _still_camera_text(
-                sampled, median, text, changed, scale, config)
+        (text_score, _, text_mask), text = _judge_clip_text(
+            sampled, median, text, edges.camera_moved, changed, scale, config)
         details["text_score"] = text_score
         if text_score >= config.threshold:
             if edges.camera_moved:  # the matte gives the mark's own pixels
@@ -395,18 +391,20 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
                      "static-overlay", details, reason)
 
 
-def _still_camera_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox],
-                       changed: np.ndarray, scale: float, config: WatermarkConfig
-                       ) -> tuple[tuple[float, TextBox | None, np.ndarray | None], list[TextBox]]:
-    """Text under a still camera, where it is the only evidence but for things passing
-    behind: judged on the lines found at TEXT_SIDE and, when none passes, on those found
-    again at the frames' own size (up to TEXT_SIDE_STILL_CAMERA), where the detector sees
-    text it missed at the smaller size. Returns the best judgement and its lines."""
+def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox],
+                     camera_moved: bool, changed: np.ndarray | None, scale: float,
+                     config: WatermarkConfig
+                     ) -> tuple[tuple[float, TextBox | None, np.ndarray | None], list[TextBox]]:
+    """A clip's text judged on its median frame (`judge_text`), with whether content moves
+    under each line. Under a still camera text is the only evidence but for things passing
+    behind, and the detector at TEXT_SIDE misses much of it: when no line passes, the lines
+    found again at the frames' own size (up to TEXT_SIDE_STILL_CAMERA) are judged too.
+    Returns the best judgement and its lines."""
     shape = sampled.shape[1:3]
-    over = _text_over_motion(text, shape, False, changed, scale)
+    over = _text_over_motion(text, shape, camera_moved, changed, scale)
     best = judge_text(median, text, over, config.threshold)
     side = min(TEXT_SIDE_STILL_CAMERA, max(shape))
-    if best[0] >= config.threshold or side < 1.5 * TEXT_SIDE:
+    if camera_moved or best[0] >= config.threshold or side < 1.5 * TEXT_SIDE:
         return best, text
     sharp = fixed_text(sampled, side=side)
     second = judge_text(median, sharp, _text_over_motion(sharp, shape, False, changed, scale),
