@@ -55,7 +55,7 @@ LARGE_AREA = 0.25  # share of the frame's area over which a box needs text evide
 LARGE_SIDE = 0.55  # share of the frame's height over which a box needs text evidence too
 NARROW = 0.6  # a box narrower than this share of its height (a pillar, a door frame, the edge
 #               of a person) is no text line or compact logo: it needs text evidence too
-ACROSS = 2.0  # analysis pixels: a static edge the camera moved the scene this far across
+ACROSS = 3.0  # analysis pixels: a static edge the camera moved the scene this far across
 APERTURE = 0.45  # under a moving camera, this share of a mark's static edges must be crossed
 OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must have change nearby
 EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
