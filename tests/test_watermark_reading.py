@@ -53,11 +53,29 @@ def test_a_silhouette_saved_as_jpeg_is_clean_though_the_detector_sees_a_line(mon
         patch.setattr(text_module, "TEXT_SIDE_STILL", 480)
         lines = fixed_text(image[None])
     threshold = WatermarkConfig().threshold
-    score, line, _ = judge_text(image, lines)
+    score, line, *_ = judge_text(image, lines)
     assert score >= threshold and line is not None, score  # unread, a mark
     assert judge_text(image, lines, threshold=threshold)[1] is None  # read: none
     detection = detect_image(image, WatermarkConfig())
     assert not detection.found, (detection.score, detection.reason)
+
+
+def test_a_line_among_many_that_read_is_the_scenes_text():
+    """A word in a corner of a real photo is a mark; the same word among lines that read
+    elsewhere in the picture (a cover, a page, a shop front) is the scene's, as on OpenCV's
+    sample photo of a book cover, whose title (centred, one colour) was flagged. A
+    two-line credit is still a mark."""
+    photo = _grey_photo("coffee")
+    config = WatermarkConfig()
+    corner = draw_text(photo, "stockreel", (420, 20), 30)
+    assert detect_image(corner, config).found
+    credit = draw_text(corner, "by Ann Lee", (420, 60), 30)
+    assert detect_image(credit, config).found
+    cover = draw_text(draw_text(corner, "BASIC", (60, 250), 34, colour=(250, 230, 40)),
+                      "CIRCUITS", (60, 320), 34, colour=(250, 230, 40))
+    detection = detect_image(cover, config)
+    assert not detection.found, (detection.score, detection.reason)
+    assert "the text is the scene's (3 lines read)" in detection.reason
 
 
 def test_motion_counts_only_across_an_edge():

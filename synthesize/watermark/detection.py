@@ -22,7 +22,7 @@ Priors every mark follows, each set by a measurement (docs/watermarks.md):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,6 +66,8 @@ LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are
 TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
 TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider than tall
 TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign-filled scene
+SCENE_TEXT = 3  # lines that read, a mark's line among them: the frame's text is the scene's
+#                 (a book cover, a newspaper); a mark is one line, or two (a credit)
 TEXT_SIDE_STILL_CAMERA = 960  # a still camera's text, looked for again up to this size
 
 
@@ -145,9 +147,18 @@ def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
     return [] if len(lines) > TEXT_LINES else lines
 
 
+class TextVerdict(NamedTuple):
+    """`judge_text`'s answer: the best line's score, the line and its strokes' mask (None
+    without one), and how many lines read when the frame's text is the scene's (0 else)."""
+
+    score: float
+    line: TextBox | None
+    mask: np.ndarray | None
+    scene_lines: int = 0
+
+
 def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None = None,
-               threshold: float | None = None
-               ) -> tuple[float, TextBox | None, np.ndarray | None]:
+               threshold: float | None = None) -> TextVerdict:
     """The best text mark among `boxes` on `image` (a frame or the clip's median): of the
     lines that can be a mark's (`text_lines`), score = detector score x place prior x look.
     A line that stays put over content that moves (`over`: per box, the camera moved or
@@ -156,7 +167,8 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     moves under them). The whole frame is never a mark; a large box needs a surer detection
     (its score counts squared). A line scoring `threshold` or more must also read as text
     (`text.reads_as_text`): the detector fires on blobs that are no text. Lines are read
-    best first, until one reads; with no `threshold`, none is read."""
+    best first, until one reads; with no `threshold`, none is read. A line that reads is
+    still the scene's when SCENE_TEXT lines of the frame read (`scene_text_lines`)."""
     scored = []
     for index, box in enumerate(text_lines(boxes, image.shape[:2])):
         size = size_class(box.box, image.shape[:2])
@@ -171,9 +183,35 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
             scored.append((score, box, mask))
     scored.sort(key=lambda item: -item[0])
     for score, box, mask in scored:
-        if threshold is None or score < threshold or reads_as_text(image, box.box)[0]:
-            return score, box, mask
-    return 0.0, None, None
+        if threshold is None or score < threshold:
+            return TextVerdict(score, box, mask)
+        if reads_as_text(image, box.box)[0]:
+            lines = scene_text_lines(image, boxes, box)
+            if lines >= SCENE_TEXT:
+                return TextVerdict(0.0, None, None, lines)
+            return TextVerdict(score, box, mask)
+    return TextVerdict(0.0, None, None)
+
+
+def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> int:
+    """Lines of `image` that read, `line` (which does) and the other `boxes`, any size, best
+    first; counting stops at SCENE_TEXT. A mark is one line, or two; a page, a cover or a
+    shop front has more, and there a line in a corner is the scene's too."""
+    count = 1
+    for other in sorted(boxes, key=lambda b: -b.score):
+        if count >= SCENE_TEXT:
+            break
+        if _inside_share(other.box, line.box) < 0.5 and reads_as_text(image, other.box)[0]:
+            count += 1
+    return count
+
+
+def _inside_share(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> float:
+    """The share of `box`'s area inside `other` (most of it: a piece of the same line)."""
+    width = min(box[2], other[2]) - max(box[0], other[0])
+    height = min(box[3], other[3]) - max(box[1], other[1])
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return max(0, width) * max(0, height) / area if area > 0 else 1.0
 
 
 def _text_over_motion(boxes: list[TextBox], shape: tuple[int, int], camera_moved: bool,
@@ -309,7 +347,8 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     """
     image = check_frames(image)[0]
     boxes = fixed_text(image[None])
-    score, box, mask = judge_text(image, boxes, threshold=config.threshold)
+    verdict = judge_text(image, boxes, threshold=config.threshold)
+    score, mask = verdict.score, verdict.mask
     details: dict[str, Any] = {"text_score": score, "text_boxes": len(boxes)}
     pwatermark = _classify(image[None], classifier, details)
     box_xy = box_of(mask) if mask is not None else None
@@ -320,14 +359,19 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
         return Detection(pwatermark, found, mask, box_xy, "still", details, reason)
     found = score >= config.threshold
     return Detection(score, found, mask, box_xy, "still", details,
-                     _text_reason(found, score, boxes, "still image"))
+                     _text_reason(verdict, config.threshold, boxes, "still image"))
 
 
-def _text_reason(found: bool, score: float, boxes: list[TextBox], where: str) -> str:
-    if found:
+def _text_reason(verdict: TextVerdict, threshold: float, boxes: list[TextBox],
+                 where: str) -> str:
+    score = verdict.score
+    if score >= threshold:
         return f"text that stays put, where marks are ({score:.2f})"
     if not boxes:
         return f"no evidence: {where}, no text found"
+    if verdict.scene_lines:
+        return (f"no evidence: {where}, the text is the scene's ({verdict.scene_lines} lines "
+                "read)")
     return f"no evidence: {where}, no text where marks are that reads ({score:.2f})"
 
 
@@ -358,10 +402,11 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     changed = None if edges.camera_moved else changing(grey)
     # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.
     if edges.share >= STATIC_SCENE:
-        (score, _, mask), text = _judge_clip_text(sampled, median, text, edges.camera_moved,
-                                                  changed, scale, config)
+        verdict, text = _judge_clip_text(sampled, median, text, edges.camera_moved, changed,
+                                         scale, config)
+        score, mask = verdict.score, verdict.mask
         found = score >= config.threshold or _by_classifier(pwatermark, config)
-        reason = _text_reason(score >= config.threshold, score, text, "still camera")
+        reason = _text_reason(verdict, config.threshold, text, "still camera")
         if found and score < config.threshold:
             reason = f"classifier: pwatermark {pwatermark:.2f}"
         return Detection(score, found, mask, box_of(mask) if mask is not None else None,
@@ -372,18 +417,19 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     reason = why
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
-        (text_score, _, text_mask), text = _judge_clip_text(
-            sampled, median, text, edges.camera_moved, changed, scale, config)
+        verdict, text = _judge_clip_text(sampled, median, text, edges.camera_moved, changed,
+                                         scale, config)
+        text_score, text_mask = verdict.score, verdict.mask
         details["text_score"] = text_score
         if text_score >= config.threshold:
             if edges.camera_moved:  # the matte gives the mark's own pixels
                 rough = fill_holes(text_mask) | text_mask
                 text_mask = matte_mask(sampled, rough)
             score, mask = text_score, text_mask
-            reason = _text_reason(True, text_score, text, "")
+            reason = _text_reason(verdict, config.threshold, text, "")
         elif not why:
             where = "moving camera" if edges.camera_moved else "still camera"
-            reason = _text_reason(False, text_score, text, where)
+            reason = _text_reason(verdict, config.threshold, text, where)
     found = score >= config.threshold or _by_classifier(pwatermark, config)
     if found and score < config.threshold:
         reason = f"classifier: pwatermark {pwatermark:.2f}"
@@ -394,22 +440,24 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
 def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox],
                      camera_moved: bool, changed: np.ndarray | None, scale: float,
                      config: WatermarkConfig
-                     ) -> tuple[tuple[float, TextBox | None, np.ndarray | None], list[TextBox]]:
+                     ) -> tuple[TextVerdict, list[TextBox]]:
     """A clip's text judged on its median frame (`judge_text`), with whether content moves
     under each line. Under a still camera text is the only evidence but for things passing
     behind, and the detector at TEXT_SIDE misses much of it: when no line passes, the lines
-    found again at the frames' own size (up to TEXT_SIDE_STILL_CAMERA) are judged too.
-    Returns the best judgement and its lines."""
+    found again at the frames' own size (up to TEXT_SIDE_STILL_CAMERA) are judged too (not
+    when the first look found the text to be the scene's). Returns the best verdict and its
+    lines."""
     shape = sampled.shape[1:3]
     over = _text_over_motion(text, shape, camera_moved, changed, scale)
     best = judge_text(median, text, over, config.threshold)
     side = min(TEXT_SIDE_STILL_CAMERA, max(shape))
-    if camera_moved or best[0] >= config.threshold or side < 1.5 * TEXT_SIDE:
+    if (camera_moved or best.score >= config.threshold or best.scene_lines
+            or side < 1.5 * TEXT_SIDE):
         return best, text
     sharp = fixed_text(sampled, side=side)
     second = judge_text(median, sharp, _text_over_motion(sharp, shape, False, changed, scale),
                         config.threshold)
-    return (second, sharp) if second[0] > best[0] else (best, text)
+    return (second, sharp) if second.score > best.score or second.scene_lines else (best, text)
 
 
 def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
