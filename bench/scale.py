@@ -6,10 +6,12 @@ cluster.
 For each pipeline, the same inputs run on: the local engine with 1, 2 and 4 workers
 (scaling efficiency = rate(n) / (n * rate(1))), and the Ray engine on a local 2-CPU Ray
 (overhead = rate(local, 2) / rate(ray)). Rates are samples per second of the whole run,
-start-up included (Ray's own start is reported apart). For pan-zoom, the x264 floor is
-measured at each worker count (bench/pan_zoom.py's: the very yuv420p frames, pre-rendered,
-encoded by x264 alone in that many processes), with the local runs interleaved over
---repeats (median reported). Every run writes to a fresh folder; the outputs of all worker
+start-up included (Ray's own start is reported apart); for pan-zoom also the steady rate,
+(count - 1) / (run time - a one-photo run's time), the rate beyond the run's fixed cost (as
+bench/pan_zoom.py reports it). For pan-zoom, the x264 floor is measured at each worker
+count (bench/pan_zoom.py's: the very yuv420p frames, pre-rendered, encoded by x264 alone
+in that many processes), with the local runs interleaved over --repeats (median
+reported). Every run writes to a fresh folder; the outputs of all worker
 counts and of Ray are checked to be byte-identical.
 """
 
@@ -59,7 +61,8 @@ def _videos(folder: Path, count: int) -> Path:
     return folder
 
 
-def _run(pipeline: str, src: Path, out: Path, workers: int, engine: str) -> float:
+def _run(pipeline: str, src: Path, out: Path, workers: int, engine: str) -> tuple[int, float]:
+    """(samples written, seconds) of one whole run."""
     from captioners.base import CaptionerConfig
     from captioners.pipeline import CaptionConfig, caption
     from datakit.run.pipeline import RunOptions
@@ -72,7 +75,7 @@ def _run(pipeline: str, src: Path, out: Path, workers: int, engine: str) -> floa
                          options)
     else:
         stats = caption(src, out, CaptionConfig(), CaptionerConfig(captioner="label"), options)
-    return stats["status"]["ok"] / (time.perf_counter() - started)
+    return stats["status"]["ok"], time.perf_counter() - started
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -107,17 +110,25 @@ def main() -> None:
     try:
         inputs = {"pan-zoom": _photos(work / "photos", args.count),
                   "caption": _videos(work / "videos", args.count)}
+        one_photo = work / "one-photo"
+        one_photo.mkdir()
+        shutil.copyfile(inputs["pan-zoom"] / "p000.jpg", one_photo / "p000.jpg")
         # Local runs first, each pan-zoom run next to the floor at its worker count; the
         # floor forks, so Ray (and its threads) starts only after.
         all_runs: dict[str, dict[str, list[float]]] = {p: {} for p in inputs}
         floors: dict[int, list[float]] = {w: [] for w in WORKERS}
+        steady: dict[int, list[float]] = {w: [] for w in WORKERS}
         for pipeline, src in inputs.items():
             for repeat in range(args.repeats if pipeline == "pan-zoom" else 1):
                 for workers in WORKERS:
                     out = work / f"{pipeline}-local-{workers}-{repeat}"
+                    samples, seconds = _run(pipeline, src, out, workers, "local")
                     all_runs[pipeline].setdefault(f"local, {workers}", []).append(
-                        _run(pipeline, src, out, workers, "local"))
+                        samples / seconds)
                     if pipeline == "pan-zoom":
+                        _, fixed = _run(pipeline, one_photo, work / f"one-{workers}-{repeat}",
+                                        workers, "local")
+                        steady[workers].append((samples - 1) / (seconds - fixed))
                         floors[workers].append(_floor(src, workers))
         import ray
 
@@ -128,7 +139,8 @@ def main() -> None:
         print(f"Ray start (local, 2 CPUs): {ray_start:.1f} s, not counted below")
         for pipeline, src in inputs.items():
             runs = all_runs[pipeline]
-            runs["ray, 2 CPUs"] = [_run(pipeline, src, work / f"{pipeline}-ray", 2, "ray")]
+            samples, seconds = _run(pipeline, src, work / f"{pipeline}-ray", 2, "ray")
+            runs["ray, 2 CPUs"] = [samples / seconds]
             rates = {label: float(np.median(values)) for label, values in runs.items()}
             local_2 = work / f"{pipeline}-local-2-0"
             same = all(_same(local_2, work / f"{pipeline}-local-{w}-{r}") for w in WORKERS
@@ -144,8 +156,10 @@ def main() -> None:
                     floor = float(np.median(floors[workers]))
                     each = ", ".join(f"{r / f:.2f}" for r, f in
                                      zip(runs[label], floors[workers], strict=True))
+                    rest = float(np.median(steady[workers]))
                     line += (f"   x264 floor {floor:6.2f} clips/s, whole run / floor "
-                             f"{rate / floor:.2f} (repeats: {each})")
+                             f"{rate / floor:.2f} (repeats: {each}); steady {rest:6.2f}/s, "
+                             f"steady / floor {rest / floor:.2f}")
                 print(line)
             print("  scaling efficiency: " + ", ".join(f"1->{w} {100 * e:.0f}%"
                                                        for w, e in efficiency.items() if w > 1)
@@ -155,6 +169,7 @@ def main() -> None:
                                  "local_over_ray": overhead, "identical_workers": same,
                                  "identical_ray": same_ray}
         figures["pan-zoom"]["floors"] = floors
+        figures["pan-zoom"]["steady"] = steady
         figures["ray_start_seconds"] = ray_start
     finally:
         import ray

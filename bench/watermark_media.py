@@ -10,9 +10,9 @@ wheel, so the bench needs no new dependency.
 
 Some clips and photos are `held_out`: the detector is tuned against the others. Held out:
 the photos of matplotlib, Kivy, gradio and half of scikit-image's, OpenCV's sample photos but
-two, and the Megamind film clips (Debian's opencv-doc). Kivy's city clips were held out until the aperture test was set on
-them (issue 17, second round), and OpenCV's vtest and tree clips set the recogniser's gate:
-both are tuning clips now.
+two, and the Megamind film clips (Debian's opencv-doc). Kivy's city clips were held out
+until the aperture test was set on them (issue 17, second round), and OpenCV's vtest and
+tree clips set the recogniser's gate: both are tuning clips now.
 """
 
 from __future__ import annotations
