@@ -78,6 +78,18 @@ def test_a_line_among_many_that_read_is_the_scenes_text():
     assert "the text is the scene's (3 lines read)" in detection.reason
 
 
+def test_a_faint_marks_look_allows_for_what_shows_through(monkeypatch):
+    """White text at opacity 0.3 over the cameraman's coat and lawn (a real photo): its
+    strokes take 0.7 of what lies beneath, so as one colour they spread widely (a look under
+    0.3); as one colour at one alpha over what lies beneath, they spread little."""
+    photo = _grey_photo("camera")
+    marked = draw_text(photo, "stockreel", (16, 442), 40, opacity=0.3)
+    box = (10, 438, 230, 494)
+    assert detection.stroke_look(marked, box)[0] >= 0.5
+    monkeypatch.setattr(detection, "MIN_ALPHA", 1.0)  # one colour only
+    assert detection.stroke_look(marked, box)[0] < 0.3
+
+
 def test_motion_counts_only_across_an_edge():
     """A 10-pixel pan to the right: it crosses a vertical edge by 10 pixels, a 45-degree
     edge by 10 cos 45, and slides along a horizontal edge (0) or one 80 degrees off the

@@ -63,6 +63,7 @@ CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
 CENTRED = 0.1  # a box whose centre lies this near the vertical centre line is centred
 PLACE_ELSEWHERE = 0.5  # the place prior for text anywhere else
 LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
+MIN_ALPHA = 0.3  # the faintest blend the look models (the issue's least opacity of a mark)
 TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
 TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider than tall
 TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign-filled scene
@@ -105,10 +106,11 @@ def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[floa
 
     Strokes are bright (top-hat) or dark (black-hat) structures thinner than the box is
     tall; an overlay's are one colour at one alpha, so their cores (the stronger half of the
-    response) spread little: look = 1 - spread / LOOK_SPREAD (0 from LOOK_SPREAD grey levels
-    on). Of the two polarities the more uniform one is the text (the other picks the gaps
-    between letters, which show the varied scene). Printed scene text is one colour too,
-    but lit, shaded and seen at an angle.
+    response) spread little, once what shows through is allowed for (`_blend_spread`):
+    look = 1 - spread / LOOK_SPREAD (0 from LOOK_SPREAD grey levels on). Of the two
+    polarities the more uniform one is the text (the other picks the gaps between letters,
+    which show the varied scene). Printed scene text is one colour too, but lit, shaded and
+    seen at an angle.
     """
     import cv2
 
@@ -127,7 +129,7 @@ def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[floa
         if strokes.sum() < 5:
             continue
         cores = strokes & (response >= np.median(response[strokes]))
-        look = 1.0 - float(patch[cores].astype(np.float32).std(0).mean()) / LOOK_SPREAD
+        look = 1.0 - _blend_spread(patch, strokes, cores) / LOOK_SPREAD
         if strokes_best is None or look > best:
             best, strokes_best = look, strokes
     if strokes_best is None:
@@ -135,6 +137,29 @@ def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[floa
     grown = cv2.dilate(strokes_best.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     mask[y0:y1, x0:x1] = grown
     return max(0.0, best), mask
+
+
+def _blend_spread(patch: np.ndarray, strokes: np.ndarray, cores: np.ndarray) -> float:
+    """The colour spread of the strokes' cores (grey levels, the channels' mean), as one
+    colour, or as one colour at one alpha over what lies beneath, whichever is the smaller.
+
+    A mark blended at alpha a shows a * colour + (1 - a) * beneath: over brick or foliage its
+    strokes spread as much as what is beneath, times 1 - a. What is beneath is estimated by
+    inpainting the strokes from around them (Telea), and 1 - a fitted by least squares over
+    the cores, one for all channels, in [0, 1 - MIN_ALPHA]; the spread is what the fit leaves.
+    """
+    import cv2
+
+    colours = patch[cores].astype(np.float32)
+    spread = float(colours.std(0).mean())
+    grown = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8))
+    beneath = cv2.inpaint(np.ascontiguousarray(patch), grown, 3, cv2.INPAINT_TELEA)
+    under = beneath[cores].astype(np.float32)
+    colours -= colours.mean(0)
+    under -= under.mean(0)
+    through = float((under * colours).sum() / max(1e-6, float((under * under).sum())))
+    through = min(max(through, 0.0), 1.0 - MIN_ALPHA)
+    return min(spread, float((colours - through * under).std(0).mean()))
 
 
 def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
