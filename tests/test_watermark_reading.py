@@ -78,6 +78,27 @@ def test_a_line_among_many_that_read_is_the_scenes_text():
     assert "the text is the scene's (3 lines read)" in detection.reason
 
 
+def test_counting_the_scenes_lines_reads_a_bounded_number_of_them(monkeypatch):
+    """Foliage or gravel can give dozens of boxes that read as nothing: the count reads the
+    best SCENE_TEXT_READS of them and stops; lines that read end it at SCENE_TEXT."""
+    from synthesize.watermark.text import TextBox
+
+    image = _grey_photo("gravel")
+    line = TextBox(0, 0, 100, 20, 0.9)
+    others = [TextBox(10 * i, 100, 10 * i + 8, 110, 0.5 + i / 100) for i in range(30)]
+    read = []
+    monkeypatch.setattr(detection, "reads_as_text",
+                        lambda image, box: (read.append(box) or False, ""))
+    assert detection.scene_text_lines(image, others + [line], line) == 1
+    assert len(read) == detection.SCENE_TEXT_READS
+    assert read[0] == others[-1].box  # best first
+    read.clear()
+    monkeypatch.setattr(detection, "reads_as_text",
+                        lambda image, box: (read.append(box) or True, "word"))
+    assert detection.scene_text_lines(image, others, line) == detection.SCENE_TEXT
+    assert len(read) == detection.SCENE_TEXT - 1
+
+
 def test_a_faint_marks_look_allows_for_what_shows_through(monkeypatch):
     """White text at opacity 0.3 over the cameraman's coat and lawn (a real photo): its
     strokes take 0.7 of what lies beneath, so as one colour they spread widely (a look under

@@ -69,6 +69,7 @@ TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider 
 TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign-filled scene
 SCENE_TEXT = 3  # lines that read, a mark's line among them: the frame's text is the scene's
 #                 (a book cover, a newspaper); a mark is one line, or two (a credit)
+SCENE_TEXT_READS = 12  # other lines read at most, best first (each costs the recogniser's run)
 TEXT_SIDE_STILL_CAMERA = 960  # a still camera's text, looked for again up to this size
 
 
@@ -220,14 +221,15 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
 
 def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> int:
     """Lines of `image` that read, `line` (which does) and the other `boxes`, any size, best
-    first; counting stops at SCENE_TEXT. A mark is one line, or two; a page, a cover or a
-    shop front has more, and there a line in a corner is the scene's too."""
+    first; counting stops at SCENE_TEXT, or after SCENE_TEXT_READS others. A mark is one
+    line, or two; a page, a cover or a shop front has more, and there a line in a corner is
+    the scene's too."""
     count = 1
-    for other in sorted(boxes, key=lambda b: -b.score):
+    others = [b for b in boxes if _inside_share(b.box, line.box) < 0.5]
+    for other in sorted(others, key=lambda b: -b.score)[:SCENE_TEXT_READS]:
         if count >= SCENE_TEXT:
             break
-        if _inside_share(other.box, line.box) < 0.5 and reads_as_text(image, other.box)[0]:
-            count += 1
+        count += reads_as_text(image, other.box)[0]
     return count
 
 
