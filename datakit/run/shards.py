@@ -19,11 +19,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datakit.io.atomic import atomic_file, atomic_write, remove_partials
 from manifests.schema import Status, make_row
-from manifests.store import ManifestStore
+
+if TYPE_CHECKING:  # the store brings pandas, which a worker making samples never needs
+    from manifests.store import ManifestStore
 
 logger = logging.getLogger(__name__)
 
