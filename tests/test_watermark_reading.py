@@ -111,6 +111,22 @@ def test_a_faint_marks_look_allows_for_what_shows_through(monkeypatch):
     assert detection.stroke_look(marked, box)[0] < 0.3
 
 
+def test_a_text_marks_box_is_its_line_even_where_its_strokes_do_not_stand_out():
+    """The strokes of a faint word are masked where they stand out (over a dark railing,
+    not over the pale street): the mark's box is the detector's line, grown by the mask.
+    A mask that is not the line's strokes (a matte, a mask from motion) keeps its own box."""
+    from synthesize.watermark.text import TextBox
+
+    strokes = np.zeros((272, 640), bool)
+    strokes[240:266, 96:120] = True  # "ck" of "ShotStock"
+    line = TextBox(8, 238, 118, 268, 0.97)
+    verdict = detection.TextVerdict(0.9, line, strokes)
+    assert detection.mark_box(strokes, verdict) == (8, 238, 120, 268)
+    matte = strokes.copy()
+    assert detection.mark_box(matte, verdict) == (96, 240, 120, 266)
+    assert detection.mark_box(None, verdict) is None
+
+
 def test_motion_counts_only_across_an_edge():
     """A 10-pixel pan to the right: it crosses a vertical edge by 10 pixels, a 45-degree
     edge by 10 cos 45, and slides along a horizontal edge (0) or one 80 degrees off the

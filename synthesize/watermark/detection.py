@@ -378,7 +378,7 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     score, mask = verdict.score, verdict.mask
     details: dict[str, Any] = {"text_score": score, "text_boxes": len(boxes)}
     pwatermark = _classify(image[None], classifier, details)
-    box_xy = box_of(mask) if mask is not None else None
+    box_xy = mark_box(mask, verdict)
     if pwatermark is not None:
         found = _by_classifier(pwatermark, config)
         reason = (f"classifier: pwatermark {pwatermark:.2f}" if found else
@@ -387,6 +387,19 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     found = score >= config.threshold
     return Detection(score, found, mask, box_xy, "still", details,
                      _text_reason(verdict, config.threshold, boxes, "still image"))
+
+
+def mark_box(mask: np.ndarray | None, verdict: TextVerdict | None
+             ) -> tuple[int, int, int, int] | None:
+    """The mark's box: its mask's, grown to the text line when the mask is that line's
+    strokes (`verdict.mask`; not a matte, nor a mask from motion). A faint line's strokes are
+    masked where they stand out (a word at opacity 0.3 over a street and a dark railing: over
+    the railing only); the line is where the mark is."""
+    box = box_of(mask) if mask is not None else None
+    line = verdict.line if verdict is not None and verdict.mask is mask else None
+    if box is None or line is None:
+        return box
+    return min(box[0], line.x0), min(box[1], line.y0), max(box[2], line.x1), max(box[3], line.y1)
 
 
 def _text_reason(verdict: TextVerdict, threshold: float, boxes: list[TextBox],
@@ -436,12 +449,12 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
         reason = _text_reason(verdict, config.threshold, text, "still camera")
         if found and score < config.threshold:
             reason = f"classifier: pwatermark {pwatermark:.2f}"
-        return Detection(score, found, mask, box_of(mask) if mask is not None else None,
-                         "still-scene", {**details, "text_score": score}, reason)
+        return Detection(score, found, mask, mark_box(mask, verdict), "still-scene",
+                         {**details, "text_score": score}, reason)
     # 4. Candidates from motion, judged on their mattes, their size and, under a still
     #    camera, on the change under them.
     score, mask, why = _judge_motion(sampled, edges, changed, text, config, details)
-    reason = why
+    reason, verdict = why, None
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
         verdict, text = _judge_clip_text(sampled, median, text, edges.camera_moved, changed,
@@ -460,8 +473,8 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     found = score >= config.threshold or _by_classifier(pwatermark, config)
     if found and score < config.threshold:
         reason = f"classifier: pwatermark {pwatermark:.2f}"
-    return Detection(score, found, mask, box_of(mask) if mask is not None else None,
-                     "static-overlay", details, reason)
+    return Detection(score, found, mask, mark_box(mask, verdict), "static-overlay", details,
+                     reason)
 
 
 def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox],
