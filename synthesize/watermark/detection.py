@@ -45,7 +45,14 @@ from synthesize.watermark.frames import (
     temporal_median,
     to_input_size,
 )
-from synthesize.watermark.text import TEXT_SIDE, TextBox, box_iou, fixed_text, reads_as_text
+from synthesize.watermark.text import (
+    TEXT_SIDE,
+    TextBox,
+    box_iou,
+    box_overlap,
+    fixed_text,
+    reads_as_text,
+)
 
 CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first (those refused before
 #                 a matte, on their edges' crossing or the change under them, not counted)
@@ -235,10 +242,8 @@ def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> 
 
 def _inside_share(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> float:
     """The share of `box`'s area inside `other` (most of it: a piece of the same line)."""
-    width = min(box[2], other[2]) - max(box[0], other[0])
-    height = min(box[3], other[3]) - max(box[1], other[1])
     area = (box[2] - box[0]) * (box[3] - box[1])
-    return max(0, width) * max(0, height) / area if area > 0 else 1.0
+    return box_overlap(box, other) / area if area > 0 else 1.0
 
 
 def _text_over_motion(boxes: list[TextBox], shape: tuple[int, int], camera_moved: bool,

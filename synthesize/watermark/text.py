@@ -211,10 +211,15 @@ def merge_lines(boxes: list[TextBox]) -> list[TextBox]:
     return lines
 
 
-def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def box_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """The area two (x0, y0, x1, y1) boxes share."""
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
+    return ix * iy
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    inter = box_overlap(a, b)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
 
