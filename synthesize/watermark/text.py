@@ -225,25 +225,48 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
 
 
 def track_text(per_frame: list[list[TextBox]]) -> list[TextBox]:
-    """The text boxes that stay put: found in every frame at the same place (IoU at least
-    FIXED_IOU with the first frame's box). Each comes back as the boxes' union, scored by
-    its weakest frame. Text that moves with the camera, or is covered in a frame, drops out.
+    """The text lines that stay put: found in every frame at the same place (IoU at least
+    FIXED_IOU with the first frame's line). A line is compared whole (`line_through`): the
+    detector splits a line into words in one frame and not in the next, and over a scene
+    that changes under it (a thing crossing behind a timestamp) the split changes too. Each
+    comes back as the union of its pieces in all frames, scored by the weakest. Text that
+    moves with the camera, or is covered in a frame, drops out.
     """
     if not per_frame:
         return []
-    fixed = []
+    fixed: list[TextBox] = []
     for first in per_frame[0]:
-        matches = [first]
+        pieces = [first]
         for boxes in per_frame[1:]:
-            best = max(boxes, key=lambda b: box_iou(first.box, b.box), default=None)
-            if best is None or box_iou(first.box, best.box) < FIXED_IOU:
+            there = line_through(first, boxes)
+            here = line_through(there, per_frame[0]) if there else None
+            if there is None or box_iou(union(pieces + [here]).box, there.box) < FIXED_IOU:
                 break
-            matches.append(best)
+            pieces += [here, there]
         else:
-            fixed.append(TextBox(min(m.x0 for m in matches), min(m.y0 for m in matches),
-                                 max(m.x1 for m in matches), max(m.y1 for m in matches),
-                                 min(m.score for m in matches)))
+            line = union(pieces)
+            if not any(box_overlap(line.box, kept.box) >= 0.9 * area(line) for kept in fixed):
+                fixed.append(line)
     return fixed
+
+
+def line_through(box: TextBox, boxes: list[TextBox]) -> TextBox | None:
+    """The union of `boxes` that overlap `box` and share most of its height: its line, in
+    pieces or whole; None when no box does."""
+    pieces = [b for b in boxes if box_overlap(b.box, box.box) > 0
+              and min(b.y1, box.y1) - max(b.y0, box.y0) >= 0.5 * min(b.y1 - b.y0, box.y1 - box.y0)]
+    return union(pieces) if pieces else None
+
+
+def union(boxes: list[TextBox]) -> TextBox:
+    """The box around `boxes`, scored by the weakest."""
+    return TextBox(min(b.x0 for b in boxes), min(b.y0 for b in boxes),
+                   max(b.x1 for b in boxes), max(b.y1 for b in boxes),
+                   min(b.score for b in boxes))
+
+
+def area(box: TextBox) -> int:
+    return (box.x1 - box.x0) * (box.y1 - box.y0)
 
 
 def fixed_text(frames: np.ndarray, count: int = TEXT_FRAMES, side: int = TEXT_SIDE
