@@ -197,12 +197,9 @@ def merge_lines(boxes: list[TextBox]) -> list[TextBox]:
         for i, a in enumerate(lines):
             for j in range(i + 1, len(lines)):
                 b = lines[j]
-                height = min(a.y1 - a.y0, b.y1 - b.y0)
-                shared = min(a.y1, b.y1) - max(a.y0, b.y0)
                 gap = max(a.x0, b.x0) - min(a.x1, b.x1)
-                if shared >= 0.5 * height and gap <= LINE_GAP * height:
-                    lines[i] = TextBox(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1),
-                                       max(a.y1, b.y1), min(a.score, b.score))
+                if on_one_line(a, b) and gap <= LINE_GAP * min(a.y1 - a.y0, b.y1 - b.y0):
+                    lines[i] = union([a, b])
                     del lines[j]
                     merged = True
                     break
@@ -253,9 +250,13 @@ def track_text(per_frame: list[list[TextBox]]) -> list[TextBox]:
 def line_through(box: TextBox, boxes: list[TextBox]) -> TextBox | None:
     """The union of `boxes` that overlap `box` and share most of its height: its line, in
     pieces or whole; None when no box does."""
-    pieces = [b for b in boxes if box_overlap(b.box, box.box) > 0
-              and min(b.y1, box.y1) - max(b.y0, box.y0) >= 0.5 * min(b.y1 - b.y0, box.y1 - box.y0)]
+    pieces = [b for b in boxes if box_overlap(b.box, box.box) > 0 and on_one_line(b, box)]
     return union(pieces) if pieces else None
+
+
+def on_one_line(a: TextBox, b: TextBox) -> bool:
+    """Whether two boxes share at least half the shorter one's height."""
+    return min(a.y1, b.y1) - max(a.y0, b.y0) >= 0.5 * min(a.y1 - a.y0, b.y1 - b.y0)
 
 
 def union(boxes: list[TextBox]) -> TextBox:
