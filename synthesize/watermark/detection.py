@@ -48,9 +48,10 @@ from synthesize.watermark.frames import (
 from synthesize.watermark.text import (
     TEXT_SIDE,
     TextBox,
+    box_area,
     box_iou,
-    box_overlap,
     fixed_text,
+    inside_share,
     reads_as_text,
 )
 
@@ -232,18 +233,12 @@ def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> 
     line, or two; a page, a cover or a shop front has more, and there a line in a corner is
     the scene's too."""
     count = 1
-    others = [b for b in boxes if _inside_share(b.box, line.box) < 0.5]
+    others = [b for b in boxes if inside_share(b.box, line.box) < 0.5]  # not a piece of it
     for other in sorted(others, key=lambda b: -b.score)[:SCENE_TEXT_READS]:
         if count >= SCENE_TEXT:
             break
         count += reads_as_text(image, other.box)[0]
     return count
-
-
-def _inside_share(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> float:
-    """The share of `box`'s area inside `other` (most of it: a piece of the same line)."""
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return box_overlap(box, other) / area if area > 0 else 1.0
 
 
 def _text_over_motion(boxes: list[TextBox], shape: tuple[int, int], camera_moved: bool,
@@ -545,8 +540,7 @@ def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
             matte, box, size = rough, box_of(rough), "fits"
         with_text = box is not None and any(box_iou(box, t.box) > 0.3 for t in text)
         if size == "whole" or (size == "large" and not with_text):
-            area = 0.0 if box is None else (box[2] - box[0]) * (box[3] - box[1]) / (
-                shape[0] * shape[1])
+            area = 0.0 if box is None else box_area(box) / (shape[0] * shape[1])
             refused.append(f"its box covers {area:.0%} of the frame")
             continue
         held = stays_put(sampled, matte)

@@ -215,10 +215,20 @@ def box_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> i
     return ix * iy
 
 
+def box_area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     inter = box_overlap(a, b)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    either = box_area(a) + box_area(b) - inter
+    return inter / either if either > 0 else 0.0
+
+
+def inside_share(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> float:
+    """The share of `box`'s area inside `other`."""
+    area = box_area(box)
+    return box_overlap(box, other) / area if area > 0 else 1.0
 
 
 def track_text(per_frame: list[list[TextBox]]) -> list[TextBox]:
@@ -242,7 +252,7 @@ def track_text(per_frame: list[list[TextBox]]) -> list[TextBox]:
             pieces += [here, there]
         else:
             line = union(pieces)
-            if not any(box_overlap(line.box, kept.box) >= 0.9 * area(line) for kept in fixed):
+            if not any(inside_share(line.box, kept.box) >= 0.9 for kept in fixed):
                 fixed.append(line)
     return fixed
 
@@ -264,10 +274,6 @@ def union(boxes: list[TextBox]) -> TextBox:
     return TextBox(min(b.x0 for b in boxes), min(b.y0 for b in boxes),
                    max(b.x1 for b in boxes), max(b.y1 for b in boxes),
                    min(b.score for b in boxes))
-
-
-def area(box: TextBox) -> int:
-    return (box.x1 - box.x0) * (box.y1 - box.y0)
 
 
 def fixed_text(frames: np.ndarray, count: int = TEXT_FRAMES, side: int = TEXT_SIDE
