@@ -517,6 +517,22 @@ def test_corrupt_or_foreign_weights_fail_with_one_line(tmp_path):
     assert "cannot read weights" in result.output and "Traceback" not in result.output
 
 
+def test_show_on_a_shard_says_to_take_one_clip_out(tmp_path):
+    """A user who points --show at the shard they re-process gets one line, not the video
+    reader's complaint about a tar file."""
+    shard = tmp_path / "shard-00000.tar"
+    _write_shard(shard, {"clip": {"mp4": encode_video(_pan(frames=4), 8.0, preset="ultrafast")}})
+    result = CliRunner().invoke(app, ["watermark", str(shard), "--show", str(tmp_path / "m.png")])
+    assert result.exit_code == 2
+    assert "not a shard" in result.output and "tar -xf shard-00000.tar" in result.output
+    assert not (tmp_path / "m.png").exists()
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    result = CliRunner().invoke(app, ["watermark", str(text), "--show", str(tmp_path / "m.png")])
+    assert result.exit_code == 2 and "cannot decode" in result.output
+    assert f"{text}: {text}:" not in result.output  # the file leads the line once
+
+
 # ---------------------------------------------------------------------------------------------
 # Pipelines
 

@@ -127,11 +127,16 @@ def show_watermark(src: Path, picture: Path, config: WatermarkConfig) -> dict[st
 
     if not src.is_file():
         raise UserError(f"{src}: --show needs one video or image file")
+    if src.suffix.lower() == ".tar":
+        raise UserError(f"{src}: --show needs one video or image file, not a shard (take one "
+                        f"out: tar -xf {src.name} KEY.mp4)")
     try:
         frames = (load_image(src)[None] if src.suffix.lower() in IMAGE_EXTENSIONS
                   else read_frames(src))
-    except (ImageError, VideoError) as error:
+    except ImageError as error:
         raise UserError(f"{src}: {error}") from None
+    except VideoError as error:  # its message names the file
+        raise UserError(str(error)) from None
     if not len(frames):
         raise UserError(f"{src}: no frames")
     detection = detect_video(frames, config, load_classifier(config))
