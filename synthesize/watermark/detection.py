@@ -28,6 +28,7 @@ import numpy as np
 
 from synthesize.watermark.config import Detection, WatermarkConfig
 from synthesize.watermark.evidence import (
+    CHANGE,
     STATIC_SCENE,
     STAYS_PUT,
     change_under,
@@ -46,11 +47,11 @@ from synthesize.watermark.frames import (
     to_input_size,
 )
 from synthesize.watermark.text import (
-    TEXT_SIDE,
     TextBox,
     box_area,
     box_iou,
     fixed_text,
+    image_text,
     inside_share,
     reads_as_text,
 )
@@ -78,7 +79,8 @@ TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign
 SCENE_TEXT = 3  # lines that read, a mark's line among them: the frame's text is the scene's
 #                 (a book cover, a newspaper); a mark is one line, or two (a credit)
 SCENE_TEXT_READS = 12  # other lines read at most, best first (each costs the recogniser's run)
-TEXT_SIDE_STILL_CAMERA = 960  # a still camera's text, looked for again up to this size
+MEDIAN_TEXT_SIDES = (480, 960)  # a still camera's text, looked for again on the median frame
+PASSES_OVER = 0.3  # share of a line's box changing in one frame: something passes over it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +185,14 @@ def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
 
 class TextVerdict(NamedTuple):
     """`judge_text`'s answer: the best line's score, the line and its strokes' mask (None
-    without one), and how many lines read when the frame's text is the scene's (0 else)."""
+    without one), how many lines read when the frame's text is the scene's (0 else), and
+    whether the line was the scene's because what passes hid it (`hidden_by_passing`)."""
 
     score: float
     line: TextBox | None
     mask: np.ndarray | None
     scene_lines: int = 0
+    hidden: bool = False
 
 
 def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None = None,
@@ -239,6 +243,27 @@ def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> 
             break
         count += reads_as_text(image, other.box)[0]
     return count
+
+
+def hidden_by_passing(sampled: np.ndarray, median: np.ndarray,
+                      box: tuple[int, int, int, int]) -> bool:
+    """Occlusion order for a line found on a still camera's median frame, which shows the
+    scene's text whole even when things pass in front of it. In the sampled frame where the
+    most of the line's box changes (PASSES_OVER of its pixels, by more than CHANGE grey
+    levels from the median), an overlay still reads: it stays on top of what passes. The
+    scene's text is hidden there, and reads no more."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+
+    def grey(image: np.ndarray) -> np.ndarray:
+        patch = np.ascontiguousarray(image[y0:y1, x0:x1])
+        return cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+    still = grey(median)
+    changed = [float((np.abs(grey(frame) - still) > CHANGE).mean()) for frame in sampled]
+    most = int(np.argmax(changed))
+    return changed[most] >= PASSES_OVER and not reads_as_text(sampled[most], box)[0]
 
 
 def _text_over_motion(boxes: list[TextBox], shape: tuple[int, int], camera_moved: bool,
@@ -412,6 +437,8 @@ def _text_reason(verdict: TextVerdict, threshold: float, boxes: list[TextBox],
     if verdict.scene_lines:
         return (f"no evidence: {where}, the text is the scene's ({verdict.scene_lines} lines "
                 "read)")
+    if verdict.hidden:
+        return f"no evidence: {where}, the text is the scene's (what passes in front hides it)"
     return f"no evidence: {where}, no text where marks are that reads ({score:.2f})"
 
 
@@ -483,21 +510,29 @@ def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox
                      ) -> tuple[TextVerdict, list[TextBox]]:
     """A clip's text judged on its median frame (`judge_text`), with whether content moves
     under each line. Under a still camera text is the only evidence but for things passing
-    behind, and the detector at TEXT_SIDE misses much of it: when no line passes, the lines
-    found again at the frames' own size (up to TEXT_SIDE_STILL_CAMERA) are judged too (not
-    when the first look found the text to be the scene's). Returns the best verdict and its
-    lines."""
+    behind, and the detector on two frames at TEXT_SIDE misses much of it: when no line
+    passes (and the first look did not find the text to be the scene's), the detector looks
+    again at the median frame, at each of MEDIAN_TEXT_SIDES until a line passes. There the
+    median is the tracker: it holds what sits on the same pixels in most sampled frames
+    (marks, and the scene's fixed text, which the priors judge), and it drops what passes
+    by, people and cars, which hide a faint mark in any one frame. Since it also drops what
+    passes in front of the scene's text, a line found there must pass the occlusion order
+    too (`hidden_by_passing`). Returns the best verdict and its lines."""
     shape = sampled.shape[1:3]
     over = _text_over_motion(text, shape, camera_moved, changed, scale)
     best = judge_text(median, text, over, config.threshold)
-    side = min(TEXT_SIDE_STILL_CAMERA, max(shape))
-    if (camera_moved or best.score >= config.threshold or best.scene_lines
-            or side < 1.5 * TEXT_SIDE):
-        return best, text
-    sharp = fixed_text(sampled, side=side)
-    second = judge_text(median, sharp, _text_over_motion(sharp, shape, False, changed, scale),
-                        config.threshold)
-    return (second, sharp) if second.score > best.score or second.scene_lines else (best, text)
+    for side in MEDIAN_TEXT_SIDES:
+        if camera_moved or best.score >= config.threshold or best.scene_lines or best.hidden:
+            break
+        lines = image_text(median, side)
+        again = judge_text(median, lines, _text_over_motion(lines, shape, False, changed, scale),
+                           config.threshold)
+        if (again.line is not None and again.score >= config.threshold
+                and hidden_by_passing(sampled, median, again.line.box)):
+            again = TextVerdict(0.0, None, None, hidden=True)
+        if again.score > best.score or again.scene_lines or again.hidden:
+            best, text = again, lines
+    return best, text
 
 
 def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,

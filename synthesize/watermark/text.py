@@ -276,13 +276,18 @@ def union(boxes: list[TextBox]) -> TextBox:
                    min(b.score for b in boxes))
 
 
+def image_text(image: np.ndarray, side: int = TEXT_SIDE_STILL) -> list[TextBox]:
+    """The text lines of one RGB image (a photo, or a still camera's median frame) looked
+    at with about `side` pixels on its longer side."""
+    return merge_lines(text_boxes(text_probability(image[None], side)[0], image.shape[:2]))
+
+
 def fixed_text(frames: np.ndarray, count: int = TEXT_FRAMES, side: int = TEXT_SIDE
                ) -> list[TextBox]:
     """Text lines that stay put over `count` frames spread over the clip (one frame: the
     lines of that frame, at TEXT_SIDE_STILL)."""
     if len(frames) == 1:
-        probability = text_probability(frames, TEXT_SIDE_STILL)
-        return merge_lines(text_boxes(probability[0], frames.shape[1:3]))
+        return image_text(frames[0], TEXT_SIDE_STILL)
     chosen = frames[sample_indices(len(frames), count)]
     probability = text_probability(chosen, side)
     return track_text([merge_lines(text_boxes(p, frames.shape[1:3])) for p in probability])
