@@ -4,7 +4,7 @@ Evidence, any of:
 - (a) motion: the camera or the content moves under it. Its edges stay put on screen while
   the content's change (`evidence.static_edges`), its matte sits on the same pixels in every
   frame (`evidence.stays_put`), and, under a still camera, things pass behind it: its edges
-  persist over pixels that change (`evidence.change_under`);
+  persist over pixels that change beside them (`evidence.passes_behind`);
 - (b) text: a pretrained text detector's box that stays put over the clip (`text.fixed_text`)
   where marks are (the place prior) and whose strokes look like an overlay's (one colour);
 - (c) LAION's classifier, when the user passes one.
@@ -34,6 +34,7 @@ from synthesize.watermark.evidence import (
     change_under,
     changing,
     matte_mask,
+    passes_behind,
     static_edges,
     stays_put,
 )
@@ -66,7 +67,7 @@ NARROW = 0.6  # a box narrower than this share of its height (a pillar, a door f
 #               of a person) is no text line or compact logo: it needs text evidence too
 ACROSS = 3.0  # analysis pixels: a static edge the camera moved the scene this far across
 APERTURE = 0.45  # under a moving camera, this share of a mark's static edges must be crossed
-OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must have change nearby
+OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must persist over change
 EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
 CENTRED = 0.1  # a box whose centre lies this near the vertical centre line is centred
@@ -480,7 +481,8 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
                          {**details, "text_score": score}, reason)
     # 4. Candidates from motion, judged on their mattes, their size and, under a still
     #    camera, on the change under them.
-    score, mask, why = _judge_motion(sampled, edges, changed, text, config, details)
+    behind = None if edges.camera_moved else passes_behind(grey)
+    score, mask, why = _judge_motion(sampled, edges, behind, text, config, details)
     reason, verdict = why, None
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
@@ -535,7 +537,7 @@ def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox
     return best, text
 
 
-def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
+def _judge_motion(sampled: np.ndarray, edges, behind: np.ndarray | None,
                   text: list[TextBox], config: WatermarkConfig, details: dict[str, Any]
                   ) -> tuple[float, np.ndarray | None, str]:
     """The motion evidence (a): static edges closed into blobs, the best CANDIDATES that
@@ -543,7 +545,8 @@ def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
     frame: `stays_put` over STAYS_PUT scales the score, capped at 1). A candidate is refused
     when its box is the whole frame, or large without text over it; under a moving camera
     when the camera moves along its edges rather than across them (`across_share`); under a
-    still camera when nothing changes at its edges. Returns the score, the mask (None
+    still camera when too few of its edges persist over change beside them (`behind`: things
+    pass behind a mark and in front of the scene). Returns the score, the mask (None
     without a candidate) and why candidates were refused ("" when none was, or one passed)."""
     labels, candidates = _blob_candidates(edges.static, edges.edges)
     details["blobs"] = int(labels.max())
@@ -558,10 +561,10 @@ def _judge_motion(sampled: np.ndarray, edges, changed: np.ndarray | None,
             if crossed < APERTURE:
                 refused.append(f"the camera moves along its edges ({crossed:.2f} crossed)")
                 continue
-        if changed is not None:
-            under = change_under(edges.static & region, changed)
+        if behind is not None:
+            under = change_under(edges.static & region, behind)
             if under < OCCLUDED:
-                refused.append(f"nothing moves under it ({under:.2f} of its edges)")
+                refused.append(f"nothing passes behind it ({under:.2f} of its edges)")
                 continue
         rough = to_input_size(fill_holes(region), shape)
         matte = matte_mask(sampled, rough)

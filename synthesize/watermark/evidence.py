@@ -411,16 +411,38 @@ def changing(grey: np.ndarray) -> np.ndarray:
     return (np.abs(grey - median) > CHANGE).sum(0) >= CHANGE_FRAMES
 
 
-def change_under(region_edges: np.ndarray, changed: np.ndarray) -> float:
-    """Occlusion evidence under a still camera: the share of a candidate's static edge
-    pixels that lie within CHANGE_REACH of content that changes. A mark's edges persist
-    over pixels that change as things pass behind it; a static part of the scene (a bench
-    in the background, a wall) has nothing changing at its edges."""
+HOLDS_OVER_CHANGE = 0.75  # share of the frames with change beside an edge that it must outlast
+
+
+def passes_behind(grey: np.ndarray) -> np.ndarray:
+    """Occlusion order under a still camera, per pixel: whether its edge persists over
+    change. In the sampled frames where content changes within CHANGE_REACH of the pixel
+    (by more than CHANGE grey levels from its temporal median), its gradient must still
+    point its usual way (EDGE_SLOPE / 2 or more along the temporal mean's direction) in
+    HOLDS_OVER_CHANGE of them, and there must be CHANGE_FRAMES such frames. Things pass
+    behind a mark, whose edges stay on top; they pass in front of the scene's edges and hide
+    them. Bool (h, w) at the analysis size."""
     import cv2
 
+    gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey]) / 8.0
+    gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey]) / 8.0
+    mean_x, mean_y = gx.mean(0), gy.mean(0)
+    length = np.maximum(np.hypot(mean_x, mean_y), 1e-6)
+    held = (gx * mean_x + gy * mean_y) / length > EDGE_SLOPE / 2
+    median = temporal_median(grey)
+    reach = np.ones((2 * CHANGE_REACH + 1,) * 2, np.uint8)
+    near = np.stack([cv2.dilate((np.abs(g - median) > CHANGE).astype(np.uint8), reach) > 0
+                     for g in grey])
+    frames = near.sum(0)
+    return (frames >= CHANGE_FRAMES) & ((near & held).sum(0) >= HOLDS_OVER_CHANGE * frames)
+
+
+def change_under(region_edges: np.ndarray, behind: np.ndarray) -> float:
+    """Occlusion evidence under a still camera: the share of a candidate's static edge
+    pixels that persist over content changing beside them (`passes_behind`). A mark's edges
+    do, as things pass behind it; a static part of the scene (a bench in the background, a
+    wall) has nothing changing at its edges, and a sign that people walk in front of loses
+    its edges whenever they do."""
     if not region_edges.any():
         return 0.0
-    reach = np.ones((2 * CHANGE_REACH + 1,) * 2, np.uint8)
-    near = cv2.dilate(changed.astype(np.uint8), reach) > 0
-    return float(near[region_edges].mean())
-
+    return float(behind[region_edges].mean())
