@@ -11,8 +11,10 @@ the bench checks their mp4 bytes come back unchanged. Per marked clip: found, an
 where the mark is (the box overlaps the true mask); for some of the found marks (opacity
 >= 0.3), the strip (crop band 0, so the pixels have a truth) against ffmpeg `delogo` on the
 found box and on the true box, PSNR inside the true mask and outside it, against the clean
-clip. Photos: clean ones flagged, and one mark each found. The held-out clips and photos
-are summed up on their own.
+clip; for a missed one, the evidence that was there to be found (`watermark_ceiling`), and
+over all of them the recall a perfect judge of that evidence would reach. Photos: clean
+ones flagged, and one mark each found. The held-out clips and photos are summed up on their
+own.
 """
 
 from __future__ import annotations
