@@ -24,7 +24,15 @@ import time
 import numpy as np
 from watermark_ceiling import ceiling, evidence_there
 from watermark_marks import real_marks
-from watermark_media import ASSETS, PHOTOS, SEGMENTS, asset_path, photo_pixels, real_clips
+from watermark_media import (
+    ASSETS,
+    PHOTOS,
+    REAL_MARKED,
+    SEGMENTS,
+    asset_path,
+    photo_pixels,
+    real_clips,
+)
 from watermark_metrics import delogo, detection_counts, masked_psnr, psnr
 
 
@@ -141,6 +149,23 @@ def photo_task(task) -> dict:
             "mark_located": overlaps(marked_fields["watermark_box"], overlay.mask)}
 
 
+def real_mark_task(task) -> dict:
+    """A photo whose publisher marked it: found as a photo, and as a still clip of it (24
+    frames with sensor noise, as a tripod shot of the print would be)."""
+    (photo, box), seed = task
+    image = photo_pixels(photo)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[box[1]:box[3], box[0]:box[2]] = True
+    rng = np.random.default_rng([seed, 17])
+    frames = np.clip(image[None].astype(np.float32) + rng.normal(0, 2.0, (24, *image.shape)),
+                     0, 255).round().astype(np.uint8)
+    row = {"name": photo.name, "true_box": list(box)}
+    for part, pixels in (("photo", image), ("still_clip", frames)):
+        _, fields, _ = detect(pixels)
+        row[part] = {"fields": fields, "located": overlaps(fields["watermark_box"], mask)}
+    return row
+
+
 def run_real(pool, seed: int, strip_marks: int = 2) -> dict:
     """Every real clip and photo, spread over the pool's workers; `strip_marks` marks per
     clip get the strip figures (0: detection only, and no shard run)."""
@@ -157,6 +182,7 @@ def run_real(pool, seed: int, strip_marks: int = 2) -> dict:
         del row["mp4"]
     summary = summarise_real(clean, [r for c in clips for r in c["marked"]], photos)
     summary["shard_round_trip"] = shards
+    summary["real_marked"] = pool.map(real_mark_task, [(item, seed) for item in REAL_MARKED])
     return summary
 
 
@@ -326,6 +352,13 @@ def print_real(summary: dict) -> None:
         print(f"`datakit watermark` (strip) on a shard of the clean clips: mp4 bytes changed "
               f"for {len(shards['changed'])} {shards['changed']}; actions "
               f"{sorted(set(shards['actions'].values()))} ({shards['seconds']:.0f} s)")
+    for row in summary.get("real_marked", []):
+        for part in ("photo", "still_clip"):
+            f = row[part]["fields"]
+            print(f"  {row['name']} (a publisher's real mark at {row['true_box']}) as a "
+                  f"{part.replace('_', ' ')}: {'found' if row[part]['located'] else 'missed'}"
+                  f", score {f['watermark_score']} box {f['watermark_box']}: "
+                  f"{f['watermark_reason']}")
     c = summary["cost"]
     print(f"cost per real clip: detect {c['detect_s'] * 1000:.0f} ms against encode "
           f"{c['encode_s'] * 1000:.0f} ms ({c['detect_s'] / c['encode_s']:.2f}x); marked clips "
