@@ -9,12 +9,13 @@ can find. Each is measured generously, beyond what the detector spends:
 - (a) the detector's own camera estimate, or the clean clip changing under the mark's
   edges: the share of the mark's edge pixels (full size) with a pixel nearby that differs
   from its temporal median by more than `evidence.CHANGE` in `evidence.CHANGE_FRAMES` of
-  *all* frames, at least `detection.OCCLUDED` (the detector samples frames at its
-  analysis size);
+  *all* frames, at least `detection.OCCLUDED` (the detector samples 16 frames at its
+  analysis size, and counts an edge only where it outlasts the change: an overlay's
+  always does, so nearness is enough here);
 - (b) PP-OCRv5's detector on 4 frames spread over the marked clip at the clip's own size
-  and at 960 px on the longer side (the detector itself: 2 frames at 320, then up to 960
-  for a still camera), any of its lines (or words) with an IoU of 0.3 or more with the
-  mark's box that PP-OCRv5's recogniser reads as text on its frame.
+  and at 960 px on the longer side (the detector itself: 2 frames at 320, then for a still
+  camera the median frame at 480 and 960), any of its lines (or words) with an IoU of 0.3
+  or more with the mark's box that PP-OCRv5's recogniser reads as text on its frame.
 
 The ceiling is the marks found plus the missed ones with any such evidence: the recall a
 perfect judge of the same evidence would reach.
