@@ -21,15 +21,32 @@ def still_street(frames=30):
     return real_clip("bikes", frames=frames, start=140)
 
 
-def pass_in_front(frames: np.ndarray, covered: list[int]) -> np.ndarray:
-    """A real photo's strip (scikit-image's camera man) crossing the bottom left in the
-    `covered` frames, over whatever is drawn there already."""
-    strip = np.dstack([data.camera()[120:180, 150:400]] * 3)
+COVERED = [0, 1, 2, 3, 4, 5, 24, 25, 26, 27, 28, 29]  # 12 of 30 frames, first and last among them
+
+
+def camera_strip() -> np.ndarray:
+    """A real photo's strip (scikit-image's camera man), 60 x 250."""
+    return np.dstack([data.camera()[120:180, 150:400]] * 3)
+
+
+def pass_in_front(frames: np.ndarray, thing, top: int) -> np.ndarray:
+    """`thing` (a 60 x 250 picture, or one colour) crossing rows top..top + 60 at the left in
+    the COVERED frames, over whatever is drawn there already."""
     out = frames.copy()
-    for t in covered:
+    for t in COVERED:
         x = 20 + 25 * (t % 3)
-        out[t, 210:270, x:x + 250] = strip
+        out[t, top:top + 60, x:x + 250] = thing
     return out
+
+
+def scene_and_overlay(where, thing, top):
+    """The still street with WORD at `where`: drawn into the scene before `thing` crosses in
+    front of it, and drawn over the clip after it (an overlay, on top of what passes)."""
+    clip = still_street()
+    scene = pass_in_front(np.stack([draw_text(f, WORD, where, SIZE) for f in clip]), thing, top)
+    overlay = np.stack([draw_text(f, WORD, where, SIZE)
+                        for f in pass_in_front(clip, thing, top)])
+    return scene, overlay
 
 
 def test_a_still_cameras_text_is_looked_for_again_on_the_median_frame(monkeypatch):
@@ -75,10 +92,7 @@ def test_text_that_something_passes_in_front_of_is_the_scenes():
     30 frames), and drawn over the clip after it (an overlay, on top of what passes). The
     median shows the word whole in both; only the overlay still reads in the frame that
     changes most."""
-    covered = [0, 1, 2, 3, 4, 5, 24, 25, 26, 27, 28, 29]
-    clip = still_street()
-    scene = pass_in_front(np.stack([draw_text(f, WORD, WHERE, SIZE) for f in clip]), covered)
-    overlay = np.stack([draw_text(f, WORD, WHERE, SIZE) for f in pass_in_front(clip, covered)])
+    scene, overlay = scene_and_overlay(WHERE, camera_strip(), 210)
     box = (33, 222, 206, 254)  # the word's line, as the detector boxes it on the median
     for frames, hidden in ((scene, True), (overlay, False)):
         sampled = frames[sample_indices(len(frames), 16)]
@@ -92,10 +106,7 @@ def test_edges_persist_over_what_passes_behind_and_not_over_what_passes_in_front
     word's static edge pixels, nearly all outlast the strip passing behind the overlay
     (0.98 measured), and under half outlast it passing in front of the scene's word (0.45:
     the strip's own texture lines up with some of them)."""
-    covered = [0, 1, 2, 3, 4, 5, 24, 25, 26, 27, 28, 29]
-    clip = still_street()
-    scene = pass_in_front(np.stack([draw_text(f, WORD, WHERE, SIZE) for f in clip]), covered)
-    overlay = np.stack([draw_text(f, WORD, WHERE, SIZE) for f in pass_in_front(clip, covered)])
+    scene, overlay = scene_and_overlay(WHERE, camera_strip(), 210)
     shares = []
     for frames in (scene, overlay):
         grey, scale = shrink(frames[sample_indices(len(frames), 16)], 320)
@@ -111,18 +122,7 @@ def test_a_still_clips_word_that_a_block_passes_in_front_of_is_not_flagged():
     scene, with a grey block crossing in front of it in 12 of 30 frames, it is clean (the
     median shows it whole, but in the frame the block covers most it reads nothing); drawn
     over the clip, on top of the block, it is a mark."""
-    covered = [0, 1, 2, 3, 4, 5, 24, 25, 26, 27, 28, 29]
-
-    def block_in_front(frames):
-        out = frames.copy()
-        for t in covered:
-            x = 20 + 25 * (t % 3)
-            out[t, 0:60, x:x + 250] = (90, 90, 90)
-        return out
-
-    clip, where = still_street(), (40, 12)
-    scene = block_in_front(np.stack([draw_text(f, WORD, where, SIZE) for f in clip]))
-    overlay = np.stack([draw_text(f, WORD, where, SIZE) for f in block_in_front(clip)])
+    scene, overlay = scene_and_overlay((40, 12), (90, 90, 90), 0)
     assert not detect_video(scene, WatermarkConfig()).found
     found = detect_video(overlay, WatermarkConfig())
     x0, y0, x1, y1 = found.box
