@@ -102,3 +102,17 @@ def ceiling(marked: list[dict]) -> dict:
             "missed_without_evidence": [r["name"] for r in missed
                                         if not r["evidence_there"]["evidence"]],
             "ceiling": (found + len(with_evidence)) / len(rows) if rows else None}
+
+
+def print_ceiling(bound: dict, rows: list[dict]) -> None:
+    """The ceiling (`ceiling`'s answer) and, for each missed mark in `rows`, its evidence."""
+    print(f"evidence ceiling (found, plus missed marks that moving content or the text "
+          f"detector at any size could show): {bound['ceiling']:.3f} ({bound['found']} + "
+          f"{len(bound['missed_with_evidence'])} of {bound['marks']}); missed with evidence: "
+          f"{bound['missed_with_evidence']}; without: {len(bound['missed_without_evidence'])}")
+    for row in rows:
+        if "evidence_there" in row and row["opacity"] >= 0.3:
+            there = row["evidence_there"]
+            print(f"  missed {row['name']:32s} camera moved {there['camera_moved']!s:5s} "
+                  f"change under its edges {there['change_under_mark']:.2f}, text seen (IoU) "
+                  f"{there['text_seen_iou']:.2f}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from watermark_ceiling import ceiling, evidence_there
+from watermark_ceiling import ceiling, evidence_there, print_ceiling
 from watermark_marks import real_marks
 from watermark_media import (
     ASSETS,
@@ -315,17 +315,7 @@ def print_real(summary: dict) -> None:
     missed = [r["name"] for r in summary["marked_clips"]
               if r["opacity"] >= 0.3 and not r["located"]]
     print(f"marks missed (opacity >= 0.3): {missed}")
-    top = summary["ceiling"]
-    print(f"evidence ceiling (found, plus missed marks that moving content or the text "
-          f"detector at any size could show): {top['ceiling']:.3f} ({top['found']} + "
-          f"{len(top['missed_with_evidence'])} of {top['marks']}); missed with evidence: "
-          f"{top['missed_with_evidence']}; without: {len(top['missed_without_evidence'])}")
-    for row in summary["marked_clips"]:
-        if "evidence_there" in row and row["opacity"] >= 0.3:
-            e = row["evidence_there"]
-            print(f"  missed {row['name']:32s} camera moved {e['camera_moved']!s:5s} change "
-                  f"under its edges {e['change_under_mark']:.2f}, text seen (IoU) "
-                  f"{e['text_seen_iou']:.2f}")
+    print_ceiling(summary["ceiling"], summary["marked_clips"])
     st = summary["strip"]
     if st["clips"]:
         print(f"strip, {st['clips']} marks found (crop band 0; {st['refused']} strips refused): "
