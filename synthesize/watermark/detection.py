@@ -22,6 +22,7 @@ Priors every mark follows, each set by a measurement (docs/watermarks.md):
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -72,6 +73,7 @@ EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band si
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
 CENTRED = 0.1  # a box whose centre lies this near the vertical centre line is centred
 PLACE_ELSEWHERE = 0.5  # the place prior for text anywhere else
+STROKE_KERNELS = (1.0, 0.35)  # the look's stroke kernels, as shares of the line's height
 LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
 MIN_ALPHA = 0.3  # the faintest blend the look models (the issue's least opacity of a mark)
 TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
@@ -116,13 +118,16 @@ def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[floa
     """How much the text in `box` looks like an overlay's, in [0, 1], and its strokes' mask
     at the image's size.
 
-    Strokes are bright (top-hat) or dark (black-hat) structures thinner than the box is
-    tall; an overlay's are one colour at one alpha, so their cores (the stronger half of the
-    response) spread little, once what shows through is allowed for (`_blend_spread`):
-    look = 1 - spread / LOOK_SPREAD (0 from LOOK_SPREAD grey levels on). Of the two
-    polarities the more uniform one is the text (the other picks the gaps between letters,
-    which show the varied scene). Printed scene text is one colour too, but lit, shaded and
-    seen at an angle.
+    Strokes are bright (top-hat) or dark (black-hat) structures thinner than a square
+    kernel, as tall as the box or a share of it (STROKE_KERNELS); an overlay's are one colour
+    at one alpha, so their cores (the stronger half of the response) spread little, once
+    what shows through is allowed for (`_blend_spread`): look = 1 - spread / LOOK_SPREAD (0
+    from LOOK_SPREAD grey levels on). Of the two polarities the more uniform one is the text
+    (the other picks the gaps between letters, which show the varied scene). The box-tall
+    kernel takes a bold word's whole strokes; under it the bright stones of gravel half the
+    line's height pass as strokes too, and outnumber a thin serif word's, which the narrow
+    kernel keeps alone. Printed scene text is one colour too, but lit, shaded and seen at an
+    angle.
     """
     import cv2
 
@@ -132,10 +137,11 @@ def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[floa
     if min(patch.shape[:2]) < 3:
         return 0.0, mask
     grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
-    side = max(3, (y1 - y0) // 2 * 2 + 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     best, strokes_best = 0.0, None
-    for operation in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
+    for share, operation in itertools.product(STROKE_KERNELS,
+                                              (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT)):
+        side = max(3, int(share * (y1 - y0)) // 2 * 2 + 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
         response = cv2.morphologyEx(grey, operation, kernel).astype(np.float32)
         strokes = response > max(16.0, 0.5 * float(np.percentile(response, 95)))
         if strokes.sum() < 5:
