@@ -115,8 +115,8 @@ def test_a_marks_look_is_its_letters_and_not_the_scene_beside_them_in_its_box():
     """A dark word at opacity 0.8 over the astronaut's suit (a real photo): its box also
     holds the suit's folds and the edge of the mission patch, which pass the stroke test
     beside the letters. The letters are most of the strokes' cores, so their spread is
-    estimated robustly (look 0.80); a standard deviation lets the scene's strokes decide
-    (0.33)."""
+    estimated robustly (look 0.94); a standard deviation lets the scene's strokes decide
+    (0.56)."""
     marked = draw_text(_grey_photo("astronaut"), "(c) stockreel", (40, 320), 30, opacity=0.8,
                        colour=(20, 20, 20))
     box = (34, 318, 270, 360)
