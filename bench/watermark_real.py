@@ -229,6 +229,15 @@ def shard_round_trip(clean: list[dict]) -> dict:
     return {"changed": changed, "actions": actions, "seconds": seconds}
 
 
+def box_coverage(found, true) -> float:
+    """The share of the mark's true box inside the found box: a found box over part of a
+    mark leaves the rest of it to a strip."""
+    x0, y0 = max(found[0], true[0]), max(found[1], true[1])
+    x1, y1 = min(found[2], true[2]), min(found[3], true[3])
+    area = (true[2] - true[0]) * (true[3] - true[1])
+    return max(0, x1 - x0) * max(0, y1 - y0) / area
+
+
 def marked_counts(marked: list[dict], clean: list[dict]) -> dict:
     """Recall and precision of marks found where they are; a flag elsewhere on a marked clip
     is a false positive, as is a flagged clean clip."""
@@ -256,6 +265,11 @@ def summarise_real(clean: list[dict], marked: list[dict], photos: list[dict]) ->
                                               sum(r["flagged"] for r in p), len(p)),
         }
     summary["ceiling"] = ceiling(marked)
+    covered = [box_coverage(r["fields"]["watermark_box"], r["true_box"])
+               for r in marked if r["located"] and r["opacity"] >= 0.3]
+    summary["box_coverage"] = {"median": float(np.median(covered)) if covered else None,
+                               "under_0.7": sum(c < 0.7 for c in covered),
+                               "found": len(covered)}
     summary["by_kind"] = {
         kind: marked_counts([r for r in marked if r["kind"] == kind and r["opacity"] >= 0.3], [])
         ["recall"] for kind in sorted({r["kind"] for r in marked})}
@@ -316,6 +330,10 @@ def print_real(summary: dict) -> None:
               if r["opacity"] >= 0.3 and not r["located"]]
     print(f"marks missed (opacity >= 0.3): {missed}")
     print_ceiling(summary["ceiling"], summary["marked_clips"])
+    cover = summary["box_coverage"]
+    if cover["found"]:
+        print(f"found boxes cover the mark's true box: median {cover['median']:.2f}; under 0.7 "
+              f"for {cover['under_0.7']} of {cover['found']} found marks")
     st = summary["strip"]
     if st["clips"]:
         print(f"strip, {st['clips']} marks found (crop band 0; {st['refused']} strips refused): "

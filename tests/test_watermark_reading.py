@@ -10,16 +10,16 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
-from real_media import FONT, draw_text
+from real_media import FONT, draw_text, real_clip
 from skimage import data
 
 import synthesize.watermark.text as text_module
 from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
-from synthesize.watermark import WatermarkConfig, detect_image, detect_video, detection
+from synthesize.watermark import WatermarkConfig, detect_image, detect_video, detection, look
 from synthesize.watermark.detection import judge_text
 from synthesize.watermark.evidence import motion_across
 from synthesize.watermark.frames import temporal_median
-from synthesize.watermark.text import fixed_text, read_line, reads_as_text
+from synthesize.watermark.text import TextBox, fixed_text, read_line, reads_as_text
 
 
 def _grey_photo(name):
@@ -82,8 +82,6 @@ def test_a_line_among_many_that_read_is_the_scenes_text():
 def test_counting_the_scenes_lines_reads_a_bounded_number_of_them(monkeypatch):
     """Foliage or gravel can give dozens of boxes that read as nothing: the count reads the
     best SCENE_TEXT_READS of them and stops; lines that read end it at SCENE_TEXT."""
-    from synthesize.watermark.text import TextBox
-
     image = _grey_photo("gravel")
     line = TextBox(0, 0, 100, 20, 0.9)
     others = [TextBox(10 * i, 100, 10 * i + 8, 110, 0.5 + i / 100) for i in range(30)]
@@ -106,9 +104,9 @@ def test_a_faint_marks_look_allows_for_what_shows_through(monkeypatch):
     0.26); as one colour at one alpha over what lies beneath, they spread little (0.71)."""
     marked = draw_text(_grey_photo("camera"), "stockreel", (66, 364), 40, opacity=0.3)
     box = (60, 360, 286, 416)
-    assert detection.stroke_look(marked, box)[0] >= 0.6
-    monkeypatch.setattr(detection, "MIN_ALPHA", 1.0)  # one colour only
-    assert detection.stroke_look(marked, box)[0] < 0.4
+    assert look.stroke_look(marked, box)[0] >= 0.6
+    monkeypatch.setattr(look, "MIN_ALPHA", 1.0)  # one colour only
+    assert look.stroke_look(marked, box)[0] < 0.4
 
 
 def test_a_marks_look_is_its_letters_and_not_the_scene_beside_them_in_its_box():
@@ -120,11 +118,11 @@ def test_a_marks_look_is_its_letters_and_not_the_scene_beside_them_in_its_box():
     marked = draw_text(_grey_photo("astronaut"), "(c) stockreel", (40, 320), 30, opacity=0.8,
                        colour=(20, 20, 20))
     box = (34, 318, 270, 360)
-    assert detection.stroke_look(marked, box)[0] >= 0.7
+    assert look.stroke_look(marked, box)[0] >= 0.7
     outliers = np.array([[30, 30, 30]] * 6 + [[200, 120, 60]] * 4, np.float32)
-    assert detection.robust_spread(outliers) == 0.0  # six of ten agree
+    assert look.robust_spread(outliers) == 0.0  # six of ten agree
     normal = np.random.default_rng(0).normal(100.0, 10.0, (20000, 3)).astype(np.float32)
-    assert detection.robust_spread(normal) == pytest.approx(10.0, rel=0.03)  # as a std
+    assert look.robust_spread(normal) == pytest.approx(10.0, rel=0.03)  # as a std
 
 
 def test_a_thin_words_strokes_are_not_outnumbered_by_the_scenes_in_its_box(monkeypatch):
@@ -141,17 +139,61 @@ def test_a_thin_words_strokes_are_not_outnumbered_by_the_scenes_in_its_box(monke
     draw.text((150, 400), "Atlas Archive", font=font, fill=(255, 255, 255, 255))
     marked = np.asarray(Image.alpha_composite(base, layer).convert("RGB"))
     box = layer.getbbox()
-    assert detection.stroke_look(marked, box)[0] >= 0.9
-    monkeypatch.setattr(detection, "STROKE_KERNELS", (1.0,))
-    assert detection.stroke_look(marked, box)[0] < 0.6
+    assert look.stroke_look(marked, box)[0] >= 0.9
+    monkeypatch.setattr(look, "STROKE_KERNELS", (1.0,))
+    assert look.stroke_look(marked, box)[0] < 0.6
+
+
+def _serif_line(image, text, xy):
+    """`text` in white DejaVu Serif (24 px) at opacity 0.8 over a real image, and its box."""
+    base = Image.fromarray(image).convert("RGBA")
+    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    font = ImageFont.truetype(str(FONT.parent / "DejaVuSerif.ttf"), 24)
+    ImageDraw.Draw(layer).text(xy, text, font=font, fill=(255, 255, 255, 204))
+    return np.asarray(Image.alpha_composite(base, layer).convert("RGB")), layer.getbbox()
+
+
+def test_a_line_the_detector_boxed_in_part_is_carried_on_along_its_strokes(monkeypatch):
+    """"(c) Harbour Footage" in white serif at opacity 0.8 over a real street (bikes), with
+    only "Harbou" boxed, as the text detector boxes pieces of a thin line over a busy
+    scene: the line is carried on along its rows over strokes of its colour, piece by
+    piece while it reads more letters, to the words' ends and no further, and its mask
+    grows with it. Without the carrying on, the strip would leave "(c)" and "Footage"."""
+    frame = real_clip("bikes", frames=1, start=200)[0]
+    marked, (x0, y0, x1, y1) = _serif_line(frame, "(c) Harbour Footage", (300, 12))
+    part = TextBox(x0 + 45, y0 - 2, x0 + 130, y1 + 2, 0.9)  # (301, 17, 547, 40) whole
+    _, strokes = look.stroke_look(marked, part.box)
+    line, mask = look.complete_line(marked, part, strokes)
+    assert abs(line.x0 - x0) <= 3 and abs(line.x1 - x1) <= 3, line
+    assert (line.y0, line.y1) == (part.y0, part.y1)
+    assert mask[:, x0:x0 + 30].any() and mask[:, x1 - 30:x1].any()
+    assert not mask[:, x1 + 3:].any()
+    monkeypatch.setattr(detection, "fixed_text", lambda frames: [part])
+    monkeypatch.setattr(detection, "reads_as_text", lambda image, box: (True, "Harbour"))
+    found = detect_image(marked, WatermarkConfig())  # a found line is carried on
+    assert found.box == line.box and np.array_equal(found.mask, mask)
+    found = detect_video(np.stack([marked] * 4), WatermarkConfig())  # a still shot
+    assert found.box == line.box and np.array_equal(found.mask, mask)
+    monkeypatch.setattr(look, "LINE_REACH", 0.0)
+    assert look.complete_line(marked, part, strokes)[0].box != line.box
+
+
+def test_a_line_is_not_carried_on_over_the_scenes_strokes_that_do_not_read():
+    """"Harbour Footage" over the astronaut's suit, with "arbo" boxed: the suit's white
+    straps and patch edges in the line's rows pass as strokes of the line's colour within
+    reach of its end, but the line with them reads no more letters, so the line ends with
+    its last word (joined without the reading, it ran 59 px on, to x = 327)."""
+    marked, (x0, y0, x1, y1) = _serif_line(_grey_photo("astronaut"), "Harbour Footage",
+                                           (60, 320))
+    part = TextBox(x0 + 5, y0 - 2, x0 + 80, y1 + 2, 0.9)  # (61, 325, 268, 348) whole
+    line, _ = look.complete_line(marked, part, look.stroke_look(marked, part.box)[1])
+    assert abs(line.x0 - x0) <= 3 and abs(line.x1 - x1) <= 3, line
 
 
 def test_a_text_marks_box_is_its_line_even_where_its_strokes_do_not_stand_out():
     """The strokes of a faint word are masked where they stand out (over a dark railing,
     not over the pale street): the mark's box is the detector's line, grown by the mask.
     A mask that is not the line's strokes (a matte, a mask from motion) keeps its own box."""
-    from synthesize.watermark.text import TextBox
-
     strokes = np.zeros((272, 640), bool)
     strokes[240:266, 96:120] = True  # "ck" of "ShotStock"
     line = TextBox(8, 238, 118, 268, 0.97)

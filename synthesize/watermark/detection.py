@@ -17,12 +17,11 @@ Priors every mark follows, each set by a measurement (docs/watermarks.md):
 - size: the whole frame is never a mark (a box over WHOLE_FRAME of its area), and a box over
   LARGE_AREA of it, or over LARGE_SIDE of its height, needs text evidence as well;
 - place: text in a corner, in a band along an edge, or centred (PLACE_ELSEWHERE elsewhere);
-- look: strokes of one colour (their cores' spread, LOOK_SPREAD grey levels at most).
+- look: strokes of one colour at one alpha (`look.stroke_look`).
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -48,6 +47,7 @@ from synthesize.watermark.frames import (
     temporal_median,
     to_input_size,
 )
+from synthesize.watermark.look import complete_line, stroke_look
 from synthesize.watermark.text import (
     TextBox,
     box_area,
@@ -73,9 +73,6 @@ EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band si
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
 CENTRED = 0.1  # a box whose centre lies this near the vertical centre line is centred
 PLACE_ELSEWHERE = 0.5  # the place prior for text anywhere else
-STROKE_KERNELS = (1.0, 0.35)  # the look's stroke kernels, as shares of the line's height
-LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
-MIN_ALPHA = 0.3  # the faintest blend the look models (the issue's least opacity of a mark)
 TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
 TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider than tall
 TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign-filled scene
@@ -112,87 +109,6 @@ def place_prior(box: tuple[int, int, int, int], shape: tuple[int, int]) -> float
             or x1 <= EDGE_BAND * width or x0 >= (1 - EDGE_BAND) * width)
     centred = abs(cx - 0.5) < CENTRED
     return 1.0 if corner or band or centred else PLACE_ELSEWHERE
-
-
-def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, np.ndarray]:
-    """How much the text in `box` looks like an overlay's, in [0, 1], and its strokes' mask
-    at the image's size.
-
-    Strokes are bright (top-hat) or dark (black-hat) structures thinner than a square
-    kernel, as tall as the box or a share of it (STROKE_KERNELS); an overlay's are one colour
-    at one alpha, so their cores (the stronger half of the response) spread little, once
-    what shows through is allowed for (`_blend_spread`): look = 1 - spread / LOOK_SPREAD (0
-    from LOOK_SPREAD grey levels on). Of the two polarities the more uniform one is the text
-    (the other picks the gaps between letters, which show the varied scene). The box-tall
-    kernel takes a bold word's whole strokes; under it the bright stones of gravel half the
-    line's height pass as strokes too, and outnumber a thin serif word's, which the narrow
-    kernel keeps alone. Printed scene text is one colour too, but lit, shaded and seen at an
-    angle.
-    """
-    import cv2
-
-    x0, y0, x1, y1 = box
-    patch = image[y0:y1, x0:x1]
-    mask = np.zeros(image.shape[:2], bool)
-    if min(patch.shape[:2]) < 3:
-        return 0.0, mask
-    grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
-    best, strokes_best = 0.0, None
-    for share, operation in itertools.product(STROKE_KERNELS,
-                                              (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT)):
-        side = max(3, int(share * (y1 - y0)) // 2 * 2 + 1)
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-        response = cv2.morphologyEx(grey, operation, kernel).astype(np.float32)
-        strokes = response > max(16.0, 0.5 * float(np.percentile(response, 95)))
-        if strokes.sum() < 5:
-            continue
-        cores = strokes & (response >= np.median(response[strokes]))
-        look = 1.0 - _blend_spread(patch, strokes, cores) / LOOK_SPREAD
-        if strokes_best is None or look > best:
-            best, strokes_best = look, strokes
-    if strokes_best is None:
-        return 0.0, mask
-    grown = cv2.dilate(strokes_best.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    mask[y0:y1, x0:x1] = grown
-    return max(0.0, best), mask
-
-
-def _blend_spread(patch: np.ndarray, strokes: np.ndarray, cores: np.ndarray) -> float:
-    """The colour spread of the strokes' cores (grey levels, the channels' mean), as one
-    colour, or as one colour at one alpha over what lies beneath, whichever is the smaller.
-
-    A mark blended at alpha a shows a * colour + (1 - a) * beneath: over brick or foliage its
-    strokes spread as much as what is beneath, times 1 - a. What is beneath is estimated by
-    inpainting the strokes from around them (Telea), and 1 - a fitted by least squares over
-    the cores, one for all channels, in [0, 1 - MIN_ALPHA]; the spread is what the fit leaves.
-    The spread is `robust_spread`'s: the line's box also holds the scene's own bright or dark
-    structures (a white door, lit windows), which pass the stroke test beside the letters.
-    """
-    import cv2
-
-    colours = patch[cores].astype(np.float32)
-    spread = robust_spread(colours)
-    grown = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8))
-    beneath = cv2.inpaint(np.ascontiguousarray(patch), grown, 3, cv2.INPAINT_TELEA)
-    under = beneath[cores].astype(np.float32)
-    colours -= colours.mean(0)
-    under -= under.mean(0)
-    through = float((under * colours).sum() / max(1e-6, float((under * under).sum())))
-    through = min(max(through, 0.0), 1.0 - MIN_ALPHA)
-    return min(spread, robust_spread(colours - through * under))
-
-
-def robust_spread(colours: np.ndarray) -> float:
-    """The spread of (N, 3) colours, the channels' mean, as a standard deviation estimated
-    from the median absolute deviation. The letters are most of the cores, and the scene's
-    structures that share the box with them are outliers, which a standard deviation lets
-    decide. On real footage a white word at opacity 0.8 beside vtest's white door and lit
-    windows spreads 24.8 grey levels by the standard deviation (look 0.48) and 17.8 by this
-    (0.63); `bench/watermark.py --parts real` then finds 2 more marked clips and 4 more
-    marked photos, and flags no clean clip or photo. Scene text lit or shaded across its
-    body still spreads."""
-    deviation = np.abs(colours - np.median(colours, 0))
-    return float((1.4826 * np.median(deviation, 0)).mean())
 
 
 def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
@@ -251,6 +167,16 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
                 return TextVerdict(0.0, None, None, lines)
             return TextVerdict(score, box, mask)
     return TextVerdict(0.0, None, None)
+
+
+def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> TextVerdict:
+    """A verdict that found a mark, with its line and mask carried on along the line where
+    the text detector boxed only part of it (`look.complete_line`). Done once the line has
+    passed every test, which judge the detector's own box."""
+    if verdict.line is None or verdict.score < threshold:
+        return verdict
+    line, mask = complete_line(image, verdict.line, verdict.mask)
+    return verdict._replace(line=line, mask=mask)
 
 
 def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> int:
@@ -421,7 +347,8 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
     """
     image = check_frames(image)[0]
     boxes = fixed_text(image[None])
-    verdict = judge_text(image, boxes, threshold=config.threshold)
+    verdict = whole_line(image, judge_text(image, boxes, threshold=config.threshold),
+                         config.threshold)
     score, mask = verdict.score, verdict.mask
     details: dict[str, Any] = {"text_score": score, "text_boxes": len(boxes)}
     pwatermark = _classify(image[None], classifier, details)
@@ -555,7 +482,7 @@ def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox
             again = TextVerdict(0.0, None, None, hidden=True)
         if again.score > best.score or again.scene_lines or again.hidden:
             best, text = again, lines
-    return best, text
+    return whole_line(median, best, config.threshold), text
 
 
 def _judge_motion(sampled: np.ndarray, edges, behind: np.ndarray | None,

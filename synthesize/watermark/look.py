@@ -1,0 +1,208 @@
+"""The look of a line of text: whether its strokes are an overlay's, one colour at one
+alpha (`stroke_look`), and the whole of a mark's line where the text detector boxed a part of
+it (`complete_line`). The measurements that set each constant are in docs/watermarks.md."""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+
+from synthesize.watermark.text import READS, TextBox, read_line
+
+STROKE_KERNELS = (1.0, 0.35)  # the look's stroke kernels, as shares of the line's height
+LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
+MIN_ALPHA = 0.3  # the faintest blend the look models (the issue's least opacity of a mark)
+
+
+def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, np.ndarray]:
+    """How much the text in `box` looks like an overlay's, in [0, 1], and its strokes' mask
+    at the image's size.
+
+    Strokes are bright (top-hat) or dark (black-hat) structures thinner than a square
+    kernel, as tall as the box or a share of it (STROKE_KERNELS); an overlay's are one colour
+    at one alpha, so their cores (the stronger half of the response) spread little, once
+    what shows through is allowed for (`_blend_spread`): look = 1 - spread / LOOK_SPREAD (0
+    from LOOK_SPREAD grey levels on). Of the two polarities the more uniform one is the text
+    (the other picks the gaps between letters, which show the varied scene). The box-tall
+    kernel takes a bold word's whole strokes; under it the bright stones of gravel half the
+    line's height pass as strokes too, and outnumber a thin serif word's, which the narrow
+    kernel keeps alone. Printed scene text is one colour too, but lit, shaded and seen at an
+    angle.
+    """
+    import cv2
+
+    x0, y0, x1, y1 = box
+    mask = np.zeros(image.shape[:2], bool)
+    fit = line_strokes(image, box)
+    if fit is None:
+        return 0.0, mask
+    grown = cv2.dilate(fit.strokes.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    mask[y0:y1, x0:x1] = grown
+    return max(0.0, fit.look), mask
+
+
+class StrokeFit(NamedTuple):
+    """The strokes `stroke_look` judged a line on: their look, mask (the box's size), the
+    morphology that found them (kernel side, top-hat or black-hat, response level) and the
+    median colour of their cores."""
+
+    look: float
+    strokes: np.ndarray
+    side: int
+    operation: int
+    level: float
+    colour: np.ndarray
+
+
+def line_strokes(image: np.ndarray, box: tuple[int, int, int, int]) -> StrokeFit | None:
+    """The most uniform strokes in `box` over STROKE_KERNELS and both polarities (see
+    `stroke_look`), or None when no response stands out."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    patch = image[y0:y1, x0:x1]
+    if min(patch.shape[:2]) < 3:
+        return None
+    grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
+    best = None
+    for share, operation in itertools.product(STROKE_KERNELS,
+                                              (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT)):
+        side = max(3, int(share * (y1 - y0)) // 2 * 2 + 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+        response = cv2.morphologyEx(grey, operation, kernel).astype(np.float32)
+        level = max(16.0, 0.5 * float(np.percentile(response, 95)))
+        strokes = response > level
+        if strokes.sum() < 5:
+            continue
+        cores = strokes & (response >= np.median(response[strokes]))
+        look = 1.0 - _blend_spread(patch, strokes, cores) / LOOK_SPREAD
+        if best is None or look > best.look:
+            colour = np.median(patch[cores].astype(np.float32), 0)
+            best = StrokeFit(look, strokes, side, operation, level, colour)
+    return best
+
+
+LINE_REACH = 1.0  # line heights: a gap in a line's strokes this wide ends the line
+LINE_CUT = 0.5  # line heights: a piece this short running on from the box ends a cut letter
+LINE_DOUBT = 0.05  # the recogniser's confidence a line may lose by a piece joining it
+LINE_COLOUR = 24.0  # grey levels (the channels' mean) from the line's stroke colour
+
+
+def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray
+                  ) -> tuple[TextBox, np.ndarray]:
+    """The whole of a mark's line, where the text detector boxed only part of it.
+
+    Over a busy scene the detector boxes words of a line apart, or a piece of one word
+    ("Harb" of "(c) Harbour Footage" in a thin serif over vtest's building), and a strip
+    of that box would leave the rest of the mark. Along the line's rows, strokes found by
+    the same morphology as the line's own (`line_strokes`) and of its colour (LINE_COLOUR)
+    make pieces (runs of columns); the nearest piece on either side, no further than
+    LINE_REACH line heights, joins the line when the line with it still reads as text
+    (`text.read_line`: READS confidence, and more letters than without it), and so on
+    outwards. The scene's strokes of the mark's colour in those rows (window frames, a
+    railing) do not read on. Returns the line and its strokes' mask, grown."""
+    import cv2
+
+    fit = line_strokes(image, line.box)
+    if fit is None:
+        return line, mask
+    x0, y0, x1, y1 = line.box
+    band = image[y0:y1]
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (fit.side, fit.side))
+    response = cv2.morphologyEx(cv2.cvtColor(band, cv2.COLOR_RGB2GRAY), fit.operation, kernel)
+    near = np.abs(band.astype(np.float32) - fit.colour).mean(2) <= LINE_COLOUR
+    strokes = (response.astype(np.float32) > fit.level) & near
+    reach = max(1, round(LINE_REACH * (y1 - y0)))
+    cut = round(LINE_CUT * (y1 - y0))
+    pieces = _pieces(strokes.sum(0) >= 2, max(1, reach // 3))
+    read = _read(image, line.box)
+    left, right = x0, x1
+    for start, end in sorted((max(x1, a), b) for a, b in pieces if b > x1):
+        if start - right > reach:
+            break
+        grown = _read(image, (left, y0, end, y1))
+        if _reads_on(grown, read, start == x1 and end - start <= cut):
+            right, read = end, grown
+        elif start > x1:  # a piece apart from the box that does not read on ends the line
+            break
+    for start, end in sorted(((a, min(x0, b)) for a, b in pieces if a < x0), reverse=True):
+        if left - end > reach:
+            break
+        grown = _read(image, (start, y0, right, y1))
+        if _reads_on(grown, read, end == x0 and end - start <= cut):
+            left, read = start, grown
+        elif end < x0:
+            break
+    if (left, right) == (x0, x1):
+        return line, mask
+    grown = mask.copy()
+    added = cv2.dilate(strokes[:, left:right].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    grown[y0:y1, left:right] |= added
+    return TextBox(left, y0, right, y1, line.score), grown
+
+
+def _pieces(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """Runs of True columns, [start, end), joined across gaps of `gap` columns or fewer."""
+    pieces: list[tuple[int, int]] = []
+    for column in np.flatnonzero(columns):
+        if pieces and column - pieces[-1][1] <= gap:
+            pieces[-1] = (pieces[-1][0], int(column) + 1)
+        else:
+            pieces.append((int(column), int(column) + 1))
+    return pieces
+
+
+def _read(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, float]:
+    """The letters and digits the recogniser reads in `box`, and its confidence."""
+    text, confidence = read_line(image, box)
+    return sum(character.isalnum() for character in text), confidence
+
+
+def _reads_on(grown: tuple[int, float], read: tuple[int, float], cut_letter: bool) -> bool:
+    """Whether a line grown by a piece reads on: more letters (as many, for the rest of a
+    letter the box cut: "Iarbour" becomes "Harbour"), at READS confidence and no more
+    than LINE_DOUBT under the line's own (the scene's strokes read as letters only
+    doubtfully: "dstocrreel" at 0.65 became "yaTdstecrreel" at 0.53 over tree-1's
+    branches)."""
+    more = grown[0] >= read[0] if cut_letter else grown[0] > read[0]
+    return more and grown[1] >= max(READS, read[1] - LINE_DOUBT)
+
+
+def _blend_spread(patch: np.ndarray, strokes: np.ndarray, cores: np.ndarray) -> float:
+    """The colour spread of the strokes' cores (grey levels, the channels' mean), as one
+    colour, or as one colour at one alpha over what lies beneath, whichever is the smaller.
+
+    A mark blended at alpha a shows a * colour + (1 - a) * beneath: over brick or foliage its
+    strokes spread as much as what is beneath, times 1 - a. What is beneath is estimated by
+    inpainting the strokes from around them (Telea), and 1 - a fitted by least squares over
+    the cores, one for all channels, in [0, 1 - MIN_ALPHA]; the spread is what the fit leaves.
+    The spread is `robust_spread`'s: the line's box also holds the scene's own bright or dark
+    structures (a white door, lit windows), which pass the stroke test beside the letters.
+    """
+    import cv2
+
+    colours = patch[cores].astype(np.float32)
+    spread = robust_spread(colours)
+    grown = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8))
+    beneath = cv2.inpaint(np.ascontiguousarray(patch), grown, 3, cv2.INPAINT_TELEA)
+    under = beneath[cores].astype(np.float32)
+    colours -= colours.mean(0)
+    under -= under.mean(0)
+    through = float((under * colours).sum() / max(1e-6, float((under * under).sum())))
+    through = min(max(through, 0.0), 1.0 - MIN_ALPHA)
+    return min(spread, robust_spread(colours - through * under))
+
+
+def robust_spread(colours: np.ndarray) -> float:
+    """The spread of (N, 3) colours, the channels' mean, as a standard deviation estimated
+    from the median absolute deviation. The letters are most of the cores, and the scene's
+    structures that share the box with them are outliers, which a standard deviation lets
+    decide. On real footage a white word at opacity 0.8 beside vtest's white door and lit
+    windows spreads 24.8 grey levels by the standard deviation (look 0.48) and 17.8 by this
+    (0.63); `bench/watermark.py --parts real` then finds 2 more marked clips and 4 more
+    marked photos, and flags no clean clip or photo. Scene text lit or shaded across its
+    body still spreads."""
+    deviation = np.abs(colours - np.median(colours, 0))
+    return float((1.4826 * np.median(deviation, 0)).mean())
