@@ -99,10 +99,10 @@ def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray
     of that box would leave the rest of the mark. Along the line's rows, strokes found by
     the same morphology as the line's own (`line_strokes`) and of its colour (LINE_COLOUR)
     make pieces (runs of columns); the nearest piece on either side, no further than
-    LINE_REACH line heights, joins the line when the line with it still reads as text
-    (`text.read_line`: READS confidence, and more letters than without it), and so on
-    outwards. The scene's strokes of the mark's colour in those rows (window frames, a
-    railing) do not read on. Returns the line and its strokes' mask, grown."""
+    LINE_REACH line heights, joins the line when the line with it still reads on
+    (`_reads_on`), and so on outwards. The scene's strokes of the mark's colour in those
+    rows (window frames, a railing) do not read on. Returns the line and its strokes'
+    mask, grown."""
     import cv2
 
     fit = line_strokes(image, line.box)
@@ -122,17 +122,17 @@ def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray
     for start, end in sorted((max(x1, a), b) for a, b in pieces if b > x1):
         if start - right > reach:
             break
-        grown = _read(image, (left, y0, end, y1))
-        if _reads_on(grown, read, start == x1 and end - start <= cut):
-            right, read = end, grown
+        longer = _read(image, (left, y0, end, y1))
+        if _reads_on(longer, read, start == x1 and end - start <= cut):
+            right, read = end, longer
         elif start > x1:  # a piece apart from the box that does not read on ends the line
             break
     for start, end in sorted(((a, min(x0, b)) for a, b in pieces if a < x0), reverse=True):
         if left - end > reach:
             break
-        grown = _read(image, (start, y0, right, y1))
-        if _reads_on(grown, read, end == x0 and end - start <= cut):
-            left, read = start, grown
+        longer = _read(image, (start, y0, right, y1))
+        if _reads_on(longer, read, end == x0 and end - start <= cut):
+            left, read = start, longer
         elif end < x0:
             break
     if (left, right) == (x0, x1):
@@ -160,14 +160,14 @@ def _read(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, float
     return sum(character.isalnum() for character in text), confidence
 
 
-def _reads_on(grown: tuple[int, float], read: tuple[int, float], cut_letter: bool) -> bool:
+def _reads_on(longer: tuple[int, float], read: tuple[int, float], cut_letter: bool) -> bool:
     """Whether a line grown by a piece reads on: more letters (as many, for the rest of a
     letter the box cut: "Iarbour" becomes "Harbour"), at READS confidence and no more
     than LINE_DOUBT under the line's own (the scene's strokes read as letters only
     doubtfully: "dstocrreel" at 0.65 became "yaTdstecrreel" at 0.53 over tree-1's
     branches)."""
-    more = grown[0] >= read[0] if cut_letter else grown[0] > read[0]
-    return more and grown[1] >= max(READS, read[1] - LINE_DOUBT)
+    more = longer[0] >= read[0] if cut_letter else longer[0] > read[0]
+    return more and longer[1] >= max(READS, read[1] - LINE_DOUBT)
 
 
 def _blend_spread(patch: np.ndarray, strokes: np.ndarray, cores: np.ndarray) -> float:
