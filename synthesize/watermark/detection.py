@@ -31,8 +31,10 @@ from synthesize.watermark.evidence import (
     CHANGE,
     STATIC_SCENE,
     STAYS_PUT,
+    StaticEdges,
     change_under,
     changing,
+    held_while_carried,
     matte_mask,
     passes_behind,
     static_edges,
@@ -81,6 +83,7 @@ SCENE_TEXT = 3  # lines that read, a mark's line among them: the frame's text is
 SCENE_TEXT_READS = 12  # other lines read at most, best first (each costs the recogniser's run)
 MEDIAN_TEXT_SIDES = (480, 960)  # a still camera's text, looked for again on the median frame
 PASSES_OVER = 0.3  # share of a line's box changing in one frame: something passes over it
+MATTE_AGREES = 0.5  # IoU of a text mark's matte box with its line's box, for the matte
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,6 +389,8 @@ def _text_reason(verdict: TextVerdict, threshold: float, boxes: list[TextBox],
     if verdict.scene_lines:
         return (f"no evidence: {where}, the text is the scene's ({verdict.scene_lines} lines "
                 "read)")
+    if verdict.hidden and where.startswith("moving"):
+        return f"no evidence: {where}, the text is the scene's (it moves with the camera)"
     if verdict.hidden:
         return f"no evidence: {where}, the text is the scene's (what passes in front hides it)"
     return f"no evidence: {where}, no text where marks are that reads ({score:.2f})"
@@ -418,7 +423,7 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     changed = None if edges.camera_moved else changing(grey)
     # 3. No usable motion (a still scene, a tripod shot of a wall): only text can tell.
     if edges.share >= STATIC_SCENE:
-        verdict, text = _judge_clip_text(sampled, median, text, edges.camera_moved, changed,
+        verdict, text = _judge_clip_text(sampled, median, text, edges, changed,
                                          scale, config)
         score, mask = verdict.score, verdict.mask
         found = score >= config.threshold or _by_classifier(pwatermark, config)
@@ -434,14 +439,13 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     reason, verdict = why, None
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
-        verdict, text = _judge_clip_text(sampled, median, text, edges.camera_moved, changed,
+        verdict, text = _judge_clip_text(sampled, median, text, edges, changed,
                                          scale, config)
         text_score, text_mask = verdict.score, verdict.mask
         details["text_score"] = text_score
         if text_score >= config.threshold:
             if edges.camera_moved:  # the matte gives the mark's own pixels
-                rough = fill_holes(text_mask) | text_mask
-                text_mask = matte_mask(sampled, rough)
+                text_mask = matte_of_line(sampled, verdict)
             score, mask = text_score, text_mask
             reason = _text_reason(verdict, config.threshold, text, "")
         elif not why:
@@ -455,34 +459,55 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
 
 
 def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox],
-                     camera_moved: bool, changed: np.ndarray | None, scale: float,
+                     edges: StaticEdges, changed: np.ndarray | None, scale: float,
                      config: WatermarkConfig
                      ) -> tuple[TextVerdict, list[TextBox]]:
     """A clip's text judged on its median frame (`judge_text`), with whether content moves
-    under each line. Under a still camera text is the only evidence but for things passing
-    behind, and the detector on two frames at TEXT_SIDE misses much of it: when no line
-    passes (and the first look did not find the text to be the scene's), the detector looks
-    again at the median frame, at each of MEDIAN_TEXT_SIDES until a line passes. There the
-    median is the tracker: it holds what sits on the same pixels in most sampled frames
-    (marks, and the scene's fixed text, which the priors judge), and it drops what passes
-    by, people and cars, which hide a faint mark in any one frame. Since it also drops what
-    passes in front of the scene's text, a line found there must pass the occlusion order
-    too (`hidden_by_passing`). Returns the best verdict and its lines."""
+    under each line. The detector on two frames at TEXT_SIDE misses much faint text: when
+    no line passes (and the first look did not find the text to be the scene's), the
+    detector looks again at the median frame, at each of MEDIAN_TEXT_SIDES until a line
+    passes. There the median is the tracker: it holds what sits on the same pixels in most
+    sampled frames (marks, and the scene's fixed text, which the priors judge), and it
+    drops what passes by, people and cars, or the scene a moving camera carries under a
+    mark, which hide a faint mark in any one frame. A line found there must pass the
+    occlusion order too: under a still camera, what passes in front of the scene's text
+    hides it (`hidden_by_passing`); under a moving camera, the line stays put in the
+    frames where the camera carried the scene away (`held_while_carried`). Returns the
+    best verdict and its lines."""
     shape = sampled.shape[1:3]
-    over = _text_over_motion(text, shape, camera_moved, changed, scale)
+    over = _text_over_motion(text, shape, edges.camera_moved, changed, scale)
     best = judge_text(median, text, over, config.threshold)
     for side in MEDIAN_TEXT_SIDES:
-        if camera_moved or best.score >= config.threshold or best.scene_lines or best.hidden:
+        if best.score >= config.threshold or best.scene_lines or best.hidden:
             break
         lines = image_text(median, side)
-        again = judge_text(median, lines, _text_over_motion(lines, shape, False, changed, scale),
+        again = judge_text(median, lines,
+                           _text_over_motion(lines, shape, edges.camera_moved, changed, scale),
                            config.threshold)
-        if (again.line is not None and again.score >= config.threshold
-                and hidden_by_passing(sampled, median, again.line.box)):
-            again = TextVerdict(0.0, None, None, hidden=True)
+        if again.line is not None and again.score >= config.threshold:
+            if edges.camera_moved:
+                hidden = held_while_carried(sampled, again.mask, edges.transforms,
+                                            scale) < STAYS_PUT
+            else:
+                hidden = hidden_by_passing(sampled, median, again.line.box)
+            if hidden:
+                again = TextVerdict(0.0, None, None, hidden=True)
         if again.score > best.score or again.scene_lines or again.hidden:
             best, text = again, lines
     return whole_line(median, best, config.threshold), text
+
+
+def matte_of_line(sampled: np.ndarray, verdict: TextVerdict) -> np.ndarray:
+    """A moving camera's text mark as its matte (`matte_mask`: the mark's own pixels, where
+    the strokes found on one frame are partly the scene's), unless the matte's box does not
+    agree with the line's (MATTE_AGREES): over a faint line the matte follows the scene
+    into a box many times the line's, or keeps a piece of it, and the strokes stay."""
+    rough = fill_holes(verdict.mask) | verdict.mask
+    matte = matte_mask(sampled, rough)
+    box = box_of(matte)
+    if box is None or box_iou(box, verdict.line.box) < MATTE_AGREES:
+        return verdict.mask
+    return matte
 
 
 def _judge_motion(sampled: np.ndarray, edges, behind: np.ndarray | None,

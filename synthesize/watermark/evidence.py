@@ -229,6 +229,13 @@ STAYS_PUT_REACH = 3  # pixels searched each way for a better match
 def stays_put(frames: np.ndarray, mask: np.ndarray) -> float:
     """The share of frames whose gradient magnitudes on the mask (grown by 2 pixels) match
     their temporal median best with no shift, searching STAYS_PUT_REACH pixels each way."""
+    return float(matches_unshifted(frames, mask).mean())
+
+
+def matches_unshifted(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per frame, whether its gradient magnitudes on the mask (grown by 2 pixels) match
+    their temporal median best with no shift, searching STAYS_PUT_REACH pixels each way
+    (all False when the median is flat there: nothing to line up)."""
     import cv2
 
     reach = STAYS_PUT_REACH
@@ -244,13 +251,42 @@ def stays_put(frames: np.ndarray, mask: np.ndarray) -> float:
                                    cv2.Sobel(grey, cv2.CV_32F, 0, 1)))
     magnitudes = np.stack(magnitudes)
     template = temporal_median(magnitudes)[ys + reach, xs + reach]
-    if float(template.std()) < 1e-3:  # nothing to line up
-        return 0.0
+    if float(template.std()) < 1e-3:
+        return np.zeros(len(frames), bool)
     shifts = [(dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)]
     errors = np.stack([np.abs(magnitudes[:, ys + reach + dy, xs + reach + dx] - template).mean(1)
                        for dy, dx in shifts], axis=1)  # (frames, shifts)
     centre = shifts.index((0, 0))
-    return float((errors[:, centre] <= errors.min(1)).mean())
+    return errors[:, centre] <= errors.min(1)
+
+
+CARRIED_FRAMES = 3  # frames in which the camera must carry the scene away from a line
+
+
+def held_while_carried(frames: np.ndarray, mask: np.ndarray, transforms: list[np.ndarray],
+                       scale: float) -> float:
+    """Occlusion order under a moving camera for text found on the clip's median frame.
+    The median shows what sits on the same pixels in most frames: an overlay, but also the
+    scene's own text where the camera rested for most of the clip. In the frames where the
+    camera carried the scene under the line STAYS_PUT_REACH pixels or more from where it
+    lies in the median, an overlay's strokes still match with no shift, and the scene's
+    text has moved on with the scene. Returns the share of those frames that match; 0 when
+    the camera carried the scene away in fewer than CARRIED_FRAMES frames.
+
+    Args:
+        frames: the sampled RGB frames (T, H, W, 3).
+        mask: bool (H, W), the line's strokes.
+        transforms: per frame, the similarity onto frame 0 at the analysis size
+            (`StaticEdges.transforms`).
+        scale: analysis size / input size.
+    """
+    x0, y0, x1, y1 = box_of(mask)
+    centre = np.array([(x0 + x1) / 2 * scale, (y0 + y1) / 2 * scale, 1.0])
+    under = np.array([matrix @ centre for matrix in transforms])  # scene point under it
+    carried = np.hypot(*(under - np.median(under, axis=0)).T) / scale >= STAYS_PUT_REACH
+    if carried.sum() < CARRIED_FRAMES:
+        return 0.0
+    return float(matches_unshifted(frames, mask)[carried].mean())
 
 
 HOLD_REACH = 2  # analysis pixels searched each way for a better local match
@@ -298,6 +334,7 @@ class StaticEdges:
         across: float32 (h, w): how far the camera carried the scene across each pixel's
             edge (along its mean gradient), the most over the frames, in analysis pixels;
             zeros under a still camera (see `motion_across`).
+        transforms: per frame, the similarity taking it onto frame 0 (`track_camera`).
     """
 
     static: np.ndarray
@@ -305,6 +342,7 @@ class StaticEdges:
     camera_moved: bool
     share: float
     across: np.ndarray
+    transforms: list[np.ndarray]
 
 
 def motion_across(transforms: list[np.ndarray], gx: np.ndarray, gy: np.ndarray
@@ -393,7 +431,7 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     across = (motion_across(transforms, gx.mean(0), gy.mean(0)) if camera_moved
               else np.zeros((height, width), np.float32))
     return StaticEdges(static, edges, camera_moved, float(static.sum() / max(1, edges.sum())),
-                       across)
+                       across, transforms)
 
 
 CHANGE = 16.0  # grey levels from a pixel's temporal median that count as a change
