@@ -81,7 +81,7 @@ TEXT_LINES = 3  # a frame with more text lines than this is a document or a sign
 SCENE_TEXT = 3  # lines that read, a mark's line among them: the frame's text is the scene's
 #                 (a book cover, a newspaper); a mark is one line, or two (a credit)
 SCENE_TEXT_READS = 12  # other lines read at most, best first (each costs the recogniser's run)
-MEDIAN_TEXT_SIDES = (480, 960)  # a still camera's text, looked for again on the median frame
+MEDIAN_TEXT_SIDES = (480, 960)  # a clip's text, looked for again on the median frame
 PASSES_OVER = 0.3  # share of a line's box changing in one frame: something passes over it
 MATTE_AGREES = 0.5  # IoU of a text mark's matte box with its line's box, for the matte
 
