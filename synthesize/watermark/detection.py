@@ -57,6 +57,7 @@ from synthesize.watermark.text import (
     fixed_text,
     image_text,
     inside_share,
+    read_surety,
     reads_as_text,
 )
 
@@ -136,6 +137,37 @@ class TextVerdict(NamedTuple):
     hidden: bool = False
 
 
+class ScoredLine(NamedTuple):
+    """A line as `judge_text` scores it: score = detection x rest (the place prior x the
+    look); `large` when its surety counts squared; `read` when the recogniser has read it."""
+
+    score: float
+    box: TextBox
+    mask: np.ndarray
+    rest: float
+    large: bool
+    read: bool = False
+
+
+def sure_by_reading(image: np.ndarray, scored: list[ScoredLine], threshold: float
+                    ) -> list[ScoredLine]:
+    """Lines (best first) whose detector score alone keeps them under `threshold`, though
+    their place and look would pass, read to see how surely they are text: the detector's
+    score is the mean text probability in its box, low for a partial box over a busy scene,
+    where the recogniser may still read the line surely (`text.read_surety`). Such a line's
+    surety is the larger of the two. At most TEXT_LINES lines are scored (`text_lines`), so
+    at most as many are read. Returns the lines, best first again."""
+    rescored = []
+    for line in scored:
+        if line.score < threshold <= line.rest:
+            surety = read_surety(image, line.box.box)
+            if surety > line.box.score:
+                sure = surety ** 2 if line.large else surety
+                line = line._replace(score=sure * line.rest, read=True)
+        rescored.append(line)
+    return sorted(rescored, key=lambda line: -line.score)
+
+
 def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None = None,
                threshold: float | None = None) -> TextVerdict:
     """The best text mark among `boxes` on `image` (a frame or the clip's median): of the
@@ -146,8 +178,10 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     moves under them). The whole frame is never a mark; a large box needs a surer detection
     (its score counts squared). A line scoring `threshold` or more must also read as text
     (`text.reads_as_text`): the detector fires on blobs that are no text. Lines are read
-    best first, until one reads; with no `threshold`, none is read. A line that reads is
-    still the scene's when SCENE_TEXT lines of the frame read (`scene_text_lines`)."""
+    best first, until one reads; with no `threshold`, none is read. A line the detector
+    scores too weakly may pass on the recogniser's surety instead (`sure_by_reading`). A
+    line that reads is still the scene's when SCENE_TEXT lines of the frame read
+    (`scene_text_lines`)."""
     scored = []
     for index, box in enumerate(text_lines(boxes, image.shape[:2])):
         size = size_class(box.box, image.shape[:2])
@@ -156,15 +190,17 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
         look, mask = stroke_look(image, box.box)
         moving = over is not None and bool(over[index])
         place = 1.0 if moving else place_prior(box.box, image.shape[:2])
+        rest = place * (np.sqrt(look) if moving else look)
         sure = box.score ** 2 if size == "large" else box.score
-        score = sure * place * (np.sqrt(look) if moving else look)
         if mask.any():
-            scored.append((score, box, mask))
-    scored.sort(key=lambda item: -item[0])
-    for score, box, mask in scored:
+            scored.append(ScoredLine(sure * rest, box, mask, rest, size == "large"))
+    scored.sort(key=lambda line: -line.score)
+    if threshold is not None:
+        scored = sure_by_reading(image, scored, threshold)
+    for score, box, mask, _, _, read in scored:
         if threshold is None or score < threshold:
             return TextVerdict(score, box, mask)
-        if reads_as_text(image, box.box)[0]:
+        if read or reads_as_text(image, box.box)[0]:
             lines = scene_text_lines(image, boxes, box)
             if lines >= SCENE_TEXT:
                 return TextVerdict(0.0, None, None, lines)

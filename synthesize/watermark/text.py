@@ -136,8 +136,18 @@ def reads_as_text(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bo
     """Whether the recogniser reads `box` as text (READ_CHARACTERS letters or digits or
     more, at READS confidence or more), and what it read."""
     text, confidence = read_line(image, box)
-    letters = sum(character.isalnum() for character in text)
-    return confidence >= READS and letters >= READ_CHARACTERS, text
+    return _reads(text, confidence), text
+
+
+def read_surety(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """How surely `box` is text by the recogniser: its confidence where it reads as text
+    (see `reads_as_text`), else 0."""
+    text, confidence = read_line(image, box)
+    return confidence if _reads(text, confidence) else 0.0
+
+
+def _reads(text: str, confidence: float) -> bool:
+    return confidence >= READS and sum(c.isalnum() for c in text) >= READ_CHARACTERS
 
 
 def text_probability(frames: np.ndarray, side: int) -> np.ndarray:
