@@ -203,6 +203,46 @@ def test_a_line_the_detector_boxed_in_part_is_carried_on_along_its_strokes(monke
     assert look.complete_line(marked, part, strokes)[0].box != line.box
 
 
+def _centre_word(image, text, opacity=0.5):
+    """`text` in white DejaVu Sans Bold (56 px) centred on a real image, and its box."""
+    base = Image.fromarray(image).convert("RGBA")
+    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    font = ImageFont.truetype(str(FONT), 56)
+    draw = ImageDraw.Draw(layer)
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    xy = ((base.width - (x1 - x0)) // 2 - x0, (base.height - (y1 - y0)) // 2 - y0)
+    draw.text(xy, text, font=font, fill=(255, 255, 255, round(255 * opacity)))
+    return np.asarray(Image.alpha_composite(base, layer).convert("RGB")), layer.getbbox()
+
+
+def test_a_stub_that_reads_is_carried_on_into_its_line(monkeypatch):
+    """A centred "DEMO" at opacity 0.5 over a real street (bikes), with only "DE" boxed,
+    as PP-OCRv5 boxed a faint centre word over city-3's towers: too short for a line and
+    off-centre, though the word is neither. The stub reads, so it is carried on into the
+    word's line, which is a mark (on a clip's median frame; a photo's stubs are not carried
+    on: graffiti in a corner of OpenCV's graf1 became a line). Two letters alone ("TV")
+    have no line to carry on and stay a stub; a box that reads nothing is not carried on."""
+    frame = real_clip("bikes", frames=1, start=200)[0]
+    marked, (x0, y0, x1, y1) = _centre_word(frame, "DEMO")
+    stub = TextBox(x0 - 2, y0 - 4, x0 + 80, y1 + 4, 0.9)  # "DE": 1.3 times as wide as tall
+    assert detection.text_lines([stub], marked.shape[:2]) == []
+    (line,) = detection.carry_on_stubs(marked, [stub])
+    assert abs(line.x0 - stub.x0) <= 3 and abs(line.x1 - x1) <= 4, (line, x1)
+    assert detection.place_prior(line.box, marked.shape[:2]) == 1.0  # centred
+    monkeypatch.setattr(detection, "fixed_text", lambda frames: [])
+    monkeypatch.setattr(detection, "image_text", lambda image, side: [stub])
+    found = detect_video(np.stack([marked] * 4), WatermarkConfig())  # the median's look
+    assert found.found and found.box[2] >= x1 - 4, (found.box, found.reason)
+    letters, (t0, u0, t1, u1) = _centre_word(frame, "TV")
+    two = TextBox(t0 - 2, u0 - 4, t1 + 2, u1 + 4, 0.9)
+    assert detection.carry_on_stubs(letters, [two]) == [two]
+    carried = []
+    monkeypatch.setattr(detection, "complete_line",
+                        lambda image, line, mask: carried.append(line) or (line, mask))
+    assert detection.carry_on_stubs(frame, [stub]) == [stub]  # no "DE" there: not read
+    assert carried == []
+
+
 def test_a_line_is_not_carried_on_over_the_scenes_strokes_that_do_not_read():
     """"Harbour Footage" over the astronaut's suit, with "arbo" boxed: the suit's white
     straps and patch edges in the line's rows pass as strokes of the line's colour within
