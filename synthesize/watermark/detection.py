@@ -5,8 +5,9 @@ Evidence, any of:
   the content's change (`evidence.static_edges`), its matte sits on the same pixels in every
   frame (`evidence.stays_put`), and, under a still camera, things pass behind it: its edges
   persist over pixels that change beside them (`evidence.passes_behind`);
-- (b) text: a pretrained text detector's box that stays put over the clip (`text.fixed_text`)
-  where marks are (the place prior) and whose strokes look like an overlay's (one colour);
+- (b) text: a pretrained text detector's box that stays put over the clip (`text.fixed_text`,
+  or read on the clip's median frame and passing the occlusion order there) where marks are
+  (the place prior) and whose strokes look like an overlay's (one colour);
 - (c) LAION's classifier, when the user passes one.
 
 A still image has only (b) and (c); a clip without usable motion (a still scene) is judged
@@ -492,7 +493,8 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
                                          scale, config)
         score, mask = verdict.score, verdict.mask
         found = score >= config.threshold or _by_classifier(pwatermark, config)
-        reason = _text_reason(verdict, config.threshold, text, "still camera")
+        where = "moving camera" if edges.camera_moved else "still camera"
+        reason = _text_reason(verdict, config.threshold, text, where)
         if found and score < config.threshold:
             reason = f"classifier: pwatermark {pwatermark:.2f}"
         return Detection(score, found, mask, mark_box(mask, verdict), "still-scene",
