@@ -119,11 +119,17 @@ def place_prior(box: tuple[int, int, int, int], shape: tuple[int, int]) -> float
     return 1.0 if corner or band or centred else PLACE_ELSEWHERE
 
 
+def least_line_height(shape: tuple[int, int]) -> float:
+    """Pixels: a line shorter than TEXT_HEIGHT of the frame's shorter side (8 at least) is
+    no legible mark."""
+    return max(8.0, TEXT_HEIGHT * min(shape))
+
+
 def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
     """The boxes that can be a mark's text: lines at least TEXT_ASPECT times wider than tall,
     and at least TEXT_HEIGHT of the frame's shorter side tall (8 pixels at least). None when
     there are more than TEXT_LINES of them: a page, a menu, a street full of signs."""
-    least = max(8.0, TEXT_HEIGHT * min(shape))
+    least = least_line_height(shape)
     lines = [b for b in boxes
              if b.y1 - b.y0 >= least and b.x1 - b.x0 >= TEXT_ASPECT * (b.y1 - b.y0)]
     return [] if len(lines) > TEXT_LINES else lines
@@ -140,7 +146,7 @@ def carry_on_stubs(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
     logo's letters have no line to carry on, and stay stubs; a blob does not read. Used on
     a clip's median frame, not on photos: a stub of graffiti in a corner of OpenCV's graf1
     grew into a line there, and the bench's marked photos gained nothing."""
-    least = max(8.0, TEXT_HEIGHT * min(image.shape[:2]))
+    least = least_line_height(image.shape[:2])
     stubs = [b for b in boxes if b.y1 - b.y0 >= least
              and STUB_ASPECT * (b.y1 - b.y0) <= b.x1 - b.x0 < TEXT_ASPECT * (b.y1 - b.y0)]
     carried = {}
