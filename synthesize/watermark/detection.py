@@ -51,6 +51,7 @@ from synthesize.watermark.frames import (
     to_input_size,
 )
 from synthesize.watermark.look import complete_line, stroke_look
+from synthesize.watermark.plate import plate_under
 from synthesize.watermark.text import (
     TextBox,
     box_area,
@@ -241,12 +242,14 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
 
 def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> TextVerdict:
     """A verdict that found a mark, with its line and mask carried on along the line where
-    the text detector boxed only part of it (`look.complete_line`). Done once the line has
-    passed every test, which judge the detector's own box."""
+    the text detector boxed only part of it (`look.complete_line`), and the mask grown over
+    the plate the line sits on, if any (`plate.plate_under`: a channel bug's box). Done once
+    the line has passed every test, which judge the detector's own box."""
     if verdict.line is None or verdict.score < threshold:
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)
-    return verdict._replace(line=line, mask=mask)
+    plate = plate_under(image, line, mask)
+    return verdict._replace(line=line, mask=mask if plate is None else plate)
 
 
 def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> int:

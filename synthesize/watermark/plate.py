@@ -1,0 +1,75 @@
+"""The plate a mark's text sits on: a channel bug's or a caption's box of one colour.
+
+A channel bug is a word on a filled box ("HD 1" in white on red). The text evidence finds
+the word, and a strip of the word alone leaves the box in the clip. `plate_under` finds the
+box: the colour around the letters, where it is one colour, grown over the pixels of that
+colour near the line, and kept only when it ends all round, close to the line. The
+measurements that set each constant are in docs/watermarks.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synthesize.watermark.frames import fill_holes
+from synthesize.watermark.look import robust_spread
+from synthesize.watermark.text import TextBox
+
+PLATE_SPREAD = 16.0  # grey levels: the letters' surround spreading more is the scene
+PLATE_KEEP = 3.0  # plate spreads: how far from the plate's colour its pixels may lie
+PLATE_COLOUR = 6.0  # grey levels (the channels' mean): the least such distance
+PLATE_REACH = 1.0  # line heights: a plate ends within this far of its line on every side
+
+
+def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.ndarray | None:
+    """The mask of the plate under a mark's line, its letters included, or None.
+
+    The line's box less its strokes is the plate's colour when it spreads under
+    PLATE_SPREAD (`robust_spread`); a word over the scene has the scene around its letters.
+    The pixels within PLATE_KEEP spreads of that colour (PLATE_COLOUR grey levels at least)
+    that join the box's make the plate. A plate
+    ends: one that reaches PLATE_REACH line heights from the line (on a side where the frame
+    goes on) is a stretch of the scene of the same colour, a sky or a wall, and is refused,
+    as is one that adds nothing to the line's box.
+
+    Args:
+        image: RGB uint8 (H, W, 3), the frame the line was found on.
+        line: the mark's line.
+        strokes: (H, W) bool, the line's strokes.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = line.box
+    reach = max(2, round(PLATE_REACH * (y1 - y0)))
+    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
+    wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
+    window = image[wy0:wy1, wx0:wx1].astype(np.float32)
+    letters = cv2.dilate(strokes[wy0:wy1, wx0:wx1].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    inside = np.zeros(letters.shape, bool)
+    inside[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = True
+    surround = inside & ~letters
+    if surround.sum() < 16:
+        return None
+    colours = window[surround]
+    spread = robust_spread(colours)
+    if spread > PLATE_SPREAD:
+        return None
+    tolerance = max(PLATE_KEEP * spread, PLATE_COLOUR)
+    near = (np.abs(window - np.median(colours, 0)).mean(2) <= tolerance) & ~letters
+    _, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=4)
+    joined = np.unique(labels[surround & near])
+    plate = np.isin(labels, joined[joined > 0]) | letters
+    plate = fill_holes(plate)
+    rows, columns = np.nonzero(plate)
+    top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+    open_sides = [(top == 0 and wy0 > 0), (bottom == plate.shape[0] and wy1 < height),
+                  (left == 0 and wx0 > 0), (right == plate.shape[1] and wx1 < width)]
+    if any(open_sides):
+        return None
+    if top >= y0 - wy0 and bottom <= y1 - wy0 and left >= x0 - wx0 and right <= x1 - wx0:
+        return None  # within the line's box: nothing to add
+    mask = np.zeros((height, width), bool)
+    mask[wy0:wy1, wx0:wx1] = plate
+    return mask | strokes
+

@@ -1,0 +1,73 @@
+"""A channel bug is a word on a filled box: the mark's mask takes the box too, so a strip
+leaves no box behind; a word over a stretch of the scene of one colour gets no box.
+
+Clean sides are real: scikit-image's photos, never synthesised."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from real_media import FONT, draw_text
+from skimage import data
+
+from synthesize.watermark import WatermarkConfig, detect_image, strip
+
+
+def _with_bug(image, text, xy, height, fill, opacity):
+    """`image` with a channel bug (white `text` on a rounded box of `fill`) blended at
+    `opacity`, the bug's own mask and its box."""
+    font = ImageFont.truetype(str(FONT), int(height * 0.55))
+    left, top, right, bottom = font.getbbox(text)
+    width = right - left + int(height * 0.7)
+    layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    draw.rounded_rectangle([0, 0, width - 1, height - 1], radius=height // 5, fill=(*fill, 255))
+    draw.text(((width - (right - left)) // 2 - left, (height - (bottom - top)) // 2 - top),
+              text, font=font, fill=(255, 255, 255, 255))
+    rgba = np.asarray(layer).astype(np.float32)
+    alpha = rgba[..., 3:] / 255 * opacity
+    x, y = xy
+    out = image.astype(np.float32)
+    out[y:y + height, x:x + width] = (alpha * rgba[..., :3]
+                                      + (1 - alpha) * out[y:y + height, x:x + width])
+    mask = np.zeros(image.shape[:2], bool)
+    mask[y:y + height, x:x + width] = alpha[..., 0] > 0
+    return np.round(out).astype(np.uint8), mask, (x, y, x + width, y + height)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee"])
+def test_a_channel_bug_is_found_and_stripped_with_its_box(name):
+    """The text evidence finds "NEWS 24"; the red box it sits on is the mark too. Without
+    the plate the mask held the letters only (a third of the bug) and the strip left the
+    red box in the photo."""
+    photo = getattr(data, name)()
+    marked, truth, box = _with_bug(photo, "NEWS 24", (photo.shape[1] - 200, 16), 40,
+                                   (200, 20, 30), 0.85)
+    detection = detect_image(marked, WatermarkConfig())
+    assert detection.found
+    assert (detection.mask & truth).sum() >= 0.98 * truth.sum()
+    assert detection.mask.sum() <= 1.1 * truth.sum()
+    assert np.abs(np.subtract(detection.box, box)).max() <= 2, (detection.box, box)
+    stripped, action, reason = strip(marked, detection, WatermarkConfig(action="strip",
+                                                                        crop_band=0.0))
+    assert action == "stripped", reason
+
+    def redness(image):
+        return float((image[..., 0].astype(np.float32) - image[..., 1])[truth].mean())
+
+    assert redness(marked) - redness(photo) > 50  # the bug is there
+    assert abs(redness(stripped) - redness(photo)) < 6  # and gone, box and all
+
+
+@pytest.mark.parametrize(("name", "colour"), [("moon", (255, 255, 255)),
+                                               ("camera", (20, 20, 20))])
+def test_a_word_over_a_stretch_of_one_colour_gets_no_plate(name, colour):
+    """The moon's grey ground and the camera's sky are one colour around the word, as a
+    plate is, but they run on past a line height from it: the scene, not a box. The mask
+    stays the word's strokes."""
+    photo = np.dstack([getattr(data, name)()] * 3)
+    marked = draw_text(photo, "stockvault", (20, 20), 40, 0.8, colour)
+    detection = detect_image(marked, WatermarkConfig())
+    assert detection.found
+    x0, y0, x1, y1 = detection.box
+    assert detection.mask.sum() < 0.5 * (x1 - x0) * (y1 - y0)
+    assert y1 < 80 and x1 < 300, detection.box
