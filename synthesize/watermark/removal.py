@@ -204,7 +204,7 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
         frame_region = np.clip(filled[t], 0, 255).astype(np.uint8)
         missing = (hole & ~known[t]).astype(np.uint8)
         if missing.any():
-            frame_region = cv2.inpaint(frame_region, missing, 3, cv2.INPAINT_TELEA)
+            frame_region = cv2.inpaint(frame_region, missing, 3, cv2.INPAINT_NS)
         out[t, y0:y1, x0:x1][hole] = frame_region[hole]
     return (out[0] if single else out), "stripped"
 
