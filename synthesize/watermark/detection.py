@@ -247,7 +247,7 @@ def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> Tex
     the line has passed every test, which judge the detector's own box."""
     if verdict.line is None or verdict.score < threshold:
         return verdict
-    line, mask = complete_line(image, verdict.line, verdict.mask, read_past=True)
+    line, mask = complete_line(image, verdict.line, verdict.mask)
     plate = plate_under(image, line, mask)
     return verdict._replace(line=line, mask=mask if plate is None else plate)
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from synthesize.watermark.text import READS, TextBox, read_characters, read_line
+from synthesize.watermark.text import READS, TextBox, read_line
 
 STROKE_KERNELS = (1.0, 0.35)  # the look's stroke kernels, as shares of the line's height
 LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
@@ -90,8 +90,8 @@ LINE_DOUBT = 0.05  # the recogniser's confidence a line may lose by a piece join
 LINE_COLOUR = 24.0  # grey levels (the channels' mean) from the line's stroke colour
 
 
-def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray,
-                  read_past: bool = False) -> tuple[TextBox, np.ndarray]:
+def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray
+                  ) -> tuple[TextBox, np.ndarray]:
     """The whole of a mark's line, where the text detector boxed only part of it.
 
     Over a busy scene the detector boxes words of a line apart, or a piece of one word
@@ -101,11 +101,8 @@ def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray,
     make pieces (runs of columns); the nearest piece on either side, no further than
     LINE_REACH line heights, joins the line when the line with it still reads on
     (`_reads_on`), and so on outwards. The scene's strokes of the mark's colour in those
-    rows (window frames, a railing) do not read on. With `read_past` (a line already judged
-    a mark), the line then runs on by its reading alone (`read_on`), where its strokes are
-    of any colour: not for a stub that has yet to be judged, as the scene's strokes beside
-    two letters read on as letters too ("TV" over bikes read "TVL", the "L" at 0.78).
-    Returns the line and its strokes' mask, grown."""
+    rows (window frames, a railing) do not read on. Returns the line and its strokes'
+    mask, grown."""
     import cv2
 
     fit = line_strokes(image, line.box)
@@ -138,70 +135,12 @@ def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray,
             left, read = start, longer
         elif end < x0:
             break
-    far_left, far_right = read_on(image, (left, y0, right, y1)) if read_past else (left, right)
-    if (far_left, far_right) == (x0, x1):
+    if (left, right) == (x0, x1):
         return line, mask
-    # Past the colour's pieces the strokes take the scene's colours: any colour there.
-    loose = response.astype(np.float32) > fit.level
-    strokes[:, far_left:left] = loose[:, far_left:left]
-    strokes[:, right:far_right] = loose[:, right:far_right]
     grown = mask.copy()
-    added = cv2.dilate(strokes[:, far_left:far_right].astype(np.uint8), np.ones((3, 3), np.uint8))
-    grown[y0:y1, far_left:far_right] |= added > 0
-    return TextBox(far_left, y0, far_right, y1, line.score), grown
-
-
-READ_STEP = 0.5  # line heights: how far a reading-led carry-on looks at a time
-READ_MISSES = 2  # steps without a longer reading that end it (READ_STEP x 2 = LINE_REACH)
-
-
-def read_on(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int]:
-    """How far a line runs on to either side by the recogniser's reading alone, as the
-    line's new (left, right).
-
-    A faint mark's strokes take the colours of what they cross ("SAMPLE" at 0.3 over
-    bigbuckbunny's white rabbit and green grass: "PLE" is green), so no piece of the line's
-    colour carries it on. The box is widened READ_STEP line heights at a time; a widening
-    joins when the recogniser reads more letters there, the reading continues the line's
-    (all but the letter at that end kept, as a cut letter reads anew: "SAN" -> "SANP"),
-    and the characters it adds read at READS on their own, as a line must (the scene's
-    strokes read as letters only doubtfully: a "W" at 0.40 beside city-2's "DEMC", where
-    "SAMPLE"'s "P" reads at 0.62). READ_MISSES widenings in a row without one end the side,
-    as does the frame's edge (vtest's right edge read on "DRANK" as "DRANKI")."""
-    left, y0, right, y1 = box
-    width = image.shape[1]
-    step = max(1, round(READ_STEP * (y1 - y0)))
-    text = "".join(c for c, _ in read_characters(image, box))
-    for side in ("right", "left"):
-        misses, edge = 0, right if side == "right" else left
-        while misses < READ_MISSES:
-            wider = min(width, edge + step) if side == "right" else max(0, edge - step)
-            if wider in (0, width):  # a mark ends inside the frame
-                break
-            edge = wider
-            grown = (left, y0, edge, y1) if side == "right" else (edge, y0, right, y1)
-            characters = read_characters(image, grown)
-            longer = "".join(c for c, _ in characters)
-            count = len(characters) - len(text)
-            added = characters[len(text):] if side == "right" else characters[:count]
-            if (_letters(longer) > _letters(text) and _continues(longer, text, side)
-                    and count > 0 and np.mean([p for _, p in added]) >= READS):
-                text, misses = longer, 0
-                left, right = grown[0], grown[2]
-            else:
-                misses += 1
-    return left, right
-
-
-def _letters(text: str) -> int:
-    return sum(character.isalnum() for character in text)
-
-
-def _continues(longer: str, text: str, side: str) -> bool:
-    """Whether `longer` reads as `text` carried on to `side`, but for the letter at that
-    end, which the box may have cut."""
-    longer, text = longer.lower(), text.lower()
-    return longer.startswith(text[:-1]) if side == "right" else longer.endswith(text[1:])
+    added = cv2.dilate(strokes[:, left:right].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    grown[y0:y1, left:right] |= added
+    return TextBox(left, y0, right, y1, line.score), grown
 
 
 def _pieces(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
@@ -218,7 +157,7 @@ def _pieces(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
 def _read(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, float]:
     """The letters and digits the recogniser reads in `box`, and its confidence."""
     text, confidence = read_line(image, box)
-    return _letters(text), confidence
+    return sum(character.isalnum() for character in text), confidence
 
 
 def _reads_on(longer: tuple[int, float], read: tuple[int, float], cut_letter: bool) -> bool:

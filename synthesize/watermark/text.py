@@ -106,17 +106,7 @@ def _characters() -> list[str]:
 
 def read_line(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[str, float]:
     """What PP-OCRv5's recogniser reads in `box` of an RGB uint8 image, and its confidence
-    (the mean probability of the characters kept; 0 when none is)."""
-    characters = read_characters(image, box)
-    if not characters:
-        return "", 0.0
-    return "".join(c for c, _ in characters), float(np.mean([p for _, p in characters]))
-
-
-def read_characters(image: np.ndarray, box: tuple[int, int, int, int]
-                    ) -> list[tuple[str, float]]:
-    """The characters PP-OCRv5's recogniser reads in `box` of an RGB uint8 image, each with
-    its probability.
+    (the mean probability of the characters kept; 0 when none is).
 
     As PaddleOCR does: the crop in BGR, resized to LINE_HEIGHT rows at its own aspect,
     scaled to [-1, 1], padded with zeros to LINE_WIDTH; greedy CTC decoding (the best class
@@ -127,7 +117,7 @@ def read_characters(image: np.ndarray, box: tuple[int, int, int, int]
     x0, y0, x1, y1 = box
     crop = np.ascontiguousarray(image[y0:y1, x0:x1, ::-1])
     if min(crop.shape[:2]) < 2:
-        return []
+        return "", 0.0
     width = max(1, int(np.ceil(LINE_HEIGHT * crop.shape[1] / crop.shape[0])))
     line = cv2.resize(crop, (width, LINE_HEIGHT)).astype(np.float32) / 127.5 - 1.0
     batch = np.zeros((1, 3, LINE_HEIGHT, max(width, LINE_WIDTH)), np.float32)
@@ -136,8 +126,10 @@ def read_characters(image: np.ndarray, box: tuple[int, int, int, int]
     (probability,) = session.run(None, {session.get_inputs()[0].name: batch})
     best, confidence = probability[0].argmax(1), probability[0].max(1)
     keep = (best != 0) & np.r_[True, best[1:] != best[:-1]]
+    if not keep.any():
+        return "", 0.0
     characters = _characters()
-    return [(characters[i], float(p)) for i, p in zip(best[keep], confidence[keep], strict=True)]
+    return "".join(characters[i] for i in best[keep]), float(confidence[keep].mean())
 
 
 def reads_as_text(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bool, str]:
