@@ -51,7 +51,7 @@ from synthesize.watermark.frames import (
     to_input_size,
 )
 from synthesize.watermark.look import complete_line, stroke_look
-from synthesize.watermark.plate import plate_under
+from synthesize.watermark.plate import plate_around, plate_under
 from synthesize.watermark.text import (
     TextBox,
     box_area,
@@ -513,6 +513,9 @@ def detect_video(frames: np.ndarray, config: WatermarkConfig,
     behind = None if edges.camera_moved else passes_behind(grey)
     score, mask, why = _judge_motion(sampled, edges, behind, text, config, details)
     reason, verdict = why, None
+    if score >= config.threshold and mask is not None:
+        plate = plate_around(median, mask)  # a bug's box, when its letters moved the matte
+        mask = mask if plate is None else plate
     # 5. Without a mark from motion, text that stays put is the evidence.
     if score < config.threshold:
         verdict, text = _judge_clip_text(sampled, median, text, edges, changed,

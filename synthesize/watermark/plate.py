@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthesize.watermark.frames import fill_holes
+from synthesize.watermark.frames import box_of, fill_holes
 from synthesize.watermark.look import robust_spread
 from synthesize.watermark.text import TextBox
 
@@ -28,9 +28,10 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     PLATE_SPREAD (`robust_spread`); a word over the scene has the scene around its letters.
     The pixels within PLATE_KEEP spreads of that colour (PLATE_COLOUR grey levels at least)
     that join the box's make the plate. A plate
-    ends: one that reaches PLATE_REACH line heights from the line (on a side where the frame
-    goes on) is a stretch of the scene of the same colour, a sky or a wall, and is refused,
-    as is one that adds nothing to the line's box.
+    ends: one that reaches PLATE_REACH line heights from the line, or the frame's edge, is
+    a stretch of the scene of the same colour, a sky or a wall, and is refused, as is one
+    that adds nothing to the line's box. A bug sits a margin in from the frame's edges; a
+    bar across the whole frame is refused with the scene.
 
     Args:
         image: RGB uint8 (H, W, 3), the frame the line was found on.
@@ -63,9 +64,7 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     plate = fill_holes(plate)
     rows, columns = np.nonzero(plate)
     top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
-    open_sides = [(top == 0 and wy0 > 0), (bottom == plate.shape[0] and wy1 < height),
-                  (left == 0 and wx0 > 0), (right == plate.shape[1] and wx1 < width)]
-    if any(open_sides):
+    if top == 0 or left == 0 or bottom == plate.shape[0] or right == plate.shape[1]:
         return None
     if top >= y0 - wy0 and bottom <= y1 - wy0 and left >= x0 - wx0 and right <= x1 - wx0:
         return None  # within the line's box: nothing to add
@@ -73,3 +72,14 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     mask[wy0:wy1, wx0:wx1] = plate
     return mask | strokes
 
+
+def plate_around(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """`plate_under` for a mark the motion evidence found: its mask (a matte, tight on the
+    letters of a bug) stands for the strokes, and its box, grown by a quarter of its height
+    on every side as the text detector's lines are, for the line."""
+    height, width = mask.shape
+    x0, y0, x1, y1 = box_of(mask)
+    pad = max(2, (y1 - y0) // 4)
+    line = TextBox(max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad),
+                   min(height, y1 + pad), 1.0)
+    return plate_under(image, line, mask)
