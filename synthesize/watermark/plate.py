@@ -27,11 +27,11 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     The line's box less its strokes is the plate's colour when it spreads under
     PLATE_SPREAD (`robust_spread`); a word over the scene has the scene around its letters.
     The pixels within PLATE_KEEP spreads of that colour (PLATE_COLOUR grey levels at least)
-    that join the box's make the plate. A plate
-    ends: one that reaches PLATE_REACH line heights from the line, or the frame's edge, is
-    a stretch of the scene of the same colour, a sky or a wall, and is refused, as is one
-    that adds nothing to the line's box. A bug sits a margin in from the frame's edges; a
-    bar across the whole frame is refused with the scene.
+    that join the box's make the plate. A plate ends: one that reaches PLATE_REACH line
+    heights from the line, or the frame's edge, is a stretch of the scene of the same
+    colour, a sky or a wall, and is refused, as is one that adds nothing to the line's box.
+    A bug sits a margin in from the frame's edges; a bar across the whole frame is refused
+    with the scene.
 
     Args:
         image: RGB uint8 (H, W, 3), the frame the line was found on.
