@@ -24,12 +24,13 @@ PLATE_REACH = 1.0  # line heights: a plate ends within this far of its line on e
 def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.ndarray | None:
     """The mask of the plate under a mark's line, its letters included, or None.
 
-    The line's box less its strokes is the plate's colour when it spreads under
+    The line's box, grown by a quarter of its height (a box tight on bold letters holds
+    little else), less its strokes is the plate's colour when it spreads under
     PLATE_SPREAD (`robust_spread`); a word over the scene has the scene around its letters.
     The pixels within PLATE_KEEP spreads of that colour (PLATE_COLOUR grey levels at least)
-    that join the box's make the plate. A plate ends: one that reaches PLATE_REACH line
-    heights from the line, or the frame's edge, is a stretch of the scene of the same
-    colour, a sky or a wall, and is refused, as is one that adds nothing to the line's box.
+    that join the box's make the plate. A plate ends: one that reaches PLATE_REACH heights
+    of that box from it, or the frame's edge, is a stretch of the scene of the same colour,
+    a sky or a wall, and is refused, as is one that adds nothing to the box.
     A bug sits a margin in from the frame's edges; a bar across the whole frame is refused
     with the scene.
 
@@ -41,7 +42,9 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     import cv2
 
     height, width = image.shape[:2]
-    x0, y0, x1, y1 = line.box
+    pad = max(2, (line.y1 - line.y0) // 4)  # a box tight on bold letters holds little else
+    x0, y0 = max(0, line.x0 - pad), max(0, line.y0 - pad)
+    x1, y1 = min(width, line.x1 + pad), min(height, line.y1 + pad)
     reach = max(2, round(PLATE_REACH * (y1 - y0)))
     wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
     wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
@@ -66,7 +69,8 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
     if top == 0 or left == 0 or bottom == plate.shape[0] or right == plate.shape[1]:
         return None
-    if top >= y0 - wy0 and bottom <= y1 - wy0 and left >= x0 - wx0 and right <= x1 - wx0:
+    if (top >= line.y0 - wy0 and bottom <= line.y1 - wy0 and left >= line.x0 - wx0
+            and right <= line.x1 - wx0):
         return None  # within the line's box: nothing to add
     mask = np.zeros((height, width), bool)
     mask[wy0:wy1, wx0:wx1] = plate
@@ -75,11 +79,5 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
 
 def plate_around(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     """`plate_under` for a mark the motion evidence found: its mask (a matte, tight on the
-    letters of a bug) stands for the strokes, and its box, grown by a quarter of its height
-    on every side as the text detector's lines are, for the line."""
-    height, width = mask.shape
-    x0, y0, x1, y1 = box_of(mask)
-    pad = max(2, (y1 - y0) // 4)
-    line = TextBox(max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad),
-                   min(height, y1 + pad), 1.0)
-    return plate_under(image, line, mask)
+    letters of a bug) stands for the strokes, and its box for the line."""
+    return plate_under(image, TextBox(*box_of(mask), 1.0), mask)
