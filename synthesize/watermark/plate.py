@@ -24,8 +24,8 @@ PLATE_REACH = 1.0  # line heights: a plate ends within this far of its line on e
 def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.ndarray | None:
     """The mask of the plate under a mark's line, its letters included, or None.
 
-    The line's box, grown by a quarter of its height (a box tight on bold letters holds
-    little else), less its strokes is the plate's colour when it spreads under
+    The line's box less its strokes (the box grown by a quarter of its height, where it is
+    tight on bold letters and holds little else) is the plate's colour when it spreads under
     PLATE_SPREAD (`robust_spread`); a word over the scene has the scene around its letters.
     The pixels within PLATE_KEEP spreads of that colour (PLATE_COLOUR grey levels at least)
     that join the box's make the plate. A plate ends: one that reaches PLATE_REACH heights
@@ -50,11 +50,14 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
     window = image[wy0:wy1, wx0:wx1].astype(np.float32)
     letters = cv2.dilate(strokes[wy0:wy1, wx0:wx1].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    inside = np.zeros(letters.shape, bool)
-    inside[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = True
-    surround = inside & ~letters
+    surround = np.zeros(letters.shape, bool)
+    surround[line.y0 - wy0:line.y1 - wy0, line.x0 - wx0:line.x1 - wx0] = True
+    surround &= ~letters
     if surround.sum() < 16:
-        return None
+        surround[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = True
+        surround &= ~letters
+        if surround.sum() < 16:
+            return None
     colours = window[surround]
     spread = robust_spread(colours)
     if spread > PLATE_SPREAD:
