@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthesize.watermark.frames import box_of, compose, fill_holes, shrink, temporal_median
+from synthesize.watermark.frames import (
+    box_of,
+    compose,
+    fill_holes,
+    grow_box,
+    shrink,
+    temporal_median,
+)
 
 EDGE_SLOPE = 4.0  # grey levels per pixel: weaker gradients are texture or noise
 COHERENCE = 0.75  # |mean gradient| / mean |gradient| above this: the same edge in every frame
@@ -183,11 +190,8 @@ def _matte_picture(frames: np.ndarray, box: tuple[int, int, int, int]
 
 def _grown(box: tuple[int, int, int, int], shape: tuple[int, int], share: float,
            pad: int) -> tuple[int, int, int, int]:
-    height, width = shape
     x0, y0, x1, y1 = box
-    grow_x, grow_y = round((x1 - x0) * share) + pad, round((y1 - y0) * share) + pad
-    return max(0, x0 - grow_x), max(0, y0 - grow_y), min(width, x1 + grow_x), \
-        min(height, y1 + grow_y)
+    return grow_box(box, shape, round((x1 - x0) * share) + pad, round((y1 - y0) * share) + pad)
 
 
 def _matte_once(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:

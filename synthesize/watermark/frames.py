@@ -82,6 +82,16 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return filled.astype(bool)
 
 
+def grow_box(box: tuple[int, int, int, int], shape: tuple[int, int], grow_x: int,
+             grow_y: int) -> tuple[int, int, int, int]:
+    """`box` (x0, y0, x1, y1) grown by `grow_x` and `grow_y` pixels on each side, within a
+    frame of `shape` (height, width)."""
+    height, width = shape
+    x0, y0, x1, y1 = box
+    return (max(0, x0 - grow_x), max(0, y0 - grow_y), min(width, x1 + grow_x),
+            min(height, y1 + grow_y))
+
+
 def to_input_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A bool mask resized (nearest) to `shape` (height, width)."""
     import cv2

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthesize.watermark.frames import box_of, fill_holes
+from synthesize.watermark.frames import box_of, fill_holes, grow_box
 from synthesize.watermark.look import robust_spread
 from synthesize.watermark.text import TextBox
 
 PLATE_SPREAD = 16.0  # grey levels: the letters' surround spreading more is the scene
 PLATE_KEEP = 3.0  # plate spreads: how far from the plate's colour its pixels may lie
 PLATE_COLOUR = 6.0  # grey levels (the channels' mean): the least such distance
-PLATE_REACH = 1.0  # line heights: a plate ends within this far of its line on every side
+PLATE_REACH = 1.0  # heights of the line's box (grown): a plate ends within this far of it
 
 
 def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.ndarray | None:
@@ -30,7 +30,7 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     The pixels within PLATE_KEEP spreads of that colour (PLATE_COLOUR grey levels at least)
     that join the box's make the plate. A plate ends: one that reaches PLATE_REACH heights
     of that box from it, or the frame's edge, is a stretch of the scene of the same colour,
-    a sky or a wall, and is refused, as is one that adds nothing to the box.
+    a sky or a wall, and is refused, as is one that adds nothing to the line's box.
     A bug sits a margin in from the frame's edges; a bar across the whole frame is refused
     with the scene.
 
@@ -43,11 +43,9 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
 
     height, width = image.shape[:2]
     pad = max(2, (line.y1 - line.y0) // 4)  # a box tight on bold letters holds little else
-    x0, y0 = max(0, line.x0 - pad), max(0, line.y0 - pad)
-    x1, y1 = min(width, line.x1 + pad), min(height, line.y1 + pad)
+    x0, y0, x1, y1 = grow_box(line.box, (height, width), pad, pad)
     reach = max(2, round(PLATE_REACH * (y1 - y0)))
-    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
-    wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
+    wx0, wy0, wx1, wy1 = grow_box((x0, y0, x1, y1), (height, width), reach, reach)
     window = image[wy0:wy1, wx0:wx1].astype(np.float32)
     letters = cv2.dilate(strokes[wy0:wy1, wx0:wx1].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     surround = np.zeros(letters.shape, bool)

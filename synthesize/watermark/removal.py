@@ -17,7 +17,14 @@ import numpy as np
 
 from synthesize.watermark.config import Detection, WatermarkConfig
 from synthesize.watermark.evidence import track_camera
-from synthesize.watermark.frames import box_of, check_frames, compose, sample_indices, shrink
+from synthesize.watermark.frames import (
+    box_of,
+    check_frames,
+    compose,
+    grow_box,
+    sample_indices,
+    shrink,
+)
 
 
 def crop_window(box: tuple[int, int, int, int], shape: tuple[int, int],
@@ -170,7 +177,7 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
     mask = cv2.dilate(detection.mask.astype(np.uint8), np.ones((margin, margin), np.uint8)) > 0
     pad = 12
     bx0, by0, bx1, by1 = box_of(mask)
-    box = (max(0, bx0 - pad), max(0, by0 - pad), min(width, bx1 + pad), min(height, by1 + pad))
+    box = grow_box((bx0, by0, bx1, by1), (height, width), pad, pad)
     x0, y0, x1, y1 = box
     hole = mask[y0:y1, x0:x1]
     out = frames.copy()
