@@ -2,7 +2,7 @@
 would damage the clip.
 
 `remove_watermark` crops a mark in a border band away, fills from frames that reveal the
-spot, inverts a semi-transparent blend from the frames' own variation, and inpaints the
+spot, inverts a semi-transparent blend from the frames' own variation, and fills the
 rest (docs/watermarks.md). `strip` runs it and then measures what it changed
 (`strip_damage`): a change outside the mark's support, a mask over a large share of the
 frame, or a change that no constant alpha and colour per pixel explains means the mask was
@@ -206,14 +206,62 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
         restored = restored[None] & ~known
         filled[restored] = behind[restored]
         known |= restored
-    # 5. What is still unknown (an opaque mark no frame reveals): inpaint spatially, per frame.
+    # 5. What is still unknown (an opaque mark no frame reveals): the smoothest fill from
+    #    around it, one solve for the frames that miss the same pixels.
+    unknown = hole[None] & ~known
+    groups: dict[bytes, list[int]] = {}
     for t in range(len(frames)):
-        frame_region = np.clip(filled[t], 0, 255).astype(np.uint8)
-        missing = (hole & ~known[t]).astype(np.uint8)
-        if missing.any():
-            frame_region = cv2.inpaint(frame_region, missing, 3, cv2.INPAINT_NS)
-        out[t, y0:y1, x0:x1][hole] = frame_region[hole]
+        groups.setdefault(np.packbits(unknown[t]).tobytes(), []).append(t)
+    for members in groups.values():
+        region_filled = np.clip(filled[members], 0, 255).astype(np.uint8)
+        if unknown[members[0]].any():
+            solved = membrane_fill(region_filled.astype(np.float64), unknown[members[0]])
+            region_filled = np.round(solved).astype(np.uint8)
+        for t, picture in zip(members, region_filled, strict=True):
+            out[t, y0:y1, x0:x1][hole] = picture[hole]
     return (out[0] if single else out), "stripped"
+
+
+def membrane_fill(images: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """`images` (N, h, w, C) with the pixels of `missing` (h, w) replaced by the smoothest
+    surface that meets the rest at the hole's edge: Laplace's equation over the hole, each
+    pixel the mean of its four neighbours (the images' own edge bounds it), solved once for
+    every image and channel. What a hole hides is unknown, and a smooth fill errs least on
+    average: on the real bench's 36 strips it gains 0.25 dB in the mark over OpenCV's
+    Navier-Stokes inpainting, which carries the surround's edges into the hole
+    (docs/watermarks.md, removal).
+    Every part of a hole meets a known pixel, unless nothing is known: then there is
+    nothing to fill from, and the images are given back as they are."""
+    import scipy.sparse as sparse
+    from scipy.sparse.linalg import splu
+
+    count, height, width, channels = images.shape
+    if missing.all():
+        return images
+    ys, xs = np.nonzero(missing)
+    index = np.full((height, width), -1)
+    index[ys, xs] = np.arange(len(ys))
+    degree = np.zeros(len(ys))
+    inner_rows, inner_columns = [], []
+    values = np.zeros((len(ys), count * channels))
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+        degree += inside
+        unknowns, ny, nx = np.nonzero(inside)[0], ny[inside], nx[inside]
+        hidden = missing[ny, nx]
+        inner_rows.append(unknowns[hidden])
+        inner_columns.append(index[ny[hidden], nx[hidden]])
+        known = images[:, ny[~hidden], nx[~hidden]].transpose(1, 0, 2)
+        np.add.at(values, unknowns[~hidden], known.reshape(len(known), count * channels))
+    rows, columns = np.concatenate(inner_rows), np.concatenate(inner_columns)
+    laplacian = (sparse.diags(degree)
+                 - sparse.csr_matrix((np.ones(len(rows)), (rows, columns)),
+                                     shape=(len(ys), len(ys))))
+    solution = splu(laplacian.tocsc()).solve(values)
+    out = images.astype(np.float64)
+    out[:, ys, xs] = solution.reshape(len(ys), count, channels).transpose(1, 0, 2)
+    return out
 
 
 STRIP_AREA = 0.2  # a mask over this share of the frame is not stripped (detection's LARGE_AREA)
