@@ -50,7 +50,7 @@ from synthesize.watermark.frames import (
     temporal_median,
     to_input_size,
 )
-from synthesize.watermark.look import complete_line, stroke_look
+from synthesize.watermark.look import complete_line, stroke_look, strokes_along
 from synthesize.watermark.plate import plate_around, plate_under
 from synthesize.watermark.text import (
     TextBox,
@@ -243,13 +243,16 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
 def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> TextVerdict:
     """A verdict that found a mark, with its line and mask carried on along the line where
     the text detector boxed only part of it (`look.complete_line`), and the mask grown over
-    the plate the line sits on, if any (`plate.plate_under`: a channel bug's box). Done once
-    the line has passed every test, which judge the detector's own box."""
+    the plate the line sits on, if any (`plate.plate_under`: a channel bug's box), and over
+    the line's strokes levelled a stretch at a time (`look.strokes_along`). Done once the
+    line has passed every test, which judge the detector's own box."""
     if verdict.line is None or verdict.score < threshold:
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)
     plate = plate_under(image, line, mask)
-    return verdict._replace(line=line, mask=mask if plate is None else plate)
+    along = strokes_along(image, line.box)
+    mask = mask if plate is None else plate
+    return verdict._replace(line=line, mask=mask if along is None else mask | along)
 
 
 def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> int:
