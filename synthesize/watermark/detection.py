@@ -23,6 +23,7 @@ Priors every mark follows, each set by a measurement (docs/watermarks.md):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -127,12 +128,13 @@ def least_line_height(shape: tuple[int, int]) -> float:
 
 
 def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
-    """The boxes that can be a mark's text: lines at least TEXT_ASPECT times wider than tall,
-    and at least TEXT_HEIGHT of the frame's shorter side tall (8 pixels at least). None when
-    there are more than TEXT_LINES of them: a page, a menu, a street full of signs."""
+    """The boxes that can be a mark's text: lines at least TEXT_ASPECT times wider than tall
+    (or short words on a plate of their own: `carry_on_stubs`), and at least TEXT_HEIGHT of
+    the frame's shorter side tall (8 pixels at least). None when there are more than
+    TEXT_LINES of them: a page, a menu, a street full of signs."""
     least = least_line_height(shape)
-    lines = [b for b in boxes
-             if b.y1 - b.y0 >= least and b.x1 - b.x0 >= TEXT_ASPECT * (b.y1 - b.y0)]
+    lines = [b for b in boxes if b.y1 - b.y0 >= least
+             and (b.plated or b.x1 - b.x0 >= TEXT_ASPECT * (b.y1 - b.y0))]
     return [] if len(lines) > TEXT_LINES else lines
 
 
@@ -143,17 +145,25 @@ def carry_on_stubs(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
     centred "DEMO" at 0.3 over city-3's towers, at 960 px), too short by the aspect rule
     and off-centre for the place prior, though the word is neither. The best STUBS stubs
     by the detector's score that read (`reads_as_text`) are carried on along their strokes
-    (`look.complete_line`); a stub whose line grows to TEXT_ASPECT is a line. A drawn
-    logo's letters have no line to carry on, and stay stubs; a blob does not read. Used on
-    a clip's median frame, not on photos: a stub of graffiti in a corner of OpenCV's graf1
-    grew into a line there, and the bench's marked photos gained nothing."""
+    (`look.complete_line`); a stub whose line grows to TEXT_ASPECT is a line. A stub that
+    reads and sits on a plate of its own (`plate.plate_under`) is a channel bug's short word
+    and is judged as a line too (`plated`): "TV 5" on a grey box at 0.85 over bigbuckbunny's
+    still shot was boxed 96x49 px and never judged. A drawn logo's letters have no line to
+    carry on, and stay stubs; a blob does not read. Used on a clip's median frame, not on
+    photos: a stub of graffiti in a corner of OpenCV's graf1 grew into a line there, and
+    the bench's marked photos gained nothing."""
     least = least_line_height(image.shape[:2])
     stubs = [b for b in boxes if b.y1 - b.y0 >= least
              and STUB_ASPECT * (b.y1 - b.y0) <= b.x1 - b.x0 < TEXT_ASPECT * (b.y1 - b.y0)]
     carried = {}
     for stub in sorted(stubs, key=lambda b: -b.score)[:STUBS]:
         if reads_as_text(image, stub.box)[0]:
-            carried[stub] = complete_line(image, stub, stroke_look(image, stub.box)[1])[0]
+            strokes = stroke_look(image, stub.box)[1]
+            line = complete_line(image, stub, strokes)[0]
+            if (line.x1 - line.x0 < TEXT_ASPECT * (line.y1 - line.y0)
+                    and plate_under(image, stub, strokes) is not None):
+                line = replace(line, plated=True)
+            carried[stub] = line
     return [carried.get(b, b) for b in boxes]
 
 

@@ -49,13 +49,15 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 @dataclass(frozen=True)
 class TextBox:
-    """A text region in input pixels, end exclusive, and the detector's mean probability."""
+    """A text region in input pixels, end exclusive, and the detector's mean probability;
+    `plated` when it is a short word on a plate of its own (`detection.carry_on_stubs`)."""
 
     x0: int
     y0: int
     x1: int
     y1: int
     score: float
+    plated: bool = False
 
     @property
     def box(self) -> tuple[int, int, int, int]:
