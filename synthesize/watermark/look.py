@@ -72,7 +72,7 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int]) -> StrokeFit
         side = max(3, int(share * (y1 - y0)) // 2 * 2 + 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
         response = cv2.morphologyEx(grey, operation, kernel).astype(np.float32)
-        level = max(16.0, 0.5 * float(np.percentile(response, 95)))
+        level = stroke_level(response)
         strokes = response > level
         if strokes.sum() < 5:
             continue
@@ -82,6 +82,12 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int]) -> StrokeFit
             colour = np.median(patch[cores].astype(np.float32), 0)
             best = StrokeFit(look, strokes, side, operation, level, colour)
     return best
+
+
+def stroke_level(response: np.ndarray) -> float:
+    """The response a stroke's pixel stands above: half the 95th percentile of the
+    morphology's response, 16 grey levels at least."""
+    return max(16.0, 0.5 * float(np.percentile(response, 95)))
 
 
 LINE_REACH = 1.0  # line heights: a gap in a line's strokes this wide ends the line
@@ -167,7 +173,7 @@ def strokes_along(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
     strokes = np.zeros(response.shape, bool)
     for start in range(0, response.shape[1], stretch):
         part = response[:, start:start + stretch]
-        strokes[:, start:start + stretch] = part > max(16.0, 0.5 * float(np.percentile(part, 95)))
+        strokes[:, start:start + stretch] = part > stroke_level(part)
     mask = np.zeros(image.shape[:2], bool)
     mask[y0:y1, x0:x1] = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     return mask
