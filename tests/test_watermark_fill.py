@@ -31,12 +31,16 @@ def test_a_harmonic_scene_is_filled_exactly(surface):
 
 
 def test_each_image_is_filled_from_its_own_surround():
-    """Two images share the hole; each one's fill comes from its own edge."""
+    """Ten images share the hole (solved a few at a time); each one's fill comes from its
+    own edge, in its own dtype."""
     hole = np.zeros((20, 20), bool)
     hole[5:15, 5:15] = True
-    images = np.stack([np.full((20, 20, 1), 40.0), np.full((20, 20, 1), 200.0)])
-    filled = membrane_fill(images.copy(), hole)
-    assert np.allclose(filled[0][hole], 40.0) and np.allclose(filled[1][hole], 200.0)
+    levels = np.arange(10) * 25 + 3
+    images = np.stack([np.full((20, 20, 1), level, np.uint8) for level in levels])
+    images[:, hole] = 0
+    filled = membrane_fill(images, hole)
+    assert filled.dtype == np.uint8
+    assert all((filled[i][hole] == level).all() for i, level in enumerate(levels))
 
 
 def test_with_nothing_known_the_images_are_given_back():
