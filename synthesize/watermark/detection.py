@@ -133,9 +133,13 @@ def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
     the frame's shorter side tall (8 pixels at least). None when there are more than
     TEXT_LINES of them: a page, a menu, a street full of signs."""
     least = least_line_height(shape)
-    lines = [b for b in boxes if b.y1 - b.y0 >= least
-             and (b.plated or b.x1 - b.x0 >= TEXT_ASPECT * (b.y1 - b.y0))]
+    lines = [b for b in boxes if b.y1 - b.y0 >= least and (b.plated or wide_as_a_line(b))]
     return [] if len(lines) > TEXT_LINES else lines
+
+
+def wide_as_a_line(box: TextBox) -> bool:
+    """Whether `box` is at least TEXT_ASPECT times as wide as tall."""
+    return box.x1 - box.x0 >= TEXT_ASPECT * (box.y1 - box.y0)
 
 
 def carry_on_stubs(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
@@ -154,14 +158,13 @@ def carry_on_stubs(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
     the bench's marked photos gained nothing."""
     least = least_line_height(image.shape[:2])
     stubs = [b for b in boxes if b.y1 - b.y0 >= least
-             and STUB_ASPECT * (b.y1 - b.y0) <= b.x1 - b.x0 < TEXT_ASPECT * (b.y1 - b.y0)]
+             and STUB_ASPECT * (b.y1 - b.y0) <= b.x1 - b.x0 and not wide_as_a_line(b)]
     carried = {}
     for stub in sorted(stubs, key=lambda b: -b.score)[:STUBS]:
         if reads_as_text(image, stub.box)[0]:
             strokes = stroke_look(image, stub.box)[1]
             line = complete_line(image, stub, strokes)[0]
-            if (line.x1 - line.x0 < TEXT_ASPECT * (line.y1 - line.y0)
-                    and plate_under(image, stub, strokes) is not None):
+            if not wide_as_a_line(line) and plate_under(image, stub, strokes) is not None:
                 line = replace(line, plated=True)
             carried[stub] = line
     return [carried.get(b, b) for b in boxes]
