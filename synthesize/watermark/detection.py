@@ -51,7 +51,7 @@ from synthesize.watermark.frames import (
     temporal_median,
     to_input_size,
 )
-from synthesize.watermark.look import complete_line, stroke_look, strokes_along
+from synthesize.watermark.look import centred_word, complete_line, stroke_look, strokes_along
 from synthesize.watermark.plate import plate_around, plate_under
 from synthesize.watermark.text import (
     TextBox,
@@ -263,6 +263,8 @@ def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> Tex
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)
     plate = plate_under(image, line, mask)
+    if plate is None:
+        line = centred_word(image, line)
     along = strokes_along(image, line.box)
     mask = mask if plate is None else plate
     return verdict._replace(line=line, mask=mask if along is None else mask | along)

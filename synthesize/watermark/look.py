@@ -5,11 +5,12 @@ it (`complete_line`). The measurements that set each constant are in docs/waterm
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 
-from synthesize.watermark.text import READS, TextBox, read_line
+from synthesize.watermark.text import READS, TextBox, read_characters, read_line
 
 STROKE_KERNELS = (1.0, 0.35)  # the look's stroke kernels, as shares of the line's height
 LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
@@ -147,6 +148,66 @@ def complete_line(image: np.ndarray, line: TextBox, mask: np.ndarray
     added = cv2.dilate(strokes[:, left:right].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     grown[y0:y1, left:right] |= added
     return TextBox(left, y0, right, y1, line.score), grown
+
+
+WIDENING_PAD = 0.25  # line heights of margin a widened line is read with (its end letters)
+MOST_ADDED = 1.5  # a centred word's part is widened by this many times its width at most
+PART_LETTERS = 3  # letters a centred word's part reads, at least (its pitch; see centred_word)
+
+
+def centred_word(image: np.ndarray, line: TextBox) -> TextBox:
+    """`line`, widened to the centred word it is a part of, when it is one.
+
+    A large word centred on the frame runs over parts of the scene that differ: a white
+    "PREVIEW" at 0.35 over bigbuckbunny's still shot is boxed "PRE" over the grey rabbit
+    (the text detector's probability over "VIEW", over foliage, is 0), and `complete_line`
+    cannot carry it on, as "VIEW"'s strokes take the foliage's colours.
+
+    The line is read again from its outer end to that end's mirror image about the
+    frame's centre line when its inner end lies in the middle half of the frame's width,
+    it reads PART_LETTERS letters or more (two give no pitch to judge by), and the mirror
+    adds two letter pitches or more, but no more than MOST_ADDED times its width (a
+    corner's line is not widened across the frame), inside the frame. The line is the
+    word's part when the wider box reads its letters on their side (but the one its box
+    cut, which may read as another: "SAN" of "SAM") and, with no space, a run of letters
+    along the rest: two at least, one for every two pitches added, at READS or more on
+    average (PaddleOCR's drop_score). Over a busy scene the recogniser reads a thin letter
+    as nothing ("PREVEW") and the letter where the scene changes doubtfully ("SAMBLE",
+    its "B" at 0.36). The scene beside a word reads as a letter now and then (astronaut's
+    suit as an "A" at 0.72 after an off-centre "STOCK"), as a run seldom, and mostly as a
+    word apart (the brick photo's mortar as "HH" before "SAMPLE"). The line then ends a
+    letter pitch past the last letter read, or at the mirror image if that is nearer.
+    """
+    width = image.shape[1]
+    x0, y0, x1, y1 = line.box
+    left, right = max(0, min(x0, width - x1)), min(width, max(x1, width - x0))
+    added = (right - left) - (x1 - x0)
+    inner = x1 if left == x0 else x0
+    if not width / 4 <= inner <= 3 * width / 4 or added > MOST_ADDED * (x1 - x0):
+        return line
+    letters = [c for c in read_characters(image, line.box) if c[0].isalnum()]
+    if len(letters) < PART_LETTERS:
+        return line
+    pitch = (letters[-1][2] - letters[0][2]) / (len(letters) - 1)
+    if pitch <= 0 or added < 2 * pitch or left < pitch:  # a centred word ends inside the frame
+        return line
+    pad = round(WIDENING_PAD * (y1 - y0))
+    wider = read_characters(image, (max(0, left - pad), y0, min(width, right + pad), y1))
+    own = "".join(c[0] for c in letters)
+    read = "".join(c[0] for c in wider if c[0].isalnum())
+    # the line's letters, but the one its box cut, which may read as another ("SAN" of "SAM")
+    kept = read[:len(own) - 1] == own[:-1] if left == x0 else read[-len(own) + 1:] == own[1:]
+    if len(read) <= len(own) or not kept:
+        return line
+    alnum = [i for i, c in enumerate(wider) if c[0].isalnum()]
+    new = wider[alnum[len(own) - 1] + 1:] if left == x0 else wider[:alnum[-len(own)]]
+    added_letters = [(p, x) for c, p, x in new if c.isalnum()]
+    if (any(c.isspace() for c, _, _ in new) or len(added_letters) < max(2, added / (2 * pitch))
+            or np.mean([p for p, _ in added_letters]) < READS):
+        return line
+    if left == x0:  # no further than a pitch past the last letter read
+        return replace(line, x1=min(right, round(added_letters[-1][1] + pitch)))
+    return replace(line, x0=max(left, round(added_letters[0][1] - pitch)))
 
 
 STRETCH = 2.0  # line heights: the stretch of a found line whose strokes are levelled alone

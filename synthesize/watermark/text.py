@@ -108,7 +108,32 @@ def _characters() -> list[str]:
 
 def read_line(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[str, float]:
     """What PP-OCRv5's recogniser reads in `box` of an RGB uint8 image, and its confidence
-    (the mean probability of the characters kept; 0 when none is).
+    (the mean probability of the characters kept; 0 when none is)."""
+    read = _recognise(image, box)
+    if read is None:
+        return "", 0.0
+    classes, probabilities, _ = read
+    characters = _characters()
+    return "".join(characters[i] for i in classes), float(probabilities.mean())
+
+
+def read_characters(image: np.ndarray, box: tuple[int, int, int, int]
+                    ) -> list[tuple[str, float, float]]:
+    """The characters the recogniser reads in `box` (as `read_line`), each with its
+    probability and the image column it was read at."""
+    read = _recognise(image, box)
+    if read is None:
+        return []
+    classes, probabilities, columns = read
+    characters = _characters()
+    return [(characters[i], float(p), float(x))
+            for i, p, x in zip(classes, probabilities, columns, strict=True)]
+
+
+def _recognise(image: np.ndarray, box: tuple[int, int, int, int]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The recogniser's greedy CTC decoding of `box`: the classes kept, their probabilities
+    and the image columns they were read at; None when nothing is read.
 
     As PaddleOCR does: the crop in BGR, resized to LINE_HEIGHT rows at its own aspect,
     scaled to [-1, 1], padded with zeros to LINE_WIDTH; greedy CTC decoding (the best class
@@ -119,19 +144,21 @@ def read_line(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[str, f
     x0, y0, x1, y1 = box
     crop = np.ascontiguousarray(image[y0:y1, x0:x1, ::-1])
     if min(crop.shape[:2]) < 2:
-        return "", 0.0
+        return None
     width = max(1, int(np.ceil(LINE_HEIGHT * crop.shape[1] / crop.shape[0])))
     line = cv2.resize(crop, (width, LINE_HEIGHT)).astype(np.float32) / 127.5 - 1.0
-    batch = np.zeros((1, 3, LINE_HEIGHT, max(width, LINE_WIDTH)), np.float32)
+    padded = max(width, LINE_WIDTH)
+    batch = np.zeros((1, 3, LINE_HEIGHT, padded), np.float32)
     batch[0, :, :, :width] = line.transpose(2, 0, 1)
     session = _session(RECOGNISER)
     (probability,) = session.run(None, {session.get_inputs()[0].name: batch})
     best, confidence = probability[0].argmax(1), probability[0].max(1)
     keep = (best != 0) & np.r_[True, best[1:] != best[:-1]]
     if not keep.any():
-        return "", 0.0
-    characters = _characters()
-    return "".join(characters[i] for i in best[keep]), float(confidence[keep].mean())
+        return None
+    step = padded / len(best) * (x1 - x0) / width  # image columns per output column
+    columns = x0 + (np.flatnonzero(keep) + 0.5) * step
+    return best[keep], confidence[keep], columns
 
 
 def reads_as_text(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bool, str]:
