@@ -164,26 +164,24 @@ def centred_word(image: np.ndarray, line: TextBox) -> TextBox:
     cannot carry it on, as "VIEW"'s strokes take the foliage's colours.
 
     The line is read again from its outer end to that end's mirror image about the
-    frame's centre line when its inner end lies in the middle half of the frame's width,
-    it reads PART_LETTERS letters or more (two give no pitch to judge by), and the mirror
-    adds two letter pitches or more, but no more than MOST_ADDED times its width (a
-    corner's line is not widened across the frame), inside the frame. The line is the
+    frame's centre line when it reads PART_LETTERS letters or more (two give no pitch to
+    judge by) and the mirror adds two letter pitches or more, but no more than MOST_ADDED
+    times its width (the part found holds 40% of the word or more: a corner's line is not
+    read across the frame), and ends a pitch or more inside the frame. The line is the
     word's part when the wider box reads its letters on their side (but the one its box
-    cut, which may read as another: "SAN" of "SAM") and, with no space, a run of letters
-    along the rest: two at least, one for every two pitches added, at READS or more on
-    average (PaddleOCR's drop_score). Over a busy scene the recogniser reads a thin letter
-    as nothing ("PREVEW") and the letter where the scene changes doubtfully ("SAMBLE",
-    its "B" at 0.36). The scene beside a word reads as a letter now and then (astronaut's
-    suit as an "A" at 0.72 after an off-centre "STOCK"), as a run seldom, and mostly as a
-    word apart (the brick photo's mortar as "HH" before "SAMPLE"). The line then ends a
-    letter pitch past the last letter read, or at the mirror image if that is nearer.
+    cut, which may read as another: "SAN" of "SAM") and, with no space, letters along the
+    rest, one for every two pitches added, at READS or more on average (PaddleOCR's
+    drop_score). Over a busy scene the recogniser reads a thin letter as nothing
+    ("PREVEW") and the letter where the scene changes doubtfully ("SAMBLE", its "B" at
+    0.36). The scene beside a word reads as a letter now and then (astronaut's suit as an
+    "A" at 0.72 before an off-centre "STOCK"), as a run seldom, and mostly as a
+    word apart (the brick photo's mortar as "HH" before "SAMPLE").
     """
     width = image.shape[1]
     x0, y0, x1, y1 = line.box
     left, right = max(0, min(x0, width - x1)), min(width, max(x1, width - x0))
     added = (right - left) - (x1 - x0)
-    inner = x1 if left == x0 else x0
-    if not width / 4 <= inner <= 3 * width / 4 or added > MOST_ADDED * (x1 - x0):
+    if added > MOST_ADDED * (x1 - x0):
         return line
     letters = [c for c in read_characters(image, line.box) if c[0].isalnum()]
     if len(letters) < PART_LETTERS:
@@ -201,13 +199,11 @@ def centred_word(image: np.ndarray, line: TextBox) -> TextBox:
         return line
     alnum = [i for i, c in enumerate(wider) if c[0].isalnum()]
     new = wider[alnum[len(own) - 1] + 1:] if left == x0 else wider[:alnum[-len(own)]]
-    added_letters = [(p, x) for c, p, x in new if c.isalnum()]
-    if (any(c.isspace() for c, _, _ in new) or len(added_letters) < max(2, added / (2 * pitch))
-            or np.mean([p for p, _ in added_letters]) < READS):
+    added_letters = [p for c, p, _ in new if c.isalnum()]
+    if (any(c.isspace() for c, _, _ in new) or len(added_letters) < added / (2 * pitch)
+            or np.mean(added_letters) < READS):
         return line
-    if left == x0:  # no further than a pitch past the last letter read
-        return replace(line, x1=min(right, round(added_letters[-1][1] + pitch)))
-    return replace(line, x0=max(left, round(added_letters[0][1] - pitch)))
+    return replace(line, x0=left, x1=right)
 
 
 STRETCH = 2.0  # line heights: the stretch of a found line whose strokes are levelled alone
