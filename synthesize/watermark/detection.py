@@ -255,10 +255,12 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
 
 def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> TextVerdict:
     """A verdict that found a mark, with its line and mask carried on along the line where
-    the text detector boxed only part of it (`look.complete_line`), and the mask grown over
-    the plate the line sits on, if any (`plate.plate_under`: a channel bug's box), and over
-    the line's strokes levelled a stretch at a time (`look.strokes_along`). Done once the
-    line has passed every test, which judge the detector's own box."""
+    the text detector boxed only part of it (`look.complete_line`), its line widened to the
+    centred word it is a part of unless it sits on a plate (`look.centred_word`), and the
+    mask grown over the plate the line sits on, if any (`plate.plate_under`: a channel
+    bug's box), and over the line's strokes levelled a stretch at a time
+    (`look.strokes_along`). Done once the line has passed every test, which judge the
+    detector's own box."""
     if verdict.line is None or verdict.score < threshold:
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)
