@@ -10,7 +10,7 @@ from skimage import data
 
 from synthesize.watermark import WatermarkConfig, detect_video, strip
 from synthesize.watermark.look import centred_word
-from synthesize.watermark.text import TextBox
+from synthesize.watermark.text import TextBox, read_characters
 
 
 def _word_over(frames, word, left, opacity):
@@ -135,3 +135,18 @@ def test_a_line_right_of_the_centre_is_widened_to_the_left(monkeypatch):
     monkeypatch.setattr("synthesize.watermark.look.read_characters",
                         lambda image, box: own if box == line.box else read)
     assert centred_word(BLANK, line) == TextBox(352, 292, 928, 420, 0.9)
+
+
+def test_each_character_is_read_at_its_own_column():
+    """`read_characters` places each letter it reads within that letter's own columns of
+    the image (the pitch `centred_word` judges by), for a word set in a real font on a
+    plain ground, in a box wider than the word."""
+    font = ImageFont.truetype(str(FONT), 48)
+    image = Image.new("RGB", (640, 120), (255, 255, 255))
+    ImageDraw.Draw(image).text((150, 30), "PREVIEW", font=font, fill=(0, 0, 0))
+    spans = [(150 + font.getbbox("PREVIEW"[:i])[2] if i else 150,
+              150 + font.getbbox("PREVIEW"[:i + 1])[2]) for i in range(7)]
+    read = read_characters(np.asarray(image), (100, 20, 560, 100))
+    assert "".join(c for c, _, _ in read) == "PREVIEW"
+    for (_, _, column), (start, end) in zip(read, spans, strict=True):
+        assert start - 4 <= column <= end + 4, (column, start, end)
