@@ -74,7 +74,7 @@ def test_a_word_off_the_centre_line_is_not_widened_into_the_scene(photo, word, l
     image = getattr(data, photo)()
     image = np.dstack([image] * 3) if image.ndim == 2 else image[..., :3]
     marked, alpha = _word_over(image[None], word, left, opacity)
-    line = TextBox(*_box(alpha[0] if alpha.ndim == 3 else alpha), 0.9)
+    line = TextBox(*_box(alpha), 0.9)
     assert centred_word(marked[0], line) == line
 
 
