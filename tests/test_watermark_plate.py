@@ -152,3 +152,27 @@ def test_a_short_word_on_its_own_plate_is_judged_as_a_line():
     marked, truth, box = _bug_over_clip(real_clip("bigbuckbunny", frames=24, start=84),
                                         "TV 5", (28, 28), 48, (35, 35, 35), 0.85)
     _assert_the_bug_is_boxed(detect_video(marked, WatermarkConfig()), truth, box)
+
+
+def test_a_word_in_the_frames_middle_takes_no_plate_from_the_scene():
+    """A dark "DRAFT" at 0.4 centred over bigbuckbunny's still shot lies over the white
+    rabbit: the letters' surround is one colour, and as a plate it ran 146 px above the
+    word and 57 below, and the strip filled the rabbit (a review's run). Bugs sit by an
+    edge; in the frame's middle there is no plate, and the mask stays on the word."""
+    frames = real_clip("bigbuckbunny", frames=72, start=60)[::2]
+    height, width = frames.shape[1:3]
+    font = ImageFont.truetype(str(FONT), int(0.14 * height))
+    x0, y0, x1, y1 = font.getbbox("DRAFT")
+    layer = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(layer).text(((width - (x1 - x0)) // 2 - x0, (height - (y1 - y0)) // 2 - y0),
+                               "DRAFT", font=font, fill=255)
+    alpha = np.asarray(layer)[..., None].astype(np.float32) / 255 * 0.4
+    marked = np.round(alpha * 20 + (1 - alpha) * frames).astype(np.uint8)
+    ys, _ = np.nonzero(alpha[..., 0] > 1 / 255)
+    top, bottom = ys.min(), ys.max() + 1
+    detection = detect_video(marked, WatermarkConfig())
+    assert detection.found, detection.reason
+    rows = np.nonzero(detection.mask.any(1))[0]
+    line = bottom - top
+    assert rows.min() >= top - line // 2 and rows.max() < bottom + line // 2, (rows.min(),
+                                                                              rows.max())
