@@ -320,13 +320,17 @@ def test_edges_the_camera_slides_along_are_no_evidence():
 
 
 def test_the_fast_temporal_median_is_numpys_value_for_value():
-    """Odd and even frame counts (the mean of the two middle values), floats and bytes."""
+    """Every frame count from 1 to 40 and a long clip's (odd and even: the mean of the two
+    middle values), floats and bytes, ties included, with numpy's dtype."""
     rng = np.random.default_rng(0)
-    for frames in (15, 16):
-        values = rng.normal(100, 50, (frames, 24, 32)).astype(np.float32)
-        assert np.array_equal(temporal_median(values), np.median(values, axis=0))
-        pixels = rng.integers(0, 256, (frames, 12, 16, 3), dtype=np.uint8)
-        assert np.array_equal(temporal_median(pixels), np.median(pixels, axis=0))
+    for frames in [*range(1, 41), 59, 60]:
+        values = rng.normal(100, 50, (frames, 6, 8)).astype(np.float32)
+        pixels = rng.integers(0, 256, (frames, 4, 5, 3), dtype=np.uint8)
+        ties = rng.integers(0, 3, (frames, 9, 9)).astype(np.uint8)
+        for stack in (values, pixels, ties, values.astype(np.float64)):
+            median, expected = temporal_median(stack), np.median(stack, axis=0)
+            assert median.dtype == expected.dtype, (frames, stack.dtype)
+            assert np.array_equal(median, expected), (frames, stack.dtype)
     assert temporal_median(np.array([[1.0], [2.0], [10.0], [20.0]]))[0] == 6.0
 
 
