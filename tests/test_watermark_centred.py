@@ -9,7 +9,7 @@ from real_media import FONT, real_clip
 from skimage import data
 
 from synthesize.watermark import WatermarkConfig, detect_video, strip
-from synthesize.watermark.look import centred_word
+from synthesize.watermark.look import centred_parts, centred_word
 from synthesize.watermark.text import TextBox, read_characters
 
 
@@ -150,3 +150,62 @@ def test_each_character_is_read_at_its_own_column():
     assert "".join(c for c, _, _ in read) == "PREVIEW"
     for (_, _, column), (start, end) in zip(read, spans, strict=True):
         assert start - 4 <= column <= end + 4, (column, start, end)
+
+
+def _photo(name):
+    image = getattr(data, name)()
+    return np.dstack([image] * 3) if image.ndim == 2 else image[..., :3]
+
+
+def test_a_centred_word_boxed_in_two_pieces_is_judged_whole():
+    """A bold "WATERMARK" at 0.4 across coffee's cups: the text detector boxes it as
+    pieces with nothing between them, the one judged (the left, off the centre line) stays
+    under the bar, and the photo was clean. The pieces are joined into the centred word
+    (`look.centred_parts`): it is found, boxed across the centre line."""
+    image = _photo("coffee")
+    marked, alpha = _word_over(image[None], "WATERMARK", None, 0.4)
+    x0, _, x1, _ = _box(alpha)
+    detection = detect_video(marked[0], WatermarkConfig())
+    assert detection.found, detection.reason
+    bx0, _, bx1, _ = detection.box
+    assert bx0 < image.shape[1] / 2 - 0.25 * (x1 - x0) and bx1 > image.shape[1] / 2 + 0.25 * (
+        x1 - x0), (detection.box, (x0, x1))
+
+
+def _pieces(alpha, left_share, right_share):
+    """Boxes over the first `left_share` and the last `right_share` of the word's width."""
+    x0, y0, x1, y1 = _box(alpha)
+    width = x1 - x0
+    return (TextBox(x0 - 2, y0 - 2, x0 + round(left_share * width), y1 + 2, 0.9),
+            TextBox(x1 - round(right_share * width), y0 - 2, x1 + 2, y1 + 2, 0.9))
+
+
+def test_two_pieces_of_a_centred_word_are_joined_and_of_one_off_centre_are_not():
+    image = _photo("coffee")
+    marked, alpha = _word_over(image[None], "WATERMARK", None, 0.6)
+    left, right = _pieces(alpha, 0.25, 0.35)
+    joined = centred_parts(marked[0], [left, right])
+    assert joined[:2] == [left, right] and len(joined) == 3
+    assert (joined[2].x0, joined[2].x1) == (left.x0, right.x1)
+    # the same word starting at 0.15 of the width: its pieces' box is off the centre line
+    shifted, alpha = _word_over(image[None], "SAMPLE", 0.15, 0.6)
+    assert len(centred_parts(shifted[0], list(_pieces(alpha, 0.3, 0.3)))) == 2
+
+
+def test_two_short_words_apart_with_the_scene_between_them_are_not_joined():
+    """"TV" near the left edge and "HD" near the right, over the brick wall: their joined
+    box is centred, but between them the scene reads as no run of letters."""
+    image = _photo("brick")
+    marked, alpha_tv = _word_over(image[None], "TV", 0.08, 0.8)
+    marked, alpha_hd = _word_over(marked, "HD", 0.8, 0.8)
+    pieces = [TextBox(*_box(alpha_tv), 0.9), TextBox(*_box(alpha_hd), 0.9)]
+    assert len(centred_parts(marked[0], pieces)) == 2
+
+
+def test_pieces_on_two_lines_are_not_joined():
+    """The two pieces of a centred word, the right one moved down by its height: two lines."""
+    image = _photo("coffee")
+    marked, alpha = _word_over(image[None], "WATERMARK", None, 0.6)
+    left, right = _pieces(alpha, 0.25, 0.35)
+    lower = TextBox(right.x0, right.y1, right.x1, 2 * right.y1 - right.y0, 0.9)
+    assert len(centred_parts(marked[0], [left, lower])) == 2

@@ -51,7 +51,13 @@ from synthesize.watermark.frames import (
     temporal_median,
     to_input_size,
 )
-from synthesize.watermark.look import centred_word, complete_line, stroke_look, strokes_along
+from synthesize.watermark.look import (
+    centred_parts,
+    centred_word,
+    complete_line,
+    stroke_look,
+    strokes_along,
+)
 from synthesize.watermark.plate import plate_around, plate_under
 from synthesize.watermark.text import (
     TextBox,
@@ -452,7 +458,7 @@ def detect_image(image: np.ndarray, config: WatermarkConfig, classifier=None) ->
         classifier: a loaded `WatermarkClassifier`, or None.
     """
     image = check_frames(image)[0]
-    boxes = fixed_text(image[None])
+    boxes = centred_parts(image, fixed_text(image[None]))
     verdict = whole_line(image, judge_text(image, boxes, threshold=config.threshold),
                          config.threshold)
     score, mask = verdict.score, verdict.mask
@@ -587,7 +593,7 @@ def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox
     for side in MEDIAN_TEXT_SIDES:
         if best.score >= config.threshold or best.scene_lines or best.hidden:
             break
-        lines = carry_on_stubs(median, image_text(median, side))
+        lines = centred_parts(median, carry_on_stubs(median, image_text(median, side)))
         again = judge_text(median, lines,
                            _text_over_motion(lines, shape, edges.camera_moved, changed, scale),
                            config.threshold)

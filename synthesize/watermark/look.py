@@ -10,7 +10,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from synthesize.watermark.text import READS, TextBox, read_characters, read_line
+from synthesize.watermark.text import (
+    READS,
+    TextBox,
+    on_one_line,
+    read_characters,
+    read_line,
+    union,
+)
 
 STROKE_KERNELS = (1.0, 0.35)  # the look's stroke kernels, as shares of the line's height
 LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
@@ -204,6 +211,46 @@ def centred_word(image: np.ndarray, line: TextBox) -> TextBox:
             or np.mean(added_letters) < READS):
         return line
     return replace(line, x0=left, x1=right)
+
+
+CENTRE_OFF = 0.1  # a joined pair's box centred within this share of the width (as CENTRED)
+
+
+def centred_parts(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
+    """`boxes`, with every pair of them that are two parts of one word centred on the frame
+    joined into that word's line. Over a busy photo the detector boxes a large, faint centred
+    word in pieces with nothing between them ("PR" and "EV" of "PREVIEW" at 0.3 over coffee
+    cups, "WA" and "MAR" of "WATERMARK"), each too short or off the centre line to judge.
+
+    Two boxes on one line, apart, whose joined box is centred (CENTRE_OFF), are one word
+    when the joined box reads, at READS or more on average, a letter at every pitch of the
+    parts' between them but one (a thin letter over the scene is read as nothing:
+    "PREVEW"). The scene between two pieces reads as letters now and then, not at a word's
+    pace (the brick wall's mortar reads "HHH" across 4.8 pitches between a "TV" and an
+    "HD"), and a space between two words is no letter."""
+    width = image.shape[1]
+    joined = []
+    ordered = sorted(boxes, key=lambda b: b.x0)
+    for i, left in enumerate(ordered):
+        for right in ordered[i + 1:]:
+            gap = right.x0 - left.x1
+            whole = union([left, right])
+            if (gap <= 0 or not on_one_line(left, right)
+                    or abs((whole.x0 + whole.x1) / 2 / width - 0.5) >= CENTRE_OFF):
+                continue
+            parts = [c for b in (left, right) for c in read_characters(image, b.box)
+                     if c[0].isalnum()]
+            if not parts:
+                continue
+            pitch = ((left.x1 - left.x0) + (right.x1 - right.x0)) / len(parts)
+            pad = round(WIDENING_PAD * (whole.y1 - whole.y0))
+            read = read_characters(image, (max(0, whole.x0 - pad), whole.y0,
+                                           min(width, whole.x1 + pad), whole.y1))
+            letters = [p for c, p, _ in read if c.isalnum()]
+            between = [x for c, _, x in read if c.isalnum() and left.x1 <= x < right.x0]
+            if letters and len(between) >= gap / pitch - 1 and np.mean(letters) >= READS:
+                joined.append(whole)
+    return [*boxes, *joined]
 
 
 STRETCH = 2.0  # line heights: the stretch of a found line whose strokes are levelled alone
