@@ -23,10 +23,11 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
 
 
 def temporal_median(stack: np.ndarray) -> np.ndarray:
-    """`np.median(stack, axis=0)`, value for value, 4-9x faster: the frames go through a
-    sorting network as whole planes (Batcher's odd-even merge, pruned to the comparators
-    the middle values depend on), so each step is one vectorised min or max over the frame
-    instead of a sort per pixel. Integer input gives float64, as numpy's median does."""
+    """`np.median(stack, axis=0)`, value for value, and faster (16 RGB frames of 768x576:
+    about 25 ms against 100; small float stacks about 2x): the frames go through a sorting
+    network as whole planes (Batcher's odd-even merge, pruned to the comparators the middle
+    values depend on), so each step is one vectorised min or max over the frame instead of
+    a sort per pixel. Integer input gives float64, as numpy's median does."""
     count = len(stack)
     planes = [np.array(frame) for frame in stack]
     for low, high, keep_low, keep_high in _median_network(count):
