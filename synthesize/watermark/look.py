@@ -231,6 +231,7 @@ def centred_parts(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
     width = image.shape[1]
     joined = []
     ordered = sorted(boxes, key=lambda b: b.x0)
+    letters_of: dict[TextBox, int] = {}  # each box is read once, however many pairs it is in
     for i, left in enumerate(ordered):
         for right in ordered[i + 1:]:
             gap = right.x0 - left.x1
@@ -238,11 +239,14 @@ def centred_parts(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
             if (gap <= 0 or not on_one_line(left, right)
                     or abs((whole.x0 + whole.x1) / 2 / width - 0.5) >= CENTRE_OFF):
                 continue
-            parts = [c for b in (left, right) for c in read_characters(image, b.box)
-                     if c[0].isalnum()]
+            for box in (left, right):
+                if box not in letters_of:
+                    letters_of[box] = sum(c.isalnum() for c, _, _ in
+                                          read_characters(image, box.box))
+            parts = letters_of[left] + letters_of[right]
             if not parts:
                 continue
-            pitch = ((left.x1 - left.x0) + (right.x1 - right.x0)) / len(parts)
+            pitch = ((left.x1 - left.x0) + (right.x1 - right.x0)) / parts
             pad = round(WIDENING_PAD * (whole.y1 - whole.y0))
             read = read_characters(image, (max(0, whole.x0 - pad), whole.y0,
                                            min(width, whole.x1 + pad), whole.y1))
