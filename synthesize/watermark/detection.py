@@ -52,6 +52,7 @@ from synthesize.watermark.frames import (
     to_input_size,
 )
 from synthesize.watermark.look import (
+    centred,
     centred_parts,
     centred_word,
     complete_line,
@@ -83,7 +84,6 @@ APERTURE = 0.45  # under a moving camera, this share of a mark's static edges mu
 OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must persist over change
 EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
-CENTRED = 0.1  # a box whose centre lies this near the vertical centre line is centred
 PLACE_ELSEWHERE = 0.5  # the place prior for text anywhere else
 TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
 TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider than tall
@@ -117,8 +117,7 @@ def size_class(box: tuple[int, int, int, int], shape: tuple[int, int]) -> str:
 
 def place_prior(box: tuple[int, int, int, int], shape: tuple[int, int]) -> float:
     """1 for a box in a corner, in a band along an edge, or centred; PLACE_ELSEWHERE else."""
-    centred = abs((box[0] + box[2]) / 2 / shape[1] - 0.5) < CENTRED
-    return 1.0 if by_an_edge(box, shape) or centred else PLACE_ELSEWHERE
+    return 1.0 if by_an_edge(box, shape) or centred(box, shape[1]) else PLACE_ELSEWHERE
 
 
 def by_an_edge(box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:

@@ -213,7 +213,12 @@ def centred_word(image: np.ndarray, line: TextBox) -> TextBox:
     return replace(line, x0=left, x1=right)
 
 
-CENTRE_OFF = 0.1  # a joined pair's box centred within this share of the width (as CENTRED)
+CENTRED = 0.1  # a box whose centre lies this near the vertical centre line is centred
+
+
+def centred(box: tuple[int, int, int, int], width: int) -> bool:
+    """Whether `box`'s centre lies within CENTRED of the frame's width of its centre line."""
+    return abs((box[0] + box[2]) / 2 / width - 0.5) < CENTRED
 
 
 def centred_parts(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
@@ -222,7 +227,7 @@ def centred_parts(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
     word in pieces with nothing between them ("PR" and "EV" of "PREVIEW" at 0.3 over coffee
     cups, "WA" and "MAR" of "WATERMARK"), each too short or off the centre line to judge.
 
-    Two boxes on one line, apart, whose joined box is centred (CENTRE_OFF), are one word
+    Two boxes on one line, apart, whose joined box is centred (`centred`), are one word
     when the joined box reads, at READS or more on average, a letter at every pitch of the
     parts' between them but one (a thin letter over the scene is read as nothing:
     "PREVEW"). The scene between two pieces reads as letters now and then, not at a word's
@@ -236,8 +241,7 @@ def centred_parts(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
         for right in ordered[i + 1:]:
             gap = right.x0 - left.x1
             whole = union([left, right])
-            if (gap <= 0 or not on_one_line(left, right)
-                    or abs((whole.x0 + whole.x1) / 2 / width - 0.5) >= CENTRE_OFF):
+            if gap <= 0 or not on_one_line(left, right) or not centred(whole.box, width):
                 continue
             for box in (left, right):
                 if box not in letters_of:
