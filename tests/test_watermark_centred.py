@@ -13,12 +13,12 @@ from synthesize.watermark.look import centred_parts, centred_word
 from synthesize.watermark.text import TextBox, read_characters
 
 
-def _word_over(frames, word, left, opacity):
-    """White bold `word`, 16% of the height tall, at opacity over `frames` (T, H, W, 3):
+def _word_over(frames, word, left, opacity, share=0.16):
+    """White bold `word`, `share` of the height tall, at opacity over `frames` (T, H, W, 3):
     centred when `left` is None, else starting at that share of the width. Returns the
     marked frames and the word's alpha (H, W)."""
     height, width = frames.shape[1:3]
-    font = ImageFont.truetype(str(FONT), int(0.16 * height))
+    font = ImageFont.truetype(str(FONT), int(share * height))
     x0, y0, x1, y1 = font.getbbox(word)
     x = (width - (x1 - x0)) // 2 - x0 if left is None else int(left * width) - x0
     layer = Image.new("L", (width, height), 0)
@@ -209,3 +209,20 @@ def test_pieces_on_two_lines_are_not_joined():
     left, right = _pieces(alpha, 0.25, 0.35)
     lower = TextBox(right.x0, right.y1, right.x1, 2 * right.y1 - right.y0, 0.9)
     assert len(centred_parts(marked[0], [left, lower])) == 2
+
+
+def test_a_part_of_a_centred_word_is_placed_as_the_word():
+    """"SAMPLE" at 0.3, 14% of the height, centred over the camera photo: the text
+    detector boxes a part of it that lies off the centre line, where the place prior halves
+    its score, and the photo was clean. The part is read out to the centred word it belongs
+    to (`detection.placed_as_centred_word`) and judged where the word is: found, boxed
+    across the centre line."""
+    image = _photo("camera")
+    marked, alpha = _word_over(image[None], "SAMPLE", None, 0.3, share=0.14)
+    x0, _, x1, _ = _box(alpha)
+    detection = detect_video(marked[0], WatermarkConfig())
+    assert detection.found, detection.reason
+    bx0, _, bx1, _ = detection.box
+    middle = image.shape[1] / 2
+    assert bx0 < middle - 0.3 * (x1 - x0) and bx1 > middle + 0.3 * (x1 - x0), (detection.box,
+                                                                             (x0, x1))
