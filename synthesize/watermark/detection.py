@@ -18,7 +18,9 @@ Priors every mark follows, each set by a measurement (docs/watermarks.md):
 - size: the whole frame is never a mark (a box over WHOLE_FRAME of its area), and a box over
   LARGE_AREA of it, or over LARGE_SIDE of its height, needs text evidence as well;
 - place: text in a corner, in a band along an edge, or centred (PLACE_ELSEWHERE elsewhere);
-- look: strokes of one colour at one alpha (`look.stroke_look`).
+- look: strokes of one colour at one alpha (`look.stroke_look`);
+- content: a mark lies over some; a line alone mid-frame on a plain ground is a title card's
+  (`priors.title_card`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ from synthesize.watermark.frames import (
     to_input_size,
 )
 from synthesize.watermark.look import (
-    centred,
     centred_parts,
     centred_word,
     complete_line,
@@ -60,6 +61,7 @@ from synthesize.watermark.look import (
     strokes_along,
 )
 from synthesize.watermark.plate import plate_around, plate_under
+from synthesize.watermark.priors import by_an_edge, place_prior, size_class, title_card
 from synthesize.watermark.text import (
     TextBox,
     box_area,
@@ -74,17 +76,9 @@ from synthesize.watermark.text import (
 CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first (those refused before
 #                 a matte, on their edges' crossing or the change under them, not counted)
 JOIN = 0.9  # another candidate joins the best's mask when it scores this share of it (and passes)
-WHOLE_FRAME = 0.5  # share of the frame's area: a box this large is never a mark
-LARGE_AREA = 0.25  # share of the frame's area over which a box needs text evidence too
-LARGE_SIDE = 0.55  # share of the frame's height over which a box needs text evidence too
-NARROW = 0.6  # a box narrower than this share of its height (a pillar, a door frame, the edge
-#               of a person) is no text line or compact logo: it needs text evidence too
 ACROSS = 3.0  # analysis pixels: a static edge the camera moved the scene this far across
 APERTURE = 0.45  # under a moving camera, this share of a mark's static edges must be crossed
 OCCLUDED = 0.3  # under a still camera, this share of a mark's edges must persist over change
-EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
-CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
-PLACE_ELSEWHERE = 0.5  # the place prior for text anywhere else
 TEXT_HEIGHT = 0.03  # share of the frame's shorter side: smaller text is no legible mark
 TEXT_ASPECT = 2.0  # a mark's text is a line of words, at least this much wider than tall
 STUB_ASPECT = 1.0  # a box this much wider than tall, short of TEXT_ASPECT, may be a piece
@@ -97,38 +91,6 @@ MEDIAN_TEXT_SIDES = (480, 960)  # a clip's text, looked for again on the median 
 PASSES_OVER = 0.3  # share of a line's box changing in one frame, more than in its median
 #                   frame: something passes over it
 MATTE_AGREES = 0.5  # IoU of a text mark's matte box with its line's box, for the matte
-
-
-# ---------------------------------------------------------------------------------------------
-# Priors
-
-
-def size_class(box: tuple[int, int, int, int], shape: tuple[int, int]) -> str:
-    """"whole" (never a mark), "large" or narrow (needs text evidence too), or "fits"."""
-    height, width = shape
-    x0, y0, x1, y1 = box
-    area = (x1 - x0) * (y1 - y0) / (height * width)
-    if area >= WHOLE_FRAME:
-        return "whole"
-    if area > LARGE_AREA or (y1 - y0) > LARGE_SIDE * height or (x1 - x0) < NARROW * (y1 - y0):
-        return "large"
-    return "fits"
-
-
-def place_prior(box: tuple[int, int, int, int], shape: tuple[int, int]) -> float:
-    """1 for a box in a corner, in a band along an edge, or centred; PLACE_ELSEWHERE else."""
-    return 1.0 if by_an_edge(box, shape) or centred(box, shape[1]) else PLACE_ELSEWHERE
-
-
-def by_an_edge(box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
-    """Whether `box` lies in a corner (its centre within CORNER of two edges) or in a band
-    along an edge (EDGE_BAND), where bugs, captions and credits sit."""
-    height, width = shape
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
-    corner = min(cx, 1 - cx) < CORNER and min(cy, 1 - cy) < CORNER
-    return corner or (y1 <= EDGE_BAND * height or y0 >= (1 - EDGE_BAND) * height
-                      or x1 <= EDGE_BAND * width or x0 >= (1 - EDGE_BAND) * width)
 
 
 def least_line_height(shape: tuple[int, int]) -> float:
@@ -183,13 +145,15 @@ def carry_on_stubs(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
 class TextVerdict(NamedTuple):
     """`judge_text`'s answer: the best line's score, the line and its strokes' mask (None
     without one), how many lines read when the frame's text is the scene's (0 else), and
-    whether the line was the scene's because what passes hid it (`hidden_by_passing`)."""
+    whether the line was the scene's because what passes hid it (`hidden_by_passing`) and
+    whether a line that read was a title card's (`priors.title_card`)."""
 
     score: float
     line: TextBox | None
     mask: np.ndarray | None
     scene_lines: int = 0
     hidden: bool = False
+    card: bool = False
 
 
 class ScoredLine(NamedTuple):
@@ -254,7 +218,8 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     best first, until one reads; with no `threshold`, none is read. A line the detector
     scores too weakly may pass on the recogniser's surety instead (`sure_by_reading`). A
     line that reads is still the scene's when SCENE_TEXT lines of the frame read
-    (`scene_text_lines`)."""
+    (`scene_text_lines`), and no mark when it is all a plain frame shows (`title_card`):
+    the next line is judged then."""
     scored = []
     for index, box in enumerate(text_lines(boxes, image.shape[:2])):
         size = size_class(box.box, image.shape[:2])
@@ -271,15 +236,19 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     if threshold is not None:
         scored = sure_by_reading(image, placed_as_centred_word(image, scored, threshold),
                                  threshold)
+    card = False
     for score, box, mask, _, _, read in scored:
         if threshold is None or score < threshold:
-            return TextVerdict(score, box, mask)
+            return TextVerdict(score, box, mask, card=card)
         if read or reads_as_text(image, box.box)[0]:
+            if title_card(image, box.box):
+                card = True
+                continue
             lines = scene_text_lines(image, boxes, box)
             if lines >= SCENE_TEXT:
                 return TextVerdict(0.0, None, None, lines)
             return TextVerdict(score, box, mask)
-    return TextVerdict(0.0, None, None)
+    return TextVerdict(0.0, None, None, card=card)
 
 
 def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> TextVerdict:
@@ -520,6 +489,8 @@ def _text_reason(verdict: TextVerdict, threshold: float, boxes: list[TextBox],
         return f"no evidence: {where}, the text is the scene's (it moves with the camera)"
     if verdict.hidden:
         return f"no evidence: {where}, the text is the scene's (what passes in front hides it)"
+    if verdict.card:
+        return f"no evidence: {where}, the text is a title card's (alone on a plain frame)"
     return f"no evidence: {where}, no text where marks are that reads ({score:.2f})"
 
 
@@ -609,7 +580,7 @@ def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox
     over = _text_over_motion(text, shape, edges.camera_moved, changed, scale)
     best = judge_text(median, text, over, config.threshold)
     for side in MEDIAN_TEXT_SIDES:
-        if best.score >= config.threshold or best.scene_lines or best.hidden:
+        if best.score >= config.threshold or best.scene_lines or best.hidden or best.card:
             break
         lines = centred_parts(median, carry_on_stubs(median, image_text(median, side)))
         again = judge_text(median, lines,
@@ -623,7 +594,7 @@ def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox
                 hidden = hidden_by_passing(sampled, median, again.line.box)
             if hidden:
                 again = TextVerdict(0.0, None, None, hidden=True)
-        if again.score > best.score or again.scene_lines or again.hidden:
+        if again.score > best.score or again.scene_lines or again.hidden or again.card:
             best, text = again, lines
     return whole_line(median, best, config.threshold), text
 

@@ -275,7 +275,7 @@ def membrane_fill(images: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return out
 
 
-STRIP_AREA = 0.2  # a mask over this share of the frame is not stripped (detection's LARGE_AREA)
+STRIP_AREA = 0.2  # a mask over this share of the frame is not stripped (priors.LARGE_AREA)
 UNEXPLAINED = 6.0  # grey levels of temporal spread a strip may take away at a pixel
 UNEXPLAINED_SHARE = 0.25  # share of the changed pixels allowed to lose more than that
 
