@@ -14,7 +14,7 @@ A still image has only (b) and (c); a clip without usable motion (a still scene)
 the same way on its frames. Without evidence a clip or an image is clean, and the reason
 says so ("no evidence: still camera, no text found").
 
-Priors every mark follows, each set by a measurement (docs/watermarks.md):
+Priors every mark follows (`priors.py`), each set by a measurement (docs/watermarks.md):
 - size: the whole frame is never a mark (a box over WHOLE_FRAME of its area), and a box over
   LARGE_AREA of it, or over LARGE_SIDE of its height, needs text evidence as well;
 - place: text in a corner, in a band along an edge, or centred (PLACE_ELSEWHERE elsewhere);
@@ -219,7 +219,7 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     scores too weakly may pass on the recogniser's surety instead (`sure_by_reading`). A
     line that reads is still the scene's when SCENE_TEXT lines of the frame read
     (`scene_text_lines`), and no mark when it is all a plain frame shows (`title_card`):
-    the next line is judged then."""
+    the next line that passes is judged instead."""
     scored = []
     for index, box in enumerate(text_lines(boxes, image.shape[:2])):
         size = size_class(box.box, image.shape[:2])
