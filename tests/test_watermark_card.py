@@ -75,3 +75,12 @@ def test_a_card_over_real_footage_is_no_card():
     marked, box = _line_at(frame, "middle")
     assert not title_card(marked, box)
     assert title_card(_line_at(_card(frame.shape[:2]), "middle")[0], box)
+
+
+def test_a_card_with_a_second_line_is_a_card():
+    """End and title cards often hold two lines ("Episode 4: The Long Road" under a title):
+    the other line that reads is the card's text too, not content a mark lies over."""
+    card, _ = _line_at(_card(), "middle")
+    two = draw_text(card, "see you next week", (235, 200), 20, 1.0, (230, 230, 230))
+    detection = detect_image(two, WatermarkConfig())
+    assert not detection.found and "title card" in detection.reason, detection.reason

@@ -95,13 +95,13 @@ def test_counting_the_scenes_lines_reads_a_bounded_number_of_them(monkeypatch):
     read = []
     monkeypatch.setattr(detection, "reads_as_text",
                         lambda image, box: (read.append(box) or False, ""))
-    assert detection.scene_text_lines(image, others + [line], line) == 1
+    assert detection.scene_text_lines(image, others + [line], line) == [line]
     assert len(read) == detection.SCENE_TEXT_READS
     assert read[0] == others[-1].box  # best first
     read.clear()
     monkeypatch.setattr(detection, "reads_as_text",
                         lambda image, box: (read.append(box) or True, "word"))
-    assert detection.scene_text_lines(image, others, line) == detection.SCENE_TEXT
+    assert len(detection.scene_text_lines(image, others, line)) == detection.SCENE_TEXT
     assert len(read) == detection.SCENE_TEXT - 1
 
 

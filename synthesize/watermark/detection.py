@@ -218,8 +218,8 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     best first, until one reads; with no `threshold`, none is read. A line the detector
     scores too weakly may pass on the recogniser's surety instead (`sure_by_reading`). A
     line that reads is still the scene's when SCENE_TEXT lines of the frame read
-    (`scene_text_lines`), and no mark when it is all a plain frame shows (`title_card`):
-    the next line that passes is judged instead."""
+    (`scene_text_lines`), and no mark when it and those lines are all a plain frame shows
+    (`title_card`): the next line that passes is judged instead."""
     scored = []
     for index, box in enumerate(text_lines(boxes, image.shape[:2])):
         size = size_class(box.box, image.shape[:2])
@@ -241,12 +241,12 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
         if threshold is None or score < threshold:
             return TextVerdict(score, box, mask, card=card)
         if read or reads_as_text(image, box.box)[0]:
-            if title_card(image, box.box):
+            lines = scene_text_lines(image, boxes, box)
+            if len(lines) >= SCENE_TEXT:
+                return TextVerdict(0.0, None, None, len(lines))
+            if title_card(image, box.box, [line.box for line in lines]):
                 card = True
                 continue
-            lines = scene_text_lines(image, boxes, box)
-            if lines >= SCENE_TEXT:
-                return TextVerdict(0.0, None, None, lines)
             return TextVerdict(score, box, mask)
     return TextVerdict(0.0, None, None, card=card)
 
@@ -273,18 +273,20 @@ def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> Tex
     return verdict._replace(line=line, mask=mask if along is None else mask | along)
 
 
-def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox) -> int:
-    """Lines of `image` that read, `line` (which does) and the other `boxes`, any size, best
-    first; counting stops at SCENE_TEXT, or after SCENE_TEXT_READS others. A mark is one
-    line, or two; a page, a cover or a shop front has more, and there a line in a corner is
-    the scene's too."""
-    count = 1
+def scene_text_lines(image: np.ndarray, boxes: list[TextBox], line: TextBox
+                     ) -> list[TextBox]:
+    """Lines of `image` that read: `line` (which does) and those of the other `boxes`, any
+    size, best first, that do; reading stops at SCENE_TEXT lines, or after SCENE_TEXT_READS
+    others. A mark is one line, or two; a page, a cover or a shop front has more, and there
+    a line in a corner is the scene's too."""
+    lines = [line]
     others = [b for b in boxes if inside_share(b.box, line.box) < 0.5]  # not a piece of it
     for other in sorted(others, key=lambda b: -b.score)[:SCENE_TEXT_READS]:
-        if count >= SCENE_TEXT:
+        if len(lines) >= SCENE_TEXT:
             break
-        count += reads_as_text(image, other.box)[0]
-    return count
+        if reads_as_text(image, other.box)[0]:
+            lines.append(other)
+    return lines
 
 
 def hidden_by_passing(sampled: np.ndarray, median: np.ndarray,

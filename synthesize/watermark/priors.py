@@ -49,13 +49,16 @@ def by_an_edge(box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
                       or x1 <= EDGE_BAND * width or x0 >= (1 - EDGE_BAND) * width)
 
 
-def title_card(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
-    """Whether a line mid-frame (not by an edge) is all the frame shows: under CARD_CONTENT
-    of the pixels outside it (and half a line height round it) lie on edges steeper than
-    EDGE_SLOPE. A mark is laid over content; a line alone on a plain ground is the frame's
-    content, a title or end card ("THANKS FOR WATCHING" on a flat grey in gradio's `a.mp4`:
-    0.2% of its pixels on edges; the sparsest real photo of the bench, a horse's silhouette,
-    3.2%). A line by an edge (a subtitle or a bug over a black frame) is judged as ever."""
+def title_card(image: np.ndarray, box: tuple[int, int, int, int],
+               text: list[tuple[int, int, int, int]] = ()) -> bool:
+    """Whether a line mid-frame (not by an edge) and the frame's other `text` (boxes of
+    lines that read: a card's title and subtitle) are all the frame shows: under
+    CARD_CONTENT of the pixels outside them (and half a line height round each) lie on edges
+    steeper than EDGE_SLOPE. A mark is laid over content; text alone on a plain ground is
+    the frame's content, a title or end card ("THANKS FOR WATCHING" on a flat grey in
+    gradio's `a.mp4`: 0.2% of its pixels on edges; the sparsest real photo of the bench, a
+    horse's silhouette, 3.2%). A line by an edge (a subtitle or a bug over a black frame)
+    is judged as ever."""
     import cv2
 
     if by_an_edge(box, image.shape[:2]):
@@ -64,7 +67,7 @@ def title_card(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     slope = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3),
                      cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
     outside = np.ones(grey.shape, bool)
-    x0, y0, x1, y1 = box
-    pad = (y1 - y0) // 2
-    outside[max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = False
+    for x0, y0, x1, y1 in [box, *text]:
+        pad = (y1 - y0) // 2
+        outside[max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = False
     return bool(outside.any()) and float((slope[outside] > EDGE_SLOPE).mean()) < CARD_CONTENT
