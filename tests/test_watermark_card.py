@@ -29,8 +29,8 @@ def _line_at(image, where, size=30, colour=(250, 215, 30), opacity=1.0):
 def _card(shape=(360, 640)):
     """An end card: a flat slate grey with a small outlined icon left of the line's place."""
     card = np.full((*shape, 3), (48, 58, 70), np.uint8)
-    card[165:195, 150:158] = (250, 215, 30)
-    card[168:192, 152:156] = (48, 58, 70)
+    card[165:195, 80:88] = (250, 215, 30)
+    card[168:192, 82:86] = (48, 58, 70)
     return card
 
 
