@@ -4,6 +4,8 @@ content (a line alone on a plain frame is a title card's, the frame's own conten
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from synthesize.watermark.evidence import EDGE_SLOPE
@@ -50,7 +52,7 @@ def by_an_edge(box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
 
 
 def title_card(image: np.ndarray, box: tuple[int, int, int, int],
-               text: list[tuple[int, int, int, int]] = ()) -> bool:
+               text: Sequence[tuple[int, int, int, int]] = ()) -> bool:
     """Whether a line mid-frame (not by an edge) and the frame's other `text` (boxes of
     lines that read: a card's title and subtitle) are all the frame shows: under
     CARD_CONTENT of the pixels outside them (and half a line height round each) lie on edges
