@@ -35,6 +35,15 @@ CROSSING = 0.5  # share of the camera's motion across an edge (cos of the angle)
 STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable motion
 
 
+def slopes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y derivatives of grey frames (T, h, w), float32, in grey levels per pixel
+    (Sobel / 8), the unit of EDGE_SLOPE."""
+    import cv2
+
+    gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey]) / 8.0
+    gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey]) / 8.0
+    return gx, gy
+
 def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
                  ) -> tuple[list[np.ndarray], float]:
     """Per frame, the similarity taking it onto frame 0 (ORB matches between neighbouring
@@ -386,9 +395,8 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     import cv2
 
     height, width = grey.shape[1:]
-    # 1. Edges that stay put on screen (Sobel / 8: grey levels per pixel).
-    gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey]) / 8.0
-    gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey]) / 8.0
+    # 1. Edges that stay put on screen.
+    gx, gy = slopes(grey)
     on_screen, strength = _coherence(gx, gy)
     edges = strength > EDGE_SLOPE
     # An edge sweeping past also points one way; a mark's edge is there in (nearly) every
@@ -466,8 +474,7 @@ def passes_behind(grey: np.ndarray) -> np.ndarray:
     them. Bool (h, w) at the analysis size."""
     import cv2
 
-    gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey]) / 8.0
-    gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey]) / 8.0
+    gx, gy = slopes(grey)
     mean_x, mean_y = gx.mean(0), gy.mean(0)
     length = np.maximum(np.hypot(mean_x, mean_y), 1e-6)
     held = (gx * mean_x + gy * mean_y) / length > EDGE_SLOPE / 2

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from synthesize.watermark.evidence import EDGE_SLOPE
+from synthesize.watermark.evidence import EDGE_SLOPE, slopes
 from synthesize.watermark.look import centred
 
 WHOLE_FRAME = 0.5  # share of the frame's area: a box this large is never a mark
@@ -65,10 +65,9 @@ def title_card(image: np.ndarray, box: tuple[int, int, int, int],
 
     if by_an_edge(box, image.shape[:2]):
         return False
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    slope = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3),
-                     cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
-    outside = np.ones(grey.shape, bool)
+    gx, gy = slopes(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)[None])
+    slope = np.hypot(gx[0], gy[0])
+    outside = np.ones(slope.shape, bool)
     for x0, y0, x1, y1 in [box, *text]:
         pad = (y1 - y0) // 2
         outside[max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = False
