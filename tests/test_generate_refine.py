@@ -381,7 +381,7 @@ def test_ctrl_c_during_refinement_stops_cleanly(tiny, tmp_path):
     prompts.write_text("a red kite over snowy hills\n")
     out = tmp_path / "out"
     args = [sys.executable, "-m", "datakit.cli", "generate", "--prompts", str(prompts),
-            "--model", str(tiny["wan"]), "--out", str(out), "--frames", "120",
+            "--model", str(tiny["wan"]), "--out", str(out), "--frames", "240",
             "--chunk-frames", "9", "--steps", "20", "--search-k", "1", "--height", "32",
             "--width", "48", "--no-checks", "--refine", "--refine-chunk", "13",
             "--refine-overlap", "4", "--refine-strength", "0.5"]
