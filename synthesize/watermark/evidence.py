@@ -127,7 +127,7 @@ def _fits_better(frame: np.ndarray, previous: np.ndarray, step: np.ndarray) -> b
     warped = cv2.warpAffine(frame, step, (width, height), flags=cv2.INTER_LINEAR)
     seen = cv2.warpAffine(np.ones_like(frame), step, (width, height)) > 0.999
     if seen.mean() < 0.25:
-        return True
+        return False
     moved = float(np.median(np.abs(warped - previous)[seen]))
     still = float(np.median(np.abs(frame - previous)[seen]))
     return moved < still
@@ -333,6 +333,59 @@ def holds_in_place(magnitudes: np.ndarray) -> np.ndarray:
 
 
 
+BAR_STEADY = 8.0  # grey levels: a bar's pixel varies less than this over the clip
+BAR_FLAT = 12.0  # grey levels: and stays this near the colour of the frame's outermost line
+BAR_ROW = 0.9  # share of a line's pixels that must be the bar's for the line to be bar
+BAR_DEPTH = 0.3  # a bar reaches at most this share of the frame in from its side
+BAR_REACH = 2  # analysis pixels either side of a bar's inner edge that belong to that edge
+BAR_RAGGED = 4  # analysis pixels: how far in a gate's ragged edge may run past the bar
+SIDE_NEAR = 2  # analysis pixels from a side: an edge this near and along it is the frame's
+
+
+def bar_edges(grey: np.ndarray) -> np.ndarray:
+    """The inner edges of flat bars along the frame's sides: a letterbox, a pillarbox, the
+    dark gate of a film scan. Each is an edge across the whole frame that stays put while
+    the camera moves, yet it is the picture's frame, not an overlay on the picture.
+
+    A bar is the run of lines in from a side, up to BAR_DEPTH of the frame, of which BAR_ROW
+    of the pixels keep the outermost line's colour (BAR_FLAT) all clip long (BAR_STEADY); a
+    mark inside a bar covers too little of its lines to end it, and keeps its own edges. Its
+    inner edge runs from the first line that is not bar to the first with under 1 - BAR_ROW
+    of bar pixels (a film gate's edge is ragged), at most BAR_RAGGED lines on, and BAR_REACH
+    pixels either side. Bool (h, w).
+    """
+    median = temporal_median(grey)
+    steady = grey.max(0) - grey.min(0) < BAR_STEADY
+    height, width = median.shape
+    inner = np.zeros((height, width), bool)
+    # Each side as lines running along it, outermost first: rows from the top and the
+    # bottom, columns from the left and the right (views: setting `edge` sets `inner`).
+    sides = ((median, steady, inner), (median[::-1], steady[::-1], inner[::-1]),
+             (median.T, steady.T, inner.T), (median.T[::-1], steady.T[::-1], inner.T[::-1]))
+    for values, still, edge in sides:
+        colour = float(np.median(values[0]))
+        share = (still & (np.abs(values - colour) < BAR_FLAT)).mean(1)
+        depth = int(np.argmax(share < BAR_ROW)) if (share < BAR_ROW).any() else len(share)
+        if 0 < depth <= BAR_DEPTH * len(share):
+            content = share[depth:depth + BAR_RAGGED] < 1.0 - BAR_ROW
+            end = depth + (int(np.argmax(content)) if content.any() else BAR_RAGGED)
+            edge[max(0, depth - BAR_REACH):end + BAR_REACH] = True
+    return inner
+
+
+def side_lines(mean_x: np.ndarray, mean_y: np.ndarray) -> np.ndarray:
+    """Edges along a side of the frame, within SIDE_NEAR pixels of it (their gradient points
+    across the side): a scan's frame line, an analogue capture's blanking, a shadow of the
+    gate. A mark keeps a margin from the frame's sides; where it reaches one, its edges
+    there run across the side. Bool (h, w), from the clip's mean gradient."""
+    near = SIDE_NEAR
+    across_rows = np.abs(mean_y) > np.abs(mean_x)
+    lines = np.zeros(mean_x.shape, bool)
+    lines[:near], lines[-near:] = across_rows[:near], across_rows[-near:]
+    lines[:, :near], lines[:, -near:] = ~across_rows[:, :near], ~across_rows[:, -near:]
+    return lines
+
+
 @dataclass
 class StaticEdges:
     """Where edges stay put on screen in a clip, and what the camera did.
@@ -398,12 +451,14 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     # 1. Edges that stay put on screen.
     gx, gy = slopes(grey)
     on_screen, strength = _coherence(gx, gy)
-    edges = strength > EDGE_SLOPE
+    bars = bar_edges(grey)  # a letterbox's edge stays put too: it frames the picture
+    edges = (strength > EDGE_SLOPE) & ~bars
     # An edge sweeping past also points one way; a mark's edge is there in (nearly) every
     # frame (or, over dark or flat content, holds in place where it shows: step 3).
     magnitudes = np.hypot(gx, gy)
     present = (magnitudes > EDGE_SLOPE / 2).mean(0) >= 1.0 - PRESENT
-    static = (on_screen > EDGE_SLOPE) & (on_screen > COHERENCE * strength)
+    static = (on_screen > EDGE_SLOPE) & (on_screen > COHERENCE * strength) & ~bars
+    static &= ~side_lines(gx.mean(0), gy.mean(0))
     # 2. When the camera moves, an edge running along the motion also stays put on screen,
     #    but the scene explains it: the scene's own gradient field (frames aligned on frame
     #    0 and averaged), carried back along each frame's camera, gives the same vector on
