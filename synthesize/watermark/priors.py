@@ -19,6 +19,8 @@ NARROW = 0.6  # a box narrower than this share of its height (a pillar, a door f
 EDGE_BAND = 0.25  # share of the frame from one edge: text inside such a band sits on an edge
 CORNER = 0.3  # a box whose centre lies this near two edges sits in a corner
 PLACE_ELSEWHERE = 0.5  # the place prior for text anywhere else
+CENTRED_WIDE = 0.2  # share of the frame's width a centred line mid-frame spans to be placed
+#                     as a mark's (a stock site's or a preview's word across the picture)
 CARD_CONTENT = 0.005  # share of a frame's pixels on edges outside a line mid-frame, under which
 #                       the line is all the frame shows: a title or end card's text
 
@@ -36,8 +38,14 @@ def size_class(box: tuple[int, int, int, int], shape: tuple[int, int]) -> str:
 
 
 def place_prior(box: tuple[int, int, int, int], shape: tuple[int, int]) -> float:
-    """1 for a box in a corner, in a band along an edge, or centred; PLACE_ELSEWHERE else."""
-    return 1.0 if by_an_edge(box, shape) or centred(box, shape[1]) else PLACE_ELSEWHERE
+    """1 for a box in a corner, in a band along an edge, or centred and wide (CENTRED_WIDE);
+    PLACE_ELSEWHERE else. A short line mid-frame is more often the scene's than a mark's:
+    photographers centre their subject, and the subject's shirt or mug carries a print
+    ("LAS VEGAS NV" across 13% of a beach photo's width)."""
+    if by_an_edge(box, shape):
+        return 1.0
+    wide = box[2] - box[0] >= CENTRED_WIDE * shape[1]
+    return 1.0 if wide and centred(box, shape[1]) else PLACE_ELSEWHERE
 
 
 def by_an_edge(box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
