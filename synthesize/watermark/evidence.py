@@ -120,7 +120,10 @@ def _region_moves(src: np.ndarray, dst: np.ndarray, inliers: np.ndarray, step: n
 def _fits_better(frame: np.ndarray, previous: np.ndarray, step: np.ndarray) -> bool:
     """Whether `step` (frame onto previous) lines up most of the two frames better than no
     motion does: the median absolute difference over the pixels both show. An object crossing
-    a still shot gives matches of its own, whose motion fits it alone."""
+    a still shot gives matches of its own, whose motion fits it alone. A step under which the
+    frames share under a quarter of their pixels cannot be checked and is no camera motion:
+    a cut, or matches on something that moved across a still shot (a card lifted off a
+    table: a similarity folding the frame to 0.3 of its size)."""
     import cv2
 
     height, width = frame.shape
@@ -331,8 +334,6 @@ def holds_in_place(magnitudes: np.ndarray) -> np.ndarray:
     return (centre <= best).mean(0)
 
 
-
-
 BAR_STEADY = 8.0  # grey levels: a bar's pixel varies less than this over the clip
 BAR_FLAT = 12.0  # grey levels: and stays this near the colour of the frame's outermost line
 BAR_ROW = 0.9  # share of a line's pixels that must be the bar's for the line to be bar
@@ -457,8 +458,9 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     # frame (or, over dark or flat content, holds in place where it shows: step 3).
     magnitudes = np.hypot(gx, gy)
     present = (magnitudes > EDGE_SLOPE / 2).mean(0) >= 1.0 - PRESENT
+    mean_x, mean_y = gx.mean(0), gy.mean(0)
     static = (on_screen > EDGE_SLOPE) & (on_screen > COHERENCE * strength) & ~bars
-    static &= ~side_lines(gx.mean(0), gy.mean(0))
+    static &= ~side_lines(mean_x, mean_y)
     # 2. When the camera moves, an edge running along the motion also stays put on screen,
     #    but the scene explains it: the scene's own gradient field (frames aligned on frame
     #    0 and averaged), carried back along each frame's camera, gives the same vector on
@@ -484,7 +486,6 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
                                for m in transforms], axis=0)
         explained_y = np.mean([cv2.warpAffine(field_y, m, size, flags=back)
                                for m in transforms], axis=0)
-        mean_x, mean_y = gx.mean(0), gy.mean(0)
         along = (explained_x * mean_x + explained_y * mean_y) / np.maximum(on_screen, 1e-6)
         static &= along < EXPLAINED * on_screen
     # 3. An overlay's strokes match their median with no shift; a scene's edges only a pixel
@@ -495,7 +496,7 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     #    fails the presence test, but holds where it shows: present or holding is enough.
     holds = holds_in_place(magnitudes) >= HOLDS
     static &= (present | holds) if camera_moved else (present & holds)
-    across = (motion_across(transforms, gx.mean(0), gy.mean(0)) if camera_moved
+    across = (motion_across(transforms, mean_x, mean_y) if camera_moved
               else np.zeros((height, width), np.float32))
     return StaticEdges(static, edges, camera_moved, float(static.sum() / max(1, edges.sum())),
                        across, transforms)
