@@ -130,12 +130,12 @@ def marks_for(width: int, height: int, seed: list[int]) -> list[Overlay]:
 
 
 def judge(frames: np.ndarray, marks: list[Overlay]) -> dict:
-    """Clean flagged or not, and per mark found on it or flagged elsewhere."""
+    """Clean flagged or not, and per mark found on it or flagged elsewhere. `frames`: RGB
+    uint8 (T, H, W, 3); a photo is one frame."""
     _, fields, _ = detect(frames)
     rows = []
     for mark in marks:
-        detection, marked_fields, _ = detect(mark.blend(frames[None] if frames.ndim == 3
-                                                        else frames))
+        detection, marked_fields, _ = detect(mark.blend(frames))
         on = overlaps(marked_fields["watermark_box"], mark.mask)
         rows.append({"kind": mark.kind, "on_mark": on,
                      "elsewhere": bool(detection.found) and not on})
