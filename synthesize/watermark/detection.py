@@ -17,7 +17,8 @@ says so ("no evidence: still camera, no text found").
 Priors every mark follows (`priors.py`), each set by a measurement (docs/watermarks.md):
 - size: the whole frame is never a mark (a box over WHOLE_FRAME of its area), and a box over
   LARGE_AREA of it, or over LARGE_SIDE of its height, needs text evidence as well;
-- place: text in a corner, in a band along an edge, or centred (PLACE_ELSEWHERE elsewhere);
+- place: text in a corner, in a band along an edge, or centred and wide (PLACE_ELSEWHERE
+  elsewhere);
 - look: strokes of one colour at one alpha (`look.stroke_look`);
 - content: a mark lies over some; a line alone mid-frame on a plain ground is a title card's
   (`priors.title_card`).

@@ -1,6 +1,7 @@
 """Evidence that a pattern lies over the content: edges that stay put on screen while the
-content moves, the camera's track, a static overlay's own picture (its matte), and whether
-the content changes under a candidate.
+content moves (the picture's own frame, a letterbox's bars or a scan's gate, left out), the
+camera's track, a static overlay's own picture (its matte), and whether the content changes
+under a candidate.
 
 Frames here are grey float32 (T, h, w) at the analysis size (`frames.shrink`), except where a
 function says it takes RGB frames at the input's size.
@@ -43,6 +44,7 @@ def slopes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey]) / 8.0
     gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey]) / 8.0
     return gx, gy
+
 
 def track_camera(grey: np.ndarray, ignore: np.ndarray | None = None
                  ) -> tuple[list[np.ndarray], float]:
