@@ -335,7 +335,7 @@ def run_detection_sets(args) -> dict:
     width, height = (int(v) for v in args.size.split("x"))
     tasks = [(args.seed + k, args.clips, width, height, args.frames)
              for k in range(args.detect_sets)]
-    with get_context("spawn").Pool(args.workers, initializer=quiet_worker) as pool:
+    with get_context("spawn").Pool(args.workers, initializer=pool_worker) as pool:
         sets = pool.map(detect_set, tasks, chunksize=1)
     total = {key: sum(s[key] for s in sets) for key in ("true_pos", "marked", "false_pos",
                                                          "clean")}
@@ -412,6 +412,16 @@ def quiet_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def pool_worker() -> None:
+    """A pool's worker process: `quiet_worker`, and Ctrl-C left to the main process, which
+    stops the pool (a worker that took the signal too died with its task, and the pool
+    waited for that task for ever)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_worker()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="real,fresh",
@@ -454,7 +464,7 @@ def main() -> None:
         from watermark_real import print_real, run_real
 
         summary = {"settings": vars(args), "platform": platform.platform()}
-        with get_context("spawn").Pool(args.workers, initializer=quiet_worker) as pool:
+        with get_context("spawn").Pool(args.workers, initializer=pool_worker) as pool:
             if "real" in parts:
                 summary["real"] = run_real(pool, args.seed, args.strip_marks)
                 print_real(summary["real"])
@@ -475,4 +485,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("stopped (Ctrl-C): nothing was written; rerun to start again") from None

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from multiprocessing import Pool
+from multiprocessing import get_context
 
 import numpy as np
+from watermark import pool_worker
 from watermark_marks import Overlay, place, real_marks, text_layer
 from watermark_media import Asset, debian_member, real_clips
 from watermark_real import detect, overlaps
@@ -195,7 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with Pool(args.workers) as pool:
+    with get_context("spawn").Pool(args.workers, initializer=pool_worker) as pool:
         shots = pool.map(shot_task, list(enumerate(SHOTS)))
         photos = pool.map(photo_task, list(enumerate(PHOTOS)))
         boxed = [row for rows in pool.map(letterbox_task, [
@@ -212,4 +213,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("stopped (Ctrl-C): nothing was written; rerun to start again") from None
