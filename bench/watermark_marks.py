@@ -54,10 +54,14 @@ class Overlay:
 
 @cache
 def font_file(name: str) -> str:
-    """A TrueType file that matplotlib ships (e.g. DejaVuSans-Bold, STIXGeneral, cmr10)."""
+    """A TrueType file that matplotlib ships (e.g. DejaVuSans-Bold, STIXGeneral, cmr10), or
+    a font file's path."""
     import matplotlib
 
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / f"{name}.ttf"
+    if Path(name).suffix in (".ttf", ".ttc", ".otf"):
+        path = Path(name)
+    else:
+        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / f"{name}.ttf"
     if not path.is_file():
         raise FileNotFoundError(path)
     return str(path)
@@ -102,10 +106,16 @@ def logo_layer(which: str, height: int):
     """A real logo with its own alpha, scaled to `height` px: scikit-image's or matplotlib's."""
     import matplotlib
     import skimage
-    from PIL import Image
 
     path = {"skimage": Path(skimage.__file__).parent / "data" / "logo.png",
             "matplotlib": Path(matplotlib.get_data_path()) / "sample_data" / "logo2.png"}[which]
+    return image_layer(path, height)
+
+
+def image_layer(path: str | Path, height: int):
+    """An RGBA image file cropped to what it draws and scaled to `height` px."""
+    from PIL import Image
+
     image = Image.open(path).convert("RGBA")
     image = image.crop(image.getbbox())
     width = max(1, round(image.width * height / image.height))

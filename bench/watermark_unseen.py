@@ -4,10 +4,12 @@ download` (as `watermark_media` fetches OpenCV's samples). Reported apart from t
 
 Per shot (up to 64 frames, at most 960 px wide): clean, then under each of the bench's 7
 marks (`real_marks`), a burned-in timestamp and a subtitle, one at a time: found on the
-mark, or flagged elsewhere. Shots that carry an overlay of their own (an editor's title, a
-simulation's date) are listed apart. The bench's 20 real clips with black bars over their
-top and bottom (or left and right) eighths: flagged or not. Photos: clean ones flagged, and
-each under the bench's 7 marks.
+mark, or flagged elsewhere. Then under 8 marks drawn in faces and with a logo that no bench
+mark, test or tuning round used before the fourteenth round (`unseen_marks`: Debian's Lato,
+Liberation, Open Sans and WenQuanYi fonts, its swirl logo). Shots that carry an overlay of
+their own (an editor's title, a simulation's date) are listed apart. The bench's 20 real
+clips with black bars over their top and bottom (or left and right) eighths: flagged or not.
+Photos: clean ones flagged, and each under the bench's 7 marks and the 8 unseen ones.
 
     python bench/watermark_unseen.py [--workers 2]
 """
@@ -20,13 +22,24 @@ from multiprocessing import get_context
 
 import numpy as np
 from watermark import pool_worker
-from watermark_marks import Overlay, place, real_marks, text_layer
+from watermark_marks import Overlay, image_layer, place, real_marks, text_layer
 from watermark_media import Asset, debian_member, real_clips
 from watermark_real import detect, overlaps
 
 MECAVIDEO = ("python3-mecavideo", "8.0~rc5-1")
 FORENSICS = ("forensics-samples-files", "1.1.4-5")
 KPHOTOALBUM = ("kphotoalbum", "5.9.1-1")
+TRUETYPE = "usr/share/fonts/truetype/"
+# faces no bench mark was drawn in, and a logo no bench part used
+LATO_LIGHT = (("fonts-lato", "2.0-2.1"), TRUETYPE + "lato/Lato-Light.ttf")
+SERIF_ITALIC = (("fonts-liberation2", "2.1.5-1"),
+                TRUETYPE + "liberation2/LiberationSerif-Italic.ttf")
+SANS = (("fonts-liberation2", "2.1.5-1"), TRUETYPE + "liberation2/LiberationSans-Regular.ttf")
+CONDENSED_BOLD = (("fonts-open-sans", "1.11-2"), TRUETYPE + "open-sans/OpenSans-CondBold.ttf")
+OPEN_SANS_LIGHT = (("fonts-open-sans", "1.11-2"), TRUETYPE + "open-sans/OpenSans-Light.ttf")
+CJK = (("fonts-wqy-microhei", "0.2.0-beta-3.1"), TRUETYPE + "wqy/wqy-microhei.ttc")
+SWIRL = (("desktop-base", "12.0.6+nmu1~deb12u1"),
+         "usr/share/desktop-base/debian-logos/logo-128.png")
 
 
 def _asset(package: tuple[str, str], member: str) -> Asset:
@@ -130,25 +143,73 @@ def marks_for(width: int, height: int, seed: list[int]) -> list[Overlay]:
     return marks
 
 
+def _file(package_member: tuple[tuple[str, str], str]) -> str:
+    return str(debian_member(_asset(*package_member)))
+
+
+def unseen_marks(width: int, height: int, seed: list[int]) -> list[Overlay]:
+    """Eight marks in faces and with a logo no bench part used: a stock site's name in a
+    light face, a serif italic credit, a Chinese platform's handle, Debian's swirl logo, a
+    large light centre word (as WebVid's), a condensed URL, a Chinese subtitle and a
+    channel's handle; opacity 0.3-1.0, in corners, along the bottom or centred."""
+    rng = np.random.default_rng(seed)
+    margin = max(4, int(0.03 * min(width, height)))
+    text_height = max(11, int(height * rng.uniform(0.05, 0.08)))
+    corners = ["top-left", "top-right", "bottom-left", "bottom-right"]
+
+    def mark(kind, layer, where, opacity, offset=(0, 0)):
+        return Overlay(kind, f"{kind}-{where}-{opacity:g}",
+                       *place(layer, width, height, where, margin, offset), opacity)
+
+    stock = str(rng.choice(["Pond5", "Storyblocks", "Dreamstime", "iStock"]))
+    return [
+        mark("light", text_layer(stock, _file(LATO_LIGHT), text_height), str(rng.choice(corners)),
+             0.6),
+        mark("serif-italic", text_layer("\u00a9 Getty Images", _file(SERIF_ITALIC), text_height),
+             str(rng.choice(corners)), 0.5),
+        mark("cjk-handle", text_layer("\u6296\u97f3\u53f7: 88421937", _file(CJK),
+                                      max(11, int(height * 0.045)), stroke=1),
+             str(rng.choice(["top-left", "bottom-right"])), 0.85, (int(width * 0.02), 0)),
+        mark("swirl", image_layer(_file(SWIRL), max(20, int(height * 0.12))),
+             str(rng.choice(corners)), 0.6),
+        mark("light-centre", text_layer("shutterstock", _file(OPEN_SANS_LIGHT),
+                                        int(height * 0.13)), "centre", 0.3),
+        mark("condensed-url", text_layer("www.clipcanvas.com", _file(CONDENSED_BOLD),
+                                         max(11, int(height * 0.05))), "bottom-centre", 0.7),
+        mark("cjk-subtitle", text_layer("\u6211\u4eec\u4ece\u8fd9\u91cc\u5f00\u59cb", _file(CJK),
+                                        max(12, int(height * 0.06)), stroke=2),
+             "bottom-centre", 1.0),
+        mark("handle", text_layer("@channel_name", _file(SANS), text_height),
+             str(rng.choice(corners)), 0.4),
+    ]
+
+
 def judge(frames: np.ndarray, marks: list[Overlay]) -> dict:
     """Clean flagged or not, and per mark found on it or flagged elsewhere. `frames`: RGB
     uint8 (T, H, W, 3); a photo is one frame."""
     _, fields, _ = detect(frames)
+    return {"flagged": fields["watermark_action"] == "flagged",
+            "reason": fields["watermark_reason"], "marks": judge_marks(frames, marks)}
+
+
+def judge_marks(frames: np.ndarray, marks: list[Overlay]) -> list[dict]:
+    """Per mark, put over `frames` alone: found on it, or flagged elsewhere."""
     rows = []
     for mark in marks:
         detection, marked_fields, _ = detect(mark.blend(frames))
         on = overlaps(marked_fields["watermark_box"], mark.mask)
         rows.append({"kind": mark.kind, "on_mark": on,
                      "elsewhere": bool(detection.found) and not on})
-    return {"flagged": fields["watermark_action"] == "flagged",
-            "reason": fields["watermark_reason"], "marks": rows}
+    return rows
 
 
 def shot_task(task: tuple[int, str]) -> dict:
     index, name = task
     frames = shot_frames(name)
-    result = judge(frames, marks_for(frames.shape[2], frames.shape[1], [13, index]))
-    return {"name": name, "own_overlay": SHOTS[name][3], **result}
+    height, width = frames.shape[1:3]
+    result = judge(frames, marks_for(width, height, [13, index]))
+    unseen = judge_marks(frames, unseen_marks(width, height, [14, index]))
+    return {"name": name, "own_overlay": SHOTS[name][3], **result, "unseen_marks": unseen}
 
 
 def photo_task(task: tuple[int, Asset]) -> dict:
@@ -158,8 +219,10 @@ def photo_task(task: tuple[int, Asset]) -> dict:
     image = Image.open(debian_member(asset)).convert("RGB")
     image.thumbnail((1024, 1024))
     pixels = np.asarray(image)
-    result = judge(pixels[None], marks_for(pixels.shape[1], pixels.shape[0], [132, index]))
-    return {"name": asset.member.rsplit("/", 1)[-1], **result}
+    height, width = pixels.shape[:2]
+    result = judge(pixels[None], marks_for(width, height, [132, index]))
+    unseen = judge_marks(pixels[None], unseen_marks(width, height, [142, index]))
+    return {"name": asset.member.rsplit("/", 1)[-1], **result, "unseen_marks": unseen}
 
 
 def letterbox_task(task: tuple[str, np.ndarray]) -> list[dict]:
@@ -179,8 +242,8 @@ def letterbox_task(task: tuple[str, np.ndarray]) -> list[dict]:
     return rows
 
 
-def summary(rows: list[dict]) -> str:
-    marks = [m for row in rows for m in row["marks"]]
+def summary(rows: list[dict], marks_key: str = "marks") -> str:
+    marks = [m for row in rows for m in row[marks_key]]
     total, found = Counter(), Counter()
     for mark in marks:
         total[mark["kind"]] += 1
@@ -207,6 +270,8 @@ def main() -> None:
     print(f"shots with an overlay of their own ({len(own)}): "
           f"{[(r['name'], r['flagged']) for r in own]}")
     print(f"unseen photos ({len(photos)}): {summary(photos)}")
+    print(f"unseen marks, on the {len(plain)} shots: {summary(plain, 'unseen_marks')}")
+    print(f"unseen marks, on the {len(photos)} photos: {summary(photos, 'unseen_marks')}")
     flagged = [r["name"] for r in boxed if r["flagged"]]
     print(f"bench clips letterboxed or pillarboxed: flagged {len(flagged)} of {len(boxed)} "
           f"{flagged}")
