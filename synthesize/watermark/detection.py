@@ -58,6 +58,7 @@ from synthesize.watermark.look import (
     centred_parts,
     centred_word,
     complete_line,
+    letters_only,
     stroke_look,
     strokes_along,
 )
@@ -252,24 +253,30 @@ def judge_text(image: np.ndarray, boxes: list[TextBox], over: np.ndarray | None 
     return TextVerdict(0.0, None, None, card=card)
 
 
-def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float) -> TextVerdict:
+def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float,
+               letters: bool = True) -> TextVerdict:
     """A verdict that found a mark, with its line and mask carried on along the line where
     the text detector boxed only part of it (`look.complete_line`), its line widened to the
     centred word it is a part of unless it sits on a plate (`look.centred_word`), and the
-    mask grown over the plate the line sits on, if any (`plate.plate_under`: a channel
-    bug's box), and over the line's strokes levelled a stretch at a time
-    (`look.strokes_along`). Done once the line has passed every test, which judge the
-    detector's own box. A plate is looked for by an edge only (`by_an_edge`), where bugs
-    sit: in the frame's middle a line's surround of one colour is the scene's (a dark
-    "DRAFT" at 0.4 centred over bigbuckbunny's white rabbit took the rabbit for its plate,
-    and the strip filled it)."""
+    mask kept to the line's letters where its strokes took the ground between them
+    (`look.letters_only`), grown over the plate the line sits on, if any
+    (`plate.plate_under`: a channel bug's box), and over the line's strokes levelled a
+    stretch at a time (`look.strokes_along`). Done once the line has passed every test,
+    which judge the detector's own box. A plate is looked for by an edge only
+    (`by_an_edge`), where bugs sit: in the frame's middle a line's surround of one colour
+    is the scene's (a dark "DRAFT" at 0.4 centred over bigbuckbunny's white rabbit took
+    the rabbit for its plate, and the strip filled it). `letters` False (a moving camera's
+    line, whose mask is its matte, grown from these strokes: `matte_of_line`) keeps the
+    strokes as judged."""
     if verdict.line is None or verdict.score < threshold:
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)
+    if letters:
+        mask = letters_only(image, line.box, mask)
     plate = plate_under(image, line, mask) if by_an_edge(line.box, image.shape[:2]) else None
     if plate is None:
         line = centred_word(image, line)
-    along = strokes_along(image, line.box)
+    along = strokes_along(image, line.box, ink_only=letters)
     mask = mask if plate is None else plate
     return verdict._replace(line=line, mask=mask if along is None else mask | along)
 
@@ -599,7 +606,7 @@ def _judge_clip_text(sampled: np.ndarray, median: np.ndarray, text: list[TextBox
                 again = TextVerdict(0.0, None, None, hidden=True)
         if again.score > best.score or again.scene_lines or again.hidden or again.card:
             best, text = again, lines
-    return whole_line(median, best, config.threshold), text
+    return whole_line(median, best, config.threshold, letters=not edges.camera_moved), text
 
 
 def matte_of_line(sampled: np.ndarray, verdict: TextVerdict) -> np.ndarray:

@@ -21,6 +21,7 @@ from synthesize.watermark.text import (
 
 STROKE_KERNELS = (1.0, 0.35)  # the look's stroke kernels, as shares of the line's height
 LOOK_SPREAD = 48.0  # grey levels: text strokes whose cores spread this much are not one colour
+INK_SHARE = 0.7  # a mark's strokes over more of its line's box are the ground between letters
 MIN_ALPHA = 0.3  # the faintest blend the look models (the issue's least opacity of a mark)
 
 
@@ -64,9 +65,11 @@ class StrokeFit(NamedTuple):
     colour: np.ndarray
 
 
-def line_strokes(image: np.ndarray, box: tuple[int, int, int, int]) -> StrokeFit | None:
+def line_strokes(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bool = False
+                 ) -> StrokeFit | None:
     """The most uniform strokes in `box` over STROKE_KERNELS and both polarities (see
-    `stroke_look`), or None when no response stands out."""
+    `stroke_look`), or None when no response stands out. With `ink_only`, strokes over
+    INK_SHARE of the box are passed over (`letters_only`)."""
     import cv2
 
     x0, y0, x1, y1 = box
@@ -82,7 +85,7 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int]) -> StrokeFit
         response = cv2.morphologyEx(grey, operation, kernel).astype(np.float32)
         level = stroke_level(response)
         strokes = response > level
-        if strokes.sum() < 5:
+        if strokes.sum() < 5 or (ink_only and strokes.mean() > INK_SHARE):
             continue
         cores = strokes & (response >= np.median(response[strokes]))
         look = 1.0 - _blend_spread(patch, strokes, cores) / LOOK_SPREAD
@@ -264,17 +267,19 @@ def centred_parts(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
 STRETCH = 2.0  # line heights: the stretch of a found line whose strokes are levelled alone
 
 
-def strokes_along(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+def strokes_along(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bool = False
+                  ) -> np.ndarray | None:
     """The strokes of a found mark's line for its mask, at the image's size (None when
     `line_strokes` finds none), with the line's morphology but a level of its own in each
     stretch of STRETCH line heights. `line_strokes` levels the whole box on its strongest
     response, the part of a faint line over a flat, light part of the scene: "(c) Studio
     Nine Films" in white at 0.5 over bigbuckbunny's sky and grass had "Nine Films", over
     the grass, masked at 0.4 of its pixels, and the strip left it readable. The scene's
-    strokes of the stretch (grass blades) join the mask too, and are filled."""
+    strokes of the stretch (grass blades) join the mask too, and are filled. `ink_only` as
+    for `line_strokes`."""
     import cv2
 
-    fit = line_strokes(image, box)
+    fit = line_strokes(image, box, ink_only)
     if fit is None:
         return None
     x0, y0, x1, y1 = box
@@ -289,6 +294,28 @@ def strokes_along(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
     mask = np.zeros(image.shape[:2], bool)
     mask[y0:y1, x0:x1] = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     return mask
+
+
+def letters_only(image: np.ndarray, box: tuple[int, int, int, int], mask: np.ndarray
+                 ) -> np.ndarray:
+    """A found mark's mask for the strip: `mask` (the strokes its line was judged on),
+    unless those cover over INK_SHARE of `box`; then the most uniform strokes that do not
+    (`line_strokes` with `ink_only`), or `mask` when there are none. White letters with a
+    black outline over a plain ground (a platform's handle over a floor): a box-tall top-hat
+    opens the outlines away and keeps the whole ground as "bright strokes", as uniform as the
+    letters, and the strip filled the whole box (docs/watermarks.md). The detection keeps
+    the strokes it judged; only what is stripped changes."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    if mask[y0:y1, x0:x1].mean() <= INK_SHARE:
+        return mask
+    fit = line_strokes(image, box, ink_only=True)
+    if fit is None:
+        return mask
+    letters = np.zeros(image.shape[:2], bool)
+    letters[y0:y1, x0:x1] = cv2.dilate(fit.strokes.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    return letters
 
 
 def _pieces(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
