@@ -258,10 +258,10 @@ def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float,
     """A verdict that found a mark, with its line and mask carried on along the line where
     the text detector boxed only part of it (`look.complete_line`), its line widened to the
     centred word it is a part of unless it sits on a plate (`look.centred_word`), and the
-    mask kept to the line's letters where its strokes took the ground between them
-    (`look.letters_only`), grown over the plate the line sits on, if any
-    (`plate.plate_under`: a channel bug's box), and over the line's strokes levelled a
-    stretch at a time (`look.strokes_along`). Done once the line has passed every test,
+    mask grown over the plate the line sits on, if any (`plate.plate_under`: a channel
+    bug's box), else kept to the line's letters where its strokes took the ground between
+    them (`look.letters_only`), and grown over the line's strokes levelled a stretch at a
+    time (`look.strokes_along`). Done once the line has passed every test,
     which judge the detector's own box. A plate is looked for by an edge only
     (`by_an_edge`), where bugs sit: in the frame's middle a line's surround of one colour
     is the scene's (a dark "DRAFT" at 0.4 centred over bigbuckbunny's white rabbit took
@@ -271,11 +271,12 @@ def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float,
     if verdict.line is None or verdict.score < threshold:
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)
-    if letters:
-        mask = letters_only(image, line.box, mask)
     plate = plate_under(image, line, mask) if by_an_edge(line.box, image.shape[:2]) else None
+    letters = letters and plate is None  # a bug's plate is part of the mark
     if plate is None:
         line = centred_word(image, line)
+    if letters:
+        mask = letters_only(image, line.box, mask)
     along = strokes_along(image, line.box, ink_only=letters)
     mask = mask if plate is None else plate
     return verdict._replace(line=line, mask=mask if along is None else mask | along)
