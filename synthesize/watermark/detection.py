@@ -261,13 +261,12 @@ def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float,
     mask grown over the plate the line sits on, if any (`plate.plate_under`: a channel
     bug's box), else kept to the line's letters where its strokes took the ground between
     them (`look.letters_only`), and grown over the line's strokes levelled a stretch at a
-    time (`look.strokes_along`). Done once the line has passed every test,
-    which judge the detector's own box. A plate is looked for by an edge only
-    (`by_an_edge`), where bugs sit: in the frame's middle a line's surround of one colour
-    is the scene's (a dark "DRAFT" at 0.4 centred over bigbuckbunny's white rabbit took
-    the rabbit for its plate, and the strip filled it). `letters` False (a moving camera's
-    line, whose mask is its matte, grown from these strokes: `matte_of_line`) keeps the
-    strokes as judged."""
+    time (`look.strokes_along`). Done once the line has passed every test, which judge the
+    detector's own box. A plate is looked for by an edge only (`by_an_edge`), where bugs
+    sit: in the frame's middle a line's surround of one colour is the scene's (a dark
+    "DRAFT" at 0.4 centred over bigbuckbunny's white rabbit took the rabbit for its plate,
+    and the strip filled it). `letters` False (a moving camera's line, whose mask is its
+    matte, grown from these strokes: `matte_of_line`) keeps the strokes as judged."""
     if verdict.line is None or verdict.score < threshold:
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)

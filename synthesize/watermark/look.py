@@ -25,9 +25,10 @@ INK_SHARE = 0.7  # a mark's strokes over more of its line's box are the ground b
 MIN_ALPHA = 0.3  # the faintest blend the look models (the issue's least opacity of a mark)
 
 
-def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, np.ndarray]:
+def stroke_look(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bool = False
+                ) -> tuple[float, np.ndarray]:
     """How much the text in `box` looks like an overlay's, in [0, 1], and its strokes' mask
-    at the image's size.
+    at the image's size (`ink_only` as for `line_strokes`).
 
     Strokes are bright (top-hat) or dark (black-hat) structures thinner than a square
     kernel, as tall as the box or a share of it (STROKE_KERNELS); an overlay's are one colour
@@ -44,7 +45,7 @@ def stroke_look(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[floa
 
     x0, y0, x1, y1 = box
     mask = np.zeros(image.shape[:2], bool)
-    fit = line_strokes(image, box)
+    fit = line_strokes(image, box, ink_only)
     if fit is None:
         return 0.0, mask
     grown = cv2.dilate(fit.strokes.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
@@ -305,17 +306,11 @@ def letters_only(image: np.ndarray, box: tuple[int, int, int, int], mask: np.nda
     opens the outlines away and keeps the whole ground as "bright strokes", as uniform as the
     letters, and the strip filled the whole box (docs/watermarks.md). The detection keeps
     the strokes it judged; only what is stripped changes."""
-    import cv2
-
     x0, y0, x1, y1 = box
     if mask[y0:y1, x0:x1].mean() <= INK_SHARE:
         return mask
-    fit = line_strokes(image, box, ink_only=True)
-    if fit is None:
-        return mask
-    letters = np.zeros(image.shape[:2], bool)
-    letters[y0:y1, x0:x1] = cv2.dilate(fit.strokes.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    return letters
+    letters = stroke_look(image, box, ink_only=True)[1]
+    return letters if letters.any() else mask
 
 
 def _pieces(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
