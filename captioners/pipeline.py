@@ -285,17 +285,17 @@ class CaptionStage:
         return items
 
     def _watermarks(self, item, row):
-        """Look for a watermark in the clip and keep, flag, strip or drop it. Stripping
-        decodes the whole clip (the removal works on every frame with one fixed mask),
-        re-encodes it and takes the key frames from the cleaned clip."""
-        import numpy as np
-
-        from datakit.io.video import encode_video, read_frames
+        """Look for a watermark in the clip and keep, flag, strip or drop it. Detection
+        reads the frames it samples; stripping goes through `watermark_video` (the whole
+        clip, or segment by segment when it is long), re-encodes it, and the key frames are
+        read again from the cleaned clip."""
+        from datakit.io.video import read_frames
         from manifests.schema import Status
         from synthesize.watermark import (
             WatermarkAction,
             apply_watermark_policy,
             sample_indices,
+            watermark_video,
         )
 
         config = self.config.watermark
@@ -304,21 +304,27 @@ class CaptionStage:
             payload.update(watermark_score=None, watermark_box=None, watermark_action="kept",
                            watermark_reason=None)
             return item
-        strip = config.action is WatermarkAction.STRIP
-        indices = None if strip else sample_indices(payload["frames"], config.sample_frames)
-        frames = read_frames(payload["mp4"], None if indices is None else list(indices))
-        kept, fields = apply_watermark_policy(frames, config, self.classifier())
+        cleaned = None
+        if config.action is WatermarkAction.STRIP:
+            verdict = watermark_video(payload["mp4"], config, self.classifier(),
+                                      fps=payload["fps"], crf=self.config.crf,
+                                      preset=self.config.preset)
+            fields, dropped, cleaned = verdict.fields, verdict.dropped, verdict.mp4
+        else:
+            indices = sample_indices(payload["frames"], config.sample_frames)
+            kept, fields = apply_watermark_policy(read_frames(payload["mp4"], list(indices)),
+                                                  config, self.classifier())
+            dropped = kept is None
         payload.update(fields)
-        if kept is None:
+        if dropped:
             return row(Status.WATERMARKED, f"watermarked: score {fields['watermark_score']}, "
                        f"box {fields['watermark_box']}", key=item.row["key"], **fields)
-        if strip and fields["watermark_action"] in ("stripped", "cropped"):
-            payload["mp4"] = encode_video(kept, payload["fps"], crf=self.config.crf,
-                                          preset=self.config.preset, threads=1)
+        if cleaned is not None:
+            payload["mp4"] = cleaned
             payload["encoded"] = "h264"
             chosen = payload["keyframe_indices"]
             if self.pixels and chosen:
-                item.row["frames"] = shrink(np.stack([kept[i] for i in chosen]),
+                item.row["frames"] = shrink(read_frames(cleaned, chosen),
                                             self.config.keyframe_side)
         return item
 

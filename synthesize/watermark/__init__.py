@@ -34,8 +34,9 @@ sampled frames passes its threshold (the mean is kept in `details`).
 
 Modules: `config` (settings, `Detection`), `frames` (shared helpers), `evidence` (static
 edges, camera track, matte, change under a mark), `text` (the text detector and tracker),
-`detection` (the detectors and priors), `removal`, `policy`, `shards`, `classifier`
-(LAION's network; imports torch, so loaded only when a model is given).
+`detection` (the detectors and priors), `removal`, `policy`, `videos` (a video
+file in bounded memory), `shards`, `classifier` (LAION's network; imports torch, so loaded
+only when a model is given).
 """
 
 from synthesize.watermark.config import Detection, WatermarkAction, WatermarkConfig
@@ -48,7 +49,6 @@ from synthesize.watermark.policy import (
     describe,
     load_classifier,
     show_detection,
-    show_watermark,
 )
 from synthesize.watermark.removal import crop_window, remove_watermark, strip
 from synthesize.watermark.shards import (
@@ -57,11 +57,13 @@ from synthesize.watermark.shards import (
     read_shard_samples,
     watermark_shards,
 )
+from synthesize.watermark.videos import VideoVerdict, show_watermark, watermark_video
 
 __all__ = [
     "Detection",
     "LazyClassifier",
     "ShardSample",
+    "VideoVerdict",
     "WatermarkAction",
     "WatermarkConfig",
     "WatermarkStage",
@@ -79,4 +81,5 @@ __all__ = [
     "strip",
     "track_camera",
     "watermark_shards",
+    "watermark_video",
 ]

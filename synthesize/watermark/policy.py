@@ -3,7 +3,6 @@ classifier, loaded once per worker."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,16 +62,9 @@ def apply_watermark_policy(frames: np.ndarray, config: WatermarkConfig,
         the reason.
     """
     if config.action is WatermarkAction.KEEP:
-        return frames, {"watermark_score": None, "watermark_box": None,
-                        "watermark_action": "kept", "watermark_reason": None}
-    frames_array = check_frames(frames)
-    detection = detect_video(frames_array, config, classifier)
-    fields: dict[str, Any] = {
-        "watermark_score": round(float(detection.score), 4),
-        "watermark_box": list(detection.box) if detection.found and detection.box else None,
-        "watermark_action": "flagged" if detection.found else "clean",
-        "watermark_reason": detection.reason,
-    }
+        return frames, kept_fields()
+    detection = detect_video(check_frames(frames), config, classifier)
+    fields = detection_fields(detection)
     if not detection.found or config.action is WatermarkAction.FLAG:
         return frames, fields
     if config.action is WatermarkAction.DROP:
@@ -81,6 +73,22 @@ def apply_watermark_policy(frames: np.ndarray, config: WatermarkConfig,
     if refused:
         return frames, {**fields, "watermark_action": action, "watermark_reason": refused}
     return cleaned, {**fields, "watermark_action": action}
+
+
+def kept_fields() -> dict[str, Any]:
+    """The watermark fields of a sample no one looked at (`--watermarks keep`)."""
+    return {"watermark_score": None, "watermark_box": None, "watermark_action": "kept",
+            "watermark_reason": None}
+
+
+def detection_fields(detection: Detection) -> dict[str, Any]:
+    """The watermark fields of a detection, before any action: "flagged" or "clean"."""
+    return {
+        "watermark_score": round(float(detection.score), 4),
+        "watermark_box": list(detection.box) if detection.found and detection.box else None,
+        "watermark_action": "flagged" if detection.found else "clean",
+        "watermark_reason": detection.reason,
+    }
 
 
 def describe(detection: Detection) -> dict[str, Any]:
@@ -106,45 +114,3 @@ def show_detection(frames: np.ndarray, detection: Detection) -> np.ndarray:
         colour = (255, 0, 0) if detection.found else (255, 255, 0)
         cv2.rectangle(marked, (x0, y0), (x1 - 1, y1 - 1), colour, 2)
     return np.concatenate([marked, median], axis=1)
-
-
-def show_watermark(src: Path, picture: Path, config: WatermarkConfig) -> dict[str, Any]:
-    """Detect in one video or image file, write a picture of the finding to `picture` (PNG)
-    and return the finding (`datakit watermark FILE --show PICTURE`).
-
-    Raises:
-        UserError: `src` is not one readable video or image, or `picture` cannot be written.
-    """
-    import io
-
-    from PIL import Image
-
-    from datakit.io.atomic import atomic_write
-    from datakit.io.errors import UserError
-    from datakit.io.images import ImageError, load_image
-    from datakit.io.video import VideoError, read_frames
-    from manifests.sources import IMAGE_EXTENSIONS
-
-    if not src.is_file():
-        raise UserError(f"{src}: --show needs one video or image file")
-    if src.suffix.lower() == ".tar":
-        raise UserError(f"{src}: --show needs one video or image file, not a shard (take one "
-                        f"out: tar -xf {src.name} KEY.mp4)")
-    try:
-        frames = (load_image(src)[None] if src.suffix.lower() in IMAGE_EXTENSIONS
-                  else read_frames(src))
-    except ImageError as error:
-        raise UserError(f"{src}: {error}") from None
-    except VideoError as error:  # its message names the file
-        raise UserError(str(error)) from None
-    if not len(frames):
-        raise UserError(f"{src}: no frames")
-    detection = detect_video(frames, config, load_classifier(config))
-    buffer = io.BytesIO()
-    Image.fromarray(show_detection(frames, detection)).save(buffer, format="PNG")
-    try:
-        atomic_write(picture, buffer.getvalue())
-    except OSError as error:
-        raise UserError(f"{picture}: cannot write ({error.strerror or error})") from None
-    return {"file": str(src), **describe(detection), "picture": str(picture)}
-

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthesize.watermark.config import WatermarkConfig
-from synthesize.watermark.policy import LazyClassifier, apply_watermark_policy
+from synthesize.watermark.policy import LazyClassifier
+from synthesize.watermark.videos import watermark_video
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,12 @@ class WatermarkStage:
         return [sample.key]
 
     def __call__(self, sample: ShardSample) -> list:
-        from datakit.io.video import VideoError, encode_video, probe, read_frames
+        from datakit.io.video import VideoError, probe
         from datakit.run.shards import Sample
         from manifests.schema import Status, make_row
 
         started = time.perf_counter()
-        # 1. Decode; a sample with a link member or without a readable mp4 is a failed row.
+        # 1. A sample with a link member or without an mp4 is a failed row.
         if sample.refused:
             return [make_row(sample.key, Status.FAILED, source=sample.source,
                              error=sample.refused)]
@@ -103,22 +104,23 @@ class WatermarkStage:
         except ValueError:
             info = {}
         info = info if isinstance(info, dict) else {}
+        # 2. Detect and act, in memory bounded by the clip's length (`watermark_video`).
         try:
-            frames = read_frames(sample.files["mp4"])
             fps = float(info.get("fps") or probe(sample.files["mp4"]).fps or 8.0)
+            verdict = watermark_video(sample.files["mp4"], self.config, self.classifier(),
+                                      fps=fps, crf=self.crf, preset=self.preset)
         except VideoError as error:
             return [make_row(sample.key, Status.FAILED, source=sample.source, error=str(error))]
-        height, width = frames.shape[1:3]
+        fields = verdict.fields
         common = {"source": sample.source, "input_key": info.get("input_key", sample.key),
-                  "width": width, "height": height, "frames": len(frames), "fps": fps}
-        # 2. Detect and act.
-        kept, fields = apply_watermark_policy(frames, self.config, self.classifier())
-        if kept is None:
+                  "width": verdict.width, "height": verdict.height, "frames": verdict.frames,
+                  "fps": fps}
+        if verdict.dropped:
             return [make_row(sample.key, Status.WATERMARKED, **common, **fields,
                              seconds=time.perf_counter() - started)]
         files = dict(sample.files)
-        if fields["watermark_action"] in ("stripped", "cropped"):
-            files["mp4"] = encode_video(kept, fps, crf=self.crf, preset=self.preset, threads=1)
+        if verdict.mp4 is not None:
+            files["mp4"] = verdict.mp4
         files["json"] = json.dumps({**info, **fields}, sort_keys=True, default=str).encode()
         caption = sample.files.get("txt", b"").decode("utf-8", "replace") or None
         row = make_row(sample.key, Status.OK, caption=caption, **common, **fields,

@@ -1,0 +1,122 @@
+"""A video too long to hold decoded (`synthesize/watermark/videos.py`): judged on the frames
+the detector samples, stripped segment by segment, never decoded whole."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+import datakit.io.video as video_io
+import synthesize.watermark.videos as videos
+from datakit.io.video import encode_video, iter_frames, read_frames
+from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+from synthesize.watermark import ShardSample, WatermarkConfig, WatermarkStage, watermark_video
+from synthesize.watermark.detection import detect_video
+
+W, H, T = 320, 192, 40
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """A pan over a real photo, clean and with an opaque word in the top-right corner."""
+    image = data.astronaut()
+    config = PanZoomConfig(width=W, height=H, frames=T, speed_range=(0.15, 0.2),
+                           zoom_range=(1.2, 1.3))
+    path = plan_path(Motion.PAN_RIGHT, (image.shape[1], image.shape[0]), config,
+                     rng_for(0, "astronaut"))
+    clean = np.stack(list(render_clip(image, path, W, H, T)))
+    layer = np.zeros((H, W), np.uint8)
+    cv2.putText(layer, "SAMPLE", (150, 110), cv2.FONT_HERSHEY_SIMPLEX, 1.1, 255, 3,
+                cv2.LINE_AA)
+    alpha = (layer / 255.0)[None, ..., None]
+    marked = np.clip(alpha * 255 + (1 - alpha) * clean, 0, 255).round().astype(np.uint8)
+    mp4 = encode_video(marked, 8.0, crf=10, preset="ultrafast")
+    return clean, read_frames(mp4), mp4, layer > 5
+
+
+def long_clips(monkeypatch):
+    """Every clip counts as long; decoding one whole is an error."""
+    monkeypatch.setattr(videos, "WHOLE_CLIP_BYTES", 0)
+
+    def whole(source, indices=None):
+        raise AssertionError("a long clip was decoded whole")
+
+    monkeypatch.setattr(video_io, "read_frames", whole)
+
+
+def test_segments_are_even_and_never_a_short_tail(monkeypatch):
+    monkeypatch.setattr(videos, "SEGMENT_BYTES", 30 * 100)
+    assert videos.segment_lengths(100, 100) == [25, 25, 25, 25]
+    assert videos.segment_lengths(61, 100) == [21, 20, 20]
+    assert videos.segment_lengths(10, 100) == [10]
+    assert videos.segment_lengths(40, 10**9) == [14, 13, 13]  # MIN_SEGMENT_FRAMES each
+    assert videos.MIN_SEGMENT_FRAMES == 16
+
+
+def test_a_long_clip_is_judged_on_the_frames_the_detector_samples(clips, monkeypatch):
+    _, _, mp4, _ = clips
+    config = WatermarkConfig(action="flag")
+    whole = watermark_video(mp4, config)
+    monkeypatch.setattr(videos, "WHOLE_CLIP_BYTES", 0)
+    seen = []
+    monkeypatch.setattr(videos, "detect_video",
+                        lambda frames, *a: seen.append(len(frames)) or detect_video(frames, *a))
+    long = watermark_video(mp4, config)
+    assert seen == [config.sample_frames]  # the 16 frames, not the 40
+    assert long.frames == whole.frames == T and (long.width, long.height) == (W, H)
+    assert long.fields["watermark_action"] == whole.fields["watermark_action"] == "flagged"
+    assert long.fields["watermark_box"] == whole.fields["watermark_box"]
+    assert long.mp4 is None and not long.dropped
+
+
+def test_a_long_clip_is_stripped_segment_by_segment(clips, monkeypatch):
+    clean, decoded, mp4, mask = clips
+    config = WatermarkConfig(action="strip", crop_band=0.0)
+    whole = np.stack(list(iter_frames(watermark_video(mp4, config, preset="ultrafast").mp4)))
+    long_clips(monkeypatch)
+    monkeypatch.setattr(videos, "SEGMENT_BYTES", 1)  # MIN_SEGMENT_FRAMES a segment
+    stripped = []
+    strip = videos.strip
+    monkeypatch.setattr(videos, "strip",
+                        lambda frames, *a: stripped.append(frames.copy()) or strip(frames, *a))
+    (sample,) = WatermarkStage(config, preset="ultrafast")(
+        ShardSample("k", "x.tar::k", {"mp4": mp4, "json": json.dumps({"fps": 8}).encode()}))
+    # three segments, each with the 16 frames the detector sampled over the whole clip
+    assert [len(s) for s in stripped] == [14 + 16, 13 + 16, 13 + 16]
+    segments = np.concatenate([s[:-16] for s in stripped])
+    assert np.abs(segments.astype(int) - decoded).mean() < 1.0  # the clip's frames, in order
+    sampled = np.linspace(0, T - 1, 16).round().astype(int)
+    assert all(np.abs(s[-16:].astype(int) - decoded[sampled]).mean() < 1.0 for s in stripped)
+    row = sample.row
+    assert row["watermark_action"] == "stripped" and row["frames"] == T
+    out = np.stack(list(iter_frames(sample.files["mp4"])))
+    assert out.shape == clean.shape
+    mse = lambda a, b: float(np.mean((a.astype(float) - b.astype(float)) ** 2))  # noqa: E731
+    # the sampled frames reveal what a short segment alone does not: as good as whole
+    assert mse(out[:, mask], clean[:, mask]) < mse(whole[:, mask], clean[:, mask])
+    far = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) == 0
+    assert mse(out[:, far], decoded[:, far]) < 1.2 * mse(whole[:, far], decoded[:, far])
+
+
+def test_a_refused_segment_keeps_the_clip_as_it_was(clips, monkeypatch):
+    _, _, mp4, _ = clips
+    long_clips(monkeypatch)
+    monkeypatch.setattr(videos, "SEGMENT_BYTES", 1)
+    strip = videos.strip
+    calls = []
+
+    def refuse_the_second(frames, *args):
+        calls.append(len(frames))
+        cleaned, action, _ = strip(frames, *args)
+        if len(calls) == 2:
+            return frames, "flagged", "strip refused: it took away motion"
+        return cleaned, action, ""
+
+    monkeypatch.setattr(videos, "strip", refuse_the_second)
+    verdict = watermark_video(mp4, WatermarkConfig(action="strip", crop_band=0.0))
+    assert verdict.mp4 is None and not verdict.dropped
+    assert verdict.fields["watermark_action"] == "flagged"
+    assert verdict.fields["watermark_reason"] == ("strip refused: it took away motion "
+                                                  "(frames 14-26)")
