@@ -320,8 +320,8 @@ class CaptionStage:
             return row(Status.WATERMARKED, f"watermarked: score {fields['watermark_score']}, "
                        f"box {fields['watermark_box']}", key=item.row["key"], **fields)
         if cleaned is not None:
-            payload["mp4"] = cleaned
-            payload["encoded"] = "h264"
+            payload.update(mp4=cleaned, encoded="h264", width=verdict.width,
+                           height=verdict.height)
             chosen = payload["keyframe_indices"]
             if self.pixels and chosen:
                 item.row["frames"] = shrink(read_frames(cleaned, chosen),

@@ -120,3 +120,49 @@ def test_a_refused_segment_keeps_the_clip_as_it_was(clips, monkeypatch):
     assert verdict.fields["watermark_action"] == "flagged"
     assert verdict.fields["watermark_reason"] == ("strip refused: it took away motion "
                                                   "(frames 14-26)")
+
+
+
+def _yuv444_mp4(frames: np.ndarray) -> bytes:
+    """H.264 in 4:4:4, which takes odd sides (as some cameras' and phones' files have)."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        stream.options = {"crf": "10", "preset": "ultrafast"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_a_stripped_clip_with_an_odd_side_is_cut_to_even_and_says_so(clips, long, monkeypatch):
+    """yuv420p takes even sides only: such a clip once failed as an internal error."""
+    _, decoded, _, mask = clips
+    if long:
+        long_clips(monkeypatch)
+    odd = _yuv444_mp4(decoded[:, :H - 1, :W - 1])
+    config = WatermarkConfig(action="strip", crop_band=0.0)
+    (sample,) = WatermarkStage(config, preset="ultrafast")(ShardSample(
+        "k", "x.tar::k", {"mp4": odd, "json": json.dumps({"width": W - 1, "fps": 8}).encode()}))
+    row = sample.row
+    assert row["status"] == "ok" and row["watermark_action"] == "stripped"
+    assert (row["width"], row["height"]) == (W - 2, H - 2)
+    assert row["notes"] == [f"re-encoded at {W - 2}x{H - 2}: the input's {W - 1}x{H - 1} has an "
+                            "odd side, and yuv420p needs even ones (the last row or column is "
+                            "cut)"]
+    assert json.loads(sample.files["json"])["width"] == W - 2
+    out = np.stack(list(iter_frames(sample.files["mp4"])))
+    assert out.shape == (T, H - 2, W - 2, 3)
+    inside = mask[:H - 2, :W - 2]
+    assert np.abs(out[:, inside].astype(int) - 255).mean() > 40  # the white word is gone
+    # a clip with nothing to strip keeps its bytes, whatever its size
+    clean = _yuv444_mp4(clips[0][:, :H - 1, :W - 1])
+    (kept,) = WatermarkStage(config)(ShardSample("c", "x.tar::c", {"mp4": clean}))
+    assert kept.files["mp4"] == clean and kept.row["watermark_action"] == "clean"
+    assert kept.row["notes"] is None

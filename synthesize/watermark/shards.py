@@ -121,10 +121,11 @@ class WatermarkStage:
         files = dict(sample.files)
         if verdict.mp4 is not None:
             files["mp4"] = verdict.mp4
+            info.update({side: common[side] for side in ("width", "height") if side in info})
         files["json"] = json.dumps({**info, **fields}, sort_keys=True, default=str).encode()
         caption = sample.files.get("txt", b"").decode("utf-8", "replace") or None
         row = make_row(sample.key, Status.OK, caption=caption, **common, **fields,
-                       seconds=time.perf_counter() - started)
+                       notes=list(verdict.notes) or None, seconds=time.perf_counter() - started)
         return [Sample(sample.key, files, row)]
 
 

@@ -48,7 +48,9 @@ class VideoVerdict:
         mp4: the re-encoded clip when the strip changed its pixels; None when the clip
             keeps its bytes or is dropped.
         dropped: whether the policy dropped it.
-        frames, width, height: the decoded clip's frame count and size.
+        frames, width, height: the clip's frame count and size (the re-encoded clip's,
+            when it was re-encoded).
+        notes: what else a user should know (an odd side cut to even for the encoder).
     """
 
     fields: dict[str, Any]
@@ -57,6 +59,7 @@ class VideoVerdict:
     frames: int
     width: int
     height: int
+    notes: tuple[str, ...] = ()
 
 
 class StripRefused(Exception):
@@ -132,7 +135,7 @@ class SegmentStrip:
             cleaned, self.action, refused = strip(both, self.detection, self.config)
             if refused:
                 raise StripRefused(f"{refused} (frames {start}-{start + len(segment) - 1})")
-            yield from cleaned[:len(segment)]
+            yield from even_frames(cleaned[:len(segment)])
             start += len(segment)
 
 
@@ -159,10 +162,11 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
     if info is None or info.frames * info.width * info.height * 3 <= WHOLE_CLIP_BYTES:
         frames = read_frames(source)
         kept, fields = apply_watermark_policy(frames, config, classifier)
-        changed = kept is not None and fields["watermark_action"] in ("stripped", "cropped")
-        mp4 = encode_video(kept, fps, crf=crf, preset=preset, threads=1) if changed else None
-        return VideoVerdict(fields, mp4, kept is None, len(frames), frames.shape[2],
-                            frames.shape[1])
+        if kept is None or fields["watermark_action"] not in ("stripped", "cropped"):
+            return VideoVerdict(fields, None, kept is None, len(frames), frames.shape[2],
+                                frames.shape[1])
+        mp4 = encode_video(even_frames(kept), fps, crf=crf, preset=preset, threads=1)
+        return _encoded(fields, mp4, len(frames), frames.shape[2], frames.shape[1])
     if config.action is WatermarkAction.KEEP:
         return VideoVerdict(kept_fields(), None, False, info.frames, info.width, info.height)
     sampled, count = read_sampled(source, config.sample_frames)
@@ -178,7 +182,27 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
         mp4 = encode_video(segments, fps, crf=crf, preset=preset, threads=1)
     except StripRefused as refused:
         return VideoVerdict({**fields, "watermark_reason": str(refused)}, None, False, **size)
-    return VideoVerdict({**fields, "watermark_action": segments.action}, mp4, False, **size)
+    return _encoded({**fields, "watermark_action": segments.action}, mp4, **size)
+
+
+def even_frames(frames: np.ndarray) -> np.ndarray:
+    """The frames cut to even sides (yuv420p needs them: the last row or column goes)."""
+    from datakit.io.video import even_size
+
+    width, height = even_size(frames.shape[2], frames.shape[1])
+    return frames[:, :height, :width]
+
+
+def _encoded(fields: dict[str, Any], mp4: bytes, frames: int, width: int, height: int
+             ) -> VideoVerdict:
+    """The verdict on a re-encoded clip, at the size it was encoded at."""
+    from datakit.io.video import even_size
+
+    new_width, new_height = even_size(width, height)
+    notes = () if (new_width, new_height) == (width, height) else (
+        f"re-encoded at {new_width}x{new_height}: the input's {width}x{height} has an odd "
+        "side, and yuv420p needs even ones (the last row or column is cut)",)
+    return VideoVerdict(fields, mp4, False, frames, new_width, new_height, notes)
 
 
 def show_watermark(src: Path, picture: Path, config: WatermarkConfig) -> dict[str, Any]:
