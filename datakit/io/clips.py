@@ -35,7 +35,9 @@ from datakit.io.video import (
     VideoWriter,
     describe_source,
     open_container,
+    quarter_turns,
     timed_frames,
+    upright_rgb,
 )
 
 logger = logging.getLogger(__name__)
@@ -284,8 +286,11 @@ class _Cutter:
                 if self.pending[0].start + self.tolerance >= time:
                     return
                 spec = self.pending.pop(0)
+                turned = quarter_turns(self.shown) % 2
+                width, height = self.shown.width, self.shown.height
                 self.current = _OpenClip(spec, self.rate, self.output, self.keep,
-                                         self.shown.width, self.shown.height)
+                                         height if turned else width,
+                                         width if turned else height)
             clip = self.current
             while clip.next_out < clip.count and clip.next_time() + self.tolerance < time:
                 clip.add(self.shown, self.cv2)
@@ -328,7 +333,7 @@ class _OpenClip:
     def add(self, frame, cv2) -> None:
         """Write `frame` as the next output frame (converted once however often it shows)."""
         if self._last is None or self._last[0] is not frame:
-            rgb = _resized(frame.to_ndarray(format="rgb24"), self.width, self.height, cv2)
+            rgb = _resized(upright_rgb(frame), self.width, self.height, cv2)
             if frame.key_frame:
                 self.iframes.append(self.next_out)
             self._last = (frame, rgb)

@@ -43,9 +43,10 @@ class VideoInfo:
 
     frames: int
     fps: float
-    width: int
+    width: int  # as shown: a stored size turned by `turns`
     height: int
     codec: str
+    turns: int = 0  # counter-clockwise quarter turns the display matrix asks for
 
     @property
     def duration(self) -> float:
@@ -235,12 +236,15 @@ def probe(source: VideoSource) -> VideoInfo:
             frames = stream.frames
             if not frames:
                 frames = _count_packets(container, stream)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            turns = _first_frame_turns(source)
             return VideoInfo(
                 frames=int(frames),
                 fps=fps,
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
+                width=height if turns % 2 else width,
+                height=width if turns % 2 else height,
                 codec=stream.codec_context.name,
+                turns=turns,
             )
     except VideoError:
         raise
@@ -275,6 +279,30 @@ def _check_file(source: VideoSource) -> None:
         return
     if size == 0:
         raise VideoError(f"{describe_source(source)}: empty file")
+
+
+def quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that stand a decoded PyAV frame upright, from its
+    display matrix (a phone's portrait clip is stored landscape, turned by 90 or -90)."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def upright_rgb(frame) -> np.ndarray:
+    """A decoded PyAV frame as RGB, as players show it (and decord reads it): turned by its
+    display matrix."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _first_frame_turns(source: VideoSource) -> int:
+    """The display matrix's quarter turns, read from the first decoded frame (PyAV exposes
+    no stream side data); 0 when nothing decodes."""
+    try:
+        with open_container(source) as container:
+            return quarter_turns(next(container.decode(video=0)))
+    except Exception:  # an unreadable file fails where it is decoded, with its reason
+        return 0
 
 
 def _count_packets(container, stream) -> int:
@@ -317,7 +345,7 @@ def iter_frames(source: VideoSource) -> Iterator[np.ndarray]:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                yield upright_rgb(frame)
     except Exception as error:
         raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
 
