@@ -172,6 +172,22 @@ def test_a_strip_that_takes_away_real_motion_is_refused(monkeypatch):
     assert fields["watermark_reason"] == reason and fields["watermark_box"] == [60, 20, 110, 80]
 
 
+@pytest.mark.parametrize("frame", [0, 2, 4])
+def test_a_change_outside_the_mark_in_any_one_frame_is_refused(frame):
+    """`strip_damage` looks at every frame: a change outside the mark's support in a single
+    frame, first, middle or last, refuses the strip, counted in pixels."""
+    from synthesize.watermark.removal import strip_damage
+
+    before = real_clip(frames=5)
+    mask = _box_mask(before.shape[1:3], (60, 20, 110, 80))
+    after = before.copy()
+    after[:, mask] = np.clip(before[:, mask].astype(int) + 9, 0, 255)  # inside: allowed
+    assert strip_damage(before, after, mask, margin=3) is None
+    after[frame, 100:103, 5:9] ^= 1  # 12 pixels far from the mark, one frame
+    assert strip_damage(before, after, mask, margin=3) == (
+        "strip refused: it changed 12 pixels outside the mark")
+
+
 def test_a_mask_over_a_large_share_of_the_frame_is_never_stripped():
     clip = real_clip(frames=8)
     large = _box_mask(clip.shape[1:3], (20, 10, 150, 130))  # 62% of the frame

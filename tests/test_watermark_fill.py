@@ -65,3 +65,28 @@ def test_behind_opaque_text_the_fill_is_closer_to_real_photos_than_inpainting():
             filled = np.round(membrane_fill(marked[None].astype(float), hole)[0])
             gains.append(_psnr_in(filled, photo, hole) - _psnr_in(inpainted, photo, hole))
     assert np.mean(gains) > 0.4, gains
+
+
+def test_donor_median_is_nanmedian_value_for_value():
+    """The donors' median per pixel, as np.nanmedian gives it with the unusable set to
+    NaN (0 where no donor shows the pixel), for odd, even and zero counts."""
+    import warnings
+
+    from synthesize.watermark.removal import donor_median
+
+    rng = np.random.default_rng(3)
+    pictures = rng.uniform(0, 255, (9, 20, 30, 3)).astype(np.float32)
+    usable = rng.random((9, 20, 30)) < 0.5
+    usable[:, :2] = False  # no donor
+    usable[:, 2, :] = False
+    usable[:4, 2, :] = True  # an even count: the mean of the two middle values
+    expected = pictures.copy()
+    expected[~usable] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nan_to_num(np.nanmedian(expected, axis=0))
+    result = donor_median(pictures, usable)
+    assert result.dtype == np.float32 and np.array_equal(result, expected)
+    assert np.all(result[:2] == 0)
+    column = pictures[:4, 2, 5, 0]
+    assert result[2, 5, 0] == np.float32(np.sort(column)[1:3].mean())

@@ -11,8 +11,6 @@ not a mark's, and the clip is kept as it was.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from synthesize.watermark.config import Detection, WatermarkConfig
@@ -101,14 +99,24 @@ def _revealed(frames: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, in
             valid.append(clear & inside)
         if not stack:
             continue
-        pictures = np.stack(stack).astype(np.float32)
         usable = np.stack(valid)
-        pictures[~usable] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no donor shows
-            backgrounds[t] = np.nan_to_num(np.nanmedian(pictures, axis=0))
+        backgrounds[t] = donor_median(np.stack(stack).astype(np.float32), usable)
         counts[t] = usable.sum(0)
     return backgrounds, counts
+
+
+def donor_median(pictures: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Per pixel, the median of `pictures` (D, h, w, C) over the donors that are `usable`
+    (D, h, w) there, 0 where none is: `np.nanmedian` with the rest set to NaN, value for
+    value (tested), in one sort. nanmedian's path for small stacks works slice by slice
+    and warns at every pixel no donor shows; it took 10.9 of a 264-frame 720p strip's 27 s,
+    half of it in 8.5 million filtered warnings."""
+    stack = np.where(usable[..., None], pictures, np.float32(np.inf))
+    stack.sort(axis=0)
+    count = usable.sum(0)[None, ..., None]
+    low = np.take_along_axis(stack, np.maximum(count - 1, 0) // 2, axis=0)[0]
+    high = np.take_along_axis(stack, np.minimum(count // 2, len(stack) - 1), axis=0)[0]
+    return np.where(count[0] > 0, (low + high) / 2, np.float32(0))
 
 
 MIN_FRAMES_FOR_MATTING = 4
@@ -304,7 +312,10 @@ def strip_damage(before: np.ndarray, after: np.ndarray, mask: np.ndarray,
 
     side = 2 * margin + 1
     support = cv2.dilate(mask.astype(np.uint8), np.ones((side, side), np.uint8)) > 0
-    changed = (before != after).any(-1).any(0)
+    changed = np.zeros(before.shape[1:], bool)
+    for frame_before, frame_after in zip(before, after, strict=True):  # no (T, H, W, 3) copy
+        changed |= frame_before != frame_after
+    changed = changed.any(-1)
     outside = int((changed & ~support).sum())
     if outside:
         return f"strip refused: it changed {outside} pixels outside the mark"
