@@ -297,12 +297,12 @@ class CaptionStage:
             sample_indices,
             watermark_video,
         )
+        from synthesize.watermark.policy import kept_fields
 
         config = self.config.watermark
         payload = item.row["payload"]
         if config.action is WatermarkAction.KEEP:
-            payload.update(watermark_score=None, watermark_box=None, watermark_action="kept",
-                           watermark_reason=None)
+            payload.update(kept_fields())
             return item
         cleaned = None
         if config.action is WatermarkAction.STRIP:
