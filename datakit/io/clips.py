@@ -35,7 +35,7 @@ from datakit.io.video import (
     VideoWriter,
     describe_source,
     open_container,
-    quarter_turns,
+    shown_size,
     timed_frames,
     upright_rgb,
 )
@@ -115,6 +115,8 @@ def can_copy(info, container_format: str, output: OutputFormat) -> bool:
     if output.max_side and max(info.width, info.height) > output.max_side:
         return False
     if info.width % 2 or info.height % 2:
+        return False
+    if abs(info.pixel_aspect - 1.0) > 1e-3:  # samples have square pixels (loaders ignore SAR)
         return False
     return any(name in REMUX_FORMATS for name in container_format.split(","))
 
@@ -246,6 +248,8 @@ def transcode_clips(
         with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+            cutter.pixel_aspect = float(aspect) if aspect else 1.0
             last = None
             for time, frame in timed_frames(container, stream, fps):
                 yield from cutter.until(time)
@@ -274,6 +278,7 @@ class _Cutter:
         self.output, self.keep, self.cv2 = output, keep, cv2
         self.current: _OpenClip | None = None
         self.shown = None  # the latest decoded frame
+        self.pixel_aspect = 1.0  # the stream's sample aspect ratio (set once it is open)
 
     @property
     def done(self) -> bool:
@@ -286,11 +291,9 @@ class _Cutter:
                 if self.pending[0].start + self.tolerance >= time:
                     return
                 spec = self.pending.pop(0)
-                turned = quarter_turns(self.shown) % 2
-                width, height = self.shown.width, self.shown.height
                 self.current = _OpenClip(spec, self.rate, self.output, self.keep,
-                                         height if turned else width,
-                                         width if turned else height)
+                                         *shown_size(self.shown, self.pixel_aspect),
+                                         self.pixel_aspect)
             clip = self.current
             while clip.next_out < clip.count and clip.next_time() + self.tolerance < time:
                 clip.add(self.shown, self.cv2)
@@ -314,8 +317,10 @@ class _Cutter:
 class _OpenClip:
     """The clip being encoded: writes its output frames, keeps the asked ones."""
 
-    def __init__(self, spec: ClipSpec, rate: float, output: OutputFormat, keep, width, height):
+    def __init__(self, spec: ClipSpec, rate: float, output: OutputFormat, keep, width, height,
+                 pixel_aspect: float = 1.0):
         self.spec, self.fps, self.output = spec, rate, output
+        self.pixel_aspect = pixel_aspect
         self.count = output_frame_count(spec, rate)
         self.width, self.height = output.target_size(width, height)
         self.buffer = io.BytesIO()
@@ -333,7 +338,7 @@ class _OpenClip:
     def add(self, frame, cv2) -> None:
         """Write `frame` as the next output frame (converted once however often it shows)."""
         if self._last is None or self._last[0] is not frame:
-            rgb = _resized(upright_rgb(frame), self.width, self.height, cv2)
+            rgb = _resized(upright_rgb(frame, self.pixel_aspect), self.width, self.height, cv2)
             if frame.key_frame:
                 self.iframes.append(self.next_out)
             self._last = (frame, rgb)

@@ -47,6 +47,7 @@ class VideoInfo:
     height: int
     codec: str
     turns: int = 0  # counter-clockwise quarter turns the display matrix asks for
+    pixel_aspect: float = 1.0  # a stored pixel's width over its height (anamorphic: not 1)
 
     @property
     def duration(self) -> float:
@@ -238,6 +239,7 @@ def probe(source: VideoSource) -> VideoInfo:
                 frames = _count_packets(container, stream)
             width, height = stream.codec_context.width, stream.codec_context.height
             turns = _first_frame_turns(source)
+            aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
             return VideoInfo(
                 frames=int(frames),
                 fps=fps,
@@ -245,6 +247,7 @@ def probe(source: VideoSource) -> VideoInfo:
                 height=width if turns % 2 else height,
                 codec=stream.codec_context.name,
                 turns=turns,
+                pixel_aspect=float(aspect) if aspect else 1.0,
             )
     except VideoError:
         raise
@@ -287,12 +290,28 @@ def quarter_turns(frame) -> int:
     return round((frame.rotation or 0) / 90) % 4
 
 
-def upright_rgb(frame) -> np.ndarray:
+def upright_rgb(frame, pixel_aspect: float = 1.0) -> np.ndarray:
     """A decoded PyAV frame as RGB, as players show it (and decord reads it): turned by its
-    display matrix."""
-    rgb = frame.to_ndarray(format="rgb24")
+    display matrix; with `pixel_aspect` (a stored pixel's width over its height, the
+    stream's sample aspect ratio) other than 1, first stretched to square pixels
+    (bilinear, width to the nearest even number), as players show anamorphic video."""
+    width = _square_width(frame.width, pixel_aspect)
+    rgb = (frame.to_ndarray(format="rgb24") if width == frame.width
+           else frame.to_ndarray(format="rgb24", width=width, height=frame.height))
     turns = quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def shown_size(frame, pixel_aspect: float = 1.0) -> tuple[int, int]:
+    """(width, height) of `upright_rgb(frame, pixel_aspect)`, without decoding it."""
+    width = _square_width(frame.width, pixel_aspect)
+    return (frame.height, width) if quarter_turns(frame) % 2 else (width, frame.height)
+
+
+def _square_width(width: int, pixel_aspect: float) -> int:
+    if abs(pixel_aspect - 1.0) <= 1e-3:
+        return width
+    return max(2, round(width * pixel_aspect / 2) * 2)
 
 
 def _first_frame_turns(source: VideoSource) -> int:
