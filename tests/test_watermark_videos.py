@@ -123,8 +123,9 @@ def test_a_refused_segment_keeps_the_clip_as_it_was(clips, monkeypatch):
 
 
 
-def _yuv444_mp4(frames: np.ndarray) -> bytes:
-    """H.264 in 4:4:4, which takes odd sides (as some cameras' and phones' files have)."""
+def _yuv444_mp4(frames: np.ndarray, pixel_aspect=None) -> bytes:
+    """H.264 in 4:4:4, which takes odd sides (as some cameras' and phones' files have),
+    anamorphic with `pixel_aspect` (a Fraction)."""
     import io
 
     import av
@@ -134,6 +135,8 @@ def _yuv444_mp4(frames: np.ndarray) -> bytes:
         stream = container.add_stream("libx264", rate=8)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
         stream.options = {"crf": "10", "preset": "ultrafast"}
+        if pixel_aspect:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
@@ -166,3 +169,23 @@ def test_a_stripped_clip_with_an_odd_side_is_cut_to_even_and_says_so(clips, long
     (kept,) = WatermarkStage(config)(ShardSample("c", "x.tar::c", {"mp4": clean}))
     assert kept.files["mp4"] == clean and kept.row["watermark_action"] == "clean"
     assert kept.row["notes"] is None
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_a_stripped_anamorphic_clip_is_shown_as_it_was(clips, long, monkeypatch):
+    """Re-encoding keeps the stream's sample aspect ratio: a 16:9 DVD-style clip must not
+    come back squeezed to its stored 5:4."""
+    from fractions import Fraction
+
+    from datakit.io.video import probe
+
+    _, decoded, _, _ = clips
+    if long:
+        long_clips(monkeypatch)
+    wide = _yuv444_mp4(decoded, Fraction(64, 45))
+    verdict = watermark_video(wide, WatermarkConfig(action="strip", crop_band=0.0),
+                              preset="ultrafast")
+    assert verdict.fields["watermark_action"] == "stripped"
+    info = probe(verdict.mp4)
+    assert (info.width, info.height) == (W, H)
+    assert info.pixel_aspect == pytest.approx(64 / 45, abs=1e-3)

@@ -104,6 +104,8 @@ class VideoWriter:
         pixel_format: "rgb24", frames of shape (height, width, 3); or "yuv420p", frames of
             shape (height * 3 // 2, width): the Y plane, then U and V (each height/2 x
             width/2, row after row), BT.601 limited range as swscale writes them.
+        pixel_aspect: a stored pixel's width over its height, written as the stream's
+            sample aspect ratio (re-encoding an anamorphic clip keeps how it is shown).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class VideoWriter:
         preset: str = "medium",
         threads: int = 0,
         pixel_format: str = "rgb24",
+        pixel_aspect: float = 1.0,
     ):
         import av
 
@@ -145,6 +148,9 @@ class VideoWriter:
             options["x264-params"] = x264_params()
         self._stream.options = options
         self._stream.codec_context.thread_count = threads
+        if abs(pixel_aspect - 1.0) > 1e-3:  # anamorphic: players stretch it back
+            self._stream.codec_context.sample_aspect_ratio = Fraction(
+                pixel_aspect).limit_denominator(1000)
         self._closed = False
 
     def write(self, frame: np.ndarray) -> None:
@@ -188,9 +194,10 @@ def encode_video(
     preset: str = "medium",
     threads: int = 0,
     pixel_format: str = "rgb24",
+    pixel_aspect: float = 1.0,
 ) -> bytes:
     """Encode uint8 frames (all the same even size; RGB, or yuv420p planes as `VideoWriter`
-    takes them) to the bytes of an H.264 MP4."""
+    takes them, with its `pixel_aspect`) to the bytes of an H.264 MP4."""
     iterator = iter(frames)
     try:
         first = next(iterator)
@@ -201,7 +208,7 @@ def encode_video(
     if pixel_format == "yuv420p":
         height = height * 2 // 3
     with VideoWriter(buffer, width, height, fps, crf=crf, preset=preset, threads=threads,
-                     pixel_format=pixel_format) as out:
+                     pixel_format=pixel_format, pixel_aspect=pixel_aspect) as out:
         out.write(first)
         out.write_many(iterator)
     return buffer.getvalue()

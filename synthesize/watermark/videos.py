@@ -165,7 +165,8 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
         if kept is None or fields["watermark_action"] not in ("stripped", "cropped"):
             return VideoVerdict(fields, None, kept is None, len(frames), frames.shape[2],
                                 frames.shape[1])
-        mp4 = encode_video(even_frames(kept), fps, crf=crf, preset=preset, threads=1)
+        mp4 = encode_video(even_frames(kept), fps, crf=crf, preset=preset, threads=1,
+                           pixel_aspect=info.pixel_aspect if info else 1.0)
         return _encoded(fields, mp4, len(frames), frames.shape[2], frames.shape[1])
     if config.action is WatermarkAction.KEEP:
         return VideoVerdict(kept_fields(), None, False, info.frames, info.width, info.height)
@@ -179,7 +180,8 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
         return VideoVerdict({**fields, "watermark_action": "dropped"}, None, True, **size)
     segments = SegmentStrip(source, count, detection, config, sampled)
     try:
-        mp4 = encode_video(segments, fps, crf=crf, preset=preset, threads=1)
+        mp4 = encode_video(segments, fps, crf=crf, preset=preset, threads=1,
+                           pixel_aspect=info.pixel_aspect)
     except StripRefused as refused:
         return VideoVerdict({**fields, "watermark_reason": str(refused)}, None, False, **size)
     return _encoded({**fields, "watermark_action": segments.action}, mp4, **size)
