@@ -36,6 +36,8 @@ from datakit.io.video import (
     describe_source,
     open_container,
     shown_size,
+    square_pixels,
+    stream_pixel_aspect,
     timed_frames,
     upright_rgb,
 )
@@ -116,7 +118,7 @@ def can_copy(info, container_format: str, output: OutputFormat) -> bool:
         return False
     if info.width % 2 or info.height % 2:
         return False
-    if abs(info.pixel_aspect - 1.0) > 1e-3:  # samples have square pixels (loaders ignore SAR)
+    if not square_pixels(info.pixel_aspect):  # samples have square pixels (loaders ignore it)
         return False
     return any(name in REMUX_FORMATS for name in container_format.split(","))
 
@@ -248,8 +250,7 @@ def transcode_clips(
         with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-            cutter.pixel_aspect = float(aspect) if aspect else 1.0
+            cutter.pixel_aspect = stream_pixel_aspect(stream)
             last = None
             for time, frame in timed_frames(container, stream, fps):
                 yield from cutter.until(time)

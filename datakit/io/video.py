@@ -148,7 +148,7 @@ class VideoWriter:
             options["x264-params"] = x264_params()
         self._stream.options = options
         self._stream.codec_context.thread_count = threads
-        if abs(pixel_aspect - 1.0) > 1e-3:  # anamorphic: players stretch it back
+        if not square_pixels(pixel_aspect):  # anamorphic: players stretch it back
             self._stream.codec_context.sample_aspect_ratio = Fraction(
                 pixel_aspect).limit_denominator(1000)
         self._closed = False
@@ -246,7 +246,6 @@ def probe(source: VideoSource) -> VideoInfo:
                 frames = _count_packets(container, stream)
             width, height = stream.codec_context.width, stream.codec_context.height
             turns = _first_frame_turns(source)
-            aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
             return VideoInfo(
                 frames=int(frames),
                 fps=fps,
@@ -254,7 +253,7 @@ def probe(source: VideoSource) -> VideoInfo:
                 height=width if turns % 2 else height,
                 codec=stream.codec_context.name,
                 turns=turns,
-                pixel_aspect=float(aspect) if aspect else 1.0,
+                pixel_aspect=stream_pixel_aspect(stream),
             )
     except VideoError:
         raise
@@ -315,8 +314,19 @@ def shown_size(frame, pixel_aspect: float = 1.0) -> tuple[int, int]:
     return (frame.height, width) if quarter_turns(frame) % 2 else (width, frame.height)
 
 
+def stream_pixel_aspect(stream) -> float:
+    """A stored pixel's width over its height: the stream's sample aspect ratio, 1 unset."""
+    aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return float(aspect) if aspect else 1.0
+
+
+def square_pixels(pixel_aspect: float) -> bool:
+    """Whether a pixel aspect is 1 (to the precision containers store it)."""
+    return abs(pixel_aspect - 1.0) <= 1e-3
+
+
 def _square_width(width: int, pixel_aspect: float) -> int:
-    if abs(pixel_aspect - 1.0) <= 1e-3:
+    if square_pixels(pixel_aspect):
         return width
     return max(2, round(width * pixel_aspect / 2) * 2)
 

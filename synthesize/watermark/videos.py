@@ -66,20 +66,23 @@ class StripRefused(Exception):
     """A segment's strip would damage the clip; the message says how and where."""
 
 
-def read_sampled(source: bytes | os.PathLike, wanted: int) -> tuple[np.ndarray, int]:
-    """The frames `sample_indices` picks for a clip of the container's frame count, from
-    one streaming decode (the rest are never held), and the count of frames decoded.
+def read_sampled(source: bytes | os.PathLike, wanted: int, expected: int | None = None
+                 ) -> tuple[np.ndarray, int]:
+    """The frames `sample_indices` picks for a clip of the container's frame count
+    (`expected`, when the caller has probed it), from one streaming decode (the rest are
+    never held), and the count of frames decoded.
 
     Raises:
         VideoError: the file cannot be read or decodes to no frames.
     """
     from datakit.io.video import VideoError, describe_source, iter_frames, probe, read_frames
 
-    try:
-        expected = probe(source).frames
-    except VideoError:  # read_frames says why it cannot decode, or reads what probe could not
-        frames = read_frames(source)
-        return frames[sample_indices(len(frames), wanted)], len(frames)
+    if expected is None:
+        try:
+            expected = probe(source).frames
+        except VideoError:  # read_frames says why it cannot decode, or reads what probe cannot
+            frames = read_frames(source)
+            return frames[sample_indices(len(frames), wanted)], len(frames)
     picks = set(sample_indices(max(1, expected), wanted).tolist())
     kept, count = [], 0
     for count, frame in enumerate(iter_frames(source), 1):
@@ -170,7 +173,7 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
         return _encoded(fields, mp4, len(frames), frames.shape[2], frames.shape[1])
     if config.action is WatermarkAction.KEEP:
         return VideoVerdict(kept_fields(), None, False, info.frames, info.width, info.height)
-    sampled, count = read_sampled(source, config.sample_frames)
+    sampled, count = read_sampled(source, config.sample_frames, info.frames)
     size = {"frames": count, "width": sampled.shape[2], "height": sampled.shape[1]}
     detection = detect_video(sampled, config, classifier)
     fields = detection_fields(detection)
