@@ -69,7 +69,10 @@ from manifests.sources import (
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts",
+                    ".mts", ".m2ts", ".vob", ".wmv", ".flv", ".3gp", ".ogv")
+"""MPEG program and transport streams (.mpg, .vob, .ts, camcorders' .mts) carry no index:
+they are decoded in order (`datakit.io.video.RANDOM_ACCESS_DEMUXERS`)."""
 _PATH_COLUMNS = ("path", "video", "file", "filename", "video_path", "clip", "video_id")
 _LABEL_COLUMNS = ("label", "class", "category", "class_name", "label_name")
 _KINETICS_COLUMNS = {"youtube_id", "time_start", "time_end"}

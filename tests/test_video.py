@@ -81,6 +81,56 @@ def test_pyav_takes_over_when_decord_cannot_read(monkeypatch):
     assert read_frames(data, [1, 2]).shape == (2, 48, 64, 3)
 
 
+def _mpeg_stream(path, container):
+    """40 frames of brightness 10 + 6 * index as MPEG-2 video in an MPEG program or transport
+    stream (.mpg, .ts), containers without an index, as PyAV writes them."""
+    import av
+
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"qscale": "2"}
+        for index in range(40):
+            frame = np.full((48, 64, 3), 10 + 6 * index, np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+
+
+@pytest.mark.parametrize("container, name", [("mpeg", "v.mpg"), ("mpegts", "v.ts")])
+def test_streams_without_an_index_give_the_frames_asked_for(tmp_path, container, name):
+    """decord returned other frames than those asked for from these containers (Kivy's real
+    cityCC0.mpg: all of them), silently; they are decoded in order instead."""
+    path = tmp_path / name
+    _mpeg_stream(path, container)
+    wanted = [30, 3, 17, 3]
+    for source in (path, path.read_bytes()):
+        picked = read_frames(source, wanted)
+        brightness = picked[:, 24, 32, 0].astype(int)
+        assert np.abs(brightness - [10 + 6 * i for i in wanted]).max() <= 4
+    whole = read_frames(path)
+    assert whole.shape == (40, 48, 64, 3)
+    assert np.abs(whole[:, 24, 32, 0].astype(int) - [10 + 6 * i for i in range(40)]).max() <= 4
+
+
+def test_frames_decoded_in_order_stop_after_the_last_one_asked_for(tmp_path, monkeypatch):
+    path = tmp_path / "v.mpg"
+    _mpeg_stream(path, "mpeg")
+    yielded = []
+    decode = video.iter_frames
+
+    def counted(source):
+        for frame in decode(source):
+            yielded.append(1)
+            yield frame
+
+    monkeypatch.setattr(video, "iter_frames", counted)
+    picked = read_frames(path, [6, 2])
+    assert np.abs(picked[:, 0, 0, 0].astype(int) - [10 + 6 * 6, 10 + 6 * 2]).max() <= 4
+    assert len(yielded) == 7
+    with pytest.raises(VideoError, match="frame 40 out of range"):
+        read_frames(path, [1, 40])
+
+
 @pytest.mark.parametrize("bad", [b"", b"definitely not a video" * 50])
 def test_garbage_is_a_video_error(bad):
     with pytest.raises(VideoError):

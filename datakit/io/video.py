@@ -1,8 +1,9 @@
 """Video decode, encode and probe.
 
 Encoding goes through PyAV (libx264, yuv420p MP4) because OpenCV's wheels cannot write H.264.
-Decoding prefers decord (fast random access) and falls back to PyAV for what decord cannot
-read (AV1, odd containers, in-memory buffers it rejects).
+Decoding prefers decord (fast random access) in containers whose index places every frame
+(`RANDOM_ACCESS_DEMUXERS`), and decodes with PyAV, in order, everything else and whatever
+decord cannot read (AV1, in-memory buffers it rejects).
 """
 
 from __future__ import annotations
@@ -363,7 +364,8 @@ def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np
         indices: the frames to return (any order, repeats allowed); all frames if None.
     """
     try:
-        return _read_frames_decord(source, indices)
+        if indexed_container(source):
+            return _read_frames_decord(source, indices)
     except Exception as error:
         logger.debug("decord could not read %s (%s); trying PyAV", describe_source(source), error)
     try:
@@ -407,6 +409,21 @@ def timed_frames(container, stream, fps: float) -> Iterator[tuple[float, object]
         yield last, frame
 
 
+RANDOM_ACCESS_DEMUXERS = ("mov", "matroska", "avi")
+"""FFmpeg demuxers (MP4/MOV/3GP, MKV/WebM, AVI) whose index gives every frame's place, so
+decord's seeks land on the frames asked for. In MPEG program and transport streams (.mpg,
+.ts, camcorders' .mts), which carry no index, decord returned other frames than those asked
+for, with only a warning on stderr (Kivy's cityCC0.mpg: 90 of the first 90 frames wrong),
+so those, and any container not named here, are decoded in order by PyAV."""
+
+
+def indexed_container(source: VideoSource) -> bool:
+    """Whether `source`'s container is one decord reads exactly (`RANDOM_ACCESS_DEMUXERS`)."""
+    with open_container(source) as container:
+        names = container.format.name.split(",")
+    return any(name in RANDOM_ACCESS_DEMUXERS for name in names)
+
+
 def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
     import decord
 
@@ -425,15 +442,26 @@ def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> n
 
 
 def _read_frames_pyav(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
-    frames = list(iter_frames(source))
+    """Frames decoded in order; with `indices`, only the frames asked for are kept, and
+    decoding stops after the last of them (key frames of a long video hold a few frames,
+    not the video)."""
     if indices is None:
+        frames = list(iter_frames(source))
         return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
     wanted = [int(i) for i in indices]
-    _check_indices(wanted, len(frames), source)
+    keep, last = set(wanted), max(wanted, default=0)
+    kept: dict[int, np.ndarray] = {}
+    count, shape = 0, (0, 0)
+    for count, frame in enumerate(iter_frames(source), 1):
+        shape = frame.shape[:2]
+        if count - 1 in keep:
+            kept[count - 1] = frame
+        if count > last:
+            break
+    _check_indices(wanted, count, source)
     if not wanted:
-        height, width = frames[0].shape[:2] if frames else (0, 0)
-        return np.zeros((0, height, width, 3), np.uint8)
-    return np.stack([frames[i] for i in wanted])
+        return np.zeros((0, *shape, 3), np.uint8)
+    return np.stack([kept[i] for i in wanted])
 
 
 def _check_indices(indices: Sequence[int], count: int, source: VideoSource) -> None:
