@@ -44,6 +44,7 @@ import csv
 import dataclasses
 import io
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -333,15 +334,14 @@ def _kinetics_rows(file: Path, root: Path, by_stem: dict[str, list[Path]]) -> li
         row: dict[str, Any] = {"label": label, "meta": {"annotations": str(file), "line": number}}
         if cell("split"):
             row["meta"]["split"] = cell("split")
-        try:
-            start, end = int(float(cell("time_start"))), int(float(cell("time_end")))
-        except ValueError:
+        times = segment_times(cell("time_start"), cell("time_end"))
+        if isinstance(times, str):
             rows.append({**row, "key_base": sanitize(youtube_id or f"row_{number}"),
                          "source": source,
-                         "error": f"bad annotation: time_start/time_end are not numbers on "
-                                  f"line {number} of {file.name}"})
+                         "error": f"bad annotation: {times} on line {number} of {file.name}"})
             continue
-        clip = f"{youtube_id}_{start:06d}_{end:06d}"
+        start, end = times
+        clip = f"{youtube_id}_{int(start):06d}_{int(end):06d}"  # as Kinetics names its clips
         row["key_base"] = f"{sanitize(label)}__{sanitize(clip)}" if label else sanitize(clip)
         if clip in by_stem:
             path = by_stem[clip][0]
@@ -349,11 +349,26 @@ def _kinetics_rows(file: Path, root: Path, by_stem: dict[str, list[Path]]) -> li
         elif youtube_id in by_stem:
             path = by_stem[youtube_id][0]
             rows.append({**row, "path": str(path), "source": _relative(path, root),
-                         "start": float(start), "end": float(end)})
+                         "start": start, "end": end})
         else:
             rows.append({**row, "source": source,
                          "error": f"missing file: no {clip}.* or {youtube_id}.* under SRC"})
     return rows
+
+
+def segment_times(start: str, end: str) -> tuple[float, float] | str:
+    """A Kinetics row's [time_start, time_end] in seconds, fractions kept (other sets' lists
+    carry them: a cut to whole seconds moved clips by up to a second), or why they are no
+    segment."""
+    try:
+        times = float(start), float(end)
+    except ValueError:
+        return "time_start/time_end are not numbers"
+    if not all(math.isfinite(t) for t in times):
+        return f"time_start/time_end must be finite (got {start}, {end})"
+    if times[0] < 0 or times[1] <= times[0]:
+        return f"the segment [{start}, {end}] is empty or starts before 0"
+    return times
 
 
 def _path_rows(file: Path, root: Path, by_name: dict[str, list[Path]]) -> list[dict]:

@@ -136,7 +136,8 @@ def test_kinetics_annotations_cut_whole_videos_and_keep_missing_rows(tmp_path):
     csv = tmp_path / "train.csv"
     csv.write_text("label,youtube_id,time_start,time_end,split\n"
                    "juggling balls,BBB,1,3,train\n"
-                   "juggling balls,CCC,1,3,train\n")
+                   "juggling balls,CCC,1,3,train\n"
+                   "catching,BBB,0.5,1.25,train\n")
     out = tmp_path / "out"
     result = _invoke("caption", root, "--annotations", csv, "--out", out, "--crf", "0",
                      "--preset", "ultrafast", *LABEL, *QUIET)
@@ -148,6 +149,9 @@ def test_kinetics_annotations_cut_whole_videos_and_keep_missing_rows(tmp_path):
     assert len(cut) == 16  # seconds 1-3 at 8 fps: source frames 8..23
     assert [int(round(f.mean() / 5)) for f in cut[[0, -1]]] == [8, 23]
     assert sample["txt"].decode().lower().count("juggling balls") == 1
+    fraction = read_frames(_samples(out)["catching__BBB_000000_000001"]["mp4"])
+    assert len(fraction) == 6  # seconds 0.5-1.25 at 8 fps: source frames 4..9
+    assert [int(round(f.mean() / 5)) for f in fraction[[0, -1]]] == [4, 9]
 
 
 def test_bad_options_are_one_line_errors(tree, tmp_path):

@@ -64,6 +64,27 @@ def test_kinetics_csv_clip_files_whole_videos_missing_files_and_labels(tmp_path)
     assert len({r.key for r in records}) == 4
 
 
+def test_kinetics_times_keep_their_fractions_and_bad_ones_are_failed_rows(tmp_path):
+    root = tmp_path / "k"
+    _clip(root / "BBB.mp4", frames=40)
+    csv = tmp_path / "segments.csv"
+    csv.write_text("label,youtube_id,time_start,time_end\n"
+                   "cut,BBB,0.4,1.25\n"
+                   "endless,BBB,2,inf\n"
+                   "backwards,BBB,3,2\n"
+                   "early,BBB,-1,2\n"
+                   "words,BBB,one,two\n")
+    fraction, endless, backwards, early, words = _records(root, [csv])
+    assert (fraction.start, fraction.end) == (0.4, 1.25) and fraction.error is None
+    assert fraction.key == "cut__BBB_000000_000001"  # named as Kinetics names its clips
+    assert endless.error == ("bad annotation: time_start/time_end must be finite (got 2, inf) "
+                             "on line 3 of segments.csv")
+    assert backwards.error.startswith("bad annotation: the segment [3, 2] is empty")
+    assert early.error.startswith("bad annotation: the segment [-1, 2] is empty or starts "
+                                  "before 0 on line 5")
+    assert words.error.startswith("bad annotation: time_start/time_end are not numbers")
+
+
 def test_moments_in_time_csv_and_path_label_csv(tmp_path):
     root = tmp_path / "training"
     _clip(root / "adult+female+singing" / "a1.mp4")
