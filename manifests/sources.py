@@ -469,12 +469,28 @@ def _members(
             for sample in _samples(tar, relative):
                 count += 1
                 yield group_record(sample, tar_key, seen)
+            if cut_short(tar, tar_path):
+                raise tarfile.ReadError("it ends without tar's end-of-archive block, where a "
+                                        "member should begin (cut short?)")
     except _TAR_ERRORS as error:
         kind = "unreadable" if isinstance(error, _ACCESS_ERRORS) else "corrupt shard"
         reason = f"{kind}: {_reason(error)} (after {count} samples)"
         logger.warning("%s: %s", tar_path, reason)
         key = claim_key(tar_key, str(tar_path), seen)
         yield Record(key, relative.as_posix(), path=str(tar_path), error=reason)
+
+
+def cut_short(tar: tarfile.TarFile, path: Path) -> bool:
+    """Whether an uncompressed shard, read to its end, stops where a member's header should
+    be instead of at tar's end-of-archive block of zeros: a copy or a download cut at a
+    member's edge or inside a header, which `tarfile` ends silently (its samples from there
+    on are gone without a word)."""
+    if getattr(tar.fileobj, "comptype", "tar") != "tar":
+        return False  # a compressed shard's offsets are not the file's
+    with open(path, "rb") as file:
+        file.seek(tar.offset)
+        block = file.read(tarfile.BLOCKSIZE)
+    return len(block) < tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE
 
 
 def _samples(tar: tarfile.TarFile, relative: Path) -> Iterator[ShardSample]:

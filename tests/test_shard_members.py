@@ -99,6 +99,94 @@ def test_datakit_watermark_gives_a_link_member_a_row_that_says_why(tmp_path):
     assert result.exit_code == 0, result.output
     rows = pd.read_parquet(out / "manifest.parquet").set_index("key")
     assert sorted(rows.index) == ["good", "last", "link"]
-    assert rows.loc["link", ["status", "error"]].tolist() == [
-        "failed", "link.mp4: not a regular file: a symbolic link to /etc/passwd (not followed)"]
+    assert rows.loc["link", ["status", "source", "error"]].tolist() == [
+        "failed", "in.tar::link.mp4",
+        "not a regular file: a symbolic link to /etc/passwd (not followed)"]
     assert rows.loc["good", "status"] == rows.loc["last", "status"] == "ok"
+
+
+def _webm(frames) -> bytes:
+    """VP9 in WebM, as other tools' shards may hold their clips."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm") as output:
+        stream = output.add_stream("libvpx-vp9", rate=8)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def test_datakit_watermark_reads_any_video_member_and_a_shard_that_breaks_off(tmp_path):
+    """Shards other tools wrote: .webm and upper-case members, a json that does not parse, a
+    sample without a video, and a shard cut short; each sample is a row that says what it
+    met, and a clip whose pixels do not change keeps its member and bytes."""
+    from real_media import draw_text, real_clip
+
+    clean = real_clip("bikes", frames=24)
+    marked = np.stack([draw_text(f, "stock.example.com", (12, 236), 22, 0.9) for f in clean])
+    kept, stripped = _webm(clean), _webm(marked)
+    upper = encode_video(clean, 8, preset="ultrafast")
+    shard = tmp_path / "other.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "kept.webm", kept)
+        _add(tar, "kept.json", json.dumps({"fps": 8}).encode())
+        _add(tar, "marked.webm", stripped)
+        _add(tar, "upper.MP4", upper)
+        _add(tar, "upper.json", b"{not json")
+        _add(tar, "lonely.txt", b"a caption without its clip")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["watermark", str(shard), "--out", str(out), "--quiet",
+                                      "--workers", "1", "--preset", "ultrafast"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_parquet(out / "manifest.parquet").set_index("key")
+    assert rows.loc["kept", "watermark_action"] == "clean"
+    assert rows.loc["marked", "watermark_action"] in ("stripped", "cropped")
+    assert "re-encoded as mp4 (was webm)" in list(rows.loc["marked", "notes"])
+    assert rows.loc["upper", "status"] == "ok"
+    assert any(note.startswith("unreadable json: upper.json does not parse")
+               for note in rows.loc["upper", "notes"])
+    assert rows.loc["lonely", ["status", "error"]].tolist() == [
+        "failed", "no video: the shard sample has txt but no video member"]
+    samples = {}
+    with tarfile.open(next((out / "shards").glob("*.tar"))) as tar:
+        for member in tar:
+            key, _, extension = member.name.partition(".")
+            samples.setdefault(key, {})[extension] = tar.extractfile(member).read()
+    assert samples["kept"]["webm"] == kept and "mp4" not in samples["kept"]
+    assert set(samples["marked"]) == {"mp4", "json"}
+    assert samples["upper"]["mp4"] == upper
+    assert json.loads(samples["upper"]["json"])["watermark_action"] == "clean"
+    # the same shard cut short: the samples before the break, then a row for the break
+    (tmp_path / "cut.tar").write_bytes(shard.read_bytes()[:len(kept) + len(stripped) // 2])
+    result = CliRunner().invoke(app, ["watermark", str(tmp_path / "cut.tar"), "--out",
+                                      str(tmp_path / "cut"), "--quiet", "--workers", "1",
+                                      "--watermarks", "flag"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_parquet(tmp_path / "cut" / "manifest.parquet").set_index("key")
+    assert rows.loc["kept", "status"] == "ok"
+    assert rows.loc["cut", "error"].startswith("corrupt shard: unexpected end of data")
+
+
+def test_a_shard_cut_at_a_member_edge_or_inside_a_header_gets_a_row_that_says_so(tmp_path):
+    """tarfile ends such a read silently: the samples after the cut were lost unnamed."""
+    from manifests.sources import read_records
+
+    mp4 = encode_video([np.full((32, 48, 3), 90, np.uint8)] * 6, 8, preset="ultrafast")
+    shard = tmp_path / "whole.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "a.mp4", mp4)
+        _add(tar, "a.json", json.dumps({"label": "abseiling"}).encode())
+        _add(tar, "b.mp4", mp4)
+    with tarfile.open(shard) as tar:
+        second = tar.getmember("a.json").offset
+    whole = shard.read_bytes()
+    assert [r.key for r in read_records(shard)] == ["whole__a", "whole__b"]  # the control
+    for name, end in (("edge.tar", second), ("header.tar", second + 100)):
+        (tmp_path / name).write_bytes(whole[:end])
+        *samples, cut = read_records(tmp_path / name)
+        assert [r.key for r in samples] == [f"{name[:-4]}__a"]
+        assert cut.error == ("corrupt shard: it ends without tar's end-of-archive block, where "
+                             "a member should begin (cut short?) (after 1 samples)")

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,53 +19,73 @@ from synthesize.watermark.videos import watermark_video
 
 @dataclass(frozen=True)
 class ShardSample:
-    """One sample of an existing shard: its key, where it came from and its files."""
+    """One sample of an existing shard: its key, where it came from and its files (by
+    extension, lower case).
+
+    Args:
+        video: the extension of its video member (any of `VIDEO_EXTENSIONS`: a shard another
+            tool wrote may hold .webm or .MP4 clips); None when it has none.
+        error: why it cannot be processed (a link member, no video, a shard that breaks
+            off here); the sample becomes a failed row that says so.
+        notes: what reading it ignored (an unreadable json).
+    """
 
     key: str
     source: str
     files: dict[str, bytes]
-    refused: str | None = None  # why a member of it was not read (a link, a device)
+    video: str | None = "mp4"
+    error: str | None = None
+    notes: tuple[str, ...] = ()
 
 
-def read_shard_samples(src: str | os.PathLike):
+def read_shard_samples(src: str | os.PathLike) -> Iterator[ShardSample]:
     """The samples of a `.tar` shard or of every `.tar` under a folder (sorted), each with
-    its members grouped by key as webdataset does (the name up to the first dot).
+    its members grouped by key as webdataset does (the name up to the first dot), read as
+    every command reads shards (`manifests.sources.shard_records`): a link member, a sample
+    without a video and a shard that breaks off part way each give a sample with its
+    `error`, never an exception.
 
     Raises:
-        UserError: SRC holds no shards, or a shard cannot be opened.
+        UserError: SRC does not exist or holds no shards, or a shard given as SRC does not
+            open.
     """
-    import tarfile
     from pathlib import Path
 
     from datakit.io.errors import UserError
-    from manifests.sources import not_a_file_reason
+    from manifests.sources import Record, check_tar, shard_records
 
-    src = Path(src)
+    src = Path(src).absolute()
+    if not src.exists():
+        raise UserError(f"{src}: no such file or folder")
     tars = [src] if src.is_file() else sorted(src.rglob("*.tar"))
     if not tars:
         raise UserError(f"{src}: no .tar shards")
-    for tar_path in tars:
-        try:
-            tar = tarfile.open(tar_path)  # noqa: SIM115 (closed below; generator)
-        except (tarfile.TarError, OSError) as error:
-            raise UserError(f"{tar_path}: cannot open shard ({error})") from None
-        with tar:
-            key, files, refused = None, {}, None
-            for member in tar:
-                if member.isdir():
-                    continue
-                name = member.name.rsplit("/", 1)[-1]
-                stem, _, extension = name.partition(".")
-                if stem != key and (files or refused):
-                    yield ShardSample(key, f"{tar_path}::{key}", files, refused)
-                    files, refused = {}, None
-                key = stem
-                if member.isfile():
-                    files[extension] = tar.extractfile(member).read()
-                else:  # never followed, but never silent: the sample fails with the reason
-                    refused = refused or f"{member.name}: {not_a_file_reason(member)}"
-            if files or refused:
-                yield ShardSample(key, f"{tar_path}::{key}", files, refused)
+    if src.is_file():
+        check_tar(src)
+    for record in shard_records(src, tars, _shard_sample):
+        if isinstance(record, Record):  # refused, or where a shard breaks off
+            yield ShardSample(record.key, record.source, {}, None, record.error)
+        else:
+            yield record
+
+
+def _shard_sample(sample, tar_key: str, seen: set[str]):
+    """A `manifests.sources.ShardSample` as the stage takes it (a failed `Record` when it
+    has no readable video member). It keeps its own key, as re-processing must."""
+    from manifests.sources import claim_key
+    from manifests.videos import VIDEO_EXTENSIONS
+
+    video = sample.media(VIDEO_EXTENSIONS, "video", sample.key(), seen)
+    if not isinstance(video, tuple):
+        return video
+    name, _ = video
+    files = {extension: data for extension, (_, data) in sample.members.items()}
+    extension = next(e for e, (member, _) in sample.members.items() if member == name)
+    _, problem = sample.json()
+    return ShardSample(claim_key(sample.key(), sample.source(name), seen), sample.source(name),
+                       files, extension,
+                       notes=(f"{problem}; replaced by the watermark fields",) if problem
+                       else ())
 
 
 class WatermarkStage:
@@ -92,22 +113,20 @@ class WatermarkStage:
         from manifests.schema import Status, make_row
 
         started = time.perf_counter()
-        # 1. A sample with a link member or without an mp4 is a failed row.
-        if sample.refused:
+        # 1. A sample with a link member, without a video or past a shard's break: a row.
+        if sample.error or sample.video not in sample.files:
             return [make_row(sample.key, Status.FAILED, source=sample.source,
-                             error=sample.refused)]
-        if "mp4" not in sample.files:
-            return [make_row(sample.key, Status.FAILED, source=sample.source,
-                             error="no mp4 in the sample")]
+                             error=sample.error or "no video member in the sample")]
+        video = sample.files[sample.video]
         try:
             info = json.loads(sample.files["json"]) if "json" in sample.files else {}
         except ValueError:
             info = {}
-        info = info if isinstance(info, dict) else {}
+        info = info if isinstance(info, dict) else {"json": info}
         # 2. Detect and act, in memory bounded by the clip's length (`watermark_video`).
         try:
-            fps = float(info.get("fps") or probe(sample.files["mp4"]).fps or 8.0)
-            verdict = watermark_video(sample.files["mp4"], self.config, self.classifier(),
+            fps = float(info.get("fps") or probe(video).fps or 8.0)
+            verdict = watermark_video(video, self.config, self.classifier(),
                                       fps=fps, crf=self.crf, preset=self.preset)
         except VideoError as error:
             return [make_row(sample.key, Status.FAILED, source=sample.source, error=str(error))]
@@ -118,14 +137,17 @@ class WatermarkStage:
         if verdict.dropped:
             return [make_row(sample.key, Status.WATERMARKED, **common, **fields,
                              seconds=time.perf_counter() - started)]
-        files = dict(sample.files)
-        if verdict.mp4 is not None:
+        files, notes = dict(sample.files), [*sample.notes, *verdict.notes]
+        if verdict.mp4 is not None:  # the pixels changed: an H.264 mp4 in the clip's place
+            del files[sample.video]
             files["mp4"] = verdict.mp4
             info.update({side: common[side] for side in ("width", "height") if side in info})
+            if sample.video != "mp4":
+                notes.append(f"re-encoded as mp4 (was {sample.video})")
         files["json"] = json.dumps({**info, **fields}, sort_keys=True, default=str).encode()
         caption = sample.files.get("txt", b"").decode("utf-8", "replace") or None
         row = make_row(sample.key, Status.OK, caption=caption, **common, **fields,
-                       notes=list(verdict.notes) or None, seconds=time.perf_counter() - started)
+                       notes=notes or None, seconds=time.perf_counter() - started)
         return [Sample(sample.key, files, row)]
 
 
@@ -135,7 +157,8 @@ def watermark_shards(src, out, config: WatermarkConfig, options, crf: int = 18,
     return the run's stats.
 
     Args:
-        src: a `.tar` shard or a folder of them (datakit's or any with KEY.mp4 members).
+        src: a `.tar` shard or a folder of them (datakit's, or any whose samples hold a
+            video member: KEY.mp4, KEY.webm, ...).
         out: the output folder (resumed if it holds an earlier run with the same settings).
         config: what to do with marks.
         options: how to run (`datakit.run.pipeline.RunOptions`).
