@@ -35,9 +35,10 @@ from datakit.io.errors import UserError
 
 @command("watermark")
 def watermark_command(
-    src: Annotated[Path, typer.Argument(help="A .tar shard or a folder of shards (KEY.mp4 "
-                                        "samples) to re-process; with --show, one video or "
-                                        "image file.")],
+    src: Annotated[Path, typer.Argument(help="A .tar shard or a folder of shards (samples "
+                                        "with a video member: KEY.mp4, KEY.webm, ...) to "
+                                        "re-process; with --show, one video or image "
+                                        "file.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder for the "
                                              "re-processed shards (same keys).")] = None,
     show: Annotated[Path | None, typer.Option(help="Write a PNG of what the detector found "
