@@ -282,6 +282,21 @@ def test_verify_catches_a_damaged_shard_and_a_missing_one(images, tmp_path):
     assert "_stats.json is not valid json" in report.shards[0].problems
 
 
+def test_verify_names_a_sample_without_its_caption_or_its_video(images, tmp_path):
+    out = tmp_path / "out"
+    assert _invoke("pan-zoom", images, "--out", out, "--workers", "1", *FAST).exit_code == 0
+    shard = out / "shards" / "00000.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    first, second = sorted({m.name.split(".")[0] for m, _ in members})[:2]
+    with tarfile.open(shard, "w") as tar:
+        for member, data in members:
+            if member.name not in (f"{first}.txt", f"{second}.mp4"):
+                tar.addfile(member, io.BytesIO(data))
+    problems = verify_shards(out).shards[0].problems
+    assert f"{first}: no txt" in problems and f"{second}: no mp4" in problems
+
+
 def test_writer_recovery_removes_orphans_and_partials(tmp_path):
     store = ManifestStore(tmp_path)
     with ShardWriter(tmp_path, store, max_count=2) as writer:

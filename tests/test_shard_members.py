@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from datakit.cli import app
 from datakit.io.video import encode_video
+from datakit.run.shards import verify_shards
 from manifests.sources import MAX_LABEL_CHARS, MAX_TEXT_CHARS, TEXT_CUT_NOTE
 
 
@@ -159,6 +160,8 @@ def test_datakit_watermark_reads_any_video_member_and_a_shard_that_breaks_off(tm
     assert set(samples["marked"]) == {"mp4", "json"}
     assert samples["upper"]["mp4"] == upper
     assert json.loads(samples["upper"]["json"])["watermark_action"] == "clean"
+    report = verify_shards(out)  # a kept .webm and a sample without a caption are whole
+    assert report.ok, (report.problems, [c.problems for c in report.shards])
     # the same shard cut short: the samples before the break, then a row for the break
     (tmp_path / "cut.tar").write_bytes(shard.read_bytes()[:len(kept) + len(stripped) // 2])
     result = CliRunner().invoke(app, ["watermark", str(tmp_path / "cut.tar"), "--out",

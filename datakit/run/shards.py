@@ -304,10 +304,12 @@ def read_shard(path: str | os.PathLike):
 def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyReport:
     """Read every shard in OUT back, decode every video, and compare with the manifest.
 
-    Checks: each shard reads with webdataset; each sample has mp4, txt and json; each mp4
-    decodes with decord and has the frame count its json states; no key appears twice; every
-    ok manifest row's sample is in the shard it names, and every sample has such a row; each
-    shard's `_stats.json` count matches.
+    Checks: each shard reads with webdataset; each sample has a video (`KEY.mp4`; a sample
+    `datakit watermark` passed through from another tool's shard may keep its `.webm`...),
+    a json, and a txt when its manifest row has a caption; each video decodes and has the
+    frame count its json states; no key appears twice; every ok manifest row's sample is in
+    the shard it names, and every sample has such a row; each shard's `_stats.json` count
+    matches.
     """
     import pandas as pd
 
@@ -332,6 +334,8 @@ def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyRepo
     expected = {
         row.key: row.shard for row in manifest.itertuples() if row.status == Status.OK.value
     }
+    captioned = set(manifest.loc[manifest["status"] == Status.OK.value].dropna(
+        subset=["caption"])["key"]) if "caption" in manifest else set(expected)
     seen: dict[str, str] = {}
     checks = []
     for path in sorted(shards_dir.glob("*.tar")):
@@ -342,7 +346,8 @@ def verify_shards(out_dir: str | os.PathLike, decode: bool = True) -> VerifyRepo
                 key = sample["__key__"]
                 check.samples += 1
                 check.problems.extend(_check_sample(sample, key, path.stem, seen, expected,
-                                                   decode, read_frames, check))
+                                                   key in captioned, decode, read_frames,
+                                                   check))
                 seen[key] = path.stem
         except Exception as error:  # any read error means an unreadable shard
             check.problems.append(f"unreadable: {error or type(error).__name__}")
@@ -385,7 +390,10 @@ def _run_problems(out_dir: Path) -> list[str]:
     return []
 
 
-def _check_sample(sample, key, shard, seen, expected, decode, read_frames, check) -> list[str]:
+def _check_sample(sample, key, shard, seen, expected, captioned, decode, read_frames,
+                  check) -> list[str]:
+    from manifests.videos import VIDEO_EXTENSIONS
+
     problems = []
     if key in seen:
         problems.append(f"{key}: also in shard {seen[key]}")
@@ -393,7 +401,10 @@ def _check_sample(sample, key, shard, seen, expected, decode, read_frames, check
         where = expected.get(key)
         problems.append(f"{key}: no ok manifest row names it" if where is None
                         else f"{key}: the manifest puts it in shard {where}")
-    lacking = [ext for ext in ("mp4", "txt", "json") if ext not in sample]
+    video = next((ext for ext in ("mp4", *(e[1:] for e in VIDEO_EXTENSIONS)) if ext in sample),
+                 None)
+    lacking = [*(["mp4"] if video is None else []), *(["txt"] if captioned else []), "json"]
+    lacking = [ext for ext in lacking if ext not in sample]
     if lacking:
         return [*problems, f"{key}: no {', '.join(lacking)}"]
     try:
@@ -404,9 +415,9 @@ def _check_sample(sample, key, shard, seen, expected, decode, read_frames, check
         return [*problems, f"{key}: json is not an object"]
     if decode:
         try:
-            frames = len(read_frames(sample["mp4"]))
+            frames = len(read_frames(sample[video]))
         except Exception as error:
-            return [*problems, f"{key}: mp4 does not decode ({error})"]
+            return [*problems, f"{key}: {video} does not decode ({error})"]
         check.frames += frames
         if "frames" in info and frames != info["frames"]:
             problems.append(f"{key}: {frames} frames decoded, json says {info['frames']}")
