@@ -118,15 +118,19 @@ def group_members(tar: tarfile.TarFile) -> dict[str, dict[str, tarfile.TarInfo]]
     return samples
 
 
-def find_mp4_members(tar: tarfile.TarFile, keys: set[str]) -> dict[str, tarfile.TarInfo]:
-    """The `KEY.mp4` members of `keys`, reading headers only until all are found."""
+def find_video_members(tar: tarfile.TarFile, keys: set[str]) -> dict[str, tarfile.TarInfo]:
+    """The video members of `keys` (`KEY.mp4`, or another video extension: a sample that
+    `datakit watermark` kept from another tool's shard), reading headers only until all are
+    found."""
+    from manifests.videos import VIDEO_EXTENSIONS
+
     found: dict[str, tarfile.TarInfo] = {}
     while len(found) < len(keys):
         member = tar.next()
         if member is None:
             break
         key, extension = split_member_name(member.name)
-        if extension == "mp4" and key in keys and member.isfile():
+        if f".{extension}" in VIDEO_EXTENSIONS and key in keys and member.isfile():
             found[key] = member
     return found
 

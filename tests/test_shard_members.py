@@ -162,6 +162,12 @@ def test_datakit_watermark_reads_any_video_member_and_a_shard_that_breaks_off(tm
     assert json.loads(samples["upper"]["json"])["watermark_action"] == "clean"
     report = verify_shards(out)  # a kept .webm and a sample without a caption are whole
     assert report.ok, (report.problems, [c.problems for c in report.shards])
+    result = CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "page"),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    page = json.loads((tmp_path / "page" / "report.json").read_text())
+    assert page["could_not_read"] == [] and sorted(page["chosen"]) == ["kept", "marked", "upper"]
+    assert len(list((tmp_path / "page" / "media").glob("*_kept.mp4"))) == 1  # made playable
     # the same shard cut short: the samples before the break, then a row for the break
     (tmp_path / "cut.tar").write_bytes(shard.read_bytes()[:len(kept) + len(stripped) // 2])
     result = CliRunner().invoke(app, ["watermark", str(tmp_path / "cut.tar"), "--out",

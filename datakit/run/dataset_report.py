@@ -174,7 +174,7 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
     from rich.console import Console
     from rich.progress import Progress
 
-    from manifests.report import find_mp4_members
+    from manifests.report import find_video_members
 
     media.mkdir(parents=True, exist_ok=True)
     clips = [{"key": str(row.key), "name": _file_name(i, row.key),
@@ -197,7 +197,7 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
                 continue
             try:
                 with tarfile.open(path, "r:") as tar:
-                    members = find_mp4_members(tar, {clip["key"] for clip in wanted})
+                    members = find_video_members(tar, {clip["key"] for clip in wanted})
                     for clip in wanted:
                         _extract_clip(tar, members.get(clip["key"]), clip, media)
                         bar.advance(task)
@@ -210,7 +210,7 @@ def extract_samples(dataset: Dataset, chosen: pd.DataFrame, media: Path,
 def _extract_clip(tar: tarfile.TarFile, member: tarfile.TarInfo | None, clip: dict[str, Any],
                   media: Path) -> None:
     if member is None:
-        clip["error"] = f"shard {clip['shard']}: no {clip['key']}.mp4 in it"
+        clip["error"] = f"shard {clip['shard']}: no video of {clip['key']} in it"
         return
     video = media / f"{clip['name']}.mp4"
     strip = media / f"{clip['name']}.jpg"
