@@ -97,6 +97,26 @@ def test_label_captions_every_input_accounted_for(tree, tmp_path):
     assert stats["status"]["ok"] == clips and stats["config"]["pipeline"] == "caption"
 
 
+def test_a_cut_whose_edit_list_hides_frames_is_re_encoded_to_the_shown_ones(tmp_path):
+    """A stream copy keeps the cut's hidden pre-roll, which decord-based training loaders
+    read as frames (the last shown frame, repeated)."""
+    import decord
+    from test_video import trimmed_mp4
+
+    (tmp_path / "in" / "cut").mkdir(parents=True)
+    (tmp_path / "in" / "cut" / "a.mp4").write_bytes(trimmed_mp4())
+    out = tmp_path / "out"
+    result = _invoke("caption", tmp_path / "in", "--out", out, "--crf", "0", *LABEL, *QUIET)
+    assert result.exit_code == 0, result.output
+    sample = _samples(out)["cut__a"]
+    info = json.loads(sample["json"])
+    assert info["video"]["encoded"] == "h264" and info["video"]["source"]["hidden_frames"] == 10
+    reader = decord.VideoReader(io.BytesIO(sample["mp4"]))  # as training loaders read it
+    frames = reader.get_batch(list(range(len(reader)))).asnumpy()
+    assert len(frames) == info["frames"] == 30
+    assert np.abs(frames[[0, -1], 0, 0, 0].astype(int) - [70, 244]).max() <= 3
+
+
 def test_rerun_resumes_and_other_settings_are_refused(tree, tmp_path):
     out = tmp_path / "out"
     assert _invoke("caption", tree, "--out", out, *LABEL, *QUIET).exit_code == 0

@@ -131,6 +131,47 @@ def test_frames_decoded_in_order_stop_after_the_last_one_asked_for(tmp_path, mon
         read_frames(path, [1, 40])
 
 
+def trimmed_mp4() -> bytes:
+    """An H.264 MP4 of 40 frames (brightness 10 + 6 * index, one GOP) whose edit list starts
+    it at frame 10, as `ffmpeg -ss 0.4 -c copy` cuts: it stores 40 frames and shows 30."""
+    import av
+
+    coded = io.BytesIO()
+    with av.open(coded, "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "40", "bf": "0", "crf": "0"}
+        for index in range(40):
+            frame = np.full((48, 64, 3), 10 + 6 * index, np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+    coded.seek(0)
+    cut = io.BytesIO()
+    with av.open(coded) as source, av.open(cut, "w", format="mp4") as output:
+        copied = output.add_stream_from_template(source.streams.video[0])
+        shift = round(0.4 / source.streams.video[0].time_base)
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+                packet.stream = copied
+                output.mux(packet)
+    return cut.getvalue()
+
+
+def test_a_clip_whose_edit_list_trims_its_start_shows_only_what_players_show():
+    """decord counted the 10 hidden frames and gave the last shown frame again in their
+    place; the count and every frame are the shown ones."""
+    data = trimmed_mp4()
+    info = probe(data)
+    assert (info.frames, info.hidden_frames) == (30, 10)
+    whole = read_frames(data)
+    assert len(whole) == 30
+    assert np.abs(whole[:, 0, 0, 0].astype(int) - [10 + 6 * i for i in range(10, 40)]).max() <= 2
+    picked = read_frames(data, [29, 0])
+    assert np.abs(picked[:, 0, 0, 0].astype(int) - [10 + 6 * 39, 10 + 6 * 10]).max() <= 2
+    assert probe(encode_video(_ramp(), fps=8, preset="ultrafast")).hidden_frames == 0
+
+
 @pytest.mark.parametrize("bad", [b"", b"definitely not a video" * 50])
 def test_garbage_is_a_video_error(bad):
     with pytest.raises(VideoError):

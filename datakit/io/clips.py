@@ -120,6 +120,8 @@ def can_copy(info, container_format: str, output: OutputFormat) -> bool:
         return False
     if not square_pixels(info.pixel_aspect):  # samples have square pixels (loaders ignore it)
         return False
+    if info.hidden_frames:  # an edit list hides a cut's pre-roll, which decord-based
+        return False        # loaders read as frames (`video.trims_its_start`)
     return any(name in REMUX_FORMATS for name in container_format.split(","))
 
 

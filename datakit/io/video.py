@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import math
 import os
@@ -49,6 +50,7 @@ class VideoInfo:
     codec: str
     turns: int = 0  # counter-clockwise quarter turns the display matrix asks for
     pixel_aspect: float = 1.0  # a stored pixel's width over its height (anamorphic: not 1)
+    hidden_frames: int = 0  # frames stored but not shown: an edit list trims the start
 
     @property
     def duration(self) -> float:
@@ -242,9 +244,9 @@ def probe(source: VideoSource) -> VideoInfo:
                 raise VideoError(f"{describe_source(source)}: no video stream")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            frames = stream.frames
-            if not frames:
-                frames = _count_packets(container, stream)
+            stored = frames = stream.frames
+            if not stored or trims_its_start(container, stream):
+                frames = _count_packets(open_container(source), 0)
             width, height = stream.codec_context.width, stream.codec_context.height
             turns = _first_frame_turns(source)
             return VideoInfo(
@@ -255,6 +257,7 @@ def probe(source: VideoSource) -> VideoInfo:
                 codec=stream.codec_context.name,
                 turns=turns,
                 pixel_aspect=stream_pixel_aspect(stream),
+                hidden_frames=max(0, stored - frames) if stored else 0,
             )
     except VideoError:
         raise
@@ -342,18 +345,36 @@ def _first_frame_turns(source: VideoSource) -> int:
         return 0
 
 
-def _count_packets(container, stream) -> int:
-    """Video packets in the stream (a container that stores no frame count); a file that
-    ends where its header promised more counts what it holds."""
+def _count_packets(container, index: int) -> int:
+    """Video packets of stream `index` that are shown (a container that stores no frame
+    count, or whose edit list leaves out frames it stores); a file that ends where its header
+    promised more counts what it holds. Closes the container."""
     import av
 
     count = 0
-    try:
-        for packet in container.demux(stream):
-            count += bool(packet.size)
-    except av.error.EOFError:
-        pass
+    with container:
+        try:
+            for packet in container.demux(container.streams.video[index]):
+                count += bool(packet.size) and not packet.is_discard
+        except av.error.EOFError:
+            pass
     return count
+
+
+LEADING_PACKETS = 16
+"""Packets looked at for a trimmed start: a cut's pre-roll comes first in decode order."""
+
+
+def trims_its_start(container, stream) -> bool:
+    """Whether an edit list starts the clip after its first stored frames (what `ffmpeg -ss
+    ... -c copy` writes: the GOP before the cut point is kept, flagged to be decoded and not
+    shown). Players show fewer frames than the container counts; decord counts them all, and
+    returned the last shown frame again in their place (an MP4 that stores 40 frames and shows
+    30: its last 10 frames were the 30th, repeated). Reads up to LEADING_PACKETS packets."""
+    for packet in itertools.islice(container.demux(stream), LEADING_PACKETS):
+        if packet.size and packet.is_discard:
+            return True
+    return False
 
 
 def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np.ndarray:
@@ -418,10 +439,14 @@ so those, and any container not named here, are decoded in order by PyAV."""
 
 
 def indexed_container(source: VideoSource) -> bool:
-    """Whether `source`'s container is one decord reads exactly (`RANDOM_ACCESS_DEMUXERS`)."""
+    """Whether decord reads `source` exactly: its container is one of RANDOM_ACCESS_DEMUXERS
+    and shows every frame it stores (`trims_its_start`)."""
     with open_container(source) as container:
         names = container.format.name.split(",")
-    return any(name in RANDOM_ACCESS_DEMUXERS for name in names)
+        if not any(name in RANDOM_ACCESS_DEMUXERS for name in names):
+            return False
+        return not (container.streams.video and trims_its_start(container,
+                                                                container.streams.video[0]))
 
 
 def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
