@@ -52,6 +52,15 @@ def test_ray_and_local_write_the_same_bytes(tmp_path):
         assert pd.read_parquet(ray / "manifest.parquet")[columns].equals(
             pd.read_parquet(local / "manifest.parquet")[columns])
         assert verify_shards(ray).ok
+    # re-processing shards: the records carry the samples' bytes, not paths
+    flagged = ["--watermarks", "flag", "--quiet", "--workers", "2", "--shard-size", "3"]
+    local, ray = tmp_path / "watermark-local", tmp_path / "watermark-ray"
+    shards = tmp_path / "pan-zoom-local" / "shards"
+    assert _invoke("watermark", shards, "--out", local, *flagged).exit_code == 0
+    result = _invoke("watermark", shards, "--out", ray, "--engine", "ray", *flagged)
+    assert result.exit_code == 0, result.output
+    assert _tars(ray) == _tars(local) and len(_tars(ray)) == 2
+    assert verify_shards(ray).ok
 
 
 def test_a_killed_ray_driver_resumes_without_duplicates_or_gaps(tmp_path):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from datakit.io.errors import UserError
-from datakit.run.ray_engine import check_reachable, run_ray
+from datakit.run.ray_engine import check_reachable, record_windows, run_ray
 from manifests.schema import make_row
 from manifests.sources import Record
 
@@ -52,3 +52,16 @@ def test_a_path_that_a_node_does_not_see_is_refused_naming_the_node(tmp_path):
     with pytest.raises(UserError, match=f"^{tmp_path}/gone: not found on Ray node {node}; "
                                         "every node must see SRC at the same path"):
         check_reachable(ray, [str(tmp_path), str(tmp_path / "gone")])
+
+
+def test_windows_close_at_their_count_or_at_the_bytes_their_records_carry():
+    """Re-processed shard samples carry whole clips: 2048 of them held about 10 GB."""
+    from synthesize.watermark import ShardSample
+
+    clips = [ShardSample(f"k{i}", "x.tar", {"mp4": bytes(300), "json": bytes(50)})
+             for i in range(7)]
+    assert [len(w) for w in record_windows(clips, 100, 1000)] == [3, 3, 1]  # 350 bytes each
+    members = [Record(f"m{i}", "x.tar", data=bytes(10)) for i in range(5)]
+    assert [len(w) for w in record_windows(members, 2, 1 << 20)] == [2, 2, 1]
+    assert [[r.key for r in w] for w in record_windows(members, 100, 25)] == [
+        ["m0", "m1", "m2"], ["m3", "m4"]]

@@ -9,9 +9,13 @@ from typing import Annotated
 import typer
 
 from datakit.cli.options import (
+    Engine,
+    EngineOption,
     OverwriteOption,
     QuietOption,
+    RayAddressOption,
     RetryOption,
+    SampleTimeoutOption,
     ShardBytesOption,
     ShardSizeOption,
     WatermarkClassifierThresholdOption,
@@ -24,6 +28,7 @@ from datakit.cli.options import (
     check_source,
     command,
     default_workers,
+    engine_options,
     exit_if_every_input_failed,
     exit_if_stopped,
     parse_bytes,
@@ -58,6 +63,9 @@ def watermark_command(
     shard_bytes: ShardBytesOption = "",
     retry_failed: RetryOption = False,
     overwrite: OverwriteOption = False,
+    sample_timeout: SampleTimeoutOption = None,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Find watermarks in existing shards and flag, strip or drop them into new shards.
@@ -91,8 +99,9 @@ def watermark_command(
     options = RunOptions(
         workers=workers or default_workers(), shard_size=shard_size,
         shard_bytes=parse_bytes(shard_bytes), retry_failed=retry_failed, overwrite=overwrite,
-        progress=not quiet,
+        progress=not quiet, sample_timeout=sample_timeout,
     )
+    options = engine_options(options, engine, ray_address)
     stats = watermark_shards(src, out, config, options, crf=crf, preset=preset)
     print_summary(stats, out, "watermark")
     exit_if_stopped(stats)

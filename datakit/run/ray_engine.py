@@ -32,7 +32,6 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
 from typing import Any
 
 from datakit.io.errors import UserError
@@ -118,6 +117,7 @@ def run_ray(
     gpus_per_worker: float = 0.0,
     model_workers: int = 1,
     window: int = 2048,
+    window_bytes: int = 256 << 20,
     shared_paths: Sequence[str] = (),
 ) -> EngineReport:
     """Run `stage` on Ray Data and pass `(record, results)` to `consume`, in input order.
@@ -130,7 +130,8 @@ def run_ray(
         address: a running cluster (`auto`, or `ray://host:10001`); None starts Ray here.
         gpus_per_worker: GPUs each model actor asks for (0: the model runs on CPUs).
         model_workers: model actors (each loads the model once).
-        window: records sent to Ray at a time.
+        window, window_bytes: records sent to Ray at a time, and the most bytes they carry
+            (`record_windows`: shard members travel as bytes, a whole clip each).
         shared_paths: absolute paths every node of a cluster must see (SRC): refused, before
             any work, when a node does not.
 
@@ -167,10 +168,8 @@ def run_ray(
     try:
         with ProgressBar(description, total, enabled=progress) as advance, \
                 StopSignals(on_abort=on_abort) as stop:
-            iterator = iter(records)
-            while not stop.requested:
-                chunk = list(islice(iterator, window))
-                if not chunk:
+            for chunk in record_windows(records, window, window_bytes):
+                if stop.requested:
                     break
                 for record, results in _run_chunk(ray, chunk, stage, report,
                                                   gpus_per_worker, model_workers):
@@ -187,6 +186,29 @@ def run_ray(
         if started_here:
             ray.shutdown()
     return report
+
+
+def held_bytes(record) -> int:
+    """The bytes a record carries to the workers: a shard member's `data`, or a re-processed
+    sample's `files`."""
+    size = len(getattr(record, "data", None) or b"")
+    files = getattr(record, "files", None)
+    return size + (sum(len(v) for v in files.values()) if isinstance(files, dict) else 0)
+
+
+def record_windows(records: Iterable[Any], count: int, most_bytes: int
+                   ) -> Iterator[list[Any]]:
+    """`records` in windows of `count`, each closed early once the bytes it holds reach
+    `most_bytes` (2048 clips of a shard, read into the driver at once, held about 10 GB)."""
+    window, held = [], 0
+    for record in records:
+        window.append(record)
+        held += held_bytes(record)
+        if len(window) >= count or held >= most_bytes:
+            yield window
+            window, held = [], 0
+    if window:
+        yield window
 
 
 def check_reachable(ray, paths: Sequence[str], timeout: float = 120.0) -> None:
