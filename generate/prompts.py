@@ -109,7 +109,7 @@ def load_prompts(path: str | Path) -> list[Story]:
     if not path.is_file():
         raise UserError(f"{path}: no such prompts file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM (Windows) is dropped
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error})") from None
     stories = _jsonl(path, lines) if path.suffix == ".jsonl" else _txt(path, lines)

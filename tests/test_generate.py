@@ -418,6 +418,20 @@ def test_bad_inputs(tiny, tmp_path):
                                              "--search-clip", empty)
 
 
+def test_prompt_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
+    """Windows editors start UTF-8 files with a BOM: it was the first prompt's first
+    character, and the first jsonl line did not parse."""
+    from generate.prompts import load_prompts
+
+    text, stories = tmp_path / "p.txt", tmp_path / "s.jsonl"
+    text.write_bytes("\ufeffa cat on a beach\n".encode())
+    stories.write_bytes('\ufeff{"id": "cat", "prompts": ["a cat"]}\n'.encode())
+    (plain,) = load_prompts(text)
+    assert plain.prompts == ("a cat on a beach",) and plain.id.startswith("00000_a-cat-on")
+    (story,) = load_prompts(stories)
+    assert (story.id, story.prompts) == ("cat", ("a cat",))
+
+
 def test_derive_seed_is_stable_and_distinct():
     assert derive_seed(0, "a", 1, 2) == derive_seed(0, "a", 1, 2)
     seeds = {derive_seed(s, i, c, k) for s in (0, 1) for i in "ab" for c in range(3)
