@@ -330,7 +330,7 @@ def _read_sidecar(path: Path) -> str | None:
         logger.warning("ignoring sidecar %s: it is %s, not a regular file", path, kind)
         return None
     try:
-        return path.read_bytes().decode("utf-8", errors="replace").strip()
+        return path.read_bytes().decode("utf-8-sig", errors="replace").strip()
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -437,7 +437,7 @@ class ShardSample:
         """The `txt` member, stripped (None without one)."""
         if "txt" not in self.members:
             return None
-        return self.members["txt"][1].decode("utf-8", errors="replace").strip()
+        return self.members["txt"][1].decode("utf-8-sig", errors="replace").strip()
 
     def json(self) -> tuple[dict[str, Any], str | None]:
         """The `json` member as a dict ({} without one), and why it cannot be read (None when

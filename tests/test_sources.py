@@ -77,6 +77,21 @@ def test_folder_is_walked_recursively_with_sidecars(folder):
     assert count_records(folder) == 4
 
 
+def test_captions_saved_with_a_byte_order_mark_read_as_without(tmp_path):
+    """Notepad's UTF-8 starts a sidecar with a BOM; it was the caption's first character."""
+    write_image(tmp_path / "photos" / "a.jpg")
+    (tmp_path / "photos" / "a.txt").write_bytes("\ufeffa red square".encode())
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, data in (("b.jpg", write_image(tmp_path / "b.jpg")),
+                           ("b.txt", "\ufeffa blue square".encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert [r.text for r in read_records(tmp_path / "photos")] == ["a red square"]
+    assert [r.text for r in read_records(shard)] == ["a blue square"]
+
+
 def test_keys_are_stable_and_records_picklable(folder):
     first = list(read_records(folder))
     assert first == list(read_records(str(folder)))
