@@ -56,7 +56,8 @@ from datakit.io.files import special_kind
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff",
+                    ".gif", ".avif", ".heic", ".heif")
 SHARD_EXTENSION = ".tar"
 LIST_EXTENSIONS = (".csv", ".parquet")
 _LIST_COLUMNS = ("path", "url", "text", "caption", "label", "key")

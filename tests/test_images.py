@@ -475,3 +475,29 @@ def test_min_size_is_ignored_for_formats_without_draft():
     data = encode(Image.fromarray(quadrants()), "PNG")
     array, scale = load_image_with_scale(data, min_size=(8, 8))
     assert (array.shape, scale) == ((48, 64, 3), 1.0)
+
+
+def test_a_phone_photo_in_heif_and_an_avif_decode_to_their_pixels(monkeypatch):
+    """HEIC is what phones save; AVIF what the web serves. Both were never read: a folder's
+    .heic and .avif files were no inputs at all."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the heif extra is not installed")
+    from datakit.io import images
+
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[:, :32] = (200, 40, 40)
+    picture[:, 32:] = (30, 160, 220)
+    for fmt in ("HEIF", "AVIF"):
+        buffer = io.BytesIO()
+        if fmt == "HEIF":
+            pillow_heif.from_bytes("RGB", (64, 48), picture.tobytes()).save(buffer, quality=95)
+        else:
+            Image.fromarray(picture).save(buffer, "AVIF", quality=95)
+        decoded = load_image(buffer.getvalue()).astype(int)
+        assert decoded.shape == (48, 64, 3)
+        assert np.abs(decoded[8:40, 4:28] - (200, 40, 40)).max() <= 12, fmt
+        assert np.abs(decoded[8:40, 36:60] - (30, 160, 220)).max() <= 12, fmt
+    monkeypatch.setattr(images, "_heif_opener", lambda: False)  # pillow-heif not installed
+    buffer = io.BytesIO()
+    pillow_heif.from_bytes("RGB", (64, 48), picture.tobytes()).save(buffer, quality=95)
+    with pytest.raises(ImageError, match=r"unsupported format: HEIF/HEIC needs pillow-heif"):
+        load_image(buffer.getvalue())

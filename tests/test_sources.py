@@ -92,6 +92,13 @@ def test_captions_saved_with_a_byte_order_mark_read_as_without(tmp_path):
     assert [r.text for r in read_records(shard)] == ["a blue square"]
 
 
+def test_phone_and_web_formats_are_inputs(tmp_path):
+    """.heic, .avif and .jfif files were skipped without a row."""
+    for name in ("a.heic", "b.avif", "c.jfif", "d.JPE", "e.txt"):
+        write_image(tmp_path / "in" / name)
+    assert [r.key for r in read_records(tmp_path / "in")] == ["a", "b", "c", "d"]
+
+
 def test_keys_are_stable_and_records_picklable(folder):
     first = list(read_records(folder))
     assert first == list(read_records(str(folder)))

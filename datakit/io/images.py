@@ -25,6 +25,7 @@ Decoded arrays are read-only (numpy views PIL's buffer without another copy); ta
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -151,6 +152,7 @@ def _decode(
 ) -> tuple[np.ndarray, float, bool]:
     try:
         # 3. Read the header and refuse bombs before any pixel is decoded
+        _check_heif(file)
         image = Image.open(file)
         width, height = image.size
         if width * height > max_pixels:
@@ -192,6 +194,34 @@ def _decode(
     if orientation in _UPRIGHT:
         rgb = _UPRIGHT[orientation](rgb)
     return np.ascontiguousarray(rgb), scale, composited
+
+
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+               b"mif1", b"msf1")
+"""ISO-BMFF major brands of HEIF/HEIC stills (phones' photos); AVIF's own brand (`avif`),
+Pillow reads."""
+
+
+def _check_heif(file: io.BufferedIOBase) -> None:
+    """A HEIF/HEIC photo opens through pillow-heif when it is installed (the `heif` extra);
+    without it, PIL cannot identify the file, so say what is missing instead."""
+    head = file.read(12)
+    file.seek(0)
+    if head[4:8] != b"ftyp" or head[8:12] not in HEIF_BRANDS:
+        return
+    if not _heif_opener():
+        raise ImageError("unsupported format: HEIF/HEIC needs pillow-heif "
+                         "(pip install 'datakit[heif]')")
+
+
+@functools.cache
+def _heif_opener() -> bool:
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _decode_rgb_jpeg(file: io.BufferedIOBase, image: Image.Image) -> np.ndarray | None:
