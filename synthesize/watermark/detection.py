@@ -662,9 +662,13 @@ def _judge_motion(sampled: np.ndarray, edges, behind: np.ndarray | None,
             # a still one a matte that grows is the static scene's, and the box decides
             matte, box, size = rough, box_of(rough), "fits"
         with_text = box is not None and any(box_iou(box, t.box) > 0.3 for t in text)
+        if box is None:
+            refused.append("nothing of it sits on the same pixels in every frame (an empty "
+                           "matte)")
+            continue
         if size == "whole" or (size == "large" and not with_text):
-            area = 0.0 if box is None else box_area(box) / (shape[0] * shape[1])
-            refused.append(f"its box covers {area:.0%} of the frame")
+            refused.append(f"its box covers {box_area(box) / (shape[0] * shape[1]):.0%} of "
+                           "the frame")
             continue
         held = stays_put(sampled, matte)
         judged.append((min(1.0, pre_score * held / STAYS_PUT), matte))
