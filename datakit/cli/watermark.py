@@ -72,7 +72,8 @@ def watermark_command(
 
     Each sample keeps its key and files; the json gains watermark_score, watermark_box and
     watermark_action, and OUT/manifest.parquet gets the same columns. Clips whose pixels
-    change (strip) are re-encoded; the others keep their mp4 bytes. A long clip (over 512 MB
+    change (strip) are re-encoded as KEY.mp4; the others keep their member and bytes (a
+    KEY.webm from another tool's shard stays one). A long clip (over 512 MB
     decoded) is judged on the frames the detector samples and stripped in segments, so
     memory stays bounded (docs/watermarks.md).
 
