@@ -189,3 +189,52 @@ def test_a_stripped_anamorphic_clip_is_shown_as_it_was(clips, long, monkeypatch)
     info = probe(verdict.mp4)
     assert (info.width, info.height) == (W, H)
     assert info.pixel_aspect == pytest.approx(64 / 45, abs=1e-3)
+
+
+def _timed_mp4(frames, times) -> bytes:
+    """H.264 frames at the given presentation times (a phone's variable frame rate)."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    buffer, clock = io.BytesIO(), Fraction(1, 1000)
+    with av.open(buffer, "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = clock
+        stream.options = {"crf": "10"}
+        for frame, time in zip(frames, times, strict=True):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts, picture.time_base = round(time / clock), clock
+            output.mux(stream.encode(picture))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def _shown_times(mp4: bytes) -> np.ndarray:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(mp4)) as container:
+        stamps = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    return np.array(stamps) - stamps[0]
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_a_stripped_clip_keeps_a_variable_frame_rate_s_timing(clips, monkeypatch, long):
+    """A phone stalls (a real clip: 185 ms among 33 ms frames); the strip's re-encode wrote
+    every frame 1/fps apart, spreading the stall over the clip."""
+    _, marked, _, _ = clips
+    steps = np.where(np.arange(T - 1) % 10 == 9, 0.2, 1 / 30)  # a stall every 10 frames
+    times = np.concatenate([[0.0], np.cumsum(steps)])
+    source = _timed_mp4(marked, times)
+    assert video_io.frame_times(source) == pytest.approx(times, abs=1e-3)
+    assert video_io.frame_times(encode_video(marked[:8], 8.0, preset="ultrafast")) is None
+    if long:
+        monkeypatch.setattr(videos, "WHOLE_CLIP_BYTES", 0)
+    verdict = watermark_video(source, WatermarkConfig(action="strip", crop_band=0.0), None,
+                              fps=float(T / times[-1]), preset="ultrafast")
+    assert verdict.fields["watermark_action"] == "stripped" and verdict.mp4 is not None
+    np.testing.assert_allclose(_shown_times(verdict.mp4), times, atol=1e-3)

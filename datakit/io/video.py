@@ -87,6 +87,7 @@ def even_size(width: int, height: int) -> tuple[int, int]:
 
 
 PIXEL_FORMATS = ("rgb24", "yuv420p")
+TIMED_CLOCK = Fraction(1, 90000)  # MPEG's 90 kHz: the time base of frames written with times
 
 
 class VideoWriter:
@@ -109,6 +110,9 @@ class VideoWriter:
             width/2, row after row), BT.601 limited range as swscale writes them.
         pixel_aspect: a stored pixel's width over its height, written as the stream's
             sample aspect ratio (re-encoding an anamorphic clip keeps how it is shown).
+        times: each frame's presentation time in seconds (a variable-frame-rate source's,
+            `frame_times`), or None for frames 1/fps apart; frames past its end follow the
+            last at 1/fps.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class VideoWriter:
         threads: int = 0,
         pixel_format: str = "rgb24",
         pixel_aspect: float = 1.0,
+        times: Sequence[float] | None = None,
     ):
         import av
 
@@ -154,6 +159,10 @@ class VideoWriter:
         if not square_pixels(pixel_aspect):  # anamorphic: players stretch it back
             self._stream.codec_context.sample_aspect_ratio = Fraction(
                 pixel_aspect).limit_denominator(1000)
+        self._times = None if times is None else list(times)
+        self._fps = fps
+        if self._times is not None:  # a fine clock, so each frame keeps its own time
+            self._stream.codec_context.time_base = self._stream.time_base = TIMED_CLOCK
         self._closed = False
 
     def write(self, frame: np.ndarray) -> None:
@@ -167,6 +176,11 @@ class VideoWriter:
             )
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
                                                  format=self.pixel_format)
+        if self._times is not None:
+            index = self.frames_written
+            time = (self._times[index] if index < len(self._times) else
+                    self._times[-1] + (index - len(self._times) + 1) / self._fps)
+            video_frame.pts, video_frame.time_base = round(time / TIMED_CLOCK), TIMED_CLOCK
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self.frames_written += 1
@@ -198,9 +212,10 @@ def encode_video(
     threads: int = 0,
     pixel_format: str = "rgb24",
     pixel_aspect: float = 1.0,
+    times: Sequence[float] | None = None,
 ) -> bytes:
     """Encode uint8 frames (all the same even size; RGB, or yuv420p planes as `VideoWriter`
-    takes them, with its `pixel_aspect`) to the bytes of an H.264 MP4."""
+    takes them, with its `pixel_aspect` and `times`) to the bytes of an H.264 MP4."""
     iterator = iter(frames)
     try:
         first = next(iterator)
@@ -211,7 +226,7 @@ def encode_video(
     if pixel_format == "yuv420p":
         height = height * 2 // 3
     with VideoWriter(buffer, width, height, fps, crf=crf, preset=preset, threads=threads,
-                     pixel_format=pixel_format, pixel_aspect=pixel_aspect) as out:
+                     pixel_format=pixel_format, pixel_aspect=pixel_aspect, times=times) as out:
         out.write(first)
         out.write_many(iterator)
     return buffer.getvalue()
@@ -375,6 +390,35 @@ def trims_its_start(container, stream) -> bool:
         if packet.size and packet.is_discard:
             return True
     return False
+
+
+EVEN_STEPS = 0.25  # frame steps within this share of the typical one are a constant rate
+
+
+def frame_times(source: VideoSource) -> list[float] | None:
+    """The shown frames' presentation times, in seconds from the first, when they are not
+    evenly spaced (a phone's variable frame rate: a real clip stalls 185 ms among 33 ms
+    frames); None when every step is within EVEN_STEPS of the typical one, or the file
+    cannot say. From the packets' timestamps: nothing is decoded.
+
+    A clip re-encoded with them (`VideoWriter(times=...)`) keeps its timing; without them
+    its frames are spread evenly at the average rate.
+    """
+    try:
+        with open_container(source) as container:
+            stream = container.streams.video[0]
+            stamps = sorted(float(packet.pts * packet.time_base)
+                            for packet in container.demux(stream)
+                            if packet.size and not packet.is_discard and packet.pts is not None)
+    except Exception:  # unreadable files fail where they are decoded, with their reason
+        return None
+    if len(stamps) < 3:
+        return None
+    steps = np.diff(stamps)
+    typical = float(np.median(steps))
+    if typical <= 0 or float(np.abs(steps - typical).max()) <= EVEN_STEPS * typical:
+        return None
+    return [stamp - stamps[0] for stamp in stamps]
 
 
 def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np.ndarray:

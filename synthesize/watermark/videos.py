@@ -156,12 +156,18 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
     Raises:
         VideoError: the file cannot be read.
     """
-    from datakit.io.video import VideoError, encode_video, probe, read_frames
+    from datakit.io.video import VideoError, encode_video, frame_times, probe, read_frames
 
     try:
         info = probe(source)
     except VideoError:  # read whole: read_frames says why it cannot decode
         info = None
+
+    def timing(count: int) -> list[float] | None:
+        """A variable frame rate's own times for a re-encoded clip of `count` frames."""
+        times = frame_times(source)
+        return times if times is not None and len(times) == count else None
+
     if info is None or info.frames * info.width * info.height * 3 <= WHOLE_CLIP_BYTES:
         frames = read_frames(source)
         kept, fields = apply_watermark_policy(frames, config, classifier)
@@ -169,7 +175,8 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
             return VideoVerdict(fields, None, kept is None, len(frames), frames.shape[2],
                                 frames.shape[1])
         mp4 = encode_video(even_frames(kept), fps, crf=crf, preset=preset, threads=1,
-                           pixel_aspect=info.pixel_aspect if info else 1.0)
+                           pixel_aspect=info.pixel_aspect if info else 1.0,
+                           times=timing(len(kept)))
         return _encoded(fields, mp4, len(frames), frames.shape[2], frames.shape[1])
     if config.action is WatermarkAction.KEEP:
         return VideoVerdict(kept_fields(), None, False, info.frames, info.width, info.height)
@@ -184,7 +191,7 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
     segments = SegmentStrip(source, count, detection, config, sampled)
     try:
         mp4 = encode_video(segments, fps, crf=crf, preset=preset, threads=1,
-                           pixel_aspect=info.pixel_aspect)
+                           pixel_aspect=info.pixel_aspect, times=timing(count))
     except StripRefused as refused:
         return VideoVerdict({**fields, "watermark_reason": str(refused)}, None, False, **size)
     return _encoded({**fields, "watermark_action": segments.action}, mp4, **size)
