@@ -148,7 +148,7 @@ class CaptionStage:
 
     def prepare(self, record) -> list:
         from datakit.io.clips import ClipSpec, can_copy, plan_fixed, plan_scenes
-        from datakit.io.video import VideoError, probe
+        from datakit.io.video import VideoError, probe, source_notes
         from datakit.run.local_engine import ModelItem
         from manifests.schema import Status, make_row
 
@@ -202,7 +202,7 @@ class CaptionStage:
         split = config.split != "none"
         keys = [f"{record.key}__{i:04d}" for i in range(len(clips))] if split else [record.key]
         base = {"record": record, "info": asdict(info), "label_words": label_words,
-                "started": started}
+                "started": started, "notes": source_notes(info)}
         # 4. Each clip's mp4 and key frames; a clip that cannot be cut fails on its own.
         copy = (not split and record.start is None and record.end is None
                 and can_copy(info, _format_or_empty(source), config.output_format()))
@@ -335,7 +335,7 @@ class CaptionStage:
         payload = {
             "source": record.source, "input_key": record.key, "raw_label": record.label,
             "text": record.text, "meta": record.meta, "mp4": mp4, "keyframe_indices": indices,
-            "keyframe_mode": mode, "source_info": base["info"],
+            "keyframe_mode": mode, "source_info": base["info"], "source_notes": base["notes"],
             "clip_start": round(geometry["start"], 3),  # seconds in the source file
             "clip_end": round(geometry["end"], 3),
             "prepare_seconds": round(time.perf_counter() - base["started"], 3),
@@ -408,6 +408,7 @@ class CaptionStage:
             **checks,
             meta={"keyframes": indices, "encoded": payload["encoded"],
                   "clip": [payload["clip_start"], payload["clip_end"]]},
+            notes=payload.get("source_notes") or None,
         )
         files = {"mp4": payload["mp4"], "txt": output["caption"].encode(),
                  "json": json.dumps(info, sort_keys=True, default=str).encode()}

@@ -117,6 +117,23 @@ def test_a_cut_whose_edit_list_hides_frames_is_re_encoded_to_the_shown_ones(tmp_
     assert np.abs(frames[[0, -1], 0, 0, 0].astype(int) - [70, 244]).max() <= 3
 
 
+def test_an_interlaced_hdr_source_says_so_in_its_row_and_json(tmp_path):
+    from test_video import interlaced_hdr_mp4
+
+    (tmp_path / "in" / "field").mkdir(parents=True)
+    (tmp_path / "in" / "field" / "a.mp4").write_bytes(interlaced_hdr_mp4())
+    out = tmp_path / "out"
+    result = _invoke("caption", tmp_path / "in", "--out", out, "--min-clip-seconds", "0.1",
+                     *LABEL, *QUIET)
+    assert result.exit_code == 0, result.output
+    row = pd.read_parquet(out / "manifest.parquet").set_index("key").loc["field__a"]
+    assert row["status"] == "ok"
+    assert [note.split(":")[0] for note in row["notes"]] == [
+        "interlaced source", "HDR source (PQ)"]
+    source = json.loads(_samples(out)["field__a"]["json"])["video"]["source"]
+    assert (source["interlaced"], source["transfer"]) == (True, "pq")
+
+
 def test_rerun_resumes_and_other_settings_are_refused(tree, tmp_path):
     out = tmp_path / "out"
     assert _invoke("caption", tree, "--out", out, *LABEL, *QUIET).exit_code == 0

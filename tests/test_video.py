@@ -172,6 +172,34 @@ def test_a_clip_whose_edit_list_trims_its_start_shows_only_what_players_show():
     assert probe(encode_video(_ramp(), fps=8, preset="ultrafast")).hidden_frames == 0
 
 
+def interlaced_hdr_mp4() -> bytes:
+    """H.264 coded as interlaced fields with HDR10's PQ transfer (x264's own flags), as a
+    camcorder's 1080i or a phone's HDR clip says so in its bitstream."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"x264-params": "interlaced=1:tff=1:transfer=smpte2084:"
+                                         "colorprim=bt2020:colormatrix=bt2020nc"}
+        for frame in _ramp(6):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def test_an_interlaced_or_hdr_source_is_named_in_notes():
+    info = probe(interlaced_hdr_mp4())
+    assert (info.interlaced, info.transfer, info.frames) == (True, "pq", 6)
+    assert video.source_notes(info) == [
+        "interlaced source: the frames are combed (not deinterlaced)",
+        "HDR source (PQ): decoded without tone mapping, its colours look washed out"]
+    plain = probe(encode_video(_ramp(), fps=8, preset="ultrafast"))
+    assert (plain.interlaced, plain.transfer) == (False, "")
+    assert video.source_notes(plain) == []
+
+
 @pytest.mark.parametrize("bad", [b"", b"definitely not a video" * 50])
 def test_garbage_is_a_video_error(bad):
     with pytest.raises(VideoError):

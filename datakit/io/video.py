@@ -51,6 +51,8 @@ class VideoInfo:
     turns: int = 0  # counter-clockwise quarter turns the display matrix asks for
     pixel_aspect: float = 1.0  # a stored pixel's width over its height (anamorphic: not 1)
     hidden_frames: int = 0  # frames stored but not shown: an edit list trims the start
+    interlaced: bool = False  # the first frame is two fields (1080i camcorders, broadcast)
+    transfer: str = ""  # "pq" or "hlg" for an HDR source; "" for SDR or unknown
 
     @property
     def duration(self) -> float:
@@ -263,7 +265,7 @@ def probe(source: VideoSource) -> VideoInfo:
             if not stored or trims_its_start(container, stream):
                 frames = _count_packets(open_container(source), 0)
             width, height = stream.codec_context.width, stream.codec_context.height
-            turns = _first_frame_turns(source)
+            turns, interlaced, transfer = _first_frame_facts(source)
             return VideoInfo(
                 frames=int(frames),
                 fps=fps,
@@ -273,6 +275,8 @@ def probe(source: VideoSource) -> VideoInfo:
                 turns=turns,
                 pixel_aspect=stream_pixel_aspect(stream),
                 hidden_frames=max(0, stored - frames) if stored else 0,
+                interlaced=interlaced,
+                transfer=transfer,
             )
     except VideoError:
         raise
@@ -350,14 +354,34 @@ def _square_width(width: int, pixel_aspect: float) -> int:
     return max(2, round(width * pixel_aspect / 2) * 2)
 
 
-def _first_frame_turns(source: VideoSource) -> int:
-    """The display matrix's quarter turns, read from the first decoded frame (PyAV exposes
-    no stream side data); 0 when nothing decodes."""
+HDR_TRANSFERS = {16: "pq", 18: "hlg"}  # FFmpeg's AVCOL_TRC_SMPTE2084, AVCOL_TRC_ARIB_STD_B67
+
+
+def _first_frame_facts(source: VideoSource) -> tuple[int, bool, str]:
+    """What the first decoded frame tells (PyAV exposes no stream side data, and H.264 says
+    its field order only once a frame is decoded): the display matrix's quarter turns,
+    whether the frame is interlaced, and an HDR transfer's name ("pq", "hlg"; "" else).
+    (0, False, "") when nothing decodes."""
     try:
         with open_container(source) as container:
-            return quarter_turns(next(container.decode(video=0)))
+            frame = next(container.decode(video=0))
     except Exception:  # an unreadable file fails where it is decoded, with its reason
-        return 0
+        return 0, False, ""
+    return (quarter_turns(frame), bool(frame.interlaced_frame),
+            HDR_TRANSFERS.get(int(frame.color_trc), ""))
+
+
+def source_notes(info: VideoInfo) -> list[str]:
+    """What a sample made from this source inherits that its pixels do not say: datakit
+    neither deinterlaces nor tone-maps (notes for the manifest row, so such clips can be
+    found and filtered)."""
+    notes = []
+    if info.interlaced:
+        notes.append("interlaced source: the frames are combed (not deinterlaced)")
+    if info.transfer:
+        notes.append(f"HDR source ({info.transfer.upper()}): decoded without tone mapping, "
+                     "its colours look washed out")
+    return notes
 
 
 def _count_packets(container, index: int) -> int:
