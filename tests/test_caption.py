@@ -130,8 +130,12 @@ def test_an_interlaced_hdr_source_says_so_in_its_row_and_json(tmp_path):
     assert row["status"] == "ok"
     assert [note.split(":")[0] for note in row["notes"]] == [
         "interlaced source", "HDR source (PQ)"]
-    source = json.loads(_samples(out)["field__a"]["json"])["video"]["source"]
-    assert (source["interlaced"], source["transfer"]) == (True, "pq")
+    sample = _samples(out)["field__a"]
+    info = json.loads(sample["json"])
+    assert (info["video"]["source"]["interlaced"], info["video"]["source"]["transfer"]) == (
+        True, "pq")
+    assert info["video"]["encoded"] == "h264"  # re-encoded deinterlaced, not copied woven
+    assert not probe(sample["mp4"]).interlaced
 
 
 def test_rerun_resumes_and_other_settings_are_refused(tree, tmp_path):

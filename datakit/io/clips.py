@@ -122,6 +122,8 @@ def can_copy(info, container_format: str, output: OutputFormat) -> bool:
         return False
     if info.hidden_frames:  # an edit list hides a cut's pre-roll, which decord-based
         return False        # loaders read as frames (`video.trims_its_start`)
+    if info.interlaced:  # a copy keeps the fields woven; a re-encode is deinterlaced
+        return False
     return any(name in REMUX_FORMATS for name in container_format.split(","))
 
 

@@ -372,12 +372,12 @@ def _first_frame_facts(source: VideoSource) -> tuple[int, bool, str]:
 
 
 def source_notes(info: VideoInfo) -> list[str]:
-    """What a sample made from this source inherits that its pixels do not say: datakit
-    neither deinterlaces nor tone-maps (notes for the manifest row, so such clips can be
-    found and filtered)."""
+    """What a sample made from this source inherits that its pixels do not say (notes for the
+    manifest row, so such clips can be found and filtered): an interlaced source was
+    deinterlaced (`progressive_frames`), an HDR one was not tone-mapped."""
     notes = []
     if info.interlaced:
-        notes.append("interlaced source: the frames are combed (not deinterlaced)")
+        notes.append("interlaced source: deinterlaced (bwdif)")
     if info.transfer:
         notes.append(f"HDR source ({info.transfer.upper()}): decoded without tone mapping, "
                      "its colours look washed out")
@@ -453,8 +453,8 @@ def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np
         indices: the frames to return (any order, repeats allowed); all frames if None.
     """
     try:
-        if indexed_container(source):
-            return _read_frames_decord(source, indices)
+        if indexed_container(source) and not _first_frame_facts(source)[1]:  # interlaced:
+            return _read_frames_decord(source, indices)  # PyAV deinterlaces, decord cannot
     except Exception as error:
         logger.debug("decord could not read %s (%s); trying PyAV", describe_source(source), error)
     try:
@@ -471,10 +471,47 @@ def iter_frames(source: VideoSource) -> Iterator[np.ndarray]:
         with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
+            for frame in progressive_frames(container, stream):
                 yield upright_rgb(frame)
     except Exception as error:
         raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
+
+
+DEINTERLACER = "bwdif=mode=send_frame:parity=auto:deint=interlaced"
+"""FFmpeg's bwdif (Bob Weaver): one progressive frame per interlaced frame, each field
+interpolated from its neighbours in space and time; frames not flagged interlaced pass."""
+
+
+def progressive_frames(container, stream) -> Iterator[object]:
+    """`stream`'s decoded PyAV frames, deinterlaced (DEINTERLACER) when the first one is
+    interlaced (camcorders' 1080i, broadcast): as decoded, such a frame weaves two fields
+    taken 1/50 s apart, and anything that moves is combed. The count, the timestamps and the
+    display matrix are kept."""
+    import av
+
+    frames = container.decode(stream)
+    first = next(frames, None)
+    if first is None:
+        return
+    if not first.interlaced_frame:
+        yield first
+        yield from frames
+        return
+    graph = av.filter.Graph()
+    source = graph.add_buffer(template=stream)
+    name, _, arguments = DEINTERLACER.partition("=")
+    fields = graph.add(name, arguments)
+    sink = graph.add("buffersink")
+    source.link_to(fields)
+    fields.link_to(sink)
+    graph.configure()
+    for frame in itertools.chain([first], frames, [None]):  # None: the filter's last frame
+        source.push(frame)
+        while True:
+            try:
+                yield sink.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
 
 
 def timed_frames(container, stream, fps: float) -> Iterator[tuple[float, object]]:
@@ -487,7 +524,7 @@ def timed_frames(container, stream, fps: float) -> Iterator[tuple[float, object]
     """
     first = None
     last = -math.inf
-    for frame in container.decode(stream):
+    for frame in progressive_frames(container, stream):
         if frame.pts is None or frame.time_base is None:
             time = last + 1.0 / fps if last > -math.inf else 0.0
         else:
