@@ -453,8 +453,8 @@ def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np
         indices: the frames to return (any order, repeats allowed); all frames if None.
     """
     try:
-        if indexed_container(source) and not _first_frame_facts(source)[1]:  # interlaced:
-            return _read_frames_decord(source, indices)  # PyAV deinterlaces, decord cannot
+        if decord_reads_exactly(source):
+            return _read_frames_decord(source, indices)
     except Exception as error:
         logger.debug("decord could not read %s (%s); trying PyAV", describe_source(source), error)
     try:
@@ -543,15 +543,17 @@ for, with only a warning on stderr (Kivy's cityCC0.mpg: 90 of the first 90 frame
 so those, and any container not named here, are decoded in order by PyAV."""
 
 
-def indexed_container(source: VideoSource) -> bool:
-    """Whether decord reads `source` exactly: its container is one of RANDOM_ACCESS_DEMUXERS
-    and shows every frame it stores (`trims_its_start`)."""
+def decord_reads_exactly(source: VideoSource) -> bool:
+    """Whether decord gives `source`'s frames as players show them: its container is one of
+    RANDOM_ACCESS_DEMUXERS, shows every frame it stores (`trims_its_start`) and is not
+    interlaced (decord cannot deinterlace: `progressive_frames`)."""
     with open_container(source) as container:
         names = container.format.name.split(",")
         if not any(name in RANDOM_ACCESS_DEMUXERS for name in names):
             return False
-        return not (container.streams.video and trims_its_start(container,
-                                                                container.streams.video[0]))
+        if container.streams.video and trims_its_start(container, container.streams.video[0]):
+            return False
+    return not _first_frame_facts(source)[1]
 
 
 def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:
