@@ -34,6 +34,29 @@ def test_encode_is_h264_yuv420p_with_exact_frames_and_fps():
     assert np.abs(frames[:, 20, 20, 0].astype(int) - [10 + 18 * i for i in range(12)]).max() <= 3
 
 
+def test_written_streams_name_their_colour_matrix_so_players_agree():
+    """Every stream is tagged BT.601 limited range (the matrix it was converted with).
+    Decoders that follow the tag give back the colours; one that takes BT.709's matrix, as
+    a browser does for an untagged HD stream, turns rgb(0, 200, 0) into about (0, 170, 0)."""
+    import av
+
+    frame = np.zeros((64, 128, 3), np.uint8)
+    frame[:, :64] = (0, 200, 0)
+    frame[:, 64:] = (220, 40, 40)
+    data = encode_video([frame] * 3, fps=8, crf=0, preset="ultrafast")
+    with av.open(io.BytesIO(data)) as container:
+        context = container.streams.video[0].codec_context
+        tags = (context.colorspace, context.color_range, context.color_primaries,
+                context.color_trc)
+        decoded = next(container.decode(video=0))
+        as_tagged = decoded.to_ndarray(format="rgb24")
+        as_bt709 = decoded.reformat(format="rgb24", src_colorspace="itu709").to_ndarray()
+    assert tags == (6, 1, 1, 1)  # smpte170m, tv (limited), bt709 primaries and transfer
+    assert np.abs(as_tagged[32, 32].astype(int) - (0, 200, 0)).max() <= 2
+    assert np.abs(as_tagged[32, 96].astype(int) - (220, 40, 40)).max() <= 2
+    assert as_bt709[32, 32, 1] < 180 and as_bt709[32, 96, 0] > 230  # what untagged risks
+
+
 def test_yuv420p_frames_reach_x264_unconverted():
     """yuv420p planes go to the encoder as given: lossless (crf 0) decodes to the same planes,
     sample for sample (an RGB round trip through swscale could not)."""

@@ -90,6 +90,13 @@ def even_size(width: int, height: int) -> tuple[int, int]:
 
 PIXEL_FORMATS = ("rgb24", "yuv420p")
 TIMED_CLOCK = Fraction(1, 90000)  # MPEG's 90 kHz: the time base of frames written with times
+# What every written stream says of its colour (H.264's VUI, ISO/IEC 23091-2 codes): the
+# BT.601 limited-range matrix that swscale and the pan-zoom renderer convert with, on
+# BT.709 primaries and transfer (sRGB photos, HD sources). Untagged, a browser decodes an
+# HD stream with BT.709's matrix instead: Chromium showed rgb(0, 200, 0) as (0, 170, 2)
+# and (220, 40, 40) as (236, 58, 40); decoders that follow the tags (PyAV, decord, ffmpeg)
+# give the same pixels either way.
+COLOUR_TAGS = {"colorspace": 6, "color_range": 1, "color_primaries": 1, "color_trc": 1}
 
 
 class VideoWriter:
@@ -158,6 +165,8 @@ class VideoWriter:
             options["x264-params"] = x264_params()
         self._stream.options = options
         self._stream.codec_context.thread_count = threads
+        for name, code in COLOUR_TAGS.items():
+            setattr(self._stream.codec_context, name, code)
         if not square_pixels(pixel_aspect):  # anamorphic: players stretch it back
             self._stream.codec_context.sample_aspect_ratio = Fraction(
                 pixel_aspect).limit_denominator(1000)
