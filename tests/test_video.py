@@ -217,7 +217,7 @@ def test_an_interlaced_or_hdr_source_is_named_in_notes():
     assert (info.interlaced, info.transfer, info.frames) == (True, "pq", 6)
     assert video.source_notes(info) == [
         "interlaced source: deinterlaced (bwdif)",
-        "HDR source (PQ): decoded without tone mapping, its colours look washed out"]
+        "HDR source (PQ): tone-mapped to SDR BT.709 (Hable)"]
     plain = probe(encode_video(_ramp(), fps=8, preset="ultrafast"))
     assert (plain.interlaced, plain.transfer) == (False, "")
     assert video.source_notes(plain) == []

@@ -238,3 +238,32 @@ def test_a_stripped_clip_keeps_a_variable_frame_rate_s_timing(clips, monkeypatch
                               fps=float(T / times[-1]), preset="ultrafast")
     assert verdict.fields["watermark_action"] == "stripped" and verdict.mp4 is not None
     np.testing.assert_allclose(_shown_times(verdict.mp4), times, atol=1e-3)
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_a_stripped_hdr_clip_is_tone_mapped_and_says_so(clips, long, monkeypatch):
+    """A strip re-encodes, and frames are read tone-mapped: the sample comes back SDR, and
+    its row says so (a clip with nothing found keeps its HDR bytes)."""
+    import io
+
+    import av
+
+    _, decoded, _, _ = clips
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p10le"
+        stream.options = {"crf": "10", "preset": "ultrafast", "x264-params":
+                          "transfer=smpte2084:colorprim=bt2020:colormatrix=bt2020nc"}
+        for frame in decoded:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    hdr = buffer.getvalue()
+    if long:
+        long_clips(monkeypatch)
+    (sample,) = WatermarkStage(WatermarkConfig(action="strip", crop_band=0.0),
+                               preset="ultrafast")(ShardSample("k", "x.tar::k", {"mp4": hdr}))
+    assert sample.row["watermark_action"] == "stripped"
+    assert sample.row["notes"] == ["HDR source (PQ): tone-mapped to SDR BT.709 (Hable)"]
+    with av.open(io.BytesIO(sample.files["mp4"])) as container:
+        assert container.streams.video[0].codec_context.color_trc == 1  # BT.709

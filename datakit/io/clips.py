@@ -34,6 +34,7 @@ from datakit.io.video import (
     VideoSource,
     VideoWriter,
     describe_source,
+    hdr_peak,
     open_container,
     shown_size,
     square_pixels,
@@ -124,6 +125,8 @@ def can_copy(info, container_format: str, output: OutputFormat) -> bool:
         return False        # loaders read as frames (`video.trims_its_start`)
     if info.interlaced:  # a copy keeps the fields woven; a re-encode is deinterlaced
         return False
+    if info.transfer:  # a copy stays HDR, which loaders decode washed out; a re-encode is
+        return False   # tone-mapped to SDR
     return any(name in REMUX_FORMATS for name in container_format.split(","))
 
 
@@ -257,6 +260,8 @@ def transcode_clips(
             cutter.pixel_aspect = stream_pixel_aspect(stream)
             last = None
             for time, frame in timed_frames(container, stream, fps):
+                if cutter.peak_nits is None:
+                    cutter.peak_nits = hdr_peak(frame)
                 yield from cutter.until(time)
                 cutter.shown, last = frame, time
                 if cutter.done:
@@ -284,6 +289,7 @@ class _Cutter:
         self.current: _OpenClip | None = None
         self.shown = None  # the latest decoded frame
         self.pixel_aspect = 1.0  # the stream's sample aspect ratio (set once it is open)
+        self.peak_nits: float | None = None  # an HDR stream's tone-mapping peak (first frame)
 
     @property
     def done(self) -> bool:
@@ -298,7 +304,7 @@ class _Cutter:
                 spec = self.pending.pop(0)
                 self.current = _OpenClip(spec, self.rate, self.output, self.keep,
                                          *shown_size(self.shown, self.pixel_aspect),
-                                         self.pixel_aspect)
+                                         self.pixel_aspect, self.peak_nits)
             clip = self.current
             while clip.next_out < clip.count and clip.next_time() + self.tolerance < time:
                 clip.add(self.shown, self.cv2)
@@ -323,9 +329,9 @@ class _OpenClip:
     """The clip being encoded: writes its output frames, keeps the asked ones."""
 
     def __init__(self, spec: ClipSpec, rate: float, output: OutputFormat, keep, width, height,
-                 pixel_aspect: float = 1.0):
+                 pixel_aspect: float = 1.0, peak_nits: float | None = None):
         self.spec, self.fps, self.output = spec, rate, output
-        self.pixel_aspect = pixel_aspect
+        self.pixel_aspect, self.peak_nits = pixel_aspect, peak_nits
         self.count = output_frame_count(spec, rate)
         self.width, self.height = output.target_size(width, height)
         self.buffer = io.BytesIO()
@@ -343,7 +349,8 @@ class _OpenClip:
     def add(self, frame, cv2) -> None:
         """Write `frame` as the next output frame (converted once however often it shows)."""
         if self._last is None or self._last[0] is not frame:
-            rgb = _resized(upright_rgb(frame, self.pixel_aspect), self.width, self.height, cv2)
+            rgb = _resized(upright_rgb(frame, self.pixel_aspect, self.peak_nits), self.width,
+                           self.height, cv2)
             if frame.key_frame:
                 self.iframes.append(self.next_out)
             self._last = (frame, rgb)

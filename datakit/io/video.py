@@ -328,14 +328,26 @@ def quarter_turns(frame) -> int:
     return round((frame.rotation or 0) / 90) % 4
 
 
-def upright_rgb(frame, pixel_aspect: float = 1.0) -> np.ndarray:
+def upright_rgb(frame, pixel_aspect: float = 1.0, peak_nits: float | None = None
+                ) -> np.ndarray:
     """A decoded PyAV frame as RGB, as players show it (and decord reads it): turned by its
     display matrix; with `pixel_aspect` (a stored pixel's width over its height, the
     stream's sample aspect ratio) other than 1, first stretched to square pixels
-    (bilinear, width to the nearest even number), as players show anamorphic video."""
+    (bilinear, width to the nearest even number), as players show anamorphic video. An HDR
+    frame (PQ, HLG) is tone-mapped to SDR (`colour.tone_map`), its peak `peak_nits` (the
+    stream's, `colour.signal_peak` of its first frame: one curve for every frame) or, when
+    None, this frame's own."""
     width = _square_width(frame.width, pixel_aspect)
-    rgb = (frame.to_ndarray(format="rgb24") if width == frame.width
-           else frame.to_ndarray(format="rgb24", width=width, height=frame.height))
+    transfer = HDR_TRANSFERS.get(int(frame.color_trc), "")
+    size = {} if width == frame.width else {"width": width, "height": frame.height}
+    if transfer:
+        from datakit.io.colour import signal_peak, tone_map
+
+        rgb = tone_map(frame.to_ndarray(format="rgb48le", **size), transfer,
+                       signal_peak(frame) if peak_nits is None else peak_nits,
+                       bt2020=int(frame.color_primaries) == BT2020_PRIMARIES)
+    else:
+        rgb = frame.to_ndarray(format="rgb24", **size)
     turns = quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
@@ -364,6 +376,7 @@ def _square_width(width: int, pixel_aspect: float) -> int:
 
 
 HDR_TRANSFERS = {16: "pq", 18: "hlg"}  # FFmpeg's AVCOL_TRC_SMPTE2084, AVCOL_TRC_ARIB_STD_B67
+BT2020_PRIMARIES = 9  # AVCOL_PRI_BT2020
 
 
 def _first_frame_facts(source: VideoSource) -> tuple[int, bool, str]:
@@ -380,16 +393,26 @@ def _first_frame_facts(source: VideoSource) -> tuple[int, bool, str]:
             HDR_TRANSFERS.get(int(frame.color_trc), ""))
 
 
+def hdr_peak(frame) -> float:
+    """The peak in nits that tone-maps every frame of `frame`'s stream (`frame` its first);
+    0.0 for SDR."""
+    if int(frame.color_trc) not in HDR_TRANSFERS:
+        return 0.0
+    from datakit.io.colour import signal_peak
+
+    return signal_peak(frame)
+
+
 def source_notes(info: VideoInfo) -> list[str]:
     """What a sample made from this source inherits that its pixels do not say (notes for the
     manifest row, so such clips can be found and filtered): an interlaced source was
-    deinterlaced (`progressive_frames`), an HDR one was not tone-mapped."""
+    deinterlaced (`progressive_frames`), an HDR one tone-mapped to SDR (`upright_rgb`)."""
     notes = []
     if info.interlaced:
         notes.append("interlaced source: deinterlaced (bwdif)")
     if info.transfer:
-        notes.append(f"HDR source ({info.transfer.upper()}): decoded without tone mapping, "
-                     "its colours look washed out")
+        notes.append(f"HDR source ({info.transfer.upper()}): tone-mapped to SDR BT.709 "
+                     "(Hable)")
     return notes
 
 
@@ -480,8 +503,11 @@ def iter_frames(source: VideoSource) -> Iterator[np.ndarray]:
         with open_container(source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            peak = None
             for frame in progressive_frames(container, stream):
-                yield upright_rgb(frame)
+                if peak is None:
+                    peak = hdr_peak(frame)
+                yield upright_rgb(frame, peak_nits=peak)
     except Exception as error:
         raise VideoError(f"{describe_source(source)}: cannot decode ({error})") from error
 
@@ -554,15 +580,17 @@ so those, and any container not named here, are decoded in order by PyAV."""
 
 def decord_reads_exactly(source: VideoSource) -> bool:
     """Whether decord gives `source`'s frames as players show them: its container is one of
-    RANDOM_ACCESS_DEMUXERS, shows every frame it stores (`trims_its_start`) and is not
-    interlaced (decord cannot deinterlace: `progressive_frames`)."""
+    RANDOM_ACCESS_DEMUXERS, shows every frame it stores (`trims_its_start`), and is neither
+    interlaced (decord cannot deinterlace: `progressive_frames`) nor HDR (decord cannot
+    tone-map, and converts 10-bit video with other coefficients than FFmpeg)."""
     with open_container(source) as container:
         names = container.format.name.split(",")
         if not any(name in RANDOM_ACCESS_DEMUXERS for name in names):
             return False
         if container.streams.video and trims_its_start(container, container.streams.video[0]):
             return False
-    return not _first_frame_facts(source)[1]
+    _, interlaced, transfer = _first_frame_facts(source)
+    return not interlaced and not transfer
 
 
 def _read_frames_decord(source: VideoSource, indices: Sequence[int] | None) -> np.ndarray:

@@ -177,7 +177,7 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
         mp4 = encode_video(even_frames(kept), fps, crf=crf, preset=preset, threads=1,
                            pixel_aspect=info.pixel_aspect if info else 1.0,
                            times=timing(len(kept)))
-        return _encoded(fields, mp4, len(frames), frames.shape[2], frames.shape[1])
+        return _encoded(fields, mp4, len(frames), frames.shape[2], frames.shape[1], info)
     if config.action is WatermarkAction.KEEP:
         return VideoVerdict(kept_fields(), None, False, info.frames, info.width, info.height)
     sampled, count = read_sampled(source, config.sample_frames, info.frames)
@@ -194,7 +194,7 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
                            pixel_aspect=info.pixel_aspect, times=timing(count))
     except StripRefused as refused:
         return VideoVerdict({**fields, "watermark_reason": str(refused)}, None, False, **size)
-    return _encoded({**fields, "watermark_action": segments.action}, mp4, **size)
+    return _encoded({**fields, "watermark_action": segments.action}, mp4, **size, info=info)
 
 
 def even_frames(frames: np.ndarray) -> np.ndarray:
@@ -205,15 +205,18 @@ def even_frames(frames: np.ndarray) -> np.ndarray:
     return frames[:, :height, :width]
 
 
-def _encoded(fields: dict[str, Any], mp4: bytes, frames: int, width: int, height: int
-             ) -> VideoVerdict:
-    """The verdict on a re-encoded clip, at the size it was encoded at."""
-    from datakit.io.video import even_size
+def _encoded(fields: dict[str, Any], mp4: bytes, frames: int, width: int, height: int,
+             info=None) -> VideoVerdict:
+    """The verdict on a re-encoded clip, at the size it was encoded at, with what the
+    re-encode changed that its pixels do not say (`video.source_notes` of `info`, the
+    input's `VideoInfo`: an interlaced input deinterlaced, an HDR one tone-mapped)."""
+    from datakit.io.video import even_size, source_notes
 
     new_width, new_height = even_size(width, height)
     notes = () if (new_width, new_height) == (width, height) else (
         f"re-encoded at {new_width}x{new_height}: the input's {width}x{height} has an odd "
         "side, and yuv420p needs even ones (the last row or column is cut)",)
+    notes += tuple(source_notes(info)) if info is not None else ()
     return VideoVerdict(fields, mp4, False, frames, new_width, new_height, notes)
 
 
