@@ -1,4 +1,4 @@
-"""Benchmark watermark detection and removal: real footage, and two synthetic generators.
+"""Benchmark watermark detection and removal: real footage, and three synthetic generators.
 
 Parts (`--parts`, comma-separated; default `real,fresh`):
 - `real` (bench/watermark_real.py): clean real camera clips and real photos that registry
@@ -11,6 +11,8 @@ Parts (`--parts`, comma-separated; default `real,fresh`):
   encoding each clip.
 - `fresh` (bench/watermark_fresh.py): detection on a second, independent synthetic
   generator (`--fresh-seeds`, `--fresh-clips` per seed), never used to tune the detector.
+- `third` (bench/watermark_third.py): detection on a third generator, written after the
+  second had screened changes (`--third-seeds`, `--third-clips` per seed).
 - `synthetic`: the first generator (below), with removal and cost; `--detect-sets N` runs
   detection alone on N of its sets instead of any part.
 
@@ -425,7 +427,7 @@ def pool_worker() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="real,fresh",
-                        help="comma-separated: real, fresh, synthetic")
+                        help="comma-separated: real, fresh, third, synthetic")
     parser.add_argument("--clips", type=int, default=60, help="clips of the first generator")
     parser.add_argument("--stills", type=int, default=40)
     parser.add_argument("--frames", type=int, default=16)
@@ -434,6 +436,9 @@ def main() -> None:
     parser.add_argument("--fresh-seeds", default="1000",
                         help="comma-separated seeds of the second generator's sets")
     parser.add_argument("--fresh-clips", type=int, default=48, help="clips per fresh set")
+    parser.add_argument("--third-seeds", default="17000,17001,17002,17003,17004,17005",
+                        help="comma-separated seeds of the third generator's sets")
+    parser.add_argument("--third-clips", type=int, default=40, help="clips per third set")
     parser.add_argument("--strip-marks", type=int, default=2,
                         help="real footage: marks per clip whose strip is measured against "
                              "delogo (7: all; 0: detection only, and no shard run)")
@@ -442,12 +447,13 @@ def main() -> None:
     parser.add_argument("--detect-sets", type=int, default=0,
                         help="detection only, on this many sets (seeds SEED, SEED+1, ...)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes for the real and fresh parts and --detect-sets")
+                        help="processes for the real, fresh and third parts and "
+                             "--detect-sets")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     quiet_worker()
     parts = set(args.parts.split(","))
-    unknown = parts - {"real", "fresh", "synthetic"}
+    unknown = parts - {"real", "fresh", "third", "synthetic"}
     if unknown:
         parser.error(f"--parts: unknown {sorted(unknown)}")
     started = time.perf_counter()
@@ -462,6 +468,7 @@ def main() -> None:
 
         from watermark_fresh import print_fresh, run_fresh
         from watermark_real import print_real, run_real
+        from watermark_third import print_third, run_third
 
         summary = {"settings": vars(args), "platform": platform.platform()}
         with get_context("spawn").Pool(args.workers, initializer=pool_worker) as pool:
@@ -472,6 +479,10 @@ def main() -> None:
                 seeds = [int(s) for s in args.fresh_seeds.split(",")]
                 summary["fresh"] = run_fresh(pool, seeds, args.fresh_clips)
                 print_fresh(summary["fresh"])
+            if "third" in parts:
+                seeds = [int(s) for s in args.third_seeds.split(",")]
+                summary["third"] = run_third(pool, seeds, args.third_clips)
+                print_third(summary["third"])
         if "synthetic" in parts:
             summary["synthetic"] = run(args)
             width, height = (int(v) for v in args.size.split("x"))

@@ -224,8 +224,9 @@ def debian_member(asset: Asset) -> Path:
     target = cache_folder() / f"{asset.package}-{asset.version}" / asset.member
     if target.is_file():
         return target
+    epoch, _, version = asset.version.rpartition(":")  # apt names the file 4%3a5.27.5-2
     deb = fetched_once(cache_folder() / "debs",
-                       f"{asset.package}_{asset.version.split(':')[-1]}_*.deb",
+                       f"{asset.package}_{epoch + '%3a' if epoch else ''}{version}_*.deb",
                        ["apt-get", "download", "-q", f"{asset.package}={asset.version}"])
     files = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True,
                            capture_output=True).stdout
