@@ -208,14 +208,12 @@ def fresh_case(seed: int, index: int, images: list[np.ndarray]) -> FreshCase:
                      overlay, motion)
 
 
-def fresh_task(task: tuple[int, int]) -> dict:
-    """Detection on one clip of the second generator's set; for a missed mark, the evidence
-    that was there to be found (`watermark_ceiling.evidence_there`)."""
+def case_row(case) -> dict:
+    """Detection on one generated clip (a `FreshCase` or `watermark_third.ThirdCase`); for a
+    missed mark, the evidence that was there to be found (`watermark_ceiling.evidence_there`)."""
     from watermark_ceiling import evidence_there
     from watermark_real import detect, overlaps
 
-    seed, index = task
-    case = fresh_case(seed, index, [photo_pixels(p) for p in CONTENT])
     detection, fields, detect_s = detect(case.marked)
     row = {"name": case.name, "motion": case.motion, "marked": case.overlay is not None,
            "flagged": detection.found, "score": fields["watermark_score"], "detect_s": detect_s}
@@ -229,13 +227,18 @@ def fresh_task(task: tuple[int, int]) -> dict:
     return row
 
 
-def run_fresh(pool, seeds: list[int], clips: int) -> dict:
-    """Detection on `clips` clips per seed; recall and precision at opacity >= 0.3, marks
-    found where they are, and the evidence ceiling over the same marks."""
+def fresh_task(task: tuple[int, int]) -> dict:
+    """`case_row` on one clip of the second generator's set."""
+    seed, index = task
+    return case_row(fresh_case(seed, index, [photo_pixels(p) for p in CONTENT]))
+
+
+def summarise(rows: list[dict], seeds: list[int], styles, motions) -> dict:
+    """Recall and precision at opacity >= 0.3 (a mark counts when found where it is), clean
+    clips flagged, marks found by style and motion, and the evidence ceiling."""
     from watermark_ceiling import ceiling
     from watermark_metrics import detection_counts
 
-    rows = pool.map(fresh_task, [(s, i) for s in seeds for i in range(clips)], chunksize=2)
     marked = [r for r in rows if r["marked"] and r["opacity"] >= 0.3]
     clean = [r for r in rows if not r["marked"]]
     wrong = sum(r["flagged"] and not r["located"] for r in marked)
@@ -243,8 +246,9 @@ def run_fresh(pool, seeds: list[int], clips: int) -> dict:
                "opacity>=0.3": detection_counts(sum(r["located"] for r in marked), len(marked),
                                                 sum(r["flagged"] for r in clean) + wrong,
                                                 len(clean)),
+               "clean_flagged": f"{sum(r['flagged'] for r in clean)}/{len(clean)}",
                "ceiling": ceiling(marked), "by_style": {}, "by_motion": {}}
-    for key, values in (("by_style", STYLES), ("by_motion", MOTIONS)):
+    for key, values in (("by_style", styles), ("by_motion", motions)):
         field = "kind" if key == "by_style" else "motion"
         for value in values:
             subset = [r for r in marked if r[field] == value]
@@ -252,13 +256,24 @@ def run_fresh(pool, seeds: list[int], clips: int) -> dict:
     return summary
 
 
-def print_fresh(summary: dict) -> None:
+def run_fresh(pool, seeds: list[int], clips: int) -> dict:
+    """Detection on `clips` clips per seed of the second generator (`summarise`)."""
+    rows = pool.map(fresh_task, [(s, i) for s in seeds for i in range(clips)], chunksize=2)
+    return summarise(rows, seeds, STYLES, MOTIONS)
+
+
+def print_generator(summary: dict, title: str) -> None:
     from watermark_ceiling import print_ceiling
     from watermark_metrics import counts
 
     rows = summary["rows"]
-    print(f"== second synthetic generator (seeds {summary['seeds']}, never tuned on)")
-    print(f"opacity >= 0.3: {counts(summary['opacity>=0.3'])}")
+    print(f"== {title} (seeds {summary['seeds']})")
+    print(f"opacity >= 0.3: {counts(summary['opacity>=0.3'])}; clean clips flagged "
+          f"{summary['clean_flagged']}")
     print("found by style:", summary["by_style"], "by motion:", summary["by_motion"])
     print_ceiling(summary["ceiling"], rows)
     print(f"detect {np.mean([r['detect_s'] for r in rows]) * 1000:.0f} ms per clip")
+
+
+def print_fresh(summary: dict) -> None:
+    print_generator(summary, "second synthetic generator, never tuned on")

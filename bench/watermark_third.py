@@ -24,6 +24,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from watermark_fresh import case_row, print_generator, summarise
 from watermark_marks import Overlay, place, text_layer
 from watermark_media import Asset, debian_member
 
@@ -292,57 +293,15 @@ def third_case(seed: int, index: int) -> ThirdCase:
 
 
 def third_task(task: tuple[int, int]) -> dict:
-    """Detection on one clip of the third generator's set; for a missed mark, the evidence
-    that was there to be found (`watermark_ceiling.evidence_there`)."""
-    from watermark_ceiling import evidence_there
-    from watermark_real import detect, overlaps
-
-    case = third_case(*task)
-    detection, fields, detect_s = detect(case.marked)
-    row = {"name": case.name, "motion": case.motion, "marked": case.overlay is not None,
-           "flagged": detection.found, "score": fields["watermark_score"], "detect_s": detect_s}
-    if case.overlay is not None:
-        row.update(kind=case.overlay.kind, opacity=case.overlay.opacity,
-                   located=overlaps(fields["watermark_box"], case.overlay.mask))
-        if not row["located"]:
-            row["evidence_there"] = evidence_there(
-                case.marked, case.clean, case.overlay,
-                bool(detection.details.get("camera_moved")))
-    return row
+    """`watermark_fresh.case_row` on one clip of the third generator's set."""
+    return case_row(third_case(*task))
 
 
 def run_third(pool, seeds: list[int], clips: int) -> dict:
-    """Detection on `clips` clips per seed: recall and precision at opacity >= 0.3, marks
-    found where they are, clean clips flagged, and the evidence ceiling."""
-    from watermark_ceiling import ceiling
-    from watermark_metrics import detection_counts
-
+    """Detection on `clips` clips per seed of the third generator (`watermark_fresh.summarise`)."""
     rows = pool.map(third_task, [(s, i) for s in seeds for i in range(clips)], chunksize=2)
-    marked = [r for r in rows if r["marked"] and r["opacity"] >= 0.3]
-    clean = [r for r in rows if not r["marked"]]
-    wrong = sum(r["flagged"] and not r["located"] for r in marked)
-    summary = {"seeds": seeds, "rows": rows,
-               "opacity>=0.3": detection_counts(sum(r["located"] for r in marked), len(marked),
-                                                sum(r["flagged"] for r in clean) + wrong,
-                                                len(clean)),
-               "clean_flagged": f"{sum(r['flagged'] for r in clean)}/{len(clean)}",
-               "ceiling": ceiling(marked), "by_style": {}, "by_motion": {}}
-    for key, values in (("by_style", STYLES), ("by_motion", MOTIONS)):
-        field = "kind" if key == "by_style" else "motion"
-        for value in values:
-            subset = [r for r in marked if r[field] == value]
-            summary[key][value] = f"{sum(r['located'] for r in subset)}/{len(subset)}"
-    return summary
+    return summarise(rows, seeds, STYLES, MOTIONS)
 
 
 def print_third(summary: dict) -> None:
-    from watermark_ceiling import print_ceiling
-    from watermark_metrics import counts
-
-    rows = summary["rows"]
-    print(f"== third synthetic generator (seeds {summary['seeds']}, run once, never tuned on)")
-    print(f"opacity >= 0.3: {counts(summary['opacity>=0.3'])}; clean clips flagged "
-          f"{summary['clean_flagged']}")
-    print("found by style:", summary["by_style"], "by motion:", summary["by_motion"])
-    print_ceiling(summary["ceiling"], rows)
-    print(f"detect {np.mean([r['detect_s'] for r in rows]) * 1000:.0f} ms per clip")
+    print_generator(summary, "third synthetic generator, never tuned on before its first run")
