@@ -248,22 +248,29 @@ def test_a_stripped_hdr_clip_is_tone_mapped_and_says_so(clips, long, monkeypatch
 
     import av
 
-    _, decoded, _, _ = clips
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=8)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p10le"
-        stream.options = {"crf": "10", "preset": "ultrafast", "x264-params":
-                          "transfer=smpte2084:colorprim=bt2020:colormatrix=bt2020nc"}
-        for frame in decoded:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    hdr = buffer.getvalue()
+    def hdr(frames: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        with av.open(buffer, "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=8)
+            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p10le"
+            stream.options = {"crf": "10", "preset": "ultrafast", "x264-params":
+                              "transfer=smpte2084:colorprim=bt2020:colormatrix=bt2020nc"}
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        return buffer.getvalue()
+
+    clean, decoded, _, _ = clips
+    marked, unmarked = hdr(decoded), hdr(clean.round().astype(np.uint8))
     if long:
         long_clips(monkeypatch)
-    (sample,) = WatermarkStage(WatermarkConfig(action="strip", crop_band=0.0),
-                               preset="ultrafast")(ShardSample("k", "x.tar::k", {"mp4": hdr}))
+    stage = WatermarkStage(WatermarkConfig(action="strip", crop_band=0.0), preset="ultrafast")
+    (sample,) = stage(ShardSample("k", "x.tar::k", {"mp4": marked}))
     assert sample.row["watermark_action"] == "stripped"
     assert sample.row["notes"] == ["HDR source (PQ): tone-mapped to SDR BT.709 (Hable)"]
     with av.open(io.BytesIO(sample.files["mp4"])) as container:
         assert container.streams.video[0].codec_context.color_trc == 1  # BT.709
+    (kept,) = stage(ShardSample("c", "x.tar::c", {"mp4": unmarked}))
+    assert kept.row["watermark_action"] == "clean" and kept.files["mp4"] == unmarked
+    assert kept.row["notes"] == ["HDR source (PQ): kept as it was (loaders that do not "
+                                 "tone-map show it washed out)"]

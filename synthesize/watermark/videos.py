@@ -11,6 +11,7 @@ checked by `strip_damage` as a whole clip is, and encoded as it goes.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -156,12 +157,27 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
     Raises:
         VideoError: the file cannot be read.
     """
-    from datakit.io.video import VideoError, encode_video, frame_times, probe, read_frames
+    from datakit.io.video import VideoError, probe
 
     try:
         info = probe(source)
     except VideoError:  # read whole: read_frames says why it cannot decode
         info = None
+    verdict = _judge(source, info, config, classifier, fps, crf, preset)
+    if verdict.mp4 is None and not verdict.dropped and info is not None:
+        # a clip that keeps its bytes keeps what the decoded frames were spared
+        kept = (["interlaced source: kept as it was (fields woven)"] if info.interlaced
+                else []) + ([f"HDR source ({info.transfer.upper()}): kept as it was "
+                             "(loaders that do not tone-map show it washed out)"]
+                            if info.transfer else [])
+        verdict = dataclasses.replace(verdict, notes=(*verdict.notes, *kept))
+    return verdict
+
+
+def _judge(source, info, config: WatermarkConfig, classifier, fps: float, crf: int,
+           preset: str) -> VideoVerdict:
+    """`watermark_video` once the clip is probed (`info`, None when it cannot be)."""
+    from datakit.io.video import encode_video, frame_times, read_frames
 
     def timing(count: int) -> list[float] | None:
         """A variable frame rate's own times for a re-encoded clip of `count` frames."""
