@@ -165,7 +165,8 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
         info = None
     verdict = _judge(source, info, config, classifier, fps, crf, preset)
     if verdict.mp4 is None and not verdict.dropped and info is not None:
-        # a clip that keeps its bytes keeps what the decoded frames were spared
+        # kept byte for byte, a clip is still HDR or interlaced: say so, as a re-encoded
+        # one says it was tone-mapped or deinterlaced (`_encoded`)
         kept = (["interlaced source: kept as it was (fields woven)"] if info.interlaced
                 else []) + ([f"HDR source ({info.transfer.upper()}): kept as it was "
                              "(loaders that do not tone-map show it washed out)"]
