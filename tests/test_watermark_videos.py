@@ -61,7 +61,7 @@ def test_a_long_clip_is_judged_on_the_frames_the_detector_samples(clips, monkeyp
     whole = watermark_video(mp4, config)
     monkeypatch.setattr(videos, "WHOLE_CLIP_BYTES", 0)
     seen = []
-    monkeypatch.setattr(videos, "detect_video",
+    monkeypatch.setattr("synthesize.watermark.policy.detect_video",
                         lambda frames, *a: seen.append(len(frames)) or detect_video(frames, *a))
     long = watermark_video(mp4, config)
     assert seen == [config.sample_frames]  # the 16 frames, not the 40
@@ -189,6 +189,40 @@ def test_a_stripped_anamorphic_clip_is_shown_as_it_was(clips, long, monkeypatch)
     info = probe(verdict.mp4)
     assert (info.width, info.height) == (W, H)
     assert info.pixel_aspect == pytest.approx(64 / 45, abs=1e-3)
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_an_anamorphic_clip_is_judged_as_shown_and_stripped_as_stored(clips, long,
+                                                                      monkeypatch):
+    """The detector sees square pixels (a 64:45 clip stored 320 wide is shown 456 wide:
+    squeezed, text is narrower than any it learned); the mask it finds comes back on the
+    stored pixels, where the strip works."""
+    from fractions import Fraction
+
+    from synthesize.watermark.config import Detection
+
+    _, decoded, _, _ = clips
+    if long:
+        long_clips(monkeypatch)
+    seen = []
+
+    def found_on_the_right(frames, *args):
+        seen.append(frames.shape[2])
+        mask = np.zeros(frames.shape[1:3], bool)
+        mask[20:40, frames.shape[2] - 114:frames.shape[2] - 14] = True  # 100 shown px wide
+        return Detection(0.9, True, mask, (frames.shape[2] - 114, 20, frames.shape[2] - 14,
+                                           40), "static-overlay")
+
+    monkeypatch.setattr("synthesize.watermark.policy.detect_video", found_on_the_right)
+    wide = _yuv444_mp4(decoded, Fraction(64, 45))
+    verdict = watermark_video(wide, WatermarkConfig(action="flag"))
+    assert seen == [456]  # 320 * 64 / 45, to an even number
+    x0, y0, x1, y1 = verdict.fields["watermark_box"]
+    assert (y0, y1) == (20, 40)
+    assert abs(x0 - round(342 * 45 / 64)) <= 1 and abs(x1 - round(442 * 45 / 64)) <= 1
+    seen.clear()
+    square = watermark_video(_yuv444_mp4(decoded), WatermarkConfig(action="flag"))
+    assert seen == [W] and square.fields["watermark_box"] == [W - 114, 20, W - 14, 40]
 
 
 def _timed_mp4(frames, times) -> bytes:

@@ -337,7 +337,7 @@ def upright_rgb(frame, pixel_aspect: float = 1.0, peak_nits: float | None = None
     frame (PQ, HLG) is tone-mapped to SDR (`colour.tone_map`), its peak `peak_nits` (the
     stream's, `colour.signal_peak` of its first frame: one curve for every frame) or, when
     None, this frame's own."""
-    width = _square_width(frame.width, pixel_aspect)
+    width = square_width(frame.width, pixel_aspect)
     transfer = HDR_TRANSFERS.get(int(frame.color_trc), "")
     size = {} if width == frame.width else {"width": width, "height": frame.height}
     if transfer:
@@ -354,7 +354,7 @@ def upright_rgb(frame, pixel_aspect: float = 1.0, peak_nits: float | None = None
 
 def shown_size(frame, pixel_aspect: float = 1.0) -> tuple[int, int]:
     """(width, height) of `upright_rgb(frame, pixel_aspect)`, without decoding it."""
-    width = _square_width(frame.width, pixel_aspect)
+    width = square_width(frame.width, pixel_aspect)
     return (frame.height, width) if quarter_turns(frame) % 2 else (width, frame.height)
 
 
@@ -369,7 +369,8 @@ def square_pixels(pixel_aspect: float) -> bool:
     return abs(pixel_aspect - 1.0) <= 1e-3
 
 
-def _square_width(width: int, pixel_aspect: float) -> int:
+def square_width(width: int, pixel_aspect: float) -> int:
+    """The width a stored width is shown at: stretched to square pixels, to an even number."""
     if square_pixels(pixel_aspect):
         return width
     return max(2, round(width * pixel_aspect / 2) * 2)

