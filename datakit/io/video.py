@@ -404,16 +404,19 @@ def hdr_peak(frame) -> float:
     return signal_peak(frame)
 
 
-def source_notes(info: VideoInfo) -> list[str]:
+def source_notes(info: VideoInfo, kept: bool = False) -> list[str]:
     """What a sample made from this source inherits that its pixels do not say (notes for the
     manifest row, so such clips can be found and filtered): an interlaced source was
-    deinterlaced (`progressive_frames`), an HDR one tone-mapped to SDR (`upright_rgb`)."""
+    deinterlaced (`progressive_frames`), an HDR one tone-mapped to SDR (`upright_rgb`); or,
+    `kept` (the sample is the source's bytes), that it is still woven or HDR."""
     notes = []
     if info.interlaced:
-        notes.append("interlaced source: deinterlaced (bwdif)")
+        notes.append("interlaced source: kept as it was (fields woven)" if kept
+                     else "interlaced source: deinterlaced (bwdif)")
     if info.transfer:
-        notes.append(f"HDR source ({info.transfer.upper()}): tone-mapped to SDR BT.709 "
-                     "(Hable)")
+        name = f"HDR source ({info.transfer.upper()})"
+        notes.append(f"{name}: kept as it was (loaders that do not tone-map show it washed "
+                     "out)" if kept else f"{name}: tone-mapped to SDR BT.709 (Hable)")
     return notes
 
 

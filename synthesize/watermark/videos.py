@@ -157,7 +157,7 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
     Raises:
         VideoError: the file cannot be read.
     """
-    from datakit.io.video import VideoError, probe
+    from datakit.io.video import VideoError, probe, source_notes
 
     try:
         info = probe(source)
@@ -167,11 +167,8 @@ def watermark_video(source: bytes | os.PathLike, config: WatermarkConfig, classi
     if verdict.mp4 is None and not verdict.dropped and info is not None:
         # kept byte for byte, a clip is still HDR or interlaced: say so, as a re-encoded
         # one says it was tone-mapped or deinterlaced (`_encoded`)
-        kept = (["interlaced source: kept as it was (fields woven)"] if info.interlaced
-                else []) + ([f"HDR source ({info.transfer.upper()}): kept as it was "
-                             "(loaders that do not tone-map show it washed out)"]
-                            if info.transfer else [])
-        verdict = dataclasses.replace(verdict, notes=(*verdict.notes, *kept))
+        verdict = dataclasses.replace(
+            verdict, notes=(*verdict.notes, *source_notes(info, kept=True)))
     return verdict
 
 
