@@ -11,10 +11,11 @@ the bench checks their mp4 bytes come back unchanged. Per marked clip: found, an
 where the mark is (the box overlaps the true mask); for some of the found marks (opacity
 >= 0.3), the strip (crop band 0, so the pixels have a truth) against ffmpeg `delogo` on the
 found box and on the true box, PSNR inside the true mask and outside it, against the clean
-clip; for a missed one, the evidence that was there to be found (`watermark_ceiling`), and
-over all of them the recall a perfect judge of that evidence would reach. Photos: clean
-ones flagged, and one mark each found. The held-out clips and photos are summed up on their
-own.
+clip, and the same once the mark is burned in before compression, as footage carries one
+(`encoded_strip`); for a missed one, the evidence that was there to be found
+(`watermark_ceiling`), and over all of them the recall a perfect judge of that evidence
+would reach. Photos: clean ones flagged, and one mark each found. The held-out clips and
+photos are summed up on their own.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def clip_task(task) -> dict:
                "camera_moved": bool(detection.details.get("camera_moved"))}
         if overlay.label in to_strip and row["located"] and overlay.opacity >= 0.3:
             row.update(strip_figures(marked, frames, overlay, detection))
+            row["encoded"] = encoded_strip(marked, frames, overlay, fps)
         if not row["located"]:
             row["evidence_there"] = evidence_there(marked, frames, overlay, row["camera_moved"])
         rows.append(row)
@@ -120,6 +122,34 @@ def strip_figures(marked: np.ndarray, clean: np.ndarray, overlay, detection) -> 
             "psnr_mark_delogo": masked_psnr(delogo(marked, detection.box), clean, mask),
             "psnr_mark_delogo_true_box": masked_psnr(delogo(marked, overlay.box), clean, mask),
             "psnr_mark_inpaint_true_mask": masked_psnr(inpaint(marked, mask), clean, mask)}
+
+
+UPLOAD_CRF = 23  # x264's default: the mark burned in, then the clip compressed, as uploaded
+
+
+def encoded_strip(marked: np.ndarray, clean: np.ndarray, overlay, fps: float) -> dict:
+    """The strip of a mark burned in before compression, as footage that carries one comes:
+    the marked and the clean clip each through x264 (crf UPLOAD_CRF, preset fast), the
+    mark found again on the decoded marked clip, stripped (crop band 0) and compared in the
+    true mask with the decoded clean clip, beside `delogo` on the found box."""
+    from datakit.io.video import encode_video, read_frames
+    from synthesize.watermark import WatermarkConfig, strip
+
+    def uploaded(frames: np.ndarray) -> np.ndarray:
+        return read_frames(encode_video(frames, fps, crf=UPLOAD_CRF, preset="fast",
+                                        threads=1))
+
+    marked, clean = uploaded(marked), uploaded(clean)
+    detection, fields, _ = detect(marked)
+    if not overlaps(fields["watermark_box"], overlay.mask):
+        return {"located": False}
+    stripped, action, _ = strip(marked, detection, WatermarkConfig(action="strip",
+                                                                   crop_band=0.0))
+    return {"located": True, "strip_action": action,
+            "psnr_mark_none": masked_psnr(marked, clean, overlay.mask),
+            "psnr_mark_datakit": masked_psnr(stripped, clean, overlay.mask),
+            "psnr_mark_delogo": masked_psnr(delogo(marked, detection.box), clean,
+                                            overlay.mask)}
 
 
 def inpaint(frames: np.ndarray, mask: np.ndarray, margin: int = 3) -> np.ndarray:
@@ -289,6 +319,14 @@ def summarise_real(clean: list[dict], marked: list[dict], photos: list[dict]) ->
                                     for key in keys} if rows else None
         if rows:
             summary["strip"][camera]["clips"] = len(rows)
+    uploads = [r["encoded"] for r in stripped if r.get("encoded", {}).get("located")]
+    summary["strip_encoded"] = {
+        key: float(np.mean([r[key] for r in uploads])) if uploads else None
+        for key in ("psnr_mark_none", "psnr_mark_datakit", "psnr_mark_delogo")}
+    summary["strip_encoded"].update(
+        clips=len(uploads), lost=sum(not r.get("encoded", {}).get("located", True)
+                                     for r in stripped),
+        refused=sum(r["strip_action"] == "flagged" for r in uploads))
     summary["clean_strip"] = {
         "changed": [r["name"] for r in clean if r["strip_psnr"] < 99],
         "lowest_psnr": min(r["strip_psnr"] for r in clean)}
@@ -351,6 +389,14 @@ def print_real(summary: dict) -> None:
                       f"{part['psnr_mark_delogo']:.2f} "
                       f"({part['psnr_mark_datakit'] - part['psnr_mark_delogo']:+.2f} dB), "
                       f"inpainting the true mask {part['psnr_mark_inpaint_true_mask']:.2f}")
+    up = summary["strip_encoded"]
+    if up["clips"]:
+        print(f"strip of marks burned in before compression (x264 crf {UPLOAD_CRF}), "
+              f"{up['clips']} marks found again ({up['lost']} lost; {up['refused']} strips "
+              f"refused): PSNR in the mark against the clean clip through the same "
+              f"encoder: none {up['psnr_mark_none']:.2f}, datakit "
+              f"{up['psnr_mark_datakit']:.2f}, delogo found box {up['psnr_mark_delogo']:.2f} "
+              f"({up['psnr_mark_datakit'] - up['psnr_mark_delogo']:+.2f} dB)")
     cs = summary["clean_strip"]
     print(f"clean clips through the strip step: changed {len(cs['changed'])} "
           f"{cs['changed']}, lowest PSNR against the input {cs['lowest_psnr']:.2f} dB "

@@ -70,7 +70,11 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bo
                  ) -> StrokeFit | None:
     """The most uniform strokes in `box` over STROKE_KERNELS and both polarities (see
     `stroke_look`), or None when no response stands out. With `ink_only`, strokes over
-    INK_SHARE of the box are passed over (`letters_only`)."""
+    INK_SHARE of the box are passed over (`letters_only`). Over a uniform scene (a dark
+    film frame, a wall) the ground between the letters is as uniform as the letters, and
+    after compression often more so: strokes whose cores are of the colour of the scene
+    around the box (`is_ground`) are not the line's strokes while others are. The look is
+    the most uniform structure's either way, so a line is judged as before."""
     import cv2
 
     x0, y0, x1, y1 = box
@@ -78,7 +82,7 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bo
     if min(patch.shape[:2]) < 3:
         return None
     grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
-    best = None
+    fits = []
     for share, operation in itertools.product(STROKE_KERNELS,
                                               (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT)):
         side = max(3, int(share * (y1 - y0)) // 2 * 2 + 1)
@@ -90,10 +94,41 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bo
             continue
         cores = strokes & (response >= np.median(response[strokes]))
         look = 1.0 - _blend_spread(patch, strokes, cores) / LOOK_SPREAD
-        if best is None or look > best.look:
-            colour = np.median(patch[cores].astype(np.float32), 0)
-            best = StrokeFit(look, strokes, side, operation, level, colour)
-    return best
+        colour = np.median(patch[cores].astype(np.float32), 0)
+        fits.append(StrokeFit(look, strokes, side, operation, level, colour))
+    if not fits:
+        return None
+    scene = uniform_surround(image, box)
+    ink = [fit for fit in fits if scene is None or not is_ground(fit.colour, scene)]
+    strokes = max(ink or fits, key=lambda fit: fit.look)
+    return strokes._replace(look=max(fit.look for fit in fits))  # judged as before
+
+
+GROUND = 16.0  # grey levels (the channels' mean): cores this near a uniform scene's colour
+SURROUND_SPREAD = 12.0  # grey levels: a surround spreading more is not one colour
+
+
+def uniform_surround(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The colour of the scene around `box` (a band a quarter of its height wide, 3 pixels
+    at least, outside it), when that band is one colour (`robust_spread` under
+    SURROUND_SPREAD); else None."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box
+    band = max(3, (y1 - y0) // 4)
+    outer = image[max(0, y0 - band):y1 + band, max(0, x0 - band):x1 + band]
+    inside = np.zeros(outer.shape[:2], bool)
+    inside[y0 - max(0, y0 - band):y1 - max(0, y0 - band),
+           x0 - max(0, x0 - band):x1 - max(0, x0 - band)] = True
+    colours = outer[~inside].astype(np.float32)
+    if len(colours) < 16 or robust_spread(colours) > SURROUND_SPREAD:
+        return None
+    return np.median(colours, 0)
+
+
+def is_ground(colour: np.ndarray, scene: np.ndarray) -> bool:
+    """Whether strokes' core `colour` is the surrounding scene's (within GROUND): the
+    ground between letters, not the letters."""
+    return float(np.abs(colour - scene).mean()) < GROUND
 
 
 def stroke_level(response: np.ndarray) -> float:
