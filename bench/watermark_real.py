@@ -154,7 +154,8 @@ def encoded_strip(marked: np.ndarray, clean: np.ndarray, overlay, fps: float) ->
 
 def inpaint(frames: np.ndarray, mask: np.ndarray, margin: int = 3) -> np.ndarray:
     """An oracle for a clip no frame reveals: OpenCV's Telea inpainting of each frame over
-    the true mask (grown by the strip's own margin), as if detection were perfect."""
+    the true mask (grown by 3 pixels, the strip's margin until the eighteenth round, kept
+    so that the figure compares across rounds), as if detection were perfect."""
     import cv2
 
     hole = cv2.dilate(mask.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8))

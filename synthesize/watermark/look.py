@@ -69,12 +69,10 @@ class StrokeFit(NamedTuple):
 def line_strokes(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bool = False
                  ) -> StrokeFit | None:
     """The most uniform strokes in `box` over STROKE_KERNELS and both polarities (see
-    `stroke_look`), or None when no response stands out. With `ink_only`, strokes over
-    INK_SHARE of the box are passed over (`letters_only`). Over a uniform scene (a dark
-    film frame, a wall) the ground between the letters is as uniform as the letters, and
-    after compression often more so: strokes whose cores are of the colour of the scene
-    around the box (`is_ground`) are not the line's strokes while others are. The look is
-    the most uniform structure's either way, so a line is judged as before."""
+    `stroke_look`), or None when no response stands out. With `ink_only` (`letters_only`),
+    strokes that are the ground between letters are passed over: those over INK_SHARE of
+    the box, and over a scene of one colour around the box those whose cores are of its
+    colour (`is_ground`)."""
     import cv2
 
     x0, y0, x1, y1 = box
@@ -82,7 +80,8 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bo
     if min(patch.shape[:2]) < 3:
         return None
     grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
-    fits = []
+    scene = uniform_surround(image, box) if ink_only else None
+    best = None
     for share, operation in itertools.product(STROKE_KERNELS,
                                               (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT)):
         side = max(3, int(share * (y1 - y0)) // 2 * 2 + 1)
@@ -93,15 +92,13 @@ def line_strokes(image: np.ndarray, box: tuple[int, int, int, int], ink_only: bo
         if strokes.sum() < 5 or (ink_only and strokes.mean() > INK_SHARE):
             continue
         cores = strokes & (response >= np.median(response[strokes]))
-        look = 1.0 - _blend_spread(patch, strokes, cores) / LOOK_SPREAD
         colour = np.median(patch[cores].astype(np.float32), 0)
-        fits.append(StrokeFit(look, strokes, side, operation, level, colour))
-    if not fits:
-        return None
-    scene = uniform_surround(image, box)
-    ink = [fit for fit in fits if scene is None or not is_ground(fit.colour, scene)]
-    strokes = max(ink or fits, key=lambda fit: fit.look)
-    return strokes._replace(look=max(fit.look for fit in fits))  # judged as before
+        if scene is not None and is_ground(colour, scene):
+            continue
+        look = 1.0 - _blend_spread(patch, strokes, cores) / LOOK_SPREAD
+        if best is None or look > best.look:
+            best = StrokeFit(look, strokes, side, operation, level, colour)
+    return best
 
 
 GROUND = 16.0  # grey levels (the channels' mean): cores this near a uniform scene's colour
@@ -112,7 +109,6 @@ def uniform_surround(image: np.ndarray, box: tuple[int, int, int, int]) -> np.nd
     """The colour of the scene around `box` (a band a quarter of its height wide, 3 pixels
     at least, outside it), when that band is one colour (`robust_spread` under
     SURROUND_SPREAD); else None."""
-    height, width = image.shape[:2]
     x0, y0, x1, y1 = box
     band = max(3, (y1 - y0) // 4)
     outer = image[max(0, y0 - band):y1 + band, max(0, x0 - band):x1 + band]
@@ -335,17 +331,35 @@ def strokes_along(image: np.ndarray, box: tuple[int, int, int, int], ink_only: b
 def letters_only(image: np.ndarray, box: tuple[int, int, int, int], mask: np.ndarray
                  ) -> np.ndarray:
     """A found mark's mask for the strip: `mask` (the strokes its line was judged on),
-    unless those cover over INK_SHARE of `box`; then the most uniform strokes that do not
-    (`line_strokes` with `ink_only`), or `mask` when there are none. White letters with a
-    black outline over a plain ground (a platform's handle over a floor): a box-tall top-hat
-    opens the outlines away and keeps the whole ground as "bright strokes", as uniform as the
-    letters, and the strip filled the whole box (docs/watermarks.md). The detection keeps
-    the strokes it judged; only what is stripped changes."""
+    unless they are the ground between its letters; then the most uniform strokes that are
+    not (`line_strokes` with `ink_only`), or `mask` when there are none. The ground: strokes
+    over INK_SHARE of `box` (white letters with a black outline over a plain ground, a
+    platform's handle over a floor: a box-tall top-hat opens the outlines away and keeps
+    the whole ground as "bright strokes", as uniform as the letters, and the strip filled
+    the whole box), or strokes of the colour of a scene of one colour around the box
+    (`is_ground`: a white word over a dark film frame, once compressed, rings, and the
+    dark between its letters is the more uniform; the strip filled that and spread the
+    letters into a glow). The detection keeps the strokes it judged; only what is
+    stripped changes (docs/watermarks.md)."""
     x0, y0, x1, y1 = box
-    if mask[y0:y1, x0:x1].mean() <= INK_SHARE:
+    inside = mask[y0:y1, x0:x1]
+    if inside.mean() <= INK_SHARE and not (inside.any() and strokes_are_ground(image, box,
+                                                                              mask)):
         return mask
     letters = stroke_look(image, box, ink_only=True)[1]
     return letters if letters.any() else mask
+
+
+def strokes_are_ground(image: np.ndarray, box: tuple[int, int, int, int],
+                       mask: np.ndarray) -> bool:
+    """Whether the strokes of `mask` in `box` are of the colour of a scene of one colour
+    around the box (`uniform_surround`, `is_ground`)."""
+    scene = uniform_surround(image, box)
+    if scene is None:
+        return False
+    x0, y0, x1, y1 = box
+    strokes = image[y0:y1, x0:x1][mask[y0:y1, x0:x1]].astype(np.float32)
+    return is_ground(np.median(strokes, 0), scene)
 
 
 def _pieces(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
