@@ -37,9 +37,9 @@ class WatermarkConfig:
         crop_band: a mark lying within this fraction of the frame from one edge is cropped
             away rather than filled (0 never crops).
         mask_margin: pixels added around the found mask before removal (soft mark edges,
-            compression halos). 2 measured best on the real bench's 36 strips, as
-            blended (+3.04 dB over `delogo`; 1: +3.10, 3: +2.50) and once burned in before
-            x264 at crf 23 (+1.19; 1 and 3 lower): docs/watermarks.md, removal.
+            compression halos). 2 measured best on the real bench's strips once the
+            marks are burned in before x264 (1 leaves compressed rims, 3 fills further
+            from the mark than it needs): docs/watermarks.md, removal.
     """
 
     action: WatermarkAction = WatermarkAction.FLAG
