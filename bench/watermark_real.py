@@ -12,10 +12,11 @@ where the mark is (the box overlaps the true mask); for some of the found marks 
 >= 0.3), the strip (crop band 0, so the pixels have a truth) against ffmpeg `delogo` on the
 found box and on the true box, PSNR inside the true mask and outside it, against the clean
 clip, and the same once the mark is burned in before compression, as footage carries one
-(`encoded_strip`); for a missed one, the evidence that was there to be found
-(`watermark_ceiling`), and over all of them the recall a perfect judge of that evidence
-would reach. Photos: clean ones flagged, and one mark each found. The held-out clips and
-photos are summed up on their own.
+(`encoded_strip`). Every clean and marked clip is also judged as uploaded (`uploaded`: x264
+crf 23, decoded), for recall and precision on compressed marks. For a missed one, the
+evidence that was there to be found (`watermark_ceiling`), and over all of them the recall
+a perfect judge of that evidence would reach. Photos: clean ones flagged, and one mark
+each found. The held-out clips and photos are summed up on their own.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def clip_task(task) -> dict:
         stripped, clean["strip_action"], _ = strip(frames, detection,
                                                    WatermarkConfig(action="strip"))
         clean["strip_psnr"] = psnr(stripped, frames)
+    clean_upload = uploaded(frames, fps)
+    upload_detection, upload_fields, _ = detect(clean_upload)
+    clean["uploaded"] = {"flagged": upload_detection.found, "fields": upload_fields}
     marks = real_marks(frames.shape[2], frames.shape[1], np.random.default_rng([seed, index]))
     order = [marks[(index + k) % len(marks)].label for k in range(len(marks))]
     to_strip = set(order[:strip_marks])
@@ -96,9 +100,14 @@ def clip_task(task) -> dict:
                "fields": fields, "detect_s": detect_s, "flagged": detection.found,
                "located": overlaps(fields["watermark_box"], overlay.mask),
                "camera_moved": bool(detection.details.get("camera_moved"))}
+        marked_upload = uploaded(marked, fps)
+        upload_detection, upload_fields, _ = detect(marked_upload)
+        row["uploaded"] = {"flagged": upload_detection.found, "fields": upload_fields,
+                           "located": overlaps(upload_fields["watermark_box"], overlay.mask)}
         if overlay.label in to_strip and row["located"] and overlay.opacity >= 0.3:
             row.update(strip_figures(marked, frames, overlay, detection))
-            row["encoded"] = encoded_strip(marked, frames, overlay, fps)
+            row["encoded"] = encoded_strip(marked_upload, clean_upload, overlay,
+                                           upload_detection, row["uploaded"]["located"])
         if not row["located"]:
             row["evidence_there"] = evidence_there(marked, frames, overlay, row["camera_moved"])
         rows.append(row)
@@ -127,21 +136,23 @@ def strip_figures(marked: np.ndarray, clean: np.ndarray, overlay, detection) -> 
 UPLOAD_CRF = 23  # x264's default: the mark burned in, then the clip compressed, as uploaded
 
 
-def encoded_strip(marked: np.ndarray, clean: np.ndarray, overlay, fps: float) -> dict:
-    """The strip of a mark burned in before compression, as footage that carries one comes:
-    the marked and the clean clip each through x264 (crf UPLOAD_CRF, preset fast), the
-    mark found again on the decoded marked clip, stripped (crop band 0) and compared in the
-    true mask with the decoded clean clip, beside `delogo` on the found box."""
+def uploaded(frames: np.ndarray, fps: float) -> np.ndarray:
+    """The frames as footage that carries a mark comes: through x264 (crf UPLOAD_CRF,
+    preset fast) and decoded."""
     from datakit.io.video import encode_video, read_frames
+
+    return read_frames(encode_video(frames, fps, crf=UPLOAD_CRF, preset="fast", threads=1))
+
+
+def encoded_strip(marked: np.ndarray, clean: np.ndarray, overlay, detection,
+                  located: bool) -> dict:
+    """The strip of a mark burned in before compression (`uploaded` marked and clean
+    clips, the `detection` on the marked one): stripped (crop band 0) and compared in the
+    true mask with the clean clip through the same encoder, beside `delogo` on the found
+    box."""
     from synthesize.watermark import WatermarkConfig, strip
 
-    def uploaded(frames: np.ndarray) -> np.ndarray:
-        return read_frames(encode_video(frames, fps, crf=UPLOAD_CRF, preset="fast",
-                                        threads=1))
-
-    marked, clean = uploaded(marked), uploaded(clean)
-    detection, fields, _ = detect(marked)
-    if not overlaps(fields["watermark_box"], overlay.mask):
+    if not located:
         return {"located": False}
     stripped, action, _ = strip(marked, detection, WatermarkConfig(action="strip",
                                                                    crop_band=0.0))
@@ -320,6 +331,10 @@ def summarise_real(clean: list[dict], marked: list[dict], photos: list[dict]) ->
                                     for key in keys} if rows else None
         if rows:
             summary["strip"][camera]["clips"] = len(rows)
+    summary["uploaded"] = {
+        "clean_clips_flagged": [r["name"] for r in clean if r["uploaded"]["flagged"]],
+        "marked": marked_counts([r["uploaded"] for r in marked if r["opacity"] >= 0.3],
+                                [r["uploaded"] for r in clean])}
     uploads = [r["encoded"] for r in stripped if r.get("encoded", {}).get("located")]
     summary["strip_encoded"] = {
         key: float(np.mean([r[key] for r in uploads])) if uploads else None
@@ -390,6 +405,14 @@ def print_real(summary: dict) -> None:
                       f"{part['psnr_mark_delogo']:.2f} "
                       f"({part['psnr_mark_datakit'] - part['psnr_mark_delogo']:+.2f} dB), "
                       f"inpainting the true mask {part['psnr_mark_inpaint_true_mask']:.2f}")
+    upload = summary["uploaded"]
+    m = upload["marked"]
+    print(f"marks burned in before compression (x264 crf {UPLOAD_CRF}, marked and clean "
+          f"clips alike): clean clips flagged {len(upload['clean_clips_flagged'])} / "
+          f"{len(summary['clean_clips'])} {upload['clean_clips_flagged']}; marked clips, "
+          f"opacity >= 0.3: recall {m['recall']:.3f} precision {m['precision']:.3f} "
+          f"({m['true_pos']}/{m['marked']} found where they are; "
+          f"{m['flagged_elsewhere']} flagged elsewhere)")
     up = summary["strip_encoded"]
     if up["clips"]:
         print(f"strip of marks burned in before compression (x264 crf {UPLOAD_CRF}), "
