@@ -40,7 +40,8 @@ def _ten_second_clips(count: int = 6) -> list[Path]:
     from skimage import data
 
     from datakit.io.video import encode_video
-    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, rng_for
+    from synthesize.render import render_clip
 
     CACHE.mkdir(parents=True, exist_ok=True)
     names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina"]

@@ -270,7 +270,7 @@ def picture_check(clips, args) -> dict:
     import av
     from av.video.reformatter import VideoReformatter
 
-    from synthesize.pan_zoom import render_clip, render_clip_yuv420p
+    from synthesize.render import render_clip, render_clip_yuv420p
 
     width, height = parse_size(args.size)
     reformatter = VideoReformatter()
@@ -290,7 +290,7 @@ def reference_check(out: Path, reference: Path, clips, args) -> dict:
     of each clip, and whether the frames before issue 20 (`render_clip` + swscale) encode to
     the reference's very bytes (they should: that is what it ran)."""
     from datakit.io.video import encode_video
-    from synthesize.pan_zoom import render_clip
+    from synthesize.render import render_clip
 
     width, height = parse_size(args.size)
     ours, theirs = dict(datakit_videos(out)), dict(datakit_videos(reference))

@@ -68,7 +68,7 @@ def _floor_clip(job: tuple[int, bool]) -> int:
 
 def prepare_floor(clips, args) -> None:
     """Render every clip's yuv420p frames once, as datakit renders them, for the floor."""
-    from synthesize.pan_zoom import render_clip_yuv420p
+    from synthesize.render import render_clip_yuv420p
 
     width, height = parse_size(args.size)
     config = bench_config(args)

@@ -77,6 +77,7 @@ STEPS_BY_FILE = (
     ("engine (pool, fork server)", "multiprocessing/"),
     ("engine (pool, fork server)", "concurrent/futures/"),
     ("camera path, caption, json, row", "synthesize/pan_zoom.py"),
+    ("frame rendering (python)", "synthesize/render.py"),
     ("command line", "datakit/cli"),
     ("command line", "typer/"),
     ("command line", "click/"),

@@ -17,7 +17,7 @@ Parts (`--parts`, comma-separated; default `real,fresh`):
   detection alone on N of its sets instead of any part.
 
 The first generator: clean clips made from scikit-image's sample photos, either a camera move
-over the photo (`synthesize.pan_zoom.plan_path` + `render_clip`) or real content motion (the
+over the photo (`plan_path` + `render_clip`) or real content motion (the
 photo stays put while a second photo, cut out as a disc, travels across it and the scene
 breathes with a slow non-rigid warp). Each clean clip gets a static overlay whose mask is
 known: text drawn with cv2.putText or a logo shape (ring, filled disc with a bar), white or
@@ -103,7 +103,8 @@ def photo(name: str) -> np.ndarray:
 
 def camera_clip(image: np.ndarray, width: int, height: int, frames: int,
                 rng: np.random.Generator) -> np.ndarray:
-    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip
+    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path
+    from synthesize.render import render_clip
 
     config = PanZoomConfig(width=width, height=height, frames=frames, fps=8.0,
                            speed_range=(0.08, 0.2), zoom_range=(1.15, 1.4))

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -381,176 +381,6 @@ def _middle(interval: tuple[float, float], share: float = 0.6) -> tuple[float, f
     return low + margin, high - margin
 
 
-def _warp_matrix(source_shape: tuple[int, ...], window: Window, width: int,
-                 height: int) -> np.ndarray:
-    """The inverse map of `window` (normalised coordinates of a source of `source_shape`)
-    onto a width x height output: output pixel centre u + 0.5 comes from source position
-    left + (u + 0.5) * scale."""
-    source_h, source_w = source_shape[:2]
-    scale_x = window.width * source_w / width
-    scale_y = window.height * source_h / height
-    left = (window.cx - window.width / 2) * source_w
-    top = (window.cy - window.height / 2) * source_h
-    return np.array([[scale_x, 0.0, left + 0.5 * scale_x - 0.5],
-                     [0.0, scale_y, top + 0.5 * scale_y - 0.5]])
-
-
-def _warp(source: np.ndarray, matrix: np.ndarray, width: int, height: int,
-          interpolation: int, out: np.ndarray | None = None) -> np.ndarray:
-    """One warp by an inverse map. Windows stay inside the image, so the border only ever
-    feeds the outer taps of a bicubic kernel at the image edge (reflected there); a bilinear
-    lookup never reaches it, and OpenCV's vectorised path (twice as fast) takes a replicated
-    border only."""
-    import cv2
-
-    border = cv2.BORDER_REPLICATE if interpolation == cv2.INTER_LINEAR else cv2.BORDER_REFLECT_101
-    return cv2.warpAffine(source, matrix, (width, height), dst=out,
-                          flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border)
-
-
-def _blend(samples: list[np.ndarray], weight: float) -> np.ndarray:
-    """A frame from one level, or two neighbouring levels mixed (`weight` on the smaller)."""
-    import cv2
-
-    if len(samples) == 1:
-        return samples[0]
-    return cv2.addWeighted(samples[0], 1.0 - weight, samples[1], weight, 0.0)
-
-
-@dataclass
-class _Pyramid:
-    """The source of one clip, area-filtered so that the closest window maps about 1:1
-    (level 0); beyond a 1.5x zoom ratio, octave levels below it and, per frame, the two
-    levels around its scale with the weight of the smaller (trilinear)."""
-
-    levels: list[np.ndarray]
-    windows: list[Window]
-    parts: list[tuple[tuple[int, ...], float]]  # per frame: level indices, weight of the 2nd
-
-    @classmethod
-    def build(cls, image: np.ndarray, path: CameraPath, width: int, frames: int) -> _Pyramid:
-        import cv2
-
-        windows = [path.window_at(index / (frames - 1)) for index in range(frames)]
-        image_w = image.shape[1]
-        scales = [w.width * image_w / width for w in windows]  # source px per output px
-        base = min(scales)
-        levels = [image]
-        if base > 1.0:
-            levels = [cv2.resize(image, (max(1, round(image.shape[1] / base)),
-                                         max(1, round(image.shape[0] / base))),
-                                 interpolation=cv2.INTER_AREA)]
-            base_level_scale = image_w / levels[0].shape[1]
-        else:
-            base_level_scale = 1.0
-        blend = max(scales) / min(scales) > 1.5 and base > 1.0
-        if blend:
-            while (levels[-1].shape[1] / 2 >= width / 2
-                   and 2 ** (len(levels) - 1) < max(scales) / base):
-                top = levels[-1]
-                levels.append(cv2.resize(top, (max(1, top.shape[1] // 2),
-                                               max(1, top.shape[0] // 2)),
-                                         interpolation=cv2.INTER_AREA))
-        parts = []
-        for scale in scales:
-            residual = scale / base_level_scale
-            if not blend or residual <= 1.0:
-                parts.append(((0,), 0.0))
-                continue
-            octave = min(math.log2(residual), len(levels) - 1)
-            low = int(octave)
-            weight = octave - low
-            two = weight > 1e-3 and low + 1 < len(levels)
-            parts.append(((low, low + 1) if two else (low,), weight))
-        return cls(levels, windows, parts)
-
-
-def render_clip(
-    image: np.ndarray, path: CameraPath, width: int, height: int, frames: int
-) -> Iterator[np.ndarray]:
-    """Yield the clip's RGB frames one at a time, each a sub-pixel bicubic warp of the
-    source's area-filtered pyramid (see `_Pyramid`), so detail never aliases, sharpness
-    changes smoothly and slow motion shows no integer-pixel jitter."""
-    import cv2
-
-    pyramid = _Pyramid.build(image, path, width, frames)
-    for window, (indices, weight) in zip(pyramid.windows, pyramid.parts, strict=True):
-        samples = [_warp(pyramid.levels[i],
-                         _warp_matrix(pyramid.levels[i].shape, window, width, height),
-                         width, height, cv2.INTER_CUBIC) for i in indices]
-        yield _blend(samples, weight)
-
-
-# BT.601 limited range (what swscale writes for yuv420p), as a cv2.transform matrix on RGB.
-_RGB_TO_YUV = np.array([[65.481, 128.553, 24.966, 16 * 255],
-                        [-37.797, -74.203, 112.0, 128 * 255],
-                        [112.0, -93.786, -18.214, 128 * 255]], np.float32) / 255
-LUMA_UPSAMPLING = 3
-# swscale's 4:2:0 chroma filter ([1 1]/2 across, [1 3 3 1]/8 down) as Gaussian sigmas in
-# output pixels: the same variances.
-_CHROMA_SIGMA = (0.5, 0.87)
-
-
-class _PlanarLevel:
-    """One pyramid level as the encoder's planes: Y upsampled 3x (bicubic) once, so one
-    bilinear lookup per output pixel tracks a bicubic warp (within 52 dB; 2x gives 49 dB);
-    U and V blurred once as swscale's 4:2:0 filter would blur them at this level's scale,
-    then sampled at chroma resolution."""
-
-    def __init__(self, rgb: np.ndarray, scale: float):
-        import cv2
-
-        self.shape = rgb.shape
-        luma, *chroma = cv2.split(cv2.transform(rgb, _RGB_TO_YUV))
-        self.luma = cv2.resize(luma, None, fx=LUMA_UPSAMPLING, fy=LUMA_UPSAMPLING,
-                               interpolation=cv2.INTER_CUBIC)
-        sigma_x, sigma_y = (sigma * scale for sigma in _CHROMA_SIGMA)
-        self.chroma = [cv2.GaussianBlur(plane, (0, 0), sigma_x, sigmaY=sigma_y)
-                       for plane in chroma]
-
-    def sample(self, window: Window, width: int, height: int) -> np.ndarray:
-        """The window as one yuv420p frame, shape (height * 3 // 2, width)."""
-        import cv2
-
-        frame = np.empty((height * 3 // 2, width), np.uint8)
-        matrix = _warp_matrix(self.shape, window, width, height)
-        # Luma: level position x is upsampled position (x + 0.5) * 3 - 0.5.
-        upsampled = matrix * LUMA_UPSAMPLING
-        upsampled[:, 2] += (LUMA_UPSAMPLING - 1) / 2
-        _warp(self.luma, upsampled, width, height, cv2.INTER_LINEAR, out=frame[:height])
-        # Chroma pixel (i, j) sits at luma position (2j + 0.5, 2i + 0.5).
-        chroma = matrix.copy()
-        chroma[:, 2] += 0.5 * matrix[:, :2].sum(axis=1)
-        chroma[:, :2] *= 2
-        quarter = height // 2 * width // 2
-        for index, plane in enumerate(self.chroma):
-            start = height * width + index * quarter
-            target = frame.reshape(-1)[start:start + quarter].reshape(height // 2, width // 2)
-            _warp(plane, chroma, width // 2, height // 2, cv2.INTER_LINEAR, out=target)
-        return frame
-
-
-def render_clip_yuv420p(
-    image: np.ndarray, path: CameraPath, width: int, height: int, frames: int
-) -> Iterator[np.ndarray]:
-    """`render_clip` straight into the encoder's format: yuv420p frames of shape
-    (height * 3 // 2, width) that `encode_video(..., pixel_format="yuv420p")` takes
-    without a conversion. Within 50 dB PSNR of `render_clip`'s frames through swscale, at
-    about a fifth of the cost (bilinear lookups in an upsampled luma plane, chroma sampled
-    at its own resolution, the colour conversion done once per level, not per frame)."""
-    pyramid = _Pyramid.build(image, path, width, frames)
-    planar: dict[int, _PlanarLevel] = {}
-    for window, (indices, weight) in zip(pyramid.windows, pyramid.parts, strict=True):
-        for i in indices:
-            if i not in planar:
-                level = pyramid.levels[i]
-                scales = [w.width * level.shape[1] / width
-                          for w, (used, _) in zip(pyramid.windows, pyramid.parts, strict=True)
-                          if i in used]
-                planar[i] = _PlanarLevel(level, float(np.exp(np.mean(np.log(scales)))))
-        yield _blend([planar[i].sample(window, width, height) for i in indices], weight)
-
-
 def motion_caption(text: str | None, path: CameraPath, with_motion: bool) -> str:
     """The clip's caption: the image's text, with the camera motion appended if asked."""
     text = (text or "").strip()
@@ -587,6 +417,7 @@ class PanZoomStage:
         from datakit.io.video import encode_video
         from datakit.run.shards import Sample
         from manifests.schema import Status, make_row
+        from synthesize.render import render_clip_yuv420p
         from synthesize.watermark import apply_watermark_policy
 
         config = self.config

@@ -335,7 +335,8 @@ def test_watermarks_flag_drop_and_strip_in_caption(tmp_path):
     import cv2
     from skimage import data
 
-    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, rng_for
+    from synthesize.render import render_clip
 
     root = tmp_path / "videos" / "cooking"
     root.mkdir(parents=True)

@@ -16,10 +16,9 @@ from synthesize.pan_zoom import (
     motion_caption,
     parse_motions,
     plan_path,
-    render_clip,
-    render_clip_yuv420p,
     rng_for,
 )
+from synthesize.render import render_clip, render_clip_yuv420p
 
 
 def _photo(width=900, height=600):
@@ -183,21 +182,43 @@ def _swscale_yuv420p(frame):
         format="yuv420p").to_ndarray()
 
 
-@pytest.mark.parametrize("motion,zoom", [(Motion.ZOOM_IN, 1.25), (Motion.PAN_LEFT, 1.25),
-                                         (Motion.PAN_ZOOM, 1.25), (Motion.ZOOM_IN, 4.0)])
-def test_yuv420p_renderer_gives_the_bicubic_renderers_picture(motion, zoom):
+@pytest.mark.parametrize("motion,zoom,size", [
+    (Motion.ZOOM_IN, 1.25, (1800, 1200)), (Motion.PAN_LEFT, 1.25, (1800, 1200)),
+    (Motion.PAN_ZOOM, 1.25, (1800, 1200)), (Motion.ZOOM_IN, 4.0, (1800, 1200)),
+    (Motion.PAN_ZOOM, 1.25, (701, 467)), (Motion.PAN_ZOOM, 1.25, (519, 347)),
+    (Motion.PAN_ZOOM, 1.25, (321, 213))])
+def test_yuv420p_renderer_gives_the_bicubic_renderers_picture(motion, zoom, size):
     """The planes the stage hands x264 stay within 50 dB PSNR (luma and chroma alike) of the
-    bicubic RGB renderer converted by swscale, for zooms, pans and a zoom across pyramid
-    levels (4x, blended)."""
-    image = _photo(1800, 1200)
+    bicubic RGB renderer converted by swscale, for zooms, pans, a zoom across pyramid levels
+    (4x, blended), and odd sources shrunk by 1.75 and 1.3 or not at all."""
+    image = _photo(*size)
     config = PanZoomConfig(width=320, height=192, frames=12, zoom_range=(zoom, zoom))
-    path = plan_path(motion, (1800, 1200), config, rng_for(0, "planes"))
+    path = plan_path(motion, size, config, rng_for(0, "planes"))
     before = np.stack([_swscale_yuv420p(f) for f in render_clip(image, path, 320, 192, 12)])
     now = np.stack(list(render_clip_yuv420p(image, path, 320, 192, 12)))
     assert now.shape == (12, 288, 320) and now.dtype == np.uint8
     for plane in (slice(0, 192), slice(192, 288)):  # Y; then U and V, row after row
         error = np.mean((now[:, plane].astype(float) - before[:, plane]) ** 2)
         assert 10 * np.log10(255**2 / error) > 50, plane
+
+
+@pytest.mark.parametrize("size", [(1001, 667), (1000, 667), (1001, 666), (701, 467)])
+def test_yuv420p_flat_colour_stays_flat_to_the_edges(size):
+    """A flat colour gives its own Y, U and V everywhere, the last row and column of odd
+    sources included (their 2x2 cells repeat the edge)."""
+    colour = np.array([200, 60, 30], np.uint8)
+    image = np.tile(colour, (size[1], size[0], 1))
+    config = PanZoomConfig(width=320, height=192, frames=3, zoom_range=(1.25, 1.25))
+    path = plan_path(Motion.ZOOM_IN, size, config, rng_for(0, "flat"))  # starts on it all
+    # BT.601 limited range, from its definition
+    r, g, b = colour / 255
+    luma = 16 + 65.481 * r + 128.553 * g + 24.966 * b
+    u = 128 - 37.797 * r - 74.203 * g + 112.0 * b
+    v = 128 + 112.0 * r - 93.786 * g - 18.214 * b
+    for frame in render_clip_yuv420p(image, path, 320, 192, 3):
+        assert np.abs(frame[:192].astype(float) - luma).max() <= 1
+        assert np.abs(frame[192:240].astype(float) - u).max() <= 1
+        assert np.abs(frame[240:].astype(float) - v).max() <= 1
 
 
 def test_yuv420p_slow_pan_is_sub_pixel_smooth():

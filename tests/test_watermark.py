@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from datakit.cli import app
 from datakit.io.errors import UserError
 from datakit.io.video import encode_video, read_frames
-from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, rng_for
+from synthesize.render import render_clip
 from synthesize.watermark import (
     Detection,
     ShardSample,

@@ -12,7 +12,8 @@ import pytest
 from real_media import draw_text, real_clip
 from skimage import data
 
-from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, rng_for
+from synthesize.render import render_clip
 from synthesize.watermark import (
     Detection,
     WatermarkConfig,

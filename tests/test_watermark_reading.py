@@ -14,7 +14,8 @@ from real_media import FONT, draw_text, real_clip
 from skimage import data
 
 import synthesize.watermark.text as text_module
-from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, rng_for
+from synthesize.render import render_clip
 from synthesize.watermark import (
     WatermarkConfig,
     detect_image,

@@ -11,7 +11,8 @@ from skimage import data
 import datakit.io.video as video_io
 import synthesize.watermark.videos as videos
 from datakit.io.video import encode_video, iter_frames, read_frames
-from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, rng_for
+from synthesize.render import render_clip
 from synthesize.watermark import ShardSample, WatermarkConfig, WatermarkStage, watermark_video
 from synthesize.watermark.detection import detect_video
 

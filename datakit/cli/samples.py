@@ -97,7 +97,8 @@ def write_sample_videos(
             to show failure accounting.
     """
     from datakit.io.video import encode_video
-    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, render_clip, rng_for
+    from synthesize.pan_zoom import Motion, PanZoomConfig, plan_path, rng_for
+    from synthesize.render import render_clip
 
     folder = Path(folder)
     width, height = size
