@@ -255,33 +255,6 @@ def test_a_stub_that_reads_is_carried_on_into_its_line(monkeypatch):
     assert carried == []
 
 
-def test_a_short_word_that_reads_surely_is_judged_as_a_line(monkeypatch):
-    """A 3-letter word at opacity 0.55 in a corner of a real street (bikes): its box (as
-    x264 left tree-1's "sto", the part of a word the detector boxed) is under TEXT_ASPECT,
-    with no line to carry it on and no plate. It reads "sto" beyond doubt, so it is judged
-    as a line, and found; "TV" reads surely too, but two letters stay a stub."""
-    frame = real_clip("bikes", frames=1, start=200)[0]
-    base = Image.fromarray(frame).convert("RGBA")
-    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
-    ImageDraw.Draw(layer).text((12, 10), "sto", font=ImageFont.truetype(str(FONT), 26),
-                               fill=(255, 255, 255, 140))
-    x0, y0, x1, y1 = layer.getbbox()
-    marked = np.asarray(Image.alpha_composite(base, layer).convert("RGB"))
-    stub = TextBox(x0 - 4, y0 - 5, x1 + 4, y1 + 5, 0.95)  # 52x28 px: 1.86 as wide as tall
-    assert detection.text_lines([stub], marked.shape[:2]) == []
-    (word,) = detection.carry_on_stubs(marked, [stub])
-    assert word.sure_word and word.box == stub.box
-    assert detection.text_lines([word], marked.shape[:2]) == [word]
-    monkeypatch.setattr(detection, "fixed_text", lambda frames: [])
-    monkeypatch.setattr(detection, "image_text", lambda image, side: [stub])
-    found = detect_video(np.stack([marked] * 4), WatermarkConfig())  # the median's look
-    assert found.found and found.box[0] <= x0 and found.box[2] >= x1 - 2, (found.box,
-                                                                           found.reason)
-    letters, (t0, u0, t1, u1) = _centre_word(frame, "TV")
-    two = TextBox(t0 - 2, u0 - 4, t1 + 2, u1 + 4, 0.9)
-    assert detection.carry_on_stubs(letters, [two]) == [two]
-
-
 def test_a_line_is_not_carried_on_over_the_scenes_strokes_that_do_not_read():
     """"Harbour Footage" over the astronaut's suit, with "arbo" boxed: the suit's white
     straps and patch edges in the line's rows pass as strokes of the line's colour within

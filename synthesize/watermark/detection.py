@@ -73,7 +73,6 @@ from synthesize.watermark.text import (
     inside_share,
     read_surety,
     reads_as_text,
-    reads_surely,
 )
 
 CANDIDATES = 4  # blobs (or groups) judged on their mattes, best first (those refused before
@@ -108,8 +107,7 @@ def text_lines(boxes: list[TextBox], shape: tuple[int, int]) -> list[TextBox]:
     the frame's shorter side tall (8 pixels at least). None when there are more than
     TEXT_LINES of them: a page, a menu, a street full of signs."""
     least = least_line_height(shape)
-    lines = [b for b in boxes if b.y1 - b.y0 >= least
-             and (b.plated or b.sure_word or wide_as_a_line(b))]
+    lines = [b for b in boxes if b.y1 - b.y0 >= least and (b.plated or wide_as_a_line(b))]
     return [] if len(lines) > TEXT_LINES else lines
 
 
@@ -128,11 +126,7 @@ def carry_on_stubs(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
     (`look.complete_line`); a stub whose line grows to TEXT_ASPECT is a line. A stub that
     reads and sits on a plate of its own (`plate.plate_under`) is a channel bug's short word
     and is judged as a line too (`plated`): "TV 5" on a grey box at 0.85 over bigbuckbunny's
-    still shot was boxed 96x49 px and never judged. So is a stub that reads surely
-    (`text.reads_surely`, `sure_word`): x264 at crf 23 grew the detector's box of "sto", the
-    part of tree-1's "stockmotion" at 0.5 over a dark wall (the rest lies over a white
-    window, where no stroke can be carried on), from 43x21 to 46x24 px, under TEXT_ASPECT,
-    though it read "sto" at 0.997. A drawn logo's letters have no line to
+    still shot was boxed 96x49 px and never judged. A drawn logo's letters have no line to
     carry on, and stay stubs; a blob does not read. Used on a clip's median frame, not on
     photos: a stub of graffiti in a corner of OpenCV's graf1 grew into a line there, and
     the bench's marked photos gained nothing."""
@@ -144,11 +138,8 @@ def carry_on_stubs(image: np.ndarray, boxes: list[TextBox]) -> list[TextBox]:
         if reads_as_text(image, stub.box)[0]:
             strokes = stroke_look(image, stub.box)[1]
             line = complete_line(image, stub, strokes)[0]
-            if not wide_as_a_line(line):
-                if plate_under(image, stub, strokes) is not None:
-                    line = replace(line, plated=True)
-                elif reads_surely(image, stub.box):
-                    line = replace(line, sure_word=True)
+            if not wide_as_a_line(line) and plate_under(image, stub, strokes) is not None:
+                line = replace(line, plated=True)
             carried[stub] = line
     return [carried.get(b, b) for b in boxes]
 

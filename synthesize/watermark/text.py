@@ -43,8 +43,6 @@ LINE_HEIGHT = 48  # the recogniser's input height (PaddleOCR's rec_image_shape 3
 LINE_WIDTH = 320  # ... and its least width: shorter lines are padded to it
 READS = 0.5  # mean confidence of the characters read: PaddleOCR's drop_score
 READ_CHARACTERS = 2  # letters or digits a line must read to be text
-SURE_READS = 0.9  # confidence of a short word read beyond doubt (`reads_surely`)
-SURE_CHARACTERS = 3  # letters or digits such a word reads at least
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -52,8 +50,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 @dataclass(frozen=True)
 class TextBox:
     """A text region in input pixels, end exclusive, and the detector's mean probability;
-    `plated` when it is a short word on a plate of its own, `sure_word` when it is a short
-    word the recogniser reads surely (`detection.carry_on_stubs`)."""
+    `plated` when it is a short word on a plate of its own (`detection.carry_on_stubs`)."""
 
     x0: int
     y0: int
@@ -61,7 +58,6 @@ class TextBox:
     y1: int
     score: float
     plated: bool = False
-    sure_word: bool = False
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -179,16 +175,8 @@ def read_surety(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return confidence if _reads(text, confidence) else 0.0
 
 
-def reads_surely(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
-    """Whether the recogniser reads `box` as a word beyond doubt: SURE_CHARACTERS letters
-    or digits or more, at SURE_READS confidence or more."""
-    text, confidence = read_line(image, box)
-    return _reads(text, confidence, SURE_READS, SURE_CHARACTERS)
-
-
-def _reads(text: str, confidence: float, least: float = READS,
-           characters: int = READ_CHARACTERS) -> bool:
-    return confidence >= least and sum(c.isalnum() for c in text) >= characters
+def _reads(text: str, confidence: float) -> bool:
+    return confidence >= READS and sum(c.isalnum() for c in text) >= READ_CHARACTERS
 
 
 def text_probability(frames: np.ndarray, side: int) -> np.ndarray:
