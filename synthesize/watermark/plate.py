@@ -20,6 +20,7 @@ PLATE_KEEP = 3.0  # plate spreads: how far from the plate's colour its pixels ma
 PLATE_COLOUR = 10.0  # grey levels (the channels' mean): the least such distance
 PLATE_FILL = 0.5  # share of a row or column of the plate's colour: the plate goes on
 PLATE_REACH = 1.0  # heights of the line's box (grown): a plate ends within this far of it
+LETTER_RIM_FROM = 16  # px: shorter letters' rims are 1 px (2 px hid a 160x120 clip's plate)
 
 
 def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.ndarray | None:
@@ -55,7 +56,10 @@ def plate_under(image: np.ndarray, line: TextBox, strokes: np.ndarray) -> np.nda
     reach = max(2, round(PLATE_REACH * (y1 - y0)))
     wx0, wy0, wx1, wy1 = grow_box((x0, y0, x1, y1), (height, width), reach, reach)
     window = image[wy0:wy1, wx0:wx1].astype(np.float32)
-    letters = cv2.dilate(strokes[wy0:wy1, wx0:wx1].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    # the letters' anti-aliased rims, 2 px out, 1 px for letters under LETTER_RIM_FROM tall
+    rim = 5 if core[3] - core[1] >= LETTER_RIM_FROM else 3
+    letters = cv2.dilate(strokes[wy0:wy1, wx0:wx1].astype(np.uint8),
+                         np.ones((rim, rim), np.uint8)) > 0
     left, top, right, bottom = core[0] - wx0, core[1] - wy0, core[2] - wx0, core[3] - wy0
     surround = np.zeros(letters.shape, bool)
     surround[top:bottom, left:right] = True
