@@ -68,7 +68,7 @@ def _floor_clip(job: tuple[int, bool]) -> int:
 
 def prepare_floor(clips, args) -> None:
     """Render every clip's yuv420p frames once, as datakit renders them, for the floor."""
-    from synthesize.render import render_clip_yuv420p
+    from synthesize.render import PyramidPlan, render_clip_yuv420p
 
     width, height = parse_size(args.size)
     config = bench_config(args)
@@ -76,19 +76,9 @@ def prepare_floor(clips, args) -> None:
                                                          args.frames)))
                        for _, image, path in clips]
     FLOOR["photos"] = [photo for photo, _, _ in clips]
-    FLOOR["levels"] = [first_level_size(image, path, width, args.frames)
-                       for _, image, path in clips]
+    FLOOR["levels"] = [PyramidPlan.of(image.shape[1::-1], path, width, args.frames).sizes[0]
+                       for _, image, path in clips]  # the level the renderer starts from
     FLOOR["fps"], FLOOR["min_size"] = args.fps, config.min_source_size()
-
-
-def first_level_size(image: np.ndarray, path, width: int, frames: int) -> tuple[int, int]:
-    """(width, height) of the area-filtered level the renderer starts from."""
-    scales = [path.window_at(i / (frames - 1)).width * image.shape[1] / width
-              for i in range(frames)]
-    base = min(scales)
-    if base <= 1.0:
-        return image.shape[1], image.shape[0]
-    return max(1, round(image.shape[1] / base)), max(1, round(image.shape[0] / base))
 
 
 def run_floor(workers: int, decode: bool = False) -> dict:
