@@ -23,6 +23,7 @@ from synthesize.watermark.frames import (
     sample_indices,
     shrink,
 )
+from synthesize.watermark.matte import invert_faint_mark
 
 
 def crop_window(box: tuple[int, int, int, int], shape: tuple[int, int],
@@ -123,17 +124,10 @@ MIN_FRAMES_FOR_MATTING = 4
 OPAQUE = 0.9  # estimated alpha above this: nothing of the frame shows through
 
 
-def restore_moments(region: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The scene behind a static semi-transparent mark from the frames' own variation.
-
-    Under I_t = a*W + (1-a)*J_t, a pixel's temporal mean is a*W + (1-a)*mean(J) and its
-    temporal spread (1-a)*spread(J), so J_t = mean(J) + (I_t - mean(I)) * spread(J) /
-    spread(I): alpha and the mark's colour are estimated per pixel from all frames at once,
-    given the scene's mean and spread there, which vary smoothly and come from the surround
-    (inpainted over the mask). Returns the region so restored and the pixels where it holds:
-    not where the mark is opaque (its spread under 1 - OPAQUE of the scene's: nothing shows
-    through) or the scene does not move (nothing to measure).
-    """
+def scene_moments(region: np.ndarray, hole: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The region's temporal mean and spread per pixel, and the scene's: the same two
+    inpainted over the hole (Telea) from around it, where they vary smoothly."""
     import cv2
 
     mean, spread = region.mean(0), region.std(0)
@@ -143,12 +137,39 @@ def restore_moments(region: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, n
     scale = 4.0  # the spread inpainted in quarter grey levels (8-bit images only)
     scene_spread = cv2.inpaint(np.clip(spread * scale, 0, 255).astype(np.uint8), missing, 3,
                                cv2.INPAINT_TELEA).astype(np.float32) / scale
+    return mean, spread, scene_mean, scene_spread
+
+
+def restore_moments(region: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scene behind a static semi-transparent mark from the frames' own variation.
+
+    Under I_t = a*W + (1-a)*J_t, a pixel's temporal mean is a*W + (1-a)*mean(J) and its
+    temporal spread (1-a)*spread(J), so J_t = mean(J) + (I_t - mean(I)) * spread(J) /
+    spread(I): alpha and the mark's colour are estimated per pixel from all frames at once,
+    given the scene's mean and spread there, which vary smoothly and come from the surround
+    (`scene_moments`). Returns the region so restored and the pixels where it holds: not
+    where the mark is opaque (its spread under 1 - OPAQUE of the scene's: nothing shows
+    through) or the scene does not move (nothing to measure).
+    """
+    mean, spread, scene_mean, scene_spread = scene_moments(region, hole)
     grey_spread, grey_scene = spread.mean(-1), scene_spread.mean(-1)
     restored = hole & (grey_scene >= 2.0) & (grey_spread >= (1.0 - OPAQUE) * grey_scene)
     # 1 / (1 - alpha), one for the three channels (alpha is): per-channel gains would tint
     # the fill wherever the channels' spreads are noisy
     gain = np.clip(grey_scene / np.maximum(grey_spread, 1e-3), 1.0, 1.0 / (1.0 - OPAQUE))
     return scene_mean + (region - mean) * gain[..., None], restored
+
+
+def restore_behind(region: np.ndarray, hole: np.ndarray, letters: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The scene behind a semi-transparent mark, and where it holds: the blend inverted for
+    a faint mark of one colour in bold letters (`matte.invert_faint_mark`, the whole
+    hole), else the moments fill (`restore_moments`)."""
+    _, _, scene_mean, scene_spread = scene_moments(region, hole)
+    inverted = invert_faint_mark(region, hole, letters, scene_mean, scene_spread)
+    if inverted is not None:
+        return inverted, hole.copy()
+    return restore_moments(region, hole)
 
 
 def remove_watermark(frames: np.ndarray, detection: Detection,
@@ -208,9 +229,9 @@ def remove_watermark(frames: np.ndarray, detection: Detection,
         filled[revealed] = backgrounds[revealed]
         known |= revealed
     # 4. Under a semi-transparent mark, where no frame reveals it: restore the scene's
-    #    temporal moments from the frame's own variation.
+    #    temporal moments from the frame's own variation, or invert a faint bold one.
     if len(frames) >= MIN_FRAMES_FOR_MATTING and not known.all():
-        behind, restored = restore_moments(region, hole)
+        behind, restored = restore_behind(region, hole, detection.mask[y0:y1, x0:x1])
         restored = restored[None] & ~known
         filled[restored] = behind[restored]
         known |= restored
