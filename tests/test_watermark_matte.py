@@ -86,8 +86,8 @@ def _inverted(frames, cover, opacity, colour=(255, 255, 255), letters=None):
     ys, xs = np.nonzero(hole)
     box = np.s_[max(0, ys.min() - 12):ys.max() + 13, max(0, xs.min() - 12):xs.max() + 13]
     region = marked[(slice(None),) + box]
-    _, _, scene_mean, scene_spread = scene_moments(region, hole[box])
-    return invert_faint_mark(region, hole[box], letters[box], scene_mean, scene_spread), box
+    moments = scene_moments(region, hole[box])
+    return invert_faint_mark(region, hole[box], letters[box], *moments), box
 
 
 def test_the_inversion_gives_the_scene_back_where_the_letters_are():
@@ -140,6 +140,5 @@ def test_marks_the_inversion_cannot_hold_for_keep_the_moments_fill(case):
                             0.4, colour)
         hole = cv2.dilate(letters.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         region = marked.astype(np.float32)
-        _, _, scene_mean, scene_spread = scene_moments(region, hole)
-        result = invert_faint_mark(region, hole, letters, scene_mean, scene_spread)
+        result = invert_faint_mark(region, hole, letters, *scene_moments(region, hole))
     assert result is None

@@ -93,7 +93,8 @@ def surround_texture(mean: np.ndarray, hole: np.ndarray) -> float:
 
 
 def invert_faint_mark(region: np.ndarray, hole: np.ndarray, letters: np.ndarray,
-                      scene_mean: np.ndarray, scene_spread: np.ndarray) -> np.ndarray | None:
+                      mean: np.ndarray, spread: np.ndarray, scene_mean: np.ndarray,
+                      scene_spread: np.ndarray) -> np.ndarray | None:
     """The scene behind a faint one-colour mark in bold letters, or None when the mark is
     not one: its letters too thin for their cores to pin the matte (CORE_SHARE), its
     opacity outside FAINTEST..STRONGEST (under FAINTEST the spread did not show the mark:
@@ -104,8 +105,9 @@ def invert_faint_mark(region: np.ndarray, hole: np.ndarray, letters: np.ndarray,
         region: the frames around the mark (T, h, w, 3) float32.
         hole: the pixels to restore (the mask grown by its margin), (h, w) bool.
         letters: the mark's own mask, (h, w) bool.
-        scene_mean, scene_spread: the scene's temporal mean (h, w, 3) and spread (h, w, 3)
-            inpainted over the hole, as `restore_moments` measures them.
+        mean, spread: the region's temporal mean and spread, (h, w, 3) each.
+        scene_mean, scene_spread: the same inpainted over the hole: the scene's
+            (`removal.scene_moments` gives all four).
 
     The opacity comes from the spread the letters' cores keep of the scene's (where the
     scene moves at least 2 grey levels), the colour from their mean; both as medians, so a
@@ -117,12 +119,12 @@ def invert_faint_mark(region: np.ndarray, hole: np.ndarray, letters: np.ndarray,
     cores = cv2.erode(letters.astype(np.uint8), np.ones((side, side), np.uint8)) > 0
     if cores.sum() < MIN_CORE_PIXELS or cores.sum() < CORE_SHARE * letters.sum():
         return None
-    mean = region.mean(0)
-    spread, scene = region.std(0).mean(-1), scene_spread.mean(-1)
+    grey_spread, scene = spread.mean(-1), scene_spread.mean(-1)
     measured = cores & (scene >= 2.0)
     if measured.sum() < MIN_CORE_PIXELS // 10:
         return None
-    opacity = float(1.0 - np.median(np.clip(spread[measured] / scene[measured], 0.0, 1.5)))
+    opacity = float(1.0 - np.median(np.clip(grey_spread[measured] / scene[measured], 0.0,
+                                            1.5)))
     if not FAINTEST <= opacity <= STRONGEST:
         return None
     colours = (mean[cores] - (1.0 - opacity) * scene_mean[cores]) / opacity

@@ -140,18 +140,20 @@ def scene_moments(region: np.ndarray, hole: np.ndarray
     return mean, spread, scene_mean, scene_spread
 
 
-def restore_moments(region: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def restore_moments(region: np.ndarray, hole: np.ndarray,
+                    moments: tuple[np.ndarray, ...] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """The scene behind a static semi-transparent mark from the frames' own variation.
 
     Under I_t = a*W + (1-a)*J_t, a pixel's temporal mean is a*W + (1-a)*mean(J) and its
     temporal spread (1-a)*spread(J), so J_t = mean(J) + (I_t - mean(I)) * spread(J) /
     spread(I): alpha and the mark's colour are estimated per pixel from all frames at once,
     given the scene's mean and spread there, which vary smoothly and come from the surround
-    (`scene_moments`). Returns the region so restored and the pixels where it holds: not
-    where the mark is opaque (its spread under 1 - OPAQUE of the scene's: nothing shows
-    through) or the scene does not move (nothing to measure).
+    (`scene_moments`, or `moments` when given). Returns the region so restored and the
+    pixels where it holds: not where the mark is opaque (its spread under 1 - OPAQUE of the
+    scene's: nothing shows through) or the scene does not move (nothing to measure).
     """
-    mean, spread, scene_mean, scene_spread = scene_moments(region, hole)
+    mean, spread, scene_mean, scene_spread = moments or scene_moments(region, hole)
     grey_spread, grey_scene = spread.mean(-1), scene_spread.mean(-1)
     restored = hole & (grey_scene >= 2.0) & (grey_spread >= (1.0 - OPAQUE) * grey_scene)
     # 1 / (1 - alpha), one for the three channels (alpha is): per-channel gains would tint
@@ -165,11 +167,11 @@ def restore_behind(region: np.ndarray, hole: np.ndarray, letters: np.ndarray
     """The scene behind a semi-transparent mark, and where it holds: the blend inverted for
     a faint mark of one colour in bold letters (`matte.invert_faint_mark`, the whole
     hole), else the moments fill (`restore_moments`)."""
-    _, _, scene_mean, scene_spread = scene_moments(region, hole)
-    inverted = invert_faint_mark(region, hole, letters, scene_mean, scene_spread)
+    moments = scene_moments(region, hole)
+    inverted = invert_faint_mark(region, hole, letters, *moments)
     if inverted is not None:
         return inverted, hole.copy()
-    return restore_moments(region, hole)
+    return restore_moments(region, hole, moments)
 
 
 def remove_watermark(frames: np.ndarray, detection: Detection,
