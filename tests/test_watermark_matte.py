@@ -142,3 +142,22 @@ def test_marks_the_inversion_cannot_hold_for_keep_the_moments_fill(case):
         region = marked.astype(np.float32)
         result = invert_faint_mark(region, hole, letters, *scene_moments(region, hole))
     assert result is None
+
+
+def test_an_opacity_measured_too_low_gives_a_colour_no_mark_has_and_no_inversion():
+    """A white "STOCK" at 0.5 over bikes' street, its cores' spread given as 0.7 of the
+    scene's (as when the scene moves more under the letters than around them): the opacity
+    reads 0.3, and the colour that explains the cores' mean at that opacity is about 298 in
+    every channel, as one colour as a true one (median deviation 15). No mark is brighter
+    than white: None. With the spread as measured, the inversion holds."""
+    clean = _street()
+    cover = _coverage("STOCK", clean.shape[1:3], 0.24, at=(0.28, 0.33))
+    letters = cover > 1 / 255
+    hole = cv2.dilate(letters.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    region = _blend(clean, cover, 0.5).astype(np.float32)
+    mean, spread, scene_mean, scene_spread = scene_moments(region, hole)
+    assert invert_faint_mark(region, hole, letters, mean, spread, scene_mean,
+                             scene_spread) is not None
+    too_much = np.where(hole[..., None], 0.7 * scene_spread, spread)
+    assert invert_faint_mark(region, hole, letters, mean, too_much, scene_mean,
+                             scene_spread) is None

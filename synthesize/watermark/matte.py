@@ -30,6 +30,7 @@ CORE_SHARE = 0.3  # the letters' cores (the mask eroded CORE_DEPTH px) must be t
 CORE_DEPTH = 2  # the mask is the strokes grown 1 px: its cores lie 1 px inside them
 FAINTEST, STRONGEST = 0.15, 0.6  # the opacities inverted: above, errors grow by 1/(1 - a)
 COLOUR_SPREAD = 25.0  # grey levels: one colour must explain the cores to within this
+COLOUR_SLACK = 10.0  # grey levels past 0..255 a fitted colour may reach (noise, not a mark)
 MIN_CORE_PIXELS = 200
 FLAT_SURROUND = 3.0  # median Sobel magnitude of the mean picture around the hole: below, flat
 MATTE_EPSILON = 1e-7  # the matting Laplacian's regulariser (the paper's value)
@@ -98,7 +99,8 @@ def invert_faint_mark(region: np.ndarray, hole: np.ndarray, letters: np.ndarray,
     """The scene behind a faint one-colour mark in bold letters, or None when the mark is
     not one: its letters too thin for their cores to pin the matte (CORE_SHARE), its
     opacity outside FAINTEST..STRONGEST (under FAINTEST the spread did not show the mark:
-    a still scene), its cores not one colour (COLOUR_SPREAD), or its surround flat
+    a still scene), its cores not one colour (COLOUR_SPREAD) or of a colour no pixel has
+    (past 0..255 by COLOUR_SLACK: the opacity was measured wrong), or its surround flat
     (FLAT_SURROUND).
 
     Args:
@@ -129,7 +131,7 @@ def invert_faint_mark(region: np.ndarray, hole: np.ndarray, letters: np.ndarray,
         return None
     colours = (mean[cores] - (1.0 - opacity) * scene_mean[cores]) / opacity
     colour = np.median(colours, axis=0)
-    if (colour < -10).any() or (colour > 265).any():
+    if (colour < -COLOUR_SLACK).any() or (colour > 255 + COLOUR_SLACK).any():
         return None
     if np.median(np.abs(colours - colour).mean(-1)) > COLOUR_SPREAD:
         return None
