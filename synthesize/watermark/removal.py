@@ -2,8 +2,9 @@
 would damage the clip.
 
 `remove_watermark` crops a mark in a border band away, fills from frames that reveal the
-spot, inverts a semi-transparent blend from the frames' own variation, and fills the
-rest (docs/watermarks.md). `strip` runs it and then measures what it changed
+spot, inverts a semi-transparent blend (a faint bold mark of one colour through its
+letters' matte, `matte.py`; any other from the frames' own variation), and fills the rest
+(docs/watermarks.md). `strip` runs it and then measures what it changed
 (`strip_damage`): a change outside the mark's support, a mask over a large share of the
 frame, or a change that no constant alpha and colour per pixel explains means the mask was
 not a mark's, and the clip is kept as it was.
