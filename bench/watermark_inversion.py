@@ -63,14 +63,22 @@ def clip_rows(task) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="5,6", help="mark seeds, comma-separated")
+    parser.add_argument("--seeds", default="5,6",
+                        help="mark seeds, comma-separated (default: 5,6, held out)")
     parser.add_argument("--segments", default="",
                         help="clip segments to use (e.g. bikes-1,vtest-3); all by default")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
+    parser.add_argument("--json", type=Path, help="write every stripped mark's row here")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds: whole numbers, comma-separated, not {args.seeds!r}")
     wanted = set(args.segments.split(",")) - {""}
+    unknown = wanted - {segment.name for segment in SEGMENTS}
+    if unknown:
+        parser.error(f"no such segment: {', '.join(sorted(unknown))} (one of "
+                     f"{', '.join(segment.name for segment in SEGMENTS)})")
     tasks = [(segment, frames, seed) for segment, frames, _ in real_clips() for seed in seeds
              if not wanted or segment.name in wanted]
     with get_context("spawn").Pool(args.workers) as pool:
