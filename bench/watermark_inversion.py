@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def main() -> None:
                      f"{', '.join(segment.name for segment in SEGMENTS)})")
     tasks = [(segment, frames, seed) for segment, frames, _ in real_clips() for seed in seeds
              if not wanted or segment.name in wanted]
-    with get_context("spawn").Pool(args.workers) as pool:
+    # the workers leave Ctrl-C to this process, which ends the pool
+    with get_context("spawn").Pool(args.workers, signal.signal,
+                                   (signal.SIGINT, signal.SIG_IGN)) as pool:
         rows = [row for rows in pool.imap(clip_rows, tasks) for row in rows]
     for row in rows:
         change = row["inverted"] - row["moments"]
